@@ -1,0 +1,7 @@
+"""``python -m liveimg``."""
+
+import sys
+
+from liveimg.cli import main
+
+sys.exit(main())

@@ -1,0 +1,238 @@
+"""The one way liveimg runs external programs.
+
+Everything goes through :func:`run` (a program that runs to completion) or :func:`spawn`
+(a program that runs beside us, such as QEMU).  Both take an argv list, never a shell
+string; stdin is closed unless input is given; the environment is clean (``LC_ALL`` and
+``LANG`` are ``C.UTF-8`` so that messages we parse are stable, ``SOURCE_DATE_EPOCH`` is
+passed through for reproducible tools); every command is logged at debug level as
+``+ <command>``; a missing program is a :class:`~liveimg.errors.ToolNotFound` that names
+the Debian package to install; a non-zero exit is a :class:`~liveimg.errors.ToolError`
+with the tail of stderr; a timeout kills the program's whole process group.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from liveimg.errors import ToolError, ToolNotFound, ToolTimeout
+
+log = logging.getLogger(__name__)
+
+#: Debian package that provides each program liveimg may run (for "command not found").
+PACKAGES: Mapping[str, str] = {
+    "blkid": "util-linux",
+    "bsdtar": "libarchive-tools",
+    "cpio": "cpio",
+    "curl": "curl",
+    "debootstrap": "debootstrap",
+    "debugfs": "e2fsprogs",
+    "dumpe2fs": "e2fsprogs",
+    "e2fsck": "e2fsprogs",
+    "fsck.ext4": "e2fsprogs",
+    "guestfish": "libguestfs-tools",
+    "gzip": "gzip",
+    "lsinitrd": "dracut-core",
+    "lvm": "lvm2",
+    "lz4": "lz4",
+    "mkfs.erofs": "erofs-utils",
+    "mkfs.ext4": "e2fsprogs",
+    "mkfs.xfs": "xfsprogs",
+    "mke2fs": "e2fsprogs",
+    "mksquashfs": "squashfs-tools",
+    "ostree": "ostree",
+    "qemu-img": "qemu-utils",
+    "qemu-system-x86_64": "qemu-system-x86",
+    "qemu-system-aarch64": "qemu-system-arm",
+    "resize2fs": "e2fsprogs",
+    "sfdisk": "fdisk",
+    "socat": "socat",
+    "sqfsdiff": "squashfs-tools-ng",
+    "sqfs2tar": "squashfs-tools-ng",
+    "supermin": "supermin",
+    "tune2fs": "e2fsprogs",
+    "unshare": "util-linux",
+    "unsquashfs": "squashfs-tools",
+    "virt-filesystems": "libguestfs-tools",
+    "xz": "xz-utils",
+    "zstd": "zstd",
+}
+
+#: Default time limit of :func:`run`, in seconds.  Callers that run long tools pass their own.
+DEFAULT_TIMEOUT = 3600.0
+
+# Programs in sbin are needed (mkfs, e2fsck, debugfs) even when the caller's PATH lacks them.
+_SYSTEM_PATH = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")
+# Variables passed through from our environment to the programs we run.
+_PASSED = ("HOME", "TMPDIR", "SOURCE_DATE_EPOCH", "USER", "LOGNAME", "TERM")
+
+
+def search_path() -> str:
+    """PATH for the programs we run: the caller's, followed by the system directories."""
+    parts = [p for p in os.environ.get("PATH", "").split(os.pathsep) if p]
+    parts += [p for p in _SYSTEM_PATH if p not in parts]
+    return os.pathsep.join(parts)
+
+
+def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment every program runs in: a fixed locale, PATH, and a few passed-through names."""
+    env = {name: os.environ[name] for name in _PASSED if name in os.environ}
+    env["PATH"] = search_path()
+    env["LC_ALL"] = env["LANG"] = "C.UTF-8"
+    if extra:
+        env.update(extra)
+    return env
+
+
+def which(program: str) -> str | None:
+    """Absolute path of ``program`` on :func:`search_path`, or None."""
+    if os.sep in program:
+        return program if os.access(program, os.X_OK) else None
+    return shutil.which(program, path=search_path())
+
+
+def require(program: str, package: str | None = None) -> str:
+    """Absolute path of ``program``; :class:`ToolNotFound` naming its Debian package if it is missing."""
+    path = which(program)
+    if path is None:
+        raise ToolNotFound(program, package or PACKAGES.get(os.path.basename(program)))
+    return path
+
+
+@dataclass(frozen=True)
+class Completed:
+    """What a finished program left: its exit status, output and run time."""
+
+    argv: tuple[str, ...]
+    returncode: int
+    stdout: str
+    stderr: str
+    seconds: float
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError):
+        proc.kill()
+
+
+def run(
+    argv: Sequence[str | os.PathLike[str]],
+    *,
+    timeout: float | None = DEFAULT_TIMEOUT,
+    check: bool = True,
+    ok_codes: Sequence[int] = (0,),
+    input: bytes | None = None,
+    stdout: Path | IO[bytes] | None = None,
+    env: Mapping[str, str] | None = None,
+    cwd: str | os.PathLike[str] | None = None,
+    package: str | None = None,
+) -> Completed:
+    """Run a program to completion and return what it printed.
+
+    ``stdout`` may name a file (or give an open binary file) to receive a large output;
+    otherwise it is captured and decoded.  With ``check`` (the default) an exit status
+    outside ``ok_codes`` raises :class:`ToolError`.  ``timeout`` is in seconds (None: none).
+    """
+    args = [os.fspath(a) for a in argv]
+    if not args:
+        raise ValueError("run() needs a program")
+    args[0] = require(args[0], package)
+    log.debug("+ %s", shlex.join(args))
+    started = time.monotonic()
+    with contextlib.ExitStack() as stack:
+        out: int | IO[bytes]
+        if isinstance(stdout, Path):
+            out = stack.enter_context(open(stdout, "wb"))
+        elif stdout is None:
+            out = subprocess.PIPE
+        else:
+            out = stdout
+        try:
+            proc = subprocess.Popen(
+                args,
+                stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.PIPE,
+                env=clean_env(env),
+                cwd=cwd,
+                start_new_session=True,  # so that a timeout kills its children too
+            )
+        except FileNotFoundError as exc:
+            raise ToolNotFound(args[0], package or PACKAGES.get(os.path.basename(args[0]))) from exc
+        try:
+            raw_out, raw_err = proc.communicate(input, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc)
+            _, raw_err = proc.communicate()
+            raise ToolTimeout(args, timeout or 0.0, _decode(raw_err)) from None
+        except BaseException:
+            _kill_group(proc)
+            proc.wait()
+            raise
+    result = Completed(
+        argv=tuple(args),
+        returncode=proc.returncode,
+        stdout=_decode(raw_out),
+        stderr=_decode(raw_err),
+        seconds=time.monotonic() - started,
+    )
+    log.debug("  %s exited %d after %.1f s", os.path.basename(args[0]), proc.returncode, result.seconds)
+    if check and proc.returncode not in ok_codes:
+        raise ToolError(args, proc.returncode, result.stderr or result.stdout)
+    return result
+
+
+def _decode(data: bytes | None) -> str:
+    return data.decode("utf-8", "replace") if data else ""
+
+
+@contextlib.contextmanager
+def spawn(
+    argv: Sequence[str | os.PathLike[str]],
+    *,
+    stdout: IO[bytes] | int | None = subprocess.DEVNULL,
+    stderr: IO[bytes] | int | None = subprocess.DEVNULL,
+    env: Mapping[str, str] | None = None,
+    cwd: str | os.PathLike[str] | None = None,
+    package: str | None = None,
+    stop_timeout: float = 5.0,
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Start a program beside us; it is terminated (then killed) when the block ends.
+
+    For programs whose life is managed by the caller: QEMU, a test HTTP server.
+    """
+    args = [os.fspath(a) for a in argv]
+    args[0] = require(args[0], package)
+    log.debug("+ %s &", shlex.join(args))
+    proc = subprocess.Popen(
+        args,
+        stdin=subprocess.DEVNULL,
+        stdout=stdout,
+        stderr=stderr,
+        env=clean_env(env),
+        cwd=cwd,
+        start_new_session=True,
+    )
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(stop_timeout)
+            except subprocess.TimeoutExpired:
+                _kill_group(proc)
+                proc.wait()

@@ -1,0 +1,51 @@
+"""Helpers shared by the tests: required tools, the CI switch, libguestfs settings."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from functools import cache
+
+import pytest
+
+from liveimg import run as runner
+from liveimg.accel import AccelChoice, choose_accel
+
+#: In CI a missing tool fails the test; elsewhere it skips it, naming the package.
+IN_CI = os.environ.get("CI") == "true"
+
+
+def _missing(what: str) -> None:
+    if IN_CI:
+        pytest.fail(what, pytrace=False)
+    pytest.skip(what)
+
+
+def need(*programs: str) -> None:
+    """Skip (fail in CI) unless every program is installed."""
+    for program in programs:
+        if runner.which(program) is None:
+            package = runner.PACKAGES.get(program, "?")
+            _missing(f"{program} is not installed: install the Debian package {package}")
+
+
+def need_module(module: str, package: str) -> None:
+    """Skip (fail in CI) unless a Python module imports; ``package`` says where it comes from."""
+    if importlib.util.find_spec(module) is None:
+        _missing(f"Python module {module} is missing: install {package}")
+
+
+def need_root() -> None:
+    if os.geteuid() != 0:
+        _missing("this test must run as root")
+
+
+@cache
+def accel() -> AccelChoice:
+    """The accelerator the library would choose on this machine (probed once)."""
+    return choose_accel()
+
+
+def guestfs_env() -> dict[str, str]:
+    """Environment for libguestfs command-line tools run by tests (guestfish, virt-filesystems)."""
+    return accel().libguestfs_env()
