@@ -148,7 +148,7 @@ def run(
     args = [os.fspath(a) for a in argv]
     if not args:
         raise ValueError("run() needs a program")
-    args[0] = require(args[0], package)
+    executable = require(args[0], package)
     log.debug("+ %s", shlex.join(args))
     started = time.monotonic()
     with contextlib.ExitStack() as stack:
@@ -162,6 +162,7 @@ def run(
         try:
             proc = subprocess.Popen(
                 args,
+                executable=executable,
                 stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.PIPE,
@@ -214,10 +215,11 @@ def spawn(
     For programs whose life is managed by the caller: QEMU, a test HTTP server.
     """
     args = [os.fspath(a) for a in argv]
-    args[0] = require(args[0], package)
+    executable = require(args[0], package)
     log.debug("+ %s &", shlex.join(args))
     proc = subprocess.Popen(
         args,
+        executable=executable,
         stdin=subprocess.DEVNULL,
         stdout=stdout,
         stderr=stderr,
