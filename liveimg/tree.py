@@ -5,7 +5,7 @@ debugfs; it needs, for every entry, what ``cp -a`` would keep: type, permission 
 (setuid/setgid/sticky included), owner, times to the nanosecond, device numbers, link
 targets, extended attributes (``security.selinux`` and POSIX ACLs included, in their raw
 VFS form) and hard-link identity.  :class:`TreeEntry` is that record; :class:`HostTree`
-reads one from a host directory, :class:`GuestTree` from a directory inside the
+reads one from a host directory, :class:`ApplianceTree` from a directory inside the
 libguestfs appliance (in a few bulk calls per directory).
 """
 
@@ -154,7 +154,7 @@ def _xattr_groups(flat: Sequence[dict[str, Any]], count: int, where: str) -> lis
     return groups
 
 
-class GuestTree:
+class ApplianceTree:
     """A tree inside the libguestfs appliance, below ``top`` (an appliance path).
 
     ``g`` is an open ``guestfs.GuestFS`` (``python_return_dict=True``) with the
