@@ -39,11 +39,17 @@ import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any
 
 from liveimg import e2fs, sparse
 from liveimg import run as runner
-from liveimg.errors import HostError, InvalidImage, InvalidOptions
-from liveimg.tree import TreeEntry, TreeSource
+from liveimg.errors import HostError, InternalError, InvalidImage, InvalidOptions
+from liveimg.progress import Progress
+from liveimg.tree import ApplianceTree, TreeEntry, TreeSource
+
+if TYPE_CHECKING:
+    from liveimg.guest import Guest
+    from liveimg.inspect import ImageInfo, Partition
 
 log = logging.getLogger(__name__)
 
@@ -373,25 +379,12 @@ def from_partition(
                     hint="liveimg merges the boot partition into an empty /boot, as a mount would show it",
                 )
             write_tree(tmp, _Prefetched(boot, boot_entries), "/boot", workdir, limit=boot_limit)
-        e2fs.fsck(tmp, repair=True, discard=True, what=what)
-        final = e2fs.fsck(tmp, repair=False)
-        if not final.clean:
-            raise InvalidImage(f"{what}: the new rootfs.img does not check clean: {final.output.splitlines()[-1]}")
+        _finish_image(tmp, what)
         tmp.rename(dest)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    sb = e2fs.superblock(dest)
-    return RootfsImage(
-        path=dest,
-        size=dest.stat().st_size,
-        allocated=sparse.allocated_bytes(dest),
-        content=sb.used_bytes,
-        method=Method.PARTITION,
-        label=sb.label,
-        uuid=sb.uuid,
-        boot_merged=boot is not None,
-    )
+    return _result(dest, Method.PARTITION, boot_merged=boot is not None)
 
 
 class _Prefetched:
@@ -421,3 +414,164 @@ def check_space(directory: Path, needed: int) -> None:
 def _raw_data_bytes(image: Path, offset: int, length: int) -> int:
     with open(image, "rb") as f:
         return sum(n for _, n in sparse.data_extents(f.fileno(), offset, offset + length))
+
+
+# --- the copy method (in the libguestfs appliance) and the stage's entry point -----------------
+
+EXT_TYPES = ("ext2", "ext3", "ext4")
+#: Work drive size for the copy method: the sparse file costs nothing until written.
+WORK_DRIVE_MIN = 8 * GiB
+
+
+def work_drive_size(virtual_size: int, options: RootfsOptions) -> int:
+    """Size of the sparse work drive to attach to the appliance for the copy method."""
+    return _round_up(max(2 * virtual_size, options.size or 0, WORK_DRIVE_MIN), MiB)
+
+
+def choose_method(info: ImageInfo, options: RootfsOptions) -> tuple[Method, str]:
+    """The method to use for this image, and why."""
+    root = info.root
+    partition_ok = (
+        root.fstype in EXT_TYPES and root.offset is not None and root.length is not None and not root.lvm
+    ) and not root.subvolume
+    why = "the root is a plain ext2/3/4 partition" if partition_ok else f"the root is {_describe(root)}"
+    if options.method is Method.PARTITION:
+        if not partition_ok:
+            raise InvalidOptions(
+                f"the partition method needs an ext2/3/4 root on a plain partition, but {why}",
+                hint="use the copy method (or the default, auto)",
+            )
+        return Method.PARTITION, why
+    if options.method is Method.COPY:
+        return Method.COPY, "asked for"
+    return (Method.PARTITION if partition_ok else Method.COPY), why
+
+
+def _describe(part: Partition) -> str:
+    if part.lvm:
+        return f"an LVM logical volume ({part.fstype})"
+    if part.subvolume:
+        return f"a btrfs subvolume ({part.subvolume})"
+    return f"{part.fstype or 'an unknown filesystem'} on {part.device}"
+
+
+def _used_bytes(g: Any, mountpoint: str) -> tuple[int, int]:
+    """Bytes and inodes in use on a mounted filesystem (hard links count once)."""
+    st = g.statvfs(mountpoint)
+    used = (int(st["blocks"]) - int(st["bfree"])) * int(st["frsize"] or st["bsize"])
+    inodes = int(st["files"]) - int(st["ffree"])
+    return used, max(inodes, 0)
+
+
+def by_copy(guest: Guest, info: ImageInfo, drive: Path, device: str, dest: Path, options: RootfsOptions) -> RootfsImage:
+    """The ``copy`` method: a new ext4 on the appliance's work drive, filled with ``cp -a``."""
+    g = guest.g
+    root_mp = guest.root_mountpoint
+    boot_mp = guest.boot_mountpoint
+    used, inodes = _used_bytes(g, root_mp)
+    if boot_mp is not None:
+        boot_used, boot_inodes = _used_bytes(g, boot_mp)
+        used, inodes = used + boot_used, inodes + boot_inodes
+    # ext4 needs room for its inode tables and journal beyond the data: a few percent plus a fixed part.
+    needed = _round_up(int(used * 1.05) + inodes * 256 + 64 * MiB, MiB)
+    partition = info.root.length or info.root.size
+    size = target_size(options.size_mode, needed=needed, requested=options.size, partition=partition)
+    drive_size = drive.stat().st_size
+    if size > drive_size:
+        raise InternalError(f"the work drive ({drive_size} bytes) is smaller than the rootfs ({size} bytes)")
+    out_mp = "/liveimg-rootfs"
+    try:
+        g.mke2fs(device, blockscount=size // BLOCK_SIZE, blocksize=BLOCK_SIZE, fstype="ext4", label=options.label,
+                 reservedblockspercentage=0)  # fmt: skip
+        g.mkmountpoint(out_mp)
+        g.mount(device, out_mp)
+        # cp -a keeps owners, modes, hard links, xattrs (SELinux labels, ACLs), sparse files, devices, times.
+        g.cp_a(f"{root_mp}/.", out_mp)
+        if boot_mp is not None:
+            g.cp_a(f"{boot_mp}/.", f"{out_mp}/boot")
+        g.umount(out_mp)
+        g.sync()
+    except RuntimeError as exc:
+        text = " ".join(str(exc).split())
+        if "No space left on device" in text:
+            raise InvalidOptions(
+                f"the rootfs ({size / GiB:.2f} GiB) is too small for the image's files",
+                hint="use a larger --live-rootfs-size, or the automatic size",
+            ) from None
+        raise InvalidImage(f"{info.image}: copying the root filesystem failed: {text}") from None
+    # The appliance is done with the drive: it becomes rootfs.img, cut to the filesystem's size.
+    tmp = dest.with_name(f".{dest.name}.tmp")
+    try:
+        os.replace(drive, tmp)
+        os.truncate(tmp, size)
+        _finish_image(tmp, str(info.root.device))
+        tmp.rename(dest)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return _result(dest, Method.COPY, boot_merged=boot_mp is not None)
+
+
+def _finish_image(image: Path, what: str) -> None:
+    """Discard free blocks (holes for the squashfs stage) and make sure the result checks clean."""
+    e2fs.fsck(image, repair=True, discard=True, what=what)
+    final = e2fs.fsck(image, repair=False)
+    if not final.clean:
+        raise InternalError(f"the new rootfs.img does not check clean: {final.output.splitlines()[-1]}")
+
+
+def _result(path: Path, method: Method, *, boot_merged: bool) -> RootfsImage:
+    sb = e2fs.superblock(path)
+    return RootfsImage(
+        path=path,
+        size=path.stat().st_size,
+        allocated=sparse.allocated_bytes(path),
+        content=sb.used_bytes,
+        method=method,
+        label=sb.label,
+        uuid=sb.uuid,
+        boot_merged=boot_merged,
+    )
+
+
+def build_rootfs(
+    guest: Guest,
+    info: ImageInfo,
+    dest: Path,
+    options: RootfsOptions,
+    *,
+    workdir: Path,
+    work_drive: tuple[Path, str] | None = None,
+    progress: Progress | None = None,
+) -> RootfsImage:
+    """Stage 2: build ``dest`` (``LiveOS/rootfs.img``) from the inspected image.
+
+    ``work_drive`` is the (host file, appliance device) of the writable drive attached to
+    the appliance at launch (see :func:`work_drive_size`); the copy method needs it.
+    """
+    progress = progress or Progress()
+    method, why = choose_method(info, options)
+    log.info("rootfs: %s method (%s)", method, why)
+    with progress.stage("rootfs") as stage:
+        stage.message(f"{method} method: {why}")
+        if method is Method.COPY:
+            if work_drive is None:
+                raise InternalError("the copy method needs a work drive attached to the appliance")
+            return by_copy(guest, info, work_drive[0], work_drive[1], dest, options)
+        root = info.root
+        assert root.offset is not None and root.length is not None
+        boot_mp = guest.boot_mountpoint
+        boot = ApplianceTree(guest.g, boot_mp, workdir) if boot_mp is not None else None
+        boot_limit = info.boot.size if info.boot is not None else None
+        return from_partition(
+            image=info.image,
+            image_format=info.format,
+            offset=root.offset,
+            length=root.length,
+            boot=boot,
+            boot_limit=boot_limit,
+            dest=dest,
+            options=options,
+            workdir=workdir,
+            what=f"the root filesystem {root.device} of {info.image.name}",
+        )

@@ -1,0 +1,376 @@
+"""The whole pipeline: a disk image in, live PXE artifacts out.
+
+``build(image, outdir, options)`` runs the stages in order, each taking the typed artifacts
+of the ones before it::
+
+    guest     liveimg.guest.open_guest / Guest.inspect  -> ImageInfo
+    rootfs    liveimg.rootfs.build_rootfs               -> RootfsImage   (LiveOS/rootfs.img)
+    squashfs  liveimg.squashfs.write_squashfs_file      -> SquashfsResult (live-rootfs.squashfs.img)
+    dracut    liveimg.dracut.build_initramfs            -> Initrd        (initramfs-<kver>.img)
+    pxe       liveimg.pxe.write_pxe                     -> PxeResult     (PXE_CONFIG, configs, seed)
+
+then writes ``manifest.json``.  Everything is built in a staging directory beside OUTDIR and
+renamed into place at the end, so a failed or interrupted build leaves OUTDIR as it was.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import logging
+import os
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from liveimg import __version__, e2fs, rootfs
+from liveimg.dracut import DracutOptions, Initrd, build_initramfs
+from liveimg.errors import HostError, InvalidImage, InvalidOptions
+from liveimg.guest import Guest, ImageInfo, open_guest
+from liveimg.progress import Progress
+from liveimg.pxe import SQUASHFS_NAME, LiveBoot, PxeOptions, PxeResult, sha256_file, write_manifest, write_pxe
+from liveimg.rootfs import RootfsImage, RootfsOptions
+from liveimg.squashfs import Backend, SquashfsOptions, SquashfsResult, bcj_for_arch, write_squashfs_file
+
+log = logging.getLogger(__name__)
+
+STAGES = ("guest", "rootfs", "squashfs", "dracut", "pxe")
+
+
+class RootfsType(enum.StrEnum):
+    #: ``LiveOS/rootfs.img`` (ext4) inside the squashfs: what lorax ships and every dracut boots.
+    SQUASHFS_EXT4 = "squashfs-ext4"
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """Everything ``liveimg build`` can be told.  Stage options keep their own validation."""
+
+    deployment: str | None = None
+    kernel: str | None = None
+    rootfs: RootfsOptions = field(default_factory=RootfsOptions)
+    rootfs_type: RootfsType = RootfsType.SQUASHFS_EXT4
+    squashfs: SquashfsOptions | None = None  # None: xz with the image's BCJ filter, like lorax
+    squashfs_backend: Backend = "native"
+    dracut: DracutOptions = field(default_factory=DracutOptions)
+    pxe: PxeOptions = field(default_factory=PxeOptions)
+    workdir: Path | None = None
+    keep_workdir: bool = False
+    force: bool = False
+    accel: str | None = None
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    """What a build produced: OUTDIR, its files, and the manifest written there."""
+
+    outdir: Path
+    info: ImageInfo
+    rootfs: RootfsImage
+    squashfs: SquashfsResult
+    initramfs: Initrd
+    pxe: PxeResult
+    manifest: dict[str, Any]
+    timings: dict[str, float]
+
+    @property
+    def kernel(self) -> Path:
+        return self.outdir / self.manifest["kernel"]["file"]
+
+
+def _check_input(image: Path) -> Path:
+    if not image.exists():
+        raise InvalidImage(f"{image}: no such file", hint="give the path of a disk image")
+    if not image.is_file() and not image.is_block_device():
+        raise InvalidImage(f"{image}: not a regular file")
+    if not os.access(image, os.R_OK):
+        raise HostError(f"{image}: permission denied (cannot read it)")
+    return image.absolute()
+
+
+class _Staging:
+    """A directory beside OUTDIR where the build happens; moved into place at the end."""
+
+    def __init__(self, outdir: Path, *, force: bool, workdir: Path | None, keep_workdir: bool) -> None:
+        self.outdir = outdir.absolute()
+        if self.outdir.exists() or self.outdir.is_symlink():
+            if not force:
+                raise InvalidOptions(f"{self.outdir} already exists", hint="use --force to replace it")
+            if not self.outdir.is_dir() or self.outdir.is_symlink():
+                raise InvalidOptions(f"{self.outdir} exists and is not a directory")
+        parent = self.outdir.parent
+        if not parent.is_dir():
+            raise InvalidOptions(f"cannot create {self.outdir}: {parent} does not exist")
+        try:
+            self.root = Path(tempfile.mkdtemp(prefix=f".{self.outdir.name}.liveimg-", dir=parent))
+        except PermissionError as exc:
+            raise HostError(f"cannot write to {parent}: permission denied") from exc
+        except OSError as exc:
+            raise HostError(f"cannot write to {parent}: {exc.strerror}") from exc
+        self.out = self.root / "out"
+        self.out.mkdir()
+        self.keep_workdir = keep_workdir
+        if workdir is not None:
+            workdir.mkdir(parents=True, exist_ok=True)
+            self.work = Path(tempfile.mkdtemp(prefix="liveimg-work-", dir=workdir))
+        else:
+            self.work = self.root / "work"
+            self.work.mkdir()
+
+    def commit(self) -> None:
+        """Put the result in place: OUTDIR, replaced only now if it existed (``--force``)."""
+        old: Path | None = None
+        if self.outdir.exists():
+            old = self.root / "previous"
+            self.outdir.rename(old)
+        self.out.rename(self.outdir)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+
+    def cleanup(self) -> None:
+        if self.keep_workdir:
+            log.warning("work files kept in %s", self.work)
+        elif self.work.exists():
+            shutil.rmtree(self.work, ignore_errors=True)
+        if self.keep_workdir and self.work.is_relative_to(self.root):
+            keep = self.root.with_name(self.root.name + "-work")
+            self.work.rename(keep)
+            log.warning("work files kept in %s", keep)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+class _Hasher(threading.Thread):
+    """sha256 of the input, computed beside the appliance's start (it is I/O, they are CPU)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(name="liveimg-sha256", daemon=True)
+        self.path = path
+        self.digest: str | None = None
+        self.error: BaseException | None = None
+        self.start()
+
+    def run(self) -> None:
+        try:
+            self.digest = sha256_file(self.path)
+        except BaseException as exc:  # reported by result()
+            self.error = exc
+
+    def result(self) -> str:
+        self.join()
+        if self.error is not None:
+            raise HostError(f"cannot read {self.path}: {self.error}")
+        assert self.digest is not None
+        return self.digest
+
+
+def squashfs_options(options: BuildOptions, info: ImageInfo) -> SquashfsOptions:
+    """The squashfs options in effect: the caller's, else xz with the BCJ filter of the IMAGE's architecture."""
+    if options.squashfs is not None:
+        return options.squashfs
+    return SquashfsOptions(comp="xz", Xbcj=bcj_for_arch(info.arch or ""))
+
+
+def _copy_kernel(rootfs_img: Path, guest_path: str, dest: Path, workdir: Path) -> None:
+    """Copy the kernel out of rootfs.img (where /boot is merged) without mounting it."""
+    tmp = dest.with_name(f".{dest.name}.tmp")
+    e2fs.debugfs_script(rootfs_img, [f"dump {e2fs.debugfs_quote(guest_path)} {e2fs.debugfs_quote(str(tmp))}"],
+                        writable=False, workdir=workdir)  # fmt: skip
+    if not tmp.is_file() or tmp.stat().st_size == 0:
+        tmp.unlink(missing_ok=True)
+        raise InvalidImage(f"the kernel {guest_path} is missing or empty in the image")
+    tmp.chmod(0o644)
+    tmp.rename(dest)
+
+
+@contextlib.contextmanager
+def _timed(timings: dict[str, float], name: str) -> Iterator[None]:
+    started = time.monotonic()
+    try:
+        yield
+    finally:
+        timings[name] = round(time.monotonic() - started, 3)
+
+
+def build(
+    image: Path | str,
+    outdir: Path | str,
+    options: BuildOptions | None = None,
+    progress: Progress | None = None,
+) -> BuildResult:
+    """Build live PXE artifacts from ``image`` into ``outdir``.
+
+    Raises a :class:`~liveimg.errors.LiveImgError` subclass that says what is wrong; OUTDIR
+    is then as it was, and no temporary file is left behind.
+    """
+    opts = options or BuildOptions()
+    progress = progress or Progress()
+    image = _check_input(Path(image))
+    staging = _Staging(Path(outdir), force=opts.force, workdir=opts.workdir, keep_workdir=opts.keep_workdir)
+    timings: dict[str, float] = {}
+    started = time.monotonic()
+    try:
+        hasher = _Hasher(image)
+        rootfs_dir = staging.work / "LiveOS"
+        rootfs_dir.mkdir()
+        with open_guest(image, accel=opts.accel, progress=progress) as guest:
+            with _timed(timings, "guest"), progress.stage("guest"):
+                info = guest.inspect(deployment=opts.deployment, kernel=opts.kernel)
+            for warning in info.warnings:
+                log.warning("%s", warning)
+            with _timed(timings, "rootfs"):
+                rootfs_img = rootfs.build_rootfs(
+                    guest, info, rootfs_dir / "rootfs.img", opts.rootfs, workdir=staging.work, progress=progress
+                )
+        result = _finish(image, info, rootfs_img, opts, staging, timings, progress, hasher)
+        staging.commit()
+        timings["total"] = round(time.monotonic() - started, 3)
+        log.info("built %s in %.1f s", result.outdir, timings["total"])
+        return result
+    except KeyboardInterrupt:
+        log.warning("interrupted: removing the partial build")
+        raise
+    finally:
+        staging.cleanup()
+
+
+def _finish(
+    image: Path,
+    info: ImageInfo,
+    rootfs_img: RootfsImage,
+    opts: BuildOptions,
+    staging: _Staging,
+    timings: dict[str, float],
+    progress: Progress,
+    hasher: _Hasher,
+) -> BuildResult:
+    out = staging.out
+    kernel = info.kernel
+    kver = kernel.version
+    sq_opts = squashfs_options(opts, info)
+    with _timed(timings, "squashfs"):
+        squashed = write_squashfs_file(
+            rootfs_img.path, out / SQUASHFS_NAME, "LiveOS/rootfs.img", sq_opts, progress, backend=opts.squashfs_backend
+        )
+    deployment = info.deployment
+    with _timed(timings, "dracut"):
+        initrd = build_initramfs(
+            kver=kver,
+            output=out / f"initramfs-{kver}.img",
+            rootfs=rootfs_img.path,
+            deployment=deployment.path if deployment is not None else "/",
+            options=opts.dracut,
+            workdir=staging.work,
+            log_path=staging.work / "dracut.log",
+            ostree=info.ostree,
+            progress=progress,
+        )
+        kernel_name = f"vmlinuz-{kver}"
+        _copy_kernel(rootfs_img.path, kernel.path, out / kernel_name, staging.work)
+    input_sha256 = hasher.result()
+    title = info.os_release.get("PRETTY_NAME") or info.os_release.get("NAME") or "Linux"
+    boot = LiveBoot(
+        kernel=kernel_name,
+        initramfs=initrd.path.name,
+        kver=kver,
+        title=title,
+        ostree_arg=deployment.ostree_arg if deployment is not None else None,
+        image_args=tuple(deployment.options if deployment is not None else kernel.options),
+        seed_id=input_sha256,
+    )
+    with _timed(timings, "pxe"), progress.stage("pxe"):
+        pxe_result = write_pxe(out, boot, opts.pxe)
+    manifest = _manifest(image, input_sha256, info, opts, sq_opts, rootfs_img, initrd, boot, pxe_result, out, timings)
+    write_manifest(out, manifest)
+    return BuildResult(
+        outdir=staging.outdir,
+        info=info,
+        rootfs=rootfs_img,
+        squashfs=squashed,
+        initramfs=initrd,
+        pxe=pxe_result,
+        manifest=manifest,
+        timings=timings,
+    )
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def _manifest(
+    image: Path,
+    input_sha256: str,
+    info: ImageInfo,
+    opts: BuildOptions,
+    sq_opts: SquashfsOptions,
+    rootfs_img: RootfsImage,
+    initrd: Initrd,
+    boot: LiveBoot,
+    pxe_result: PxeResult,
+    out: Path,
+    timings: dict[str, float],
+) -> dict[str, Any]:
+    artifacts = {}
+    for path in sorted(p for p in out.rglob("*") if p.is_file()):
+        rel = path.relative_to(out).as_posix()
+        artifacts[rel] = {"size": path.stat().st_size, "sha256": sha256_file(path)}
+    deployment = info.deployment
+    return {
+        "liveimg": {"version": __version__},
+        "input": {"path": str(image), "sha256": input_sha256, "format": info.format, "size": info.virtual_size},
+        "os": {
+            "id": info.os_release.get("ID"),
+            "name": info.os_release.get("PRETTY_NAME") or info.os_release.get("NAME"),
+            "version_id": info.os_release.get("VERSION_ID"),
+            "arch": info.arch,
+        },
+        "deployment": None
+        if deployment is None
+        else {
+            "osname": deployment.osname,
+            "checksum": deployment.checksum,
+            "serial": deployment.serial,
+            "ostree": deployment.ostree_arg,
+            "path": deployment.path,
+        },
+        "kernel": {"version": boot.kver, "file": boot.kernel},
+        "initramfs": {
+            "file": boot.initramfs,
+            "compression": str(initrd.compression),
+            "modules": list(initrd.modules),
+            "left_out": [{"module": m, "why": why} for m, why in initrd.left_out],
+            "built_in": str(initrd.where),
+        },
+        "rootfs": {
+            "file": SQUASHFS_NAME,
+            "type": str(opts.rootfs_type),
+            "image": "LiveOS/rootfs.img",
+            "method": str(rootfs_img.method),
+            "size": rootfs_img.size,
+            "allocated": rootfs_img.allocated,
+            "label": rootfs_img.label,
+        },
+        "squashfs": {"backend": opts.squashfs_backend, **_jsonable(asdict(sq_opts))},
+        "kernel_args": list(pxe_result.kernel_args),
+        "lorax_args": list(pxe_result.lorax_args),
+        "pxe": {"url": opts.pxe.url, "pxe_dir": opts.pxe.pxe_dir},
+        "artifacts": artifacts,
+        "stages": dict(timings),
+        "warnings": list(info.warnings),
+    }
+
+
+__all__ = ["STAGES", "BuildOptions", "BuildResult", "RootfsType", "build", "squashfs_options"]
