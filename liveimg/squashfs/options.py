@@ -86,8 +86,7 @@ class SquashfsOptions:
 
     def __post_init__(self) -> None:
         # Accept a list for Xbcj from callers, keep the dataclass hashable and immutable.
-        if not isinstance(self.Xbcj, tuple):
-            object.__setattr__(self, "Xbcj", tuple(self.Xbcj))
+        object.__setattr__(self, "Xbcj", tuple(self.Xbcj))
 
     @property
     def block_log(self) -> int:
