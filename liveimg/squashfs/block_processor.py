@@ -187,21 +187,21 @@ class BlockProcessor:
     # --- files and fragments -------------------------------------------------------------
 
     def add_file(self, size: int, chunks: Iterable[Chunk]) -> FileData:
-        """Pack one file's data (its blocks in order) and return where it goes."""
+        """Pack one file's data (its blocks in order) and return where it goes.
+
+        As in mksquashfs, an all-zero tail is stored as a hole rather than in a fragment,
+        and ``sparse`` counts the bytes in holes (at most ``size - 1``).
+        """
         bs = self.block_size
         nblocks = -(-size // bs)
         tail_len = size % bs
         frag_tail = tail_len != 0 and self.use_fragments and (size < bs or self.always_fragments)
-        stored_blocks = nblocks - 1 if frag_tail else nblocks
-        data = FileData(size, block_sizes_array(stored_blocks))
+        data = FileData(size, block_sizes_array(nblocks))
         self._queue(("begin", data))
-        tail: bytes | bytearray | None = None
+        tail: bytes | None = None
         count = 0
         for index, chunk in enumerate(chunks):
             count += 1
-            if index >= stored_blocks:
-                tail = chunk if chunk is not None else bytes(tail_len)
-                continue
             length = bs if index < nblocks - 1 or tail_len == 0 else tail_len
             if chunk is None or (chunk == self._zero if length == bs else chunk.count(0) == length):
                 data.sparse += length
@@ -209,13 +209,18 @@ class BlockProcessor:
                 self._queue(("progress", length))
                 continue
             raw = bytes(chunk) if isinstance(chunk, bytearray) else chunk
+            if frag_tail and index == nblocks - 1:
+                tail = raw
+                continue
             self._queue(("block", data, index, raw, self._pool.submit(self.compressor.compress, raw)))
         if count != nblocks:
             raise InvalidImage(f"got {count} blocks for a file of {size} bytes, expected {nblocks}")
+        if tail is not None:
+            data.block_sizes.pop()
+        data.sparse = min(data.sparse, max(size - 1, 0))
         self._queue(("end", data))
-        if frag_tail:
-            assert tail is not None
-            self._add_fragment(data, bytes(tail))
+        if tail is not None:
+            self._add_fragment(data, tail)
             self._queue(("progress", len(tail)))
         return data
 

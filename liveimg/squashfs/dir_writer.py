@@ -43,36 +43,48 @@ class DirWriter:
         self.meta = meta
 
     def write(self, children: list[DirChild]) -> DirListing:
-        """Append the listing of ``children`` (sorted by name) and say where it is."""
+        """Append the listing of ``children`` (sorted by name) and say where it is.
+
+        Header splits follow mksquashfs exactly (so listings have the same size): a new
+        header after 256 entries, when the inode block changes, when the inode number is
+        out of the signed 16-bit range of the header's, or when the listing since the last
+        index point would exceed 8 KiB -- the last case also records an index entry.
+        """
         start_block, offset = self.meta.position()
         listing = DirListing(start_block, offset, 0)
-        last_indexed = start_block
-        i, n = 0, len(children)
-        while i < n:
-            first = children[i]
-            block = first.ref >> 16
-            block_pos, in_block = self.meta.position()
-            used = in_block + HEADER.size + ENTRY.size + len(first.name)
-            j = i + 1
-            while j < n and j - i < SQUASHFS_DIR_COUNT:
-                child = children[j]
-                if child.ref >> 16 != block or not -32768 <= child.number - first.number <= 32767:
-                    break
-                size = ENTRY.size + len(child.name)
-                if used + size > SQUASHFS_METADATA_SIZE:
-                    break
-                used += size
-                j += 1
-            if block_pos != last_indexed:
-                listing.index.append(DirIndex(listing.size, block_pos, first.name))
-                last_indexed = block_pos
-            run = children[i:j]
-            data = bytearray(DirHeader(len(run), block, first.number).to_bytes())
-            for child in run:
-                data += DirEntry(
-                    child.ref & 0xFFFF, child.number - first.number, child.type.basic, child.name
-                ).to_bytes()
-            self.meta.append(bytes(data))
-            listing.size += len(data)
-            i = j
+        buf = bytearray()
+        indexed: list[tuple[int, bytes]] = []  # (listing offset of a header, its first name)
+        header_at = -1
+        count = block = base = 0
+        index_point = 0
+        for child in children:
+            entry_size = ENTRY.size + len(child.name)
+            child_block = child.ref >> 16
+            over = header_at >= 0 and len(buf) + entry_size - index_point > SQUASHFS_METADATA_SIZE
+            if (
+                header_at < 0
+                or count == SQUASHFS_DIR_COUNT
+                or child_block != block
+                or over
+                or not -32768 <= child.number - base <= 32767
+            ):
+                if header_at >= 0:
+                    buf[header_at : header_at + HEADER.size] = DirHeader(count, block, base).to_bytes()
+                    if over:
+                        indexed.append((len(buf), child.name))
+                        index_point = len(buf)
+                header_at = len(buf)
+                buf += bytes(HEADER.size)
+                count, block, base = 0, child_block, child.number
+            buf += DirEntry(child.ref & 0xFFFF, child.number - base, child.type.basic, child.name).to_bytes()
+            count += 1
+        if header_at >= 0:
+            buf[header_at : header_at + HEADER.size] = DirHeader(count, block, base).to_bytes()
+        done = 0
+        for at, name in indexed:
+            self.meta.append(bytes(buf[done:at]))
+            listing.index.append(DirIndex(at, self.meta.position()[0], name))
+            done = at
+        self.meta.append(bytes(buf[done:]))
+        listing.size = len(buf)
         return listing

@@ -214,6 +214,10 @@ class SquashfsWriter:
                     raise InvalidImage(f"{os.fspath(source)}: not a regular file")
                 length = st.st_size if size is None else size
                 data = self.processor.add_file(length, file_blocks(fd, length, bs, os.fspath(source)))
+                if st.st_blocks * 512 >= length:
+                    # Like mksquashfs: zero blocks of a fully allocated file are holes in the image,
+                    # but the file is not recorded as sparse (and keeps the basic inode).
+                    data.sparse = 0
                 after = os.fstat(fd)
                 if after.st_size != length or after.st_mtime_ns != st.st_mtime_ns:
                     raise InvalidImage(
