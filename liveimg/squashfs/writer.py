@@ -195,14 +195,18 @@ class SquashfsWriter:
         """
         self._check_open()
         where = _where(path)
+        if size is None and not isinstance(source, (str, os.PathLike)):
+            raise InvalidOptions(f"{where}: size is required when the data comes from a stream or callback")
         node = self._node(InodeType.REG, mode, uid, gid, mtime, xattrs, where)
         self.tree.add(path, node)  # check the name before spending time on the data
         try:
             node.data = self._pack_data(source, size, where)
-        except LiveImgError:
+        except BaseException as exc:
+            # Part of the file may be queued or written: the image cannot be completed.
+            self.abort(exc)
+            if isinstance(exc, OSError) and not isinstance(exc, LiveImgError):
+                raise HostError(f"cannot read {where}: {exc.strerror or exc}") from exc
             raise
-        except OSError as exc:
-            raise HostError(f"cannot read {where}: {exc.strerror or exc}") from exc
 
     def _pack_data(self, source: FileSource, size: int | None, where: str) -> FileData:
         bs = self.options.block_size

@@ -139,9 +139,10 @@ def test_dissect_reads_our_images(tmp_path: Path) -> None:
         with open(image, "rb") as f:
             fs = SquashFS(f)
             assert fs.get("d/small").open().read() == b"tail" * 10
-            assert hashlib.sha256(fs.get("big").open().read()).digest() == hashlib.sha256(
-                (src / "big").read_bytes()
-            ).digest()
+            assert (
+                hashlib.sha256(fs.get("big").open().read()).digest()
+                == hashlib.sha256((src / "big").read_bytes()).digest()
+            )
             assert fs.get("link").link == "d/small"
 
 
