@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from liveimg.errors import InvalidImage
+from liveimg.errors import ImageNotFound, InvalidImage
 from liveimg.squashfs.compressor import Compressor, compressor_for_id
 from liveimg.squashfs.constants import (
     SQUASHFS_COMPRESSED_BIT,
@@ -48,7 +48,10 @@ class Entry:
 class SquashfsReader:
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
-        self._f = open(self.path, "rb")  # noqa: SIM115 - closed by close()
+        try:
+            self._f = open(self.path, "rb")  # noqa: SIM115 - closed by close()
+        except OSError as exc:
+            raise ImageNotFound(f"cannot open squashfs image {self.path}: {exc.strerror}") from exc
         self.sb = Superblock.from_bytes(self._f.read(Superblock.SIZE))
         cls = compressor_for_id(self.sb.compression)
         name = next(n for n, i in COMPRESSOR_IDS.items() if i == self.sb.compression)
