@@ -130,7 +130,7 @@ class XzCompressor(Compressor):
     name = "xz"
     OPTS = struct.Struct("<II")  # dictionary_size, flags (BCJ filters)
     #: Below this x86 score a block is compressed without the filter only, above HIGH with it only.
-    LOW, HIGH = 1.5, 5.0
+    LOW, HIGH = 1.0, 8.0
 
     def __init__(self, options: SquashfsOptions) -> None:
         super().__init__(options)

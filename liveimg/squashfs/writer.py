@@ -329,6 +329,7 @@ class SquashfsWriter:
             "sparse_blocks": self.processor.sparse_blocks,
             "duplicate_files": self.block_writer.duplicates,
             "fragments": len(self.fragments),
+            "codec_cpu_ms": int(self.processor.codec_seconds * 1000),
         }
         xz_stats = getattr(self.compressor, "stats", None)
         if isinstance(xz_stats, dict):
