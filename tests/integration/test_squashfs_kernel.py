@@ -23,6 +23,12 @@ IMAGES = {
     "zstd": SquashfsOptions(comp="zstd", Xcompression_level=19, always_use_fragments=True),
     "lz4": SquashfsOptions(comp="lz4", Xhc=True, no_fragments=True),
 }
+try:
+    import lzo  # noqa: F401
+
+    IMAGES["lzo"] = SquashfsOptions(comp="lzo", Xcompression_level=9)
+except ImportError:  # optional codec: covered when python-lzo is installed
+    pass
 
 
 def _tree(src: Path) -> None:

@@ -102,6 +102,22 @@ def test_generated_trees_round_trip(
                 assert r.read_file(inode) == data
 
 
+@pytest.mark.parametrize("level", [None, 3])
+def test_lzo_like_mksquashfs(tmp_path: Path, level: int | None) -> None:
+    support.need("unsquashfs", "mksquashfs", "sqfsdiff")
+    support.need_module("lzo", "PyPI python-lzo (needs Debian's liblzo2-dev)")
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "text").write_bytes(b"lzo squashfs " * 30000)
+    (src / "small").write_bytes(b"tail")
+    options = SquashfsOptions(comp="lzo", Xcompression_level=level, mkfs_time=0)
+    image = tmp_path / "ours.sqfs"
+    pack(src, image, options)
+    extract_and_compare(image, src, tmp_path)
+    reference_compare(image, src, tmp_path, options)
+    assert image.stat().st_size == (tmp_path / "ref.sqfs").stat().st_size
+
+
 def test_big_directory_and_long_names(tmp_path: Path) -> None:
     """10 000 entries in one directory (directory index) and 255-byte names."""
     support.need("unsquashfs", "mksquashfs", "sqfsdiff")
