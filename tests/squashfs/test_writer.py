@@ -67,6 +67,11 @@ def reference_compare(image: Path, src: Path, work: Path, options: SquashfsOptio
     theirs = runner.run(["unsquashfs", "-lln", ref]).stdout.splitlines()
     assert ours == theirs
     runner.run(["sqfsdiff", "--timestamps", "--old", ref, "--new", image])
+    with SquashfsReader(image) as a, SquashfsReader(ref) as b:
+        for field in ("flags", "inodes", "no_ids", "block_size", "block_log", "compression", "mkfs_time"):
+            assert getattr(a.sb, field) == getattr(b.sb, field), field
+        assert a.comp_options_raw == b.comp_options_raw
+        assert a.sb.bytes_used <= a.path.stat().st_size == -(-a.sb.bytes_used // 4096) * 4096
 
 
 @settings(
