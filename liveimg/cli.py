@@ -17,11 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from liveimg import __version__
+from liveimg import __version__, squashfs
 from liveimg import run as runner
 from liveimg.accel import choose_accel
 from liveimg.errors import LiveImgError
 from liveimg.progress import JsonLines, Progress, TerminalBar
+from liveimg.squashfs import SquashfsOptions, parse_compress_args
 
 log = logging.getLogger("liveimg")
 
@@ -149,11 +150,96 @@ def _cmd_inspect(args: argparse.Namespace, ctx: Context) -> int:
     return EXIT_OK
 
 
+# --- squashfs ----------------------------------------------------------------------------
+
+
+def _add_squashfs(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="squashfs_command", metavar="ACTION", required=True)
+    pack = sub.add_parser("pack", help="pack a directory (or one file) into a squashfs image")
+    pack.add_argument("source", help="directory to pack (or a file, with --file-as)")
+    pack.add_argument("dest", help="image to write")
+    pack.add_argument("--backend", choices=("native", "mksquashfs"), default="native", help="writer (default native)")
+    pack.add_argument("--file-as", metavar="PATH", help="pack SOURCE, a file, as PATH (e.g. LiveOS/rootfs.img)")
+    pack.add_argument("--comp", default="xz", help="gzip, xz (default), zstd, lz4 or lzo")
+    pack.add_argument("-b", "--block-size", default="128K", help="data block size, 4K to 1M (default 128K)")
+    pack.add_argument("--Xbcj", help="xz BCJ filters, comma separated (x86, arm, armthumb, powerpc, sparc, ia64)")
+    pack.add_argument("--Xcompression-level", type=int, help="gzip 1-9, zstd 1-22, lzo 1-9")
+    pack.add_argument("--Xdict-size", help="xz dictionary size (bytes, K/M suffix or percent of the block)")
+    pack.add_argument("--Xhc", action="store_true", help="lz4 high compression")
+    pack.add_argument(
+        "--compress-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="mksquashfs-style compressor argument, e.g. '-Xbcj x86' (lorax's --compress-arg)",
+    )
+    for flag, text in (
+        ("--no-fragments", "do not pack tails into fragment blocks"),
+        ("--always-use-fragments", "pack the tails of big files into fragments too"),
+        ("--no-exports", "no NFS export table"),
+        ("--no-xattrs", "do not store extended attributes"),
+        ("--all-root", "make every file owned by root"),
+    ):
+        pack.add_argument(flag, action="store_true", help=text)
+    pack.add_argument("--force-uid", type=int, help="owner of every file")
+    pack.add_argument("--force-gid", type=int, help="group of every file")
+    pack.add_argument("--mkfs-time", type=int, help="image creation time (default $SOURCE_DATE_EPOCH, else now)")
+    pack.add_argument("--all-time", type=int, help="mtime of every file")
+    pack.add_argument("--processors", type=int, help="compression threads (default: all CPUs)")
+    info = sub.add_parser("info", help="describe a squashfs image")
+    info.add_argument("image")
+    info.add_argument("--json", action="store_true", help="print JSON")
+    for p in (pack, info):
+        _add_common(p, top=False)
+
+
+def _squashfs_options(args: argparse.Namespace) -> SquashfsOptions:
+    compress_args = [f"-b {args.block_size}"]
+    if args.Xdict_size:
+        compress_args.append(f"-Xdict-size {args.Xdict_size}")
+    base = SquashfsOptions(
+        comp=args.comp, Xbcj=tuple(f for f in (args.Xbcj or "").split(",") if f),
+        Xcompression_level=args.Xcompression_level, Xhc=args.Xhc, no_fragments=args.no_fragments,
+        always_use_fragments=args.always_use_fragments, no_exports=args.no_exports, no_xattrs=args.no_xattrs,
+        all_root=args.all_root, force_uid=args.force_uid, force_gid=args.force_gid, mkfs_time=args.mkfs_time,
+        all_time=args.all_time, processors=args.processors,
+    )  # fmt: skip
+    return parse_compress_args([*compress_args, *args.compress_arg], base)
+
+
+def _cmd_squashfs(args: argparse.Namespace, ctx: Context) -> int:
+    if args.squashfs_command == "info":
+        report = squashfs.describe(Path(args.image))
+        if args.json:
+            print(json.dumps(report, indent=2))
+        else:
+            for key, value in report.items():
+                print(f"{key:20} {value}")
+        return EXIT_OK
+    options = _squashfs_options(args)
+    if args.file_as:
+        result = squashfs.write_squashfs_file(
+            Path(args.source), Path(args.dest), args.file_as, options, ctx.progress, backend=args.backend
+        )
+    else:
+        result = squashfs.write_squashfs(
+            Path(args.source), Path(args.dest), options, ctx.progress, backend=args.backend
+        )
+    print(f"{result.path}: {result.size} bytes, {result.backend} backend, {result.seconds:.1f} s")
+    return EXIT_OK
+
+
 # --- the parser ---------------------------------------------------------------------------
 
 COMMANDS: tuple[tuple[str, str, Callable[[argparse.ArgumentParser], None], Handler], ...] = (
     ("doctor", "check this machine: tools, Python modules, KVM or TCG", _add_doctor, _cmd_doctor),
     ("inspect", "describe an image: partitions, root, /boot, ostree deployments, kernel", _add_inspect, _cmd_inspect),
+    (
+        "squashfs",
+        "pack a directory or LiveOS/rootfs.img into a squashfs image; describe one",
+        _add_squashfs,
+        _cmd_squashfs,
+    ),
 )
 
 

@@ -87,13 +87,20 @@ def search_path() -> str:
     return os.pathsep.join(parts)
 
 
-def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The environment every program runs in: a fixed locale, PATH, and a few passed-through names."""
+def clean_env(extra: Mapping[str, str | None] | None = None) -> dict[str, str]:
+    """The environment every program runs in: a fixed locale, PATH, and a few passed-through names.
+
+    In ``extra`` a value of None removes that name (e.g. ``SOURCE_DATE_EPOCH`` for a tool
+    that refuses it next to explicit timestamps).
+    """
     env = {name: os.environ[name] for name in _PASSED if name in os.environ}
     env["PATH"] = search_path()
     env["LC_ALL"] = env["LANG"] = "C.UTF-8"
-    if extra:
-        env.update(extra)
+    for name, value in (extra or {}).items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
     return env
 
 
@@ -138,7 +145,7 @@ def run(
     ok_codes: Sequence[int] = (0,),
     input: bytes | None = None,
     stdout: Path | IO[bytes] | None = None,
-    env: Mapping[str, str] | None = None,
+    env: Mapping[str, str | None] | None = None,
     cwd: str | os.PathLike[str] | None = None,
     package: str | None = None,
 ) -> Completed:

@@ -1,0 +1,1 @@
+"""Benchmarks: macro benchmarks run side by side with the reference tools (``make bench``)."""

@@ -1,0 +1,172 @@
+"""The in-memory tree a squashfs image is built from: nodes, hard links, paths.
+
+Entries arrive one by one (from a directory scan or the writer's ``add_*`` calls);
+:class:`FsTree` files them under their parents, creating missing parents with default
+attributes.  :meth:`FsTree.walk` yields every distinct inode in the order the writer
+stores them: depth first, names in strcmp order, each directory after its contents (as
+mksquashfs does, so the root comes last), a hard-linked inode at its first name.
+"""
+
+from __future__ import annotations
+
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from liveimg.errors import InvalidImage, InvalidOptions
+from liveimg.squashfs.constants import MAX_NAME_LEN, InodeType
+from liveimg.squashfs.xattr import XattrSet
+
+if TYPE_CHECKING:
+    from liveimg.squashfs.block_writer import FileData
+
+_KINDS = {
+    stat.S_IFDIR: InodeType.DIR,
+    stat.S_IFREG: InodeType.REG,
+    stat.S_IFLNK: InodeType.SYMLINK,
+    stat.S_IFBLK: InodeType.BLKDEV,
+    stat.S_IFCHR: InodeType.CHRDEV,
+    stat.S_IFIFO: InodeType.FIFO,
+    stat.S_IFSOCK: InodeType.SOCKET,
+}
+
+
+def kind_of_mode(mode: int, where: str) -> InodeType:
+    """The squashfs type for a ``st_mode``; :class:`InvalidImage` for types squashfs cannot store."""
+    kind = _KINDS.get(stat.S_IFMT(mode))
+    if kind is None:
+        raise InvalidImage(f"{where}: unsupported file type {stat.S_IFMT(mode):#o}")
+    return kind
+
+
+@dataclass(slots=True, eq=False)
+class Node:
+    """One inode: shared by every name of a hard link."""
+
+    kind: InodeType
+    mode: int  # permission bits, including setuid, setgid and sticky
+    uid: int
+    gid: int
+    mtime: int
+    xattrs: XattrSet = ()
+    nlink: int = 0  # names pointing here (directories: counted when serialized)
+    children: dict[bytes, Node] | None = None
+    target: bytes = b""
+    rdev: int = 0
+    data: FileData | None = None
+    implicit: bool = False  # a parent made up because a child was added first
+    # Set when serialized:
+    number: int = 0
+    ref: int = -1
+    sorted_children: list[tuple[bytes, Node]] = field(default_factory=list)
+
+
+def split_path(path: str | bytes) -> list[bytes]:
+    """Components of a relative image path; :class:`InvalidOptions` for '..' or empty names."""
+    raw = path if isinstance(path, bytes) else path.encode("utf-8", "surrogateescape")
+    parts = [p for p in raw.split(b"/") if p not in (b"", b".")]
+    for part in parts:
+        if part == b"..":
+            raise InvalidOptions(f"path {raw.decode(errors='replace')!r} in the image contains '..'")
+    return parts
+
+
+def check_name(name: bytes, where: str) -> None:
+    if len(name) > MAX_NAME_LEN:
+        raise InvalidImage(f"{where}: name is {len(name)} bytes long, squashfs allows at most {MAX_NAME_LEN}")
+
+
+class FsTree:
+    def __init__(self, root_mtime: int) -> None:
+        self.root = Node(InodeType.DIR, 0o755, 0, 0, root_mtime, children={}, nlink=1)
+        self._default_mtime = root_mtime
+
+    def lookup(self, parts: list[bytes]) -> Node | None:
+        node = self.root
+        for part in parts:
+            if node.children is None:
+                return None
+            child = node.children.get(part)
+            if child is None:
+                return None
+            node = child
+        return node
+
+    def _parent(self, parts: list[bytes], where: str) -> Node:
+        node = self.root
+        for part in parts[:-1]:
+            assert node.children is not None
+            child = node.children.get(part)
+            if child is None:
+                check_name(part, where)
+                child = Node(InodeType.DIR, 0o755, 0, 0, self._default_mtime, children={}, nlink=1, implicit=True)
+                node.children[part] = child
+            elif child.children is None:
+                raise InvalidOptions(f"{where}: {part.decode(errors='replace')!r} is not a directory")
+            node = child
+        return node
+
+    def add(self, path: str | bytes, node: Node) -> Node:
+        """File ``node`` under ``path``; a directory added over an implicit one takes its place."""
+        where = path if isinstance(path, str) else path.decode(errors="replace")
+        parts = split_path(path)
+        if not parts:
+            if node.kind != InodeType.DIR:
+                raise InvalidOptions("the image root must be a directory")
+            node.children = self.root.children
+            node.nlink = 1
+            self.root = node
+            return node
+        name = parts[-1]
+        check_name(name, where)
+        parent = self._parent(parts, where)
+        assert parent.children is not None
+        old = parent.children.get(name)
+        if old is not None:
+            if old.implicit and node.kind == InodeType.DIR:
+                node.children = old.children
+            else:
+                raise InvalidOptions(f"{where}: added twice")
+        parent.children[name] = node
+        node.nlink += 1
+        return node
+
+    def link(self, path: str | bytes, existing: Node) -> None:
+        """Another name for a non-directory inode (a hard link)."""
+        where = path if isinstance(path, str) else path.decode(errors="replace")
+        if existing.kind == InodeType.DIR:
+            raise InvalidOptions(f"{where}: hard links to directories are not allowed")
+        parts = split_path(path)
+        if not parts:
+            raise InvalidOptions("the image root cannot be a hard link")
+        check_name(parts[-1], where)
+        parent = self._parent(parts, where)
+        assert parent.children is not None
+        if parts[-1] in parent.children:
+            raise InvalidOptions(f"{where}: added twice")
+        parent.children[parts[-1]] = existing
+        existing.nlink += 1
+
+    def walk(self) -> Iterator[tuple[Node, Node | None]]:
+        """Every distinct inode with its parent directory, contents before their directory."""
+        seen: set[int] = set()
+
+        def kids(d: Node) -> Iterator[tuple[bytes, Node]]:
+            assert d.children is not None
+            d.sorted_children = sorted(d.children.items())
+            return iter(d.sorted_children)
+
+        stack: list[tuple[Node, Iterator[tuple[bytes, Node]]]] = [(self.root, kids(self.root))]
+        while stack:
+            directory, it = stack[-1]
+            for _name, child in it:
+                if child.kind == InodeType.DIR:
+                    stack.append((child, kids(child)))
+                    break
+                if id(child) not in seen:
+                    seen.add(id(child))
+                    yield child, directory
+            else:
+                stack.pop()
+                yield directory, stack[-1][0] if stack else None

@@ -1,0 +1,182 @@
+"""A typed wrapper over squashfs-tools' ``mksquashfs``, the reference writer.
+
+The pipeline used it before the native writer existed and keeps it as a backend
+(``backend="mksquashfs"``).  Options come from the same :class:`SquashfsOptions` the
+native writer takes; :func:`mksquashfs_argv` renders them as mksquashfs arguments.
+
+Reproducibility: ``mkfs_time`` (or ``$SOURCE_DATE_EPOCH``) becomes ``-mkfs-time``, and
+``SOURCE_DATE_EPOCH`` is then removed from mksquashfs's environment, because mksquashfs
+4.5 refuses both at once.  The image is written beside ``dest`` under a temporary name and
+renamed when complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from liveimg import run as runner
+from liveimg.errors import HostError, InvalidOptions, ToolError
+from liveimg.progress import Progress
+from liveimg.squashfs.options import SquashfsOptions, SquashfsResult, source_date_epoch
+
+log = logging.getLogger(__name__)
+
+#: Time limit for one mksquashfs run: xz on a 20 GiB image on two slow cores.
+TIMEOUT = 6 * 3600.0
+
+
+def mksquashfs_argv(source: Path, dest: Path, options: SquashfsOptions) -> list[str]:
+    """The mksquashfs command line that builds ``dest`` from the directory ``source``."""
+    o = options.validate()
+    argv = ["mksquashfs", os.fspath(source), os.fspath(dest), "-noappend", "-no-progress", "-quiet"]
+    argv += ["-comp", o.comp, "-b", str(o.block_size)]
+    if o.Xbcj:
+        argv += ["-Xbcj", ",".join(o.Xbcj)]
+    if o.Xcompression_level is not None:
+        argv += ["-Xcompression-level", str(o.Xcompression_level)]
+    if o.Xdict_size is not None:
+        argv += ["-Xdict-size", str(o.Xdict_size)]
+    if o.Xhc:
+        argv += ["-Xhc"]
+    if o.no_fragments:
+        argv += ["-no-fragments"]
+    if o.always_use_fragments:
+        argv += ["-always-use-fragments"]
+    if o.no_exports:
+        argv += ["-no-exports"]
+    if o.no_xattrs:
+        argv += ["-no-xattrs"]
+    if o.all_root:
+        argv += ["-all-root"]
+    if o.force_uid is not None:
+        argv += ["-force-uid", str(o.force_uid)]
+    if o.force_gid is not None:
+        argv += ["-force-gid", str(o.force_gid)]
+    mkfs_time = o.mkfs_time if o.mkfs_time is not None else source_date_epoch()
+    if mkfs_time is not None:
+        argv += ["-mkfs-time", str(mkfs_time)]
+    if o.all_time is not None:
+        argv += ["-all-time", str(o.all_time)]
+    if o.processors is not None:
+        argv += ["-processors", str(o.processors)]
+    return argv
+
+
+@contextlib.contextmanager
+def _temp_output(dest: Path) -> Iterator[Path]:
+    """A temporary path beside ``dest``; renamed over ``dest`` on success, removed on failure."""
+    parent = dest.parent
+    if not parent.is_dir():
+        raise HostError(f"cannot write {dest}: directory {parent} does not exist")
+    try:
+        fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=parent)
+    except OSError as exc:
+        raise HostError(f"cannot write {dest}: {exc.strerror}") from exc
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        os.replace(tmp, dest)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def _tree_bytes(source: Path) -> int:
+    total = 0
+    for root, _dirs, files in os.walk(source):
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(root, name)).st_size
+    return total
+
+
+def mksquashfs(
+    source: Path,
+    dest: Path,
+    options: SquashfsOptions | None = None,
+    progress: Progress | None = None,
+) -> SquashfsResult:
+    """Pack the directory ``source`` into the squashfs image ``dest`` with mksquashfs.
+
+    Raises :class:`InvalidOptions` for bad options or a source that is not a directory,
+    :class:`~liveimg.errors.ToolNotFound` without squashfs-tools, :class:`ToolError` when
+    mksquashfs fails (nothing is left at ``dest`` then).
+    """
+    opts = (options or SquashfsOptions()).validate()
+    source, dest = Path(source), Path(dest)
+    if not source.is_dir():
+        raise InvalidOptions(f"mksquashfs source {source} is not a directory")
+    runner.require("mksquashfs")
+    progress = progress or Progress()
+    total = _tree_bytes(source)
+    started = time.monotonic()
+    with progress.stage("squashfs", total=total, unit="bytes") as stage, _temp_output(dest) as tmp:
+        argv = mksquashfs_argv(source, tmp, opts)
+        # -mkfs-time and SOURCE_DATE_EPOCH together are a fatal error in mksquashfs 4.5.
+        env: dict[str, str | None] = {"SOURCE_DATE_EPOCH": None}
+        try:
+            runner.run(argv, timeout=TIMEOUT, env=env)
+        except ToolError as exc:
+            if exc.returncode is not None and "No space left" in exc.stderr:
+                raise HostError(f"no space left on the device of {dest} while packing {source}") from exc
+            raise
+        stage.update(total)
+        size = tmp.stat().st_size
+    seconds = time.monotonic() - started
+    log.info("mksquashfs packed %s into %s (%d bytes) in %.1f s", source, dest, size, seconds)
+    return SquashfsResult(path=dest, size=size, seconds=seconds, backend="mksquashfs", options=opts)
+
+
+def _stage_file(src: Path, target: Path) -> None:
+    """Put ``src`` at ``target`` without copying data: a hard link, else a reflink or sparse copy."""
+    try:
+        os.link(src, target)
+        return
+    except OSError as exc:
+        log.debug("hard link %s -> %s failed (%s); copying", src, target, exc)
+    runner.run(["cp", "--reflink=auto", "--sparse=always", "--preserve=mode,timestamps", src, target], timeout=TIMEOUT)
+
+
+def mksquashfs_file(
+    file: Path,
+    dest: Path,
+    arcname: str,
+    options: SquashfsOptions | None = None,
+    progress: Progress | None = None,
+) -> SquashfsResult:
+    """Pack one file as ``arcname`` (e.g. ``LiveOS/rootfs.img``) into ``dest`` with mksquashfs.
+
+    mksquashfs packs directories, so the file is staged in a temporary directory beside
+    ``dest`` by a hard link (a reflink or sparse copy where linking fails).  The staged
+    directories get mode 0755 and the file's mtime, so the result is reproducible.
+    """
+    file, dest = Path(file), Path(dest)
+    if not file.is_file():
+        raise InvalidOptions(f"{file} is not a regular file")
+    parts = Path(arcname).parts
+    if not parts or Path(arcname).is_absolute() or any(p in ("..", ".") for p in parts):
+        raise InvalidOptions(f"bad name {arcname!r} for the packed file: give a relative path like LiveOS/rootfs.img")
+    mtime = file.stat().st_mtime_ns
+    try:
+        stage_root = Path(tempfile.mkdtemp(prefix=f".{dest.name}.stage.", dir=dest.parent))
+    except OSError as exc:
+        raise HostError(f"cannot create a staging directory beside {dest}: {exc.strerror}") from exc
+    try:
+        target = stage_root.joinpath(*parts)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _stage_file(file, target)
+        # Parents up to the root: reproducible modes and times, not mkdtemp's 0700 and "now".
+        for path in [target.parent, *(stage_root / p for p in target.parent.relative_to(stage_root).parents)]:
+            path.chmod(0o755)
+            os.utime(path, ns=(mtime, mtime))
+        return mksquashfs(stage_root, dest, options, progress)
+    finally:
+        shutil.rmtree(stage_root, ignore_errors=True)

@@ -1,0 +1,587 @@
+"""The squashfs writer: the layers put together in libsquashfs's order.
+
+Start: compressor -> placeholder superblock (and compressor options) -> block writer ->
+fragment table -> block processor.  Entries are then added one by one (``add_file``
+packs the data at once, so nothing is staged); :meth:`SquashfsWriter.finish` drains the
+block processor, serializes the tree (inode table, then directory table), writes the
+fragment, export, id and xattr tables in the order the kernel checks them (each table's
+index must end where the next table starts), then the real superblock, and pads the
+image to 4 KiB.  The image is written to a temporary file beside the destination and
+renamed when complete; on any error it is removed.
+
+:func:`pack` packs a directory tree: entries sorted by name, hard links detected by
+(device, inode), xattrs read without following symlinks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import stat
+import tempfile
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from types import TracebackType
+from typing import BinaryIO
+
+from liveimg.errors import HostError, InternalError, InvalidImage, InvalidOptions, LiveImgError
+from liveimg.progress import Progress, StageProgress
+from liveimg.squashfs.block_processor import (
+    BlockProcessor,
+    Chunk,
+    ReadAt,
+    callback_blocks,
+    file_blocks,
+    open_for_reading,
+    stream_blocks,
+)
+from liveimg.squashfs.block_writer import BlockWriter, FileData, Output
+from liveimg.squashfs.compressor import Compressor, make_compressor
+from liveimg.squashfs.constants import (
+    SQUASHFS_DEVBLK_SIZE,
+    SQUASHFS_INVALID_BLK,
+    SQUASHFS_INVALID_XATTR,
+    Flags,
+    InodeType,
+)
+from liveimg.squashfs.dir_writer import DirChild, DirWriter
+from liveimg.squashfs.export_table import export_table_bytes
+from liveimg.squashfs.frag_table import FragmentTable
+from liveimg.squashfs.fstree import FsTree, Node, kind_of_mode, split_path
+from liveimg.squashfs.id_table import IdTable
+from liveimg.squashfs.inode import DevInode, DirInode, Inode, IpcInode, RegInode, SymlinkInode, encode_dev
+from liveimg.squashfs.meta_writer import MetaWriter, build_table, encode_meta_block
+from liveimg.squashfs.options import SquashfsOptions, SquashfsResult
+from liveimg.squashfs.superblock import Superblock
+from liveimg.squashfs.xattr import XattrSet, XattrWriter, normalize
+
+log = logging.getLogger(__name__)
+
+PathLike = str | bytes
+FileSource = Path | os.PathLike[str] | BinaryIO | ReadAt
+Xattrs = Iterable[tuple[bytes, bytes]] | dict[bytes, bytes]
+
+_U32 = 1 << 32
+
+
+class SquashfsWriter:
+    """Build a squashfs image entry by entry.
+
+    >>> with SquashfsWriter(dest, SquashfsOptions(comp="zstd")) as w:   # doctest: +SKIP
+    ...     w.add_directory("LiveOS", mode=0o755)
+    ...     w.add_file("LiveOS/rootfs.img", Path("rootfs.img"))
+
+    Leaving the ``with`` block normally calls :meth:`finish`; an exception calls
+    :meth:`abort` (nothing is left at ``dest``).  Attributes given to ``add_*`` are
+    adjusted by the options (``all_root``, ``force_uid``, ``all_time`` ...).
+    """
+
+    def __init__(
+        self,
+        dest: Path | str,
+        options: SquashfsOptions | None = None,
+        progress: Progress | None = None,
+        *,
+        total_bytes: int | None = None,
+    ) -> None:
+        self.options = (options or SquashfsOptions()).validate()
+        self.dest = Path(dest)
+        self.started = time.monotonic()
+        self.mkfs_time = self.options.effective_mkfs_time()
+        self.compressor: Compressor = make_compressor(self.options)
+        self.tree = FsTree(self.options.all_time if self.options.all_time is not None else self.mkfs_time)
+        self._progress = progress or Progress()
+        self._stage_cm = self._progress.stage("squashfs", total=total_bytes, unit="bytes")
+        self._stage: StageProgress | None = None
+        parent = self.dest.parent
+        if not parent.is_dir():
+            raise HostError(f"cannot write {self.dest}: directory {parent} does not exist")
+        try:
+            fd, name = tempfile.mkstemp(prefix=f".{self.dest.name}.", suffix=".tmp", dir=parent)
+        except OSError as exc:
+            raise HostError(f"cannot write {self.dest}: {exc.strerror}") from exc
+        os.close(fd)
+        self._tmp = Path(name)
+        self._closed = False
+        try:
+            self.out = Output(self._tmp, str(self.dest))
+            self._stage = self._stage_cm.__enter__()
+            # Placeholder superblock and the compressor options; the real superblock comes last.
+            self.out.write(bytes(Superblock.SIZE))
+            comp_opts = self.compressor.options_bytes()
+            if comp_opts is not None:
+                self.out.write(encode_meta_block(comp_opts, None))
+            self._comp_opts = comp_opts is not None
+            self.block_writer = BlockWriter(self.out)
+            self.fragments = FragmentTable()
+            self.processor = BlockProcessor(
+                self.compressor,
+                self.block_writer,
+                self.fragments,
+                workers=self.options.workers(),
+                use_fragments=not self.options.no_fragments,
+                always_fragments=self.options.always_use_fragments,
+                stage=self._stage,
+            )
+        except BaseException:
+            self._cleanup()
+            raise
+
+    # --- context manager -----------------------------------------------------------------
+
+    def __enter__(self) -> SquashfsWriter:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc_type is None:
+            if not self._closed:
+                self.finish()
+        else:
+            self.abort(exc)
+
+    # --- attributes ----------------------------------------------------------------------
+
+    def _node(  # noqa: PLR0917
+        self, kind: InodeType, mode: int, uid: int, gid: int, mtime: int | None, xattrs: Xattrs, where: str
+    ) -> Node:
+        o = self.options
+        if o.all_root:
+            uid = gid = 0
+        if o.force_uid is not None:
+            uid = o.force_uid
+        if o.force_gid is not None:
+            gid = o.force_gid
+        if o.all_time is not None:
+            mtime = o.all_time
+        elif mtime is None:
+            mtime = self.mkfs_time
+        for name, value in (("uid", uid), ("gid", gid), ("mtime", mtime)):
+            if not 0 <= value < _U32:
+                raise InvalidImage(f"{where}: {name} {value} does not fit squashfs's 32 bits")
+        pairs = xattrs.items() if isinstance(xattrs, dict) else xattrs
+        kept: XattrSet = () if o.no_xattrs else normalize(pairs, where)
+        return Node(kind, mode & 0o7777, uid, gid, int(mtime), kept)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise InvalidOptions("the squashfs writer is already finished")
+
+    # --- entries -------------------------------------------------------------------------
+
+    def add_directory(
+        self, path: PathLike, *, mode: int = 0o755, uid: int = 0, gid: int = 0, mtime: int | None = None,
+        xattrs: Xattrs = (),
+    ) -> None:  # fmt: skip
+        """Add a directory (``""`` is the root: this sets the root's attributes)."""
+        self._check_open()
+        where = _where(path)
+        node = self._node(InodeType.DIR, mode, uid, gid, mtime, xattrs, where)
+        node.children = {}
+        self.tree.add(path, node)
+
+    def add_file(
+        self, path: PathLike, source: FileSource, *, size: int | None = None, mode: int = 0o644, uid: int = 0,
+        gid: int = 0, mtime: int | None = None, xattrs: Xattrs = (),
+    ) -> None:  # fmt: skip
+        """Add a regular file and pack its data now.
+
+        ``source`` is a path (read sparsely: holes are never read), a binary stream or a
+        callback ``read_at(offset, length) -> bytes | None`` (None: a hole).  ``size`` is
+        required for streams and callbacks; for a path it defaults to the file's size.
+        """
+        self._check_open()
+        where = _where(path)
+        if size is None and not isinstance(source, (str, os.PathLike)):
+            raise InvalidOptions(f"{where}: size is required when the data comes from a stream or callback")
+        node = self._node(InodeType.REG, mode, uid, gid, mtime, xattrs, where)
+        self.tree.add(path, node)  # check the name before spending time on the data
+        try:
+            node.data = self._pack_data(source, size, where)
+        except BaseException as exc:
+            # Part of the file may be queued or written: the image cannot be completed.
+            self.abort(exc)
+            if isinstance(exc, OSError) and not isinstance(exc, LiveImgError):
+                raise HostError(f"cannot read {where}: {exc.strerror or exc}") from exc
+            raise
+
+    def _pack_data(self, source: FileSource, size: int | None, where: str) -> FileData:
+        bs = self.options.block_size
+        if isinstance(source, (str, os.PathLike)):
+            fd = open_for_reading(source, os.fspath(source))
+            try:
+                st = os.fstat(fd)
+                if not stat.S_ISREG(st.st_mode):
+                    raise InvalidImage(f"{os.fspath(source)}: not a regular file")
+                length = st.st_size if size is None else size
+                data = self.processor.add_file(length, file_blocks(fd, length, bs, os.fspath(source)))
+                if st.st_blocks * 512 >= length:
+                    # Like mksquashfs: zero blocks of a fully allocated file are holes in the image,
+                    # but the file is not recorded as sparse (and keeps the basic inode).
+                    data.sparse = 0
+                after = os.fstat(fd)
+                if after.st_size != length or after.st_mtime_ns != st.st_mtime_ns:
+                    raise InvalidImage(
+                        f"{os.fspath(source)}: file changed while being packed (size {length} -> {after.st_size})"
+                    )
+                return data
+            finally:
+                os.close(fd)
+        if size is None:
+            raise InvalidOptions(f"{where}: size is required when the data comes from a stream or callback")
+        chunks: Iterable[Chunk]
+        if callable(source):
+            chunks = callback_blocks(source, size, bs, where)
+        else:
+            chunks = stream_blocks(source, size, bs, where)
+        return self.processor.add_file(size, chunks)
+
+    def add_symlink(
+        self, path: PathLike, target: str | bytes, *, mode: int = 0o777, uid: int = 0, gid: int = 0,
+        mtime: int | None = None, xattrs: Xattrs = (),
+    ) -> None:  # fmt: skip
+        self._check_open()
+        node = self._node(InodeType.SYMLINK, mode, uid, gid, mtime, xattrs, _where(path))
+        node.target = target if isinstance(target, bytes) else os.fsencode(target)
+        if not node.target:
+            raise InvalidImage(f"{_where(path)}: empty symlink target")
+        self.tree.add(path, node)
+
+    def add_device(
+        self, path: PathLike, kind: str, major: int, minor: int, *, mode: int = 0o600, uid: int = 0, gid: int = 0,
+        mtime: int | None = None, xattrs: Xattrs = (),
+    ) -> None:  # fmt: skip
+        """A block (``kind="b"``) or character (``"c"``) device."""
+        self._check_open()
+        types = {"b": InodeType.BLKDEV, "c": InodeType.CHRDEV}
+        if kind not in types:
+            raise InvalidOptions(f"{_where(path)}: device kind must be 'b' or 'c', not {kind!r}")
+        if not (0 <= major < 1 << 12 and 0 <= minor < 1 << 20):
+            raise InvalidImage(f"{_where(path)}: device {major}:{minor} does not fit squashfs's 32-bit rdev")
+        node = self._node(types[kind], mode, uid, gid, mtime, xattrs, _where(path))
+        node.rdev = encode_dev(major, minor)
+        self.tree.add(path, node)
+
+    def add_fifo(self, path: PathLike, *, mode: int = 0o644, uid: int = 0, gid: int = 0, mtime: int | None = None,
+                 xattrs: Xattrs = ()) -> None:  # fmt: skip
+        self._check_open()
+        self.tree.add(path, self._node(InodeType.FIFO, mode, uid, gid, mtime, xattrs, _where(path)))
+
+    def add_socket(self, path: PathLike, *, mode: int = 0o755, uid: int = 0, gid: int = 0, mtime: int | None = None,
+                   xattrs: Xattrs = ()) -> None:  # fmt: skip
+        self._check_open()
+        self.tree.add(path, self._node(InodeType.SOCKET, mode, uid, gid, mtime, xattrs, _where(path)))
+
+    def add_hardlink(self, path: PathLike, existing: PathLike) -> None:
+        """Another name for an entry already added (not a directory)."""
+        self._check_open()
+        node = self.tree.lookup(split_path(existing))
+        if node is None:
+            raise InvalidOptions(f"{_where(path)}: hard link target {_where(existing)} was not added")
+        self.tree.link(path, node)
+
+    # --- the end -------------------------------------------------------------------------
+
+    def abort(self, exc: BaseException | None = None) -> None:
+        """Stop and remove everything written so far."""
+        if self._closed:
+            return
+        self._closed = True
+        with contextlib.suppress(Exception):
+            self.processor.abort()
+        self._cleanup()
+        if self._stage is not None:
+            with contextlib.suppress(BaseException):
+                self._stage_cm.__exit__(type(exc) if exc else RuntimeError, exc, None)
+
+    def _cleanup(self) -> None:
+        out = getattr(self, "out", None)
+        if out is not None:
+            out.close()
+        with contextlib.suppress(FileNotFoundError):
+            self._tmp.unlink()
+
+    def finish(self) -> SquashfsResult:
+        """Write the metadata and the superblock, pad, and move the image into place."""
+        self._check_open()
+        try:
+            self.processor.finish()
+            sb = self._write_metadata()
+            self.out.finish(self.out.pos)
+            self.out.close()
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(self._tmp, 0o666 & ~umask)
+            os.replace(self._tmp, self.dest)
+        except BaseException as exc:
+            self.abort(exc)
+            raise
+        self._closed = True
+        seconds = time.monotonic() - self.started
+        self._stage_cm.__exit__(None, None, None)
+        size = self.dest.stat().st_size
+        stats = {
+            "blocks": self.block_writer.blocks_written,
+            "uncompressed_blocks": self.block_writer.uncompressed_blocks,
+            "sparse_blocks": self.processor.sparse_blocks,
+            "duplicate_files": self.block_writer.duplicates,
+            "fragments": len(self.fragments),
+            "codec_cpu_ms": int(self.processor.codec_seconds * 1000),
+        }
+        xz_stats = getattr(self.compressor, "stats", None)
+        if isinstance(xz_stats, dict):
+            stats.update({f"xz_{k}": v for k, v in xz_stats.items()})
+        log.info("packed %s: %d inodes, %d bytes in %.1f s", self.dest, sb.inodes, size, seconds)
+        return SquashfsResult(
+            path=self.dest, size=size, seconds=seconds, backend="native", options=self.options, inodes=sb.inodes,
+            stats=stats,
+        )  # fmt: skip
+
+    def _write_metadata(self) -> Superblock:
+        compress = self.compressor.compress_meta
+        ids = IdTable()
+        xattrs = XattrWriter()
+        inodes = MetaWriter(compress)
+        dirs = MetaWriter(compress)
+        dir_writer = DirWriter(dirs)
+        order = list(self.tree.walk())
+        for number, (node, _parent) in enumerate(order, start=1):
+            node.number = number
+        count = len(order)
+        refs = [0] * count
+        for node, parent in order:
+            node.ref = inodes.reference()
+            inode = self._inode(node, parent, count, ids, xattrs, dir_writer)
+            inodes.append(inode.to_bytes())
+            refs[node.number - 1] = node.ref
+        root = self.tree.root
+        sb = Superblock(
+            inodes=count,
+            mkfs_time=self.mkfs_time,
+            block_size=self.options.block_size,
+            compression=self.compressor.id,
+            block_log=self.options.block_log,
+            root_inode=root.ref,
+        )
+        flags = Flags.DUPLICATE
+        if self.options.no_fragments:
+            flags |= Flags.NO_FRAG
+        if self.options.always_use_fragments:
+            flags |= Flags.ALWAYS_FRAG
+        if self.options.no_xattrs:
+            flags |= Flags.NO_XATTR
+        if self._comp_opts:
+            flags |= Flags.COMP_OPT
+        out = self.out
+        sb.inode_table_start = out.write(inodes.flush())
+        sb.directory_table_start = out.write(dirs.flush())
+        table, sb.fragment_table_start = build_table(self.fragments.to_bytes(), out.pos, compress)
+        out.write(table)
+        sb.fragments = len(self.fragments)
+        if not self.options.no_exports:
+            flags |= Flags.EXPORT
+            table, sb.lookup_table_start = build_table(export_table_bytes(refs), out.pos, compress)
+            out.write(table)
+        table, sb.id_table_start = build_table(ids.to_bytes(), out.pos, compress)
+        out.write(table)
+        sb.no_ids = len(ids)
+        if len(xattrs):
+            table, sb.xattr_id_table_start = xattrs.build(out.pos, compress)
+            out.write(table)
+        else:
+            sb.xattr_id_table_start = SQUASHFS_INVALID_BLK
+        sb.flags = int(flags)
+        sb.bytes_used = out.pos
+        pad = -out.pos % SQUASHFS_DEVBLK_SIZE
+        out.write(bytes(pad))
+        out.write_at(0, sb.to_bytes())
+        return sb
+
+    def _inode(  # noqa: PLR0917
+        self, node: Node, parent: Node | None, count: int, ids: IdTable, xattrs: XattrWriter, dir_writer: DirWriter
+    ) -> Inode:
+        head = (node.mode, ids.index_of(node.uid), ids.index_of(node.gid), node.mtime, node.number)
+        xattr = xattrs.add(node.xattrs) if node.xattrs else SQUASHFS_INVALID_XATTR
+        has_x = xattr != SQUASHFS_INVALID_XATTR
+        kind = node.kind
+        if kind == InodeType.DIR:
+            children = [DirChild(name, child.ref, child.number, child.kind) for name, child in node.sorted_children]
+            for child in children:
+                if child.ref < 0:
+                    raise InternalError(f"directory entry {child.name!r} written before its inode")
+            listing = dir_writer.write(children)
+            nlink = 2 + sum(1 for _, c in node.sorted_children if c.kind == InodeType.DIR)
+            extended = has_x or listing.index or listing.size + 3 > 0xFFFF
+            return DirInode(
+                InodeType.LDIR if extended else InodeType.DIR, *head,
+                start_block=listing.start_block, nlink=nlink, file_size=listing.size + 3, offset=listing.offset,
+                parent_inode=parent.number if parent is not None else count + 1, xattr=xattr, index=listing.index,
+            )  # fmt: skip
+        if kind == InodeType.REG:
+            data = node.data
+            if data is None:
+                raise InternalError("regular file without data")
+            # mksquashfs stores sparse files with the extended inode (it records the sparse byte count).
+            extended = has_x or node.nlink > 1 or data.sparse > 0 or data.size >= _U32 or data.start_block >= _U32
+            return RegInode(
+                InodeType.LREG if extended else InodeType.REG, *head,
+                start_block=data.start_block, file_size=data.size, fragment=data.fragment, offset=data.offset,
+                sparse=data.sparse, nlink=node.nlink, xattr=xattr, block_sizes=data.block_sizes,
+            )  # fmt: skip
+        if kind == InodeType.SYMLINK:
+            t = InodeType.LSYMLINK if has_x else kind
+            return SymlinkInode(t, *head, nlink=node.nlink, target=node.target, xattr=xattr)
+        if kind in (InodeType.BLKDEV, InodeType.CHRDEV):
+            return DevInode(kind.extended if has_x else kind, *head, nlink=node.nlink, rdev=node.rdev, xattr=xattr)
+        return IpcInode(kind.extended if has_x else kind, *head, nlink=node.nlink, xattr=xattr)
+
+
+def _where(path: PathLike) -> str:
+    return path if isinstance(path, str) else path.decode("utf-8", "replace")
+
+
+# --- packing a directory tree ------------------------------------------------------------
+
+
+def _read_xattrs(path: str | bytes) -> list[tuple[bytes, bytes]]:
+    try:
+        names = os.listxattr(path, follow_symlinks=False)
+    except OSError:
+        return []
+    pairs = []
+    for name in names:
+        with contextlib.suppress(OSError):
+            pairs.append((os.fsencode(name), os.getxattr(path, name, follow_symlinks=False)))
+    return pairs
+
+
+def _tree_size(root: bytes) -> int:
+    total = 0
+    for top, _dirs, files in os.walk(root):
+        for name in files:
+            with contextlib.suppress(OSError):
+                st = os.lstat(os.path.join(top, name))
+                if stat.S_ISREG(st.st_mode):
+                    total += st.st_size
+    return total
+
+
+def pack(
+    source: Path | str,
+    dest: Path | str,
+    options: SquashfsOptions | None = None,
+    progress: Progress | None = None,
+) -> SquashfsResult:
+    """Pack the directory ``source`` into the squashfs image ``dest`` (the native writer).
+
+    The root of the image takes the attributes of ``source``.  Errors name the path:
+    :class:`InvalidImage` for content squashfs cannot hold (names over 255 bytes), a file
+    that changes while packed; :class:`HostError` for unreadable files, an unwritable
+    destination or a full disk.  Nothing is left at ``dest`` on failure.
+    """
+    src = os.fsencode(os.fspath(source))
+    try:
+        st = os.stat(src)
+    except OSError as exc:
+        raise InvalidOptions(f"squashfs source {os.fsdecode(src)}: {exc.strerror}") from exc
+    if not stat.S_ISDIR(st.st_mode):
+        raise InvalidOptions(f"squashfs source {os.fsdecode(src)} is not a directory")
+    writer = SquashfsWriter(dest, options, progress, total_bytes=_tree_size(src))
+    with writer:
+        _add_tree(writer, src, st)
+        return writer.finish()
+
+
+def _add_tree(writer: SquashfsWriter, src: bytes, root_st: os.stat_result) -> None:
+    links: dict[tuple[int, int], bytes] = {}
+    writer.add_directory(
+        b"", mode=root_st.st_mode, uid=root_st.st_uid, gid=root_st.st_gid, mtime=int(root_st.st_mtime),
+        xattrs=_read_xattrs(src),
+    )  # fmt: skip
+    stack: list[bytes] = [b""]
+    while stack:
+        rel = stack.pop()
+        directory = os.path.join(src, rel) if rel else src
+        try:
+            with os.scandir(directory) as it:
+                names = sorted(entry.name for entry in it)
+        except OSError as exc:
+            raise HostError(f"cannot read directory {os.fsdecode(directory)}: {exc.strerror}") from exc
+        subdirs = []
+        for name in names:
+            relpath = os.path.join(rel, name) if rel else name
+            full = os.path.join(src, relpath)
+            where = os.fsdecode(full)
+            try:
+                st = os.lstat(full)
+            except OSError as exc:
+                raise HostError(f"cannot stat {where}: {exc.strerror}") from exc
+            kind = kind_of_mode(st.st_mode, where)
+            attrs = {
+                "mode": st.st_mode, "uid": st.st_uid, "gid": st.st_gid, "mtime": int(st.st_mtime),
+                "xattrs": _read_xattrs(full),
+            }  # fmt: skip
+            if kind != InodeType.DIR and st.st_nlink > 1:
+                key = (st.st_dev, st.st_ino)
+                first = links.get(key)
+                if first is not None:
+                    writer.add_hardlink(relpath, first)
+                    continue
+                links[key] = relpath
+            if kind == InodeType.DIR:
+                writer.add_directory(relpath, **attrs)  # type: ignore[arg-type]
+                subdirs.append(relpath)
+            elif kind == InodeType.REG:
+                writer.add_file(relpath, Path(os.fsdecode(full)), size=st.st_size, **attrs)  # type: ignore[arg-type]
+            elif kind == InodeType.SYMLINK:
+                try:
+                    target = os.readlink(full)
+                except OSError as exc:
+                    raise HostError(f"cannot read symlink {where}: {exc.strerror}") from exc
+                writer.add_symlink(relpath, target, **attrs)  # type: ignore[arg-type]
+            elif kind in (InodeType.BLKDEV, InodeType.CHRDEV):
+                writer.add_device(
+                    relpath, "b" if kind == InodeType.BLKDEV else "c", os.major(st.st_rdev), os.minor(st.st_rdev),
+                    **attrs,  # type: ignore[arg-type]
+                )  # fmt: skip
+            elif kind == InodeType.FIFO:
+                writer.add_fifo(relpath, **attrs)  # type: ignore[arg-type]
+            else:
+                writer.add_socket(relpath, **attrs)  # type: ignore[arg-type]
+        # Depth first, in name order: reversed onto the stack.
+        stack.extend(reversed(subdirs))
+
+
+def pack_file(
+    file: Path | str,
+    dest: Path | str,
+    arcname: str = "LiveOS/rootfs.img",
+    options: SquashfsOptions | None = None,
+    progress: Progress | None = None,
+    *,
+    mode: int = 0o644,
+    dir_mode: int = 0o755,
+) -> SquashfsResult:
+    """Pack one file as ``arcname`` (directories made as needed), reading it in place.
+
+    The file and its directories take the file's mtime and are owned by root: the pipeline's
+    ``LiveOS/rootfs.img`` case, without staging copies.
+    """
+    path = Path(file)
+    try:
+        st = path.stat()
+    except OSError as exc:
+        raise InvalidOptions(f"{path}: {exc.strerror}") from exc
+    if not stat.S_ISREG(st.st_mode):
+        raise InvalidOptions(f"{path} is not a regular file")
+    mtime = int(st.st_mtime)
+    with SquashfsWriter(dest, options, progress, total_bytes=st.st_size) as writer:
+        writer.add_directory("", mode=dir_mode, mtime=mtime)
+        parts = arcname.strip("/").split("/")
+        for i in range(1, len(parts)):
+            writer.add_directory("/".join(parts[:i]), mode=dir_mode, mtime=mtime)
+        writer.add_file(arcname, path, mode=mode, mtime=mtime)
+        return writer.finish()

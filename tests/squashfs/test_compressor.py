@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from liveimg.errors import InvalidOptions
+from liveimg.squashfs.compressor import REGISTRY, XzCompressor, make_compressor, x86_code_score
+from liveimg.squashfs.options import SquashfsOptions
+
+
+def test_x86_score_separates_code_from_text() -> None:
+    code = Path("/usr/bin/python3").resolve().read_bytes()
+    block = code[len(code) // 3 : len(code) // 3 + 131072]  # inside .text
+    score, zeros = x86_code_score(block)
+    assert score > XzCompressor.HIGH and zeros < XzCompressor.ZERO_MAX
+    text = (b"The quick brown fox jumps over the lazy dog. " * 3000)[:131072]
+    assert x86_code_score(text)[0] < XzCompressor.LOW
+    assert x86_code_score(os.urandom(131072))[0] < XzCompressor.LOW
+    unrelocated = (b"\x55\x48\x89\xe5\xe8\x00\x00\x00\x00\x5d\xc3" * 12000)[:131072]
+    assert x86_code_score(unrelocated)[1] > 0.9
+
+
+def test_xz_chooses_filters_by_content() -> None:
+    xz = XzCompressor(SquashfsOptions(comp="xz", Xbcj=("x86",)))
+    code = Path("/usr/bin/python3").resolve().read_bytes()
+    block = code[len(code) // 3 : len(code) // 3 + 131072]
+    assert xz.candidates(block) == [xz._bcj[0]]
+    assert xz.candidates(b"text " * 26000) == [xz._plain]
+    arm = XzCompressor(SquashfsOptions(comp="xz", Xbcj=("arm", "armthumb")))
+    assert len(arm.candidates(block)) == 3  # no guess for other architectures: try all, like mksquashfs
+
+
+@pytest.mark.parametrize("comp", ["gzip", "xz", "zstd", "lz4"])
+def test_round_trip_and_incompressible(comp: str) -> None:
+    c = make_compressor(SquashfsOptions(comp=comp, block_size=65536))
+    data = b"squashfs " * 7000
+    packed = c.compress(data)
+    assert packed is not None and len(packed) < len(data)
+    assert c.decompress(packed, 65536) == data
+    assert c.compress(os.urandom(65536)) is None  # does not shrink: stored as is
+    assert REGISTRY[c.id] is type(c)
+
+
+def test_options_blocks() -> None:
+    assert make_compressor(SquashfsOptions(comp="gzip")).options_bytes() is None
+    assert make_compressor(SquashfsOptions(comp="gzip", Xcompression_level=1)).options_bytes() == (
+        b"\x01\x00\x00\x00\x0f\x00\x00\x00"
+    )
+    assert make_compressor(SquashfsOptions(comp="xz")).options_bytes() is None
+    xz = make_compressor(SquashfsOptions(comp="xz", Xbcj=("x86", "arm")))
+    assert xz.options_bytes() == (131072).to_bytes(4, "little") + (1 | 8).to_bytes(4, "little")
+    assert make_compressor(SquashfsOptions(comp="lz4")).options_bytes() == b"\x01\0\0\0\0\0\0\0"
+    assert make_compressor(SquashfsOptions(comp="zstd", Xcompression_level=3)).options_bytes() == b"\x03\0\0\0"
+
+
+def test_missing_optional_codec() -> None:
+    try:
+        import lzo  # noqa: F401
+    except ImportError:
+        with pytest.raises(InvalidOptions, match="the lzo module is needed"):
+            make_compressor(SquashfsOptions(comp="lzo"))
+    else:  # pragma: no cover - python-lzo installed
+        pytest.skip("python-lzo is installed")
