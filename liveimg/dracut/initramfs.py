@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import bz2
 import contextlib
+import importlib
 import io
 import logging
 import lzma
@@ -36,12 +37,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol
 
 import libarchive
 
 from liveimg.dracut.cpio import HEADER_SIZE, MAX_NAME, NEWC_CRC_MAGIC, NEWC_MAGIC, TRAILER, Kind
-from liveimg.errors import InvalidImage, InvalidOptions
+from liveimg.errors import HostError, InvalidImage, InvalidOptions
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +151,7 @@ class Initramfs:
         self._archives: list[_Archive] = []
         self._unpacked = 0
         try:
-            self._file: BinaryIO = self._stack.enter_context(open(self.path, "rb"))
+            self._file: BinaryIO = self._stack.enter_context(open(self.path, "rb"))  # noqa: SIM115
         except FileNotFoundError:
             raise InvalidImage(f"initramfs {self.path} does not exist") from None
         except IsADirectoryError:
@@ -232,7 +233,7 @@ class Initramfs:
             elif kind == "lzo":
                 raise InvalidImage(f"{self.path}: lzo-compressed segment at offset {pos} is not supported")
             else:
-                tmp = self._stack.enter_context(tempfile.TemporaryFile(dir=self._tmpdir))
+                tmp = self._stack.enter_context(tempfile.TemporaryFile(dir=self._tmpdir))  # noqa: SIM115
                 consumed, unpacked = self._decompress(kind, pos, tmp)
                 archives = self._split_unpacked(tmp, unpacked, index, f"the {kind} stream at offset {pos}")
                 yield Segment(index, pos, consumed, kind, unpacked, archives)
@@ -297,7 +298,9 @@ class Initramfs:
                         count += 1
                         yield _member(entry, archive.segment)
             except libarchive.ArchiveError as exc:
-                raise InvalidImage(f"{self.path}: libarchive cannot read the cpio archive at {archive.where}: {exc}")
+                raise InvalidImage(
+                    f"{self.path}: libarchive cannot read the cpio archive at {archive.where}: {exc}"
+                ) from None
             expected = _count_newc(archive)
             if count != expected:
                 raise InvalidImage(
@@ -497,10 +500,7 @@ def _gzip(f: BinaryIO, sink: Sink) -> int:
 
 
 def _zstd(f: BinaryIO, sink: Sink) -> int:
-    try:
-        import zstandard
-    except ImportError:
-        raise InvalidOptions("reading a zstd-compressed initramfs needs the Python package zstandard") from None
+    zstandard = optional_module("zstandard", "reading a zstd-compressed initramfs needs")
     start = f.tell()
     fed = 0
     # Consecutive frames form one segment (zstd -T and pzstd may write several).
@@ -527,10 +527,7 @@ def _lz4(f: BinaryIO, sink: Sink) -> int:
     kernel, the stream ends at the end of the file, at a zero word (padding), or at a size
     no block can have (another segment's magic); a repeated magic continues the stream.
     """
-    try:
-        import lz4.block
-    except ImportError:
-        raise InvalidOptions("reading an lz4-compressed initramfs needs the Python package lz4") from None
+    lz4_block = optional_module("lz4.block", "reading an lz4-compressed initramfs needs")
     bound = _LZ4_LEGACY_BLOCK + _LZ4_LEGACY_BLOCK // 255 + 16
     consumed = 4
     f.read(4)
@@ -548,10 +545,19 @@ def _lz4(f: BinaryIO, sink: Sink) -> int:
         if len(block) < size:
             raise EOFError("the stream ends inside a block (truncated)")
         try:
-            sink(lz4.block.decompress(block, uncompressed_size=_LZ4_LEGACY_BLOCK))
-        except lz4.block.LZ4BlockError as exc:
+            sink(lz4_block.decompress(block, uncompressed_size=_LZ4_LEGACY_BLOCK))
+        except lz4_block.LZ4BlockError as exc:
             raise ValueError(str(exc)) from None
         consumed += 4 + size
+
+
+def optional_module(name: str, purpose: str) -> Any:
+    """Import an optional codec module; if it is missing, a :class:`HostError` says what needs it."""
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        package = name.split(".", maxsplit=1)[0]
+        raise HostError(f"{purpose} the Python package {package} (pip install {package})") from None
 
 
 _DECODERS: dict[str, Callable[[BinaryIO, Sink], int]] = {
@@ -562,6 +568,32 @@ _DECODERS: dict[str, Callable[[BinaryIO, Sink], int]] = {
     "lz4": _lz4,
     "zstd": _zstd,
 }
+
+
+def plain_segments(path: str | os.PathLike[str]) -> list[tuple[int, int]]:
+    """``(start, end)`` of each archive of an initramfs made only of uncompressed newc archives
+    (what ``dracut --no-compress`` writes); anything else is an :class:`InvalidImage`."""
+    src = Path(path)
+    found: list[tuple[int, int]] = []
+    with open(src, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        pos = 0
+        while True:
+            pos = _skip_zeros(f, pos)
+            if pos >= size:
+                break
+            f.seek(pos)
+            head = f.read(6)
+            if head not in (NEWC_MAGIC, NEWC_CRC_MAGIC) or pos % 4:
+                raise InvalidImage(
+                    f"{src}: expected an uncompressed newc cpio archive at offset {pos}, found {head.hex(' ')}"
+                )
+            end = _walk_newc(f, pos, size, f"offset {pos} of {src}")
+            found.append((pos, end))
+            pos = end
+    if not found:
+        raise InvalidImage(f"{src} holds no cpio archive")
+    return found
 
 
 def list_initramfs(path: str | os.PathLike[str]) -> tuple[tuple[Segment, ...], tuple[Member, ...]]:

@@ -109,11 +109,8 @@ def run_in_sandbox(
     for m in mounts:
         inner = "/" + m.target.strip("/")
         below_tmpfs = any(inner.startswith(t.rstrip("/") + "/") for t in tmpfs_at)
-        if below_tmpfs:
-            # Inside a tmpfs of ours: no guest symlink can be there; _nsinit creates it.
-            target = os.fspath(root) + inner
-        else:
-            target = _target(root, inner)
+        # Inside a tmpfs of ours no guest symlink can be in the way: _nsinit creates it there.
+        target = os.fspath(root) + inner if below_tmpfs else _target(root, inner)
         spec: dict[str, object] = {"target": target, "create": below_tmpfs}
         if isinstance(m, Tmpfs):
             spec.update(kind="tmpfs", options=m.options)

@@ -24,6 +24,7 @@ import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from liveimg import run as runner
 from liveimg.errors import HostError, InvalidImage, InvalidOptions, ToolError
@@ -33,13 +34,38 @@ log = logging.getLogger(__name__)
 MAX_SYMLINKS = 40  # as the kernel's ELOOP limit
 
 
-def resolve_in_root(root: Path, path: str, *, follow_last: bool = True) -> Path:
-    """The host path that ``path`` names for a process whose root directory is ``root``.
+class GuestFiles(Protocol):
+    """Read access to a guest tree, wherever it is (a host directory, a libguestfs appliance).
 
-    Symbolic links are followed inside the tree (an absolute target starts again at
-    ``root``; ``..`` at the root stays there), so the result is always ``root`` or below it.
-    Components that do not exist are kept as they are.  Too many links are an
-    :class:`InvalidImage`.
+    Paths are absolute guest paths that contain no symbolic link except possibly in their
+    last component (:func:`resolve` makes them so); a missing path is not an error.
+    """
+
+    def kind(self, path: str) -> str | None:
+        """``"dir"``, ``"file"``, ``"link"``, ``"other"``, or None if ``path`` does not exist (not followed)."""
+        ...
+
+    def readlink(self, path: str) -> str: ...
+
+    def listdir(self, path: str) -> list[str]:
+        """The names in directory ``path``; empty if it is missing."""
+        ...
+
+    def read_bytes(self, path: str, limit: int) -> bytes:
+        """At most ``limit`` bytes of the regular file ``path``."""
+        ...
+
+    def is_executable(self, path: str) -> bool:
+        """Whether ``path`` is a regular file with an execute bit."""
+        ...
+
+
+def resolve(fs: GuestFiles, path: str, *, follow_last: bool = True) -> str:
+    """``path`` with every symbolic link followed as a process chrooted into the guest would.
+
+    An absolute link target starts again at the guest's root and ``..`` stops there, so the
+    result never leaves the guest.  Components that do not exist are kept as they are.  More
+    than :data:`MAX_SYMLINKS` links are an :class:`InvalidImage`.
     """
     pending = [p for p in path.split("/") if p not in ("", ".")]
     pending.reverse()
@@ -51,31 +77,70 @@ def resolve_in_root(root: Path, path: str, *, follow_last: bool = True) -> Path:
             if parts:
                 parts.pop()
             continue
-        candidate = root.joinpath(*parts, name)
-        if (pending or follow_last) and candidate.is_symlink():
+        candidate = "/" + "/".join([*parts, name])
+        if (pending or follow_last) and fs.kind(candidate) == "link":
             links += 1
             if links > MAX_SYMLINKS:
-                raise InvalidImage(f"too many symbolic links while resolving {path!r} in the guest tree {root}")
-            target = os.readlink(candidate)
+                raise InvalidImage(f"too many symbolic links while resolving {path!r} in the guest")
+            target = fs.readlink(candidate)
             if target.startswith("/"):
                 parts = []
             pending.extend(reversed([p for p in target.split("/") if p not in ("", ".")]))
             continue
         parts.append(name)
-    return root.joinpath(*parts)
+    return "/" + "/".join(parts)
 
 
-def guest_exists(root: Path, path: str) -> bool:
-    return resolve_in_root(root, path).exists()
+class HostTree:
+    """:class:`GuestFiles` of a guest tree in a host directory."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def host_path(self, path: str) -> Path:
+        """The host path of a symlink-free guest path."""
+        return self.root.joinpath(*[p for p in path.split("/") if p])
+
+    def kind(self, path: str) -> str | None:
+        try:
+            mode = os.lstat(self.host_path(path)).st_mode
+        except OSError:
+            return None
+        if stat.S_ISLNK(mode):
+            return "link"
+        if stat.S_ISDIR(mode):
+            return "dir"
+        return "file" if stat.S_ISREG(mode) else "other"
+
+    def readlink(self, path: str) -> str:
+        return os.readlink(self.host_path(path))
+
+    def listdir(self, path: str) -> list[str]:
+        try:
+            return sorted(os.listdir(self.host_path(path)))
+        except OSError:
+            return []
+
+    def read_bytes(self, path: str, limit: int) -> bytes:
+        host = self.host_path(path)
+        if self.kind(path) != "file":
+            raise InvalidImage(f"{path} in the guest tree is not a regular file")
+        with open(host, "rb") as f:
+            return f.read(limit)
+
+    def is_executable(self, path: str) -> bool:
+        try:
+            info = os.lstat(self.host_path(path))
+        except OSError:
+            return False
+        return stat.S_ISREG(info.st_mode) and bool(info.st_mode & 0o111)
 
 
-def guest_executable(root: Path, path: str) -> bool:
-    target = resolve_in_root(root, path)
-    try:
-        info = target.stat()
-    except OSError:
-        return False
-    return stat.S_ISREG(info.st_mode) and bool(info.st_mode & 0o111)
+def resolve_in_root(root: Path, path: str, *, follow_last: bool = True) -> Path:
+    """The host path that ``path`` names for a process whose root directory is ``root``
+    (always ``root`` or below it; see :func:`resolve`)."""
+    tree = HostTree(root)
+    return tree.host_path(resolve(tree, path, follow_last=follow_last))
 
 
 def guest_mkdirs(root: Path, path: str) -> Path:
@@ -123,7 +188,7 @@ def rdump(image: Path, guest_dir: str, dest: Path, *, timeout: float = 1800) -> 
     ``dest`` must exist; ``guest_dir`` appears in it under its own name (for ``/``, its
     contents appear directly in ``dest``).  The image is opened read-only.
     """
-    if any(c in guest_dir for c in "\"\n\\") or any(c in os.fspath(dest) for c in "\"\n\\"):
+    if any(c in guest_dir for c in '"\n\\') or any(c in os.fspath(dest) for c in '"\n\\'):
         raise InvalidOptions(f"cannot pass {guest_dir!r} or {dest} to debugfs (quote or newline in the path)")
     request = f'rdump "{guest_dir}" "{os.fspath(dest)}"'
     try:
