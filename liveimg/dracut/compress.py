@@ -175,7 +175,7 @@ def compress_initramfs(
         finally:
             if last != src:
                 last.unlink(missing_ok=True)
-        shutil.copymode(src, tmp)
+        os.chmod(tmp, 0o644)  # served over TFTP/HTTP: world-readable, like the kernel beside it
         os.replace(tmp, dst)
     except OSError as exc:
         tmp.unlink(missing_ok=True)

@@ -73,7 +73,7 @@ class Appended:
 
     path: Path
     offset: int  # where the appended archive begins in ``path``
-    size: int  # bytes appended, padding included
+    size: int  # bytes from ``offset`` to the end of the file (the archive and its padding)
     compression: AppendCompression
     paths: tuple[str, ...]  # what the archive holds (directories included)
 
@@ -176,7 +176,7 @@ def append_cpio(
     return Appended(
         path=dst,
         offset=offset + pad,
-        size=pad + len(archive) + tail,
+        size=len(archive) + tail,
         compression=compression,
         paths=tuple(sorted(e.name for e in entries)),
     )

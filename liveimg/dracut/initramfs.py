@@ -276,9 +276,13 @@ class Initramfs:
                 break
             tmp.seek(pos)
             head = tmp.read(6)
+            if head == b"070707":
+                raise InvalidImage(
+                    f"{self.path}: old-format (odc) cpio in {where}; the kernel reads only newc (cpio -H newc)"
+                )
             if head not in (NEWC_MAGIC, NEWC_CRC_MAGIC) or pos % 4:
                 raise InvalidImage(
-                    f"{self.path}: junk within {where} at unpacked offset {pos} "
+                    f"{self.path}: junk within {where}, at unpacked offset {pos} "
                     f"({head.hex(' ')}; expected a newc cpio header at a 4-byte boundary)"
                 )
             end = _walk_newc(tmp, pos, size, f"unpacked offset {pos} of {where} in {self.path}")
@@ -348,7 +352,7 @@ def _clean(path: str) -> str:
 
 
 class _Slice(io.RawIOBase):
-    """A read-only window ``[start, end)`` of another file, for libarchive."""
+    """A read-only, seekable window ``[start, end)`` of another file, for libarchive."""
 
     def __init__(self, source: BinaryIO, start: int, end: int) -> None:
         self._source = source
@@ -359,21 +363,32 @@ class _Slice(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
-        want = min(len(buffer), self._end - self._pos)
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos - self._start
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: self._start, io.SEEK_CUR: self._pos, io.SEEK_END: self._end}[whence]
+        self._pos = min(max(self._start, base + offset), self._end)
+        return self._pos - self._start
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        want = min(len(view), self._end - self._pos)
         if want <= 0:
             return 0
         self._source.seek(self._pos)
-        data = self._source.read(want)
-        buffer[: len(data)] = data
-        self._pos += len(data)
-        return len(data)
+        got = self._source.readinto(view[:want])  # type: ignore[attr-defined]
+        self._pos += got
+        return int(got)
 
 
 @contextlib.contextmanager
 def _libarchive(archive: _Archive) -> Iterator[libarchive.read.ArchiveRead]:
     stream = _Slice(archive.source, archive.start, archive.end)
-    with libarchive.stream_reader(stream, format_name="cpio", filter_name="none") as reader:
+    with libarchive.stream_reader(stream, format_name="cpio", filter_name="none", block_size=1 << 20) as reader:
         yield reader
 
 
