@@ -192,13 +192,21 @@ def find_binary(fs: GuestFiles, name: str) -> bool:
     return any(fs.is_executable(resolve(fs, c)) for c in candidates)
 
 
+@dataclass(frozen=True)
+class Problem:
+    """Why a module cannot be installed, and the package that would fix it."""
+
+    reason: str
+    package: str | None
+
+
 class ModuleChecker:
     """Decides, per module, whether the guest's dracut can install it (results are cached)."""
 
     def __init__(self, fs: GuestFiles) -> None:
         self.fs = fs
         self.modules = scan_modules(fs)
-        self._verdicts: dict[str, str | None] = {}
+        self._verdicts: dict[str, Problem | None] = {}
         self._binaries: dict[str, bool] = {}
 
     def has_binary(self, name: str) -> bool:
@@ -206,20 +214,24 @@ class ModuleChecker:
             self._binaries[name] = find_binary(self.fs, name)
         return self._binaries[name]
 
-    def problem(self, name: str, _chain: tuple[str, ...] = ()) -> str | None:
+    def problem(self, name: str, _chain: tuple[str, ...] = ()) -> Problem | None:
         """Why module ``name`` cannot be installed, or None if it can (as far as we can tell)."""
         if name in self._verdicts:
             return self._verdicts[name]
-        verdict: str | None = None
+        verdict: Problem | None = None
         info = self.modules.get(name)
         if info is None:
             package = MODULE_PACKAGES.get(name)
-            verdict = f"the image has no dracut module {name}" + (f" (package {package})" if package else "")
+            verdict = Problem(
+                f"the image has no dracut module {name}" + (f" (package {package})" if package else ""), package
+            )
         else:
             for group in info.requires:
                 if not any(self.has_binary(b) for b in group):
                     package = " or ".join(BINARY_PACKAGES.get(b, b) for b in group)
-                    verdict = f"module {name} needs {' or '.join(group)}, which the image lacks (package {package})"
+                    verdict = Problem(
+                        f"module {name} needs {' or '.join(group)}, which the image lacks (package {package})", package
+                    )
                     break
             else:
                 for dep in info.depends:
@@ -227,7 +239,7 @@ class ModuleChecker:
                         continue
                     why = self.problem(dep, (*_chain, name))
                     if why is not None:
-                        verdict = f"{why}; {name} depends on {dep}"
+                        verdict = Problem(f"{why.reason}; {name} depends on {dep}", why.package)
                         break
         if not _chain:
             self._verdicts[name] = verdict
@@ -251,7 +263,12 @@ def select_modules(
     for name in required:
         why = check.problem(name)
         if why is not None:
-            raise InvalidImage(f"cannot build a live initramfs: {why}", hint=_hint(name, why))
+            hint = (
+                f"install {why.package} in the image"
+                if why.package
+                else f"install the package that provides the dracut module {name} in the image"
+            )
+            raise InvalidImage(f"cannot build a live initramfs: {why.reason}", hint=hint)
     keep: list[str] = []
     left_out: list[tuple[str, str]] = []
     for name in dict.fromkeys([*required, *wanted]):
@@ -259,13 +276,6 @@ def select_modules(
         if why is None:
             keep.append(name)
         else:
-            log.warning("leaving dracut module %s out: %s", name, why)
-            left_out.append((name, why))
+            log.warning("leaving dracut module %s out: %s", name, why.reason)
+            left_out.append((name, why.reason))
     return Selection(tuple(keep), tuple(left_out))
-
-
-def _hint(name: str, why: str) -> str:
-    match = re.findall(r"\(package ([^)]*)\)", why)
-    if match:
-        return f"install {match[-1]} in the image"
-    return f"install the package that provides the dracut module {name} in the image"

@@ -202,6 +202,9 @@ def rdump(image: Path, guest_dir: str, dest: Path, *, timeout: float = 1800) -> 
 
 def _guest_is_dir(image: Path, guest_dir: str) -> bool:
     result = runner.run(["debugfs", "-R", f'stat "{guest_dir}"', os.fspath(image)], check=False)
+    for line in result.stderr.splitlines():
+        if "while trying to open" in line or "Filesystem not open" in line:
+            raise InvalidImage(f"cannot read {image} as an ext4 filesystem: {line.removeprefix('debugfs: ')}")
     return "Type: directory" in result.stdout
 
 

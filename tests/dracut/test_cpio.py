@@ -140,8 +140,7 @@ _NAME = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789._-+é", min_size=
 
 @st.composite
 def archives(draw: st.DrawFn) -> list[cpio.Entry]:
-    paths = draw(st.lists(st.lists(_NAME, min_size=1, max_size=3).map("/".join), min_size=1, max_size=12,
-                          unique=True))  # fmt: skip
+    paths = draw(st.lists(st.lists(_NAME, min_size=1, max_size=3).map("/".join), min_size=1, max_size=12, unique=True))
     # Make a consistent tree: a path whose prefix is another path makes that prefix a directory.
     prefixes = {"/".join(p.split("/")[:i]) for p in paths for i in range(1, p.count("/") + 1)}
     entries: list[cpio.Entry] = []
@@ -179,8 +178,9 @@ def test_round_trip_through_libarchive(entries: list[cpio.Entry], mtime: int) ->
     assert cpio.newc_bytes(list(reversed(entries)), mtime=mtime) == data
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow,
-                                                                 HealthCheck.function_scoped_fixture])  # fmt: skip
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+)
 @given(entries=archives())
 def test_round_trip_through_gnu_cpio(entries: list[cpio.Entry], tmp_path_factory: pytest.TempPathFactory) -> None:
     need("cpio")
@@ -191,8 +191,10 @@ def test_round_trip_through_gnu_cpio(entries: list[cpio.Entry], tmp_path_factory
     with open(archive, "rb") as f:
         listing = runner.run(["cpio", "-t", "--quiet"], input=f.read()).stdout.split("\n")
     assert sorted(filter(None, listing)) == sorted(_expected(entries))
-    runner.run(["cpio", "-i", "--quiet", "--no-absolute-filenames", "--preserve-modification-time", "-D",
-                os.fspath(out)], input=data)  # fmt: skip
+    runner.run(
+        ["cpio", "-i", "--quiet", "--no-absolute-filenames", "--preserve-modification-time", "-D", os.fspath(out)],
+        input=data,
+    )
     for path, (mode, payload) in _expected(entries).items():
         host = out / path
         info = host.lstat()

@@ -120,9 +120,7 @@ def test_corrupt_input_is_refused(tmp_path: Path) -> None:
     assert not (tmp_path / "out.img").exists()
 
 
-@pytest.mark.parametrize(
-    "karg", ["", "two words", "tab\there", 'quote="x"', "new\nline", "bell\x07"]
-)  # fmt: skip
+@pytest.mark.parametrize("karg", ["", "two words", "tab\there", 'quote="x"', "new\nline", "bell\x07"])
 def test_bad_kargs(karg: str) -> None:
     with pytest.raises(InvalidOptions, match="kernel argument"):
         check_karg(karg)
@@ -137,7 +135,7 @@ def test_bad_requests(tmp_path: Path, base: Path) -> None:
         append_cpio(base, tmp_path / "o.img", files=[EmbeddedFile(base, "relative/x")])
     with pytest.raises(InvalidOptions, match="not a regular file"):
         append_cpio(base, tmp_path / "o.img", files=[EmbeddedFile(tmp_path, "/x")])
-    with pytest.raises(InvalidOptions, match="must be a plain name ending in .conf"):
+    with pytest.raises(InvalidOptions, match=r"must be a plain name ending in \.conf"):
         append_cpio(base, tmp_path / "o.img", kargs=["a"], cmdline_name="../x.conf")
     with pytest.raises(InvalidOptions, match=r"contains '\.\.'"):
         append_cpio(base, tmp_path / "o.img", files=[EmbeddedFile(base, "/../etc/x")])
@@ -145,6 +143,5 @@ def test_bad_requests(tmp_path: Path, base: Path) -> None:
 
 def test_the_appended_archive_matches_the_writer(tmp_path: Path, base: Path) -> None:
     result = append_cpio(base, tmp_path / "o.img", kargs=["rd.live.image"], mtime=0)
-    expected = cpio.newc_bytes([cpio.file("etc/cmdline.d/90-liveimg.conf", b"rd.live.image\n")], mtime=0,
-                               parents=False)  # fmt: skip
+    expected = cpio.newc_bytes([cpio.file("etc/cmdline.d/90-liveimg.conf", b"rd.live.image\n")], mtime=0, parents=False)
     assert result.path.read_bytes()[result.offset :] == expected

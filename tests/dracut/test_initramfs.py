@@ -154,8 +154,10 @@ def test_detect_compression() -> None:
 def test_plain_segments(tmp_path: Path) -> None:
     path = write(tmp_path, EARLY, MAIN)
     first_end = len(EARLY)
-    assert plain_segments(path) == [(0, first_end), (first_end + (-first_end % 4), first_end + (-first_end % 4) +
-                                                     len(MAIN))]  # fmt: skip
+    assert plain_segments(path) == [
+        (0, first_end),
+        (first_end + (-first_end % 4), first_end + (-first_end % 4) + len(MAIN)),
+    ]
     with pytest.raises(InvalidImage, match="expected an uncompressed newc cpio archive at offset"):
         plain_segments(write(tmp_path, EARLY, gzip.compress(MAIN), name="mixed"))
 

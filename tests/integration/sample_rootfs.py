@@ -56,15 +56,25 @@ def rootfs_from_disk(disk: Path, dest: Path) -> Path:
     for offset, size in _partitions(disk):
         spec = f"{disk}?offset={offset}"
         top = _ls(spec, "/")
-        if "ostree" in top.split() and "deploy" in _ls(spec, "/ostree").split() or "etc" in top.split():
+        if ("ostree" in top.split() and "deploy" in _ls(spec, "/ostree").split()) or "etc" in top.split():
             root = (offset, size)
         elif "loader" in top.split() or "loader.1" in top.split() or "loader.0" in top.split():
             boot = (offset, size)
     assert root is not None, f"no root partition in {disk}"
     mib = 1 << 20
     assert root[0] % mib == 0 and root[1] % mib == 0
-    runner.run(["dd", f"if={disk}", f"of={dest}", "bs=1M", f"skip={root[0] // mib}", f"count={root[1] // mib}",
-                "conv=sparse", "status=none"])  # fmt: skip
+    runner.run(
+        [
+            "dd",
+            f"if={disk}",
+            f"of={dest}",
+            "bs=1M",
+            f"skip={root[0] // mib}",
+            f"count={root[1] // mib}",
+            "conv=sparse",
+            "status=none",
+        ]
+    )
     if boot is None:
         return dest
     with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
