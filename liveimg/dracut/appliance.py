@@ -28,7 +28,7 @@ import os
 import shlex
 import stat
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -185,8 +185,13 @@ def run_dracut_in_appliance(
     raw_output: Path,
     log_path: Path,
     opener: ApplianceOpener | None = None,
+    command: Sequence[str] | None = None,
 ) -> ApplianceRun:
-    """Plan and run dracut in the appliance; the uncompressed initramfs lands in ``raw_output``."""
+    """Plan and run dracut in the appliance; the uncompressed initramfs lands in ``raw_output``.
+
+    ``command`` runs that dracut command line instead of the planned one (after the same
+    checks), for benchmarks that compare with lorax's exact invocation.
+    """
     if ".." in deployment.split("/"):
         raise InvalidOptions(f"deployment path {deployment!r} contains '..'")
     open_it = opener or open_appliance
@@ -217,10 +222,11 @@ def run_dracut_in_appliance(
         if options.dracut_conf is not None and plan.conf_name:
             confdir = fs.mkdirs("/etc/dracut.conf.d")
             g.upload(os.fspath(options.dracut_conf), f"{confdir}/{plan.conf_name}")
-        log.info("appliance: running %s", " ".join(plan.argv))
+        argv = tuple(command) if command is not None else plan.argv
+        log.info("appliance: running %s", " ".join(argv))
         dracut_started = time.monotonic()
         try:
-            g.debug("sh", [_script(ostree=ostree, argv=plan.argv, mounts=mounts)])
+            g.debug("sh", [_script(ostree=ostree, argv=argv, mounts=mounts)])
         except RuntimeError as exc:
             raise HostError(f"cannot run dracut in the appliance: {exc}") from exc
         seconds = time.monotonic() - dracut_started
@@ -229,7 +235,7 @@ def run_dracut_in_appliance(
         if rc != 0:
             tail = log_tail(log_path, 20)
             raise ToolError(
-                plan.argv,
+                argv,
                 rc,
                 tail,
                 message=f"dracut failed in the appliance with exit status {rc}: "
