@@ -19,6 +19,7 @@ import functools
 import json
 import logging
 import os
+import re
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -152,14 +153,19 @@ def check_sandbox_result(result: SandboxResult, argv: Sequence[str], *, what: st
                     f"{tail.splitlines()[-1] if tail else 'no output'} (log: {result.log})")  # fmt: skip
 
 
+# A line of shell tracing (set -x), which dracut --debug writes for every command it runs:
+# "+ cmd", or "/usr/bin/dracut@123(func): cmd" with dracut's PS4.
+_TRACE = re.compile(r"^(\++ |\S*@\d+\([^)]*\): )")
+
+
 def log_tail(path: Path, lines: int) -> str:
-    """The last ``lines`` non-empty lines of a (possibly huge) log file."""
+    """The last ``lines`` messages of a (possibly huge) log file, shell tracing left out."""
     try:
         with open(path, "rb") as f:
             size = f.seek(0, os.SEEK_END)
-            f.seek(max(0, size - 64 * 1024))
+            f.seek(max(0, size - 1024 * 1024))
             text = f.read().decode("utf-8", "replace")
     except OSError:
         return ""
-    kept = [line for line in text.splitlines() if line.strip()]
+    kept = [line for line in text.splitlines() if line.strip() and not _TRACE.match(line)]
     return "\n".join(kept[-lines:])

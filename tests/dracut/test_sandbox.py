@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from liveimg import run as runner
-from liveimg.dracut.sandbox import Bind, Tmpfs, check_sandbox_result, run_in_sandbox, sandbox_available
+from liveimg.dracut.sandbox import Bind, Tmpfs, check_sandbox_result, log_tail, run_in_sandbox, sandbox_available
 from liveimg.errors import HostError, ToolError, ToolTimeout
 from tests.support import IN_CI, need
 
@@ -204,3 +204,16 @@ def test_works_as_an_unprivileged_user(tmp_path: Path, public_dir: Path) -> None
     assert uid == "0" and uid_map.split() == ["0", str(NOBODY), "1"]
     assert (out_dir / "f").read_text() == "made\n"
     assert (out_dir / "f").stat().st_uid == NOBODY
+
+
+def test_log_tail_skips_shell_tracing(tmp_path: Path) -> None:
+    log = tmp_path / "log"
+    log.write_text(
+        "dracut: Executing: /usr/bin/dracut --add nope\n"
+        "dracut: Module 'nope' cannot be found.\n"
+        "/usr/bin/dracut@1234(main): exit 1\n"
+        "+ set +x\n"
+        "\n"
+    )
+    assert log_tail(log, 1) == "dracut: Module 'nope' cannot be found."
+    assert log_tail(tmp_path / "missing", 5) == ""
