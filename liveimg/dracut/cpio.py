@@ -205,11 +205,21 @@ def with_parents(entries: Iterable[Entry]) -> list[Entry]:
     return result
 
 
-def write_newc(entries: Iterable[Entry], out: BinaryIO, *, mtime: int | None = None, parents: bool = True) -> int:
+def write_newc(
+    entries: Iterable[Entry],
+    out: BinaryIO,
+    *,
+    mtime: int | None = None,
+    parents: bool = True,
+    first_ino: int = 1,
+    trailer: bool = True,
+) -> int:
     """Write a reproducible newc archive of ``entries`` to ``out``; returns the bytes written.
 
     With ``parents`` (the default) missing parent directories are added.  Two entries with
     the same path are an error, as is a path below something that is not a directory.
+    ``first_ino`` and ``trailer=False`` serve to continue an existing archive: write its
+    entries in place of its trailer, numbered after its last inode.
     """
     items = with_parents(entries) if parents else list(entries)
     items.sort(key=lambda e: e.name.encode())
@@ -218,7 +228,7 @@ def write_newc(entries: Iterable[Entry], out: BinaryIO, *, mtime: int | None = N
         raise InvalidOptions(f"mtime {when} does not fit in a cpio header")
     kinds: dict[str, Kind] = {}
     written = 0
-    for ino, e in enumerate(items, start=1):
+    for ino, e in enumerate(items, start=first_ino):
         if e.name in kinds:
             raise InvalidOptions(f"cpio path {e.name!r} is given twice")
         parent = posixpath.dirname(e.name)
@@ -251,9 +261,11 @@ def write_newc(entries: Iterable[Entry], out: BinaryIO, *, mtime: int | None = N
         pad = -size % 4
         out.write(b"\0" * pad)
         written += pad
-    trailer = header(name=TRAILER.encode(), ino=0, mode=0, uid=0, gid=0, nlink=1, mtime=0, filesize=0)
-    out.write(trailer)
-    return written + len(trailer)
+    if not trailer:
+        return written
+    end = header(name=TRAILER.encode(), ino=0, mode=0, uid=0, gid=0, nlink=1, mtime=0, filesize=0)
+    out.write(end)
+    return written + len(end)
 
 
 def _copy_file(path: Path, out: BinaryIO, size: int) -> int:

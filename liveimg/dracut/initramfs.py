@@ -108,12 +108,14 @@ class Member:
     mtime: int
     target: str | None
     segment: int
+    rdev: tuple[int, int] = (0, 0)  # major, minor of a device node
 
     def describe(self) -> str:
         """One ``ls -l``-like line: type and mode, owner, size, path, link target."""
         letter = {Kind.DIR: "d", Kind.SYMLINK: "l", Kind.CHAR: "c", Kind.BLOCK: "b", Kind.FIFO: "p"}
         line = f"{letter.get(self.kind, 's' if self.kind is Kind.SOCKET else '-')}{stat.filemode(self.mode)[1:]}"
-        line += f" {self.uid:>5} {self.gid:>5} {self.size:>10} {self.path}"
+        size = f"{self.rdev[0]}, {self.rdev[1]}" if self.kind in (Kind.CHAR, Kind.BLOCK) else str(self.size)
+        line += f" {self.uid:>5} {self.gid:>5} {size:>10} {self.path}"
         if self.kind is Kind.SYMLINK:
             line += f" -> {self.target}"
         elif self.kind is Kind.HARDLINK:
@@ -336,6 +338,7 @@ def _member(entry: libarchive.ArchiveEntry, segment: int) -> Member:
         mtime=int(entry.mtime or 0),
         target=target,
         segment=segment,
+        rdev=(entry.rdevmajor, entry.rdevminor) if kind in (Kind.CHAR, Kind.BLOCK) else (0, 0),
     )
 
 
@@ -583,6 +586,40 @@ _DECODERS: dict[str, Callable[[BinaryIO, Sink], int]] = {
     "lz4": _lz4,
     "zstd": _zstd,
 }
+
+
+@dataclass(frozen=True)
+class NewcIndex:
+    """The headers of one newc archive: its paths, its highest inode number, where its trailer is."""
+
+    names: tuple[str, ...]
+    max_ino: int
+    trailer_at: int
+    end: int
+
+
+def newc_index(path: str | os.PathLike[str], start: int = 0) -> NewcIndex:
+    """Index the uncompressed newc archive at offset ``start`` of ``path`` (headers only)."""
+    src = Path(path)
+    names: list[str] = []
+    max_ino = 0
+    with open(src, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        end = _walk_newc(f, start, size, f"offset {start} of {src}")
+        pos = start
+        while True:
+            f.seek(pos)
+            head = f.read(HEADER_SIZE)
+            fields = _hex_fields(head, f"offset {pos} of {src}")
+            name = f.read(fields[11])[:-1].decode("utf-8", "surrogateescape")
+            if name == TRAILER:
+                return NewcIndex(tuple(names), max_ino, pos, end)
+            names.append(_clean(name))
+            max_ino = max(max_ino, fields[0])
+            data_at = pos + HEADER_SIZE + fields[11]
+            data_at += -data_at % 4
+            pos = data_at + fields[6]
+            pos += -pos % 4
 
 
 def plain_segments(path: str | os.PathLike[str]) -> list[tuple[int, int]]:

@@ -44,8 +44,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from liveimg.dracut import cpio
 from liveimg.dracut.appliance import ApplianceOpener, run_dracut_in_appliance
 from liveimg.dracut.compress import Compressed, Compression, compress_initramfs
+from liveimg.dracut.initramfs import newc_index, plain_segments
 from liveimg.dracut.plan import OUT_DIR, DracutOptions, Plan, Where, plan_dracut, verify_initramfs
 from liveimg.dracut.sandbox import Bind, Tmpfs, check_sandbox_result, run_in_sandbox, sandbox_available
 from liveimg.dracut.tree import ExtractedTree, HostTree, extract_tree, guest_mkdirs
@@ -204,10 +206,48 @@ def _run_in_sandbox(
         mounts.append(Bind(extracted.boot, "/boot", readonly=True))
     logfile.unlink(missing_ok=True)
     log.info("running %s", " ".join(plan.argv))
-    result = run_in_sandbox(root, plan.argv, log_path=logfile, mounts=mounts, timeout=opts.timeout)
+    # dracut (059 and dracut-ng) skips mknod with this set; add_device_nodes adds the nodes.
+    env = {"DRACUT_NO_MKNOD": "1"}
+    result = run_in_sandbox(root, plan.argv, log_path=logfile, mounts=mounts, env=env, timeout=opts.timeout)
     check_sandbox_result(result, plan.argv, what="dracut")
     produced = outdir / raw.name
     if not produced.is_file():
         raise HostError(f"dracut succeeded but wrote no {produced.name} (log: {logfile})")
     produced.rename(raw)
+    added = add_device_nodes(raw)
+    if added:
+        log.info("added the device nodes dracut creates when it runs as real root: %s", ", ".join(added))
     return plan, result.seconds
+
+
+#: The nodes dracut makes with mknod when it runs as real root (dracut.sh; mode from its umask
+#: 022).  In the sandbox mknod is not allowed, so they are added to the archive instead.
+DEVICE_NODES: tuple[tuple[str, int, int], ...] = (
+    ("dev/null", 1, 3),
+    ("dev/kmsg", 1, 11),
+    ("dev/console", 5, 1),
+    ("dev/random", 1, 8),
+    ("dev/urandom", 1, 9),
+)
+
+
+def add_device_nodes(raw: Path) -> tuple[str, ...]:
+    """Put :data:`DEVICE_NODES` missing from the main archive of ``raw`` into it, in place of its trailer.
+
+    The result is one archive again, as dracut writes it as root, so every reader (the kernel,
+    lsinitrd, GNU cpio) sees the nodes.
+    """
+    start, _end = plain_segments(raw)[-1]
+    index = newc_index(raw, start)
+    have = set(index.names)
+    missing = [(path, major, minor) for path, major, minor in DEVICE_NODES if path not in have]
+    if not missing:
+        return ()
+    entries = [cpio.Entry(path, cpio.Kind.CHAR, 0o644, rdev=(major, minor)) for path, major, minor in missing]
+    if "dev" not in have:
+        entries.append(cpio.directory("dev"))
+    with open(raw, "r+b") as f:
+        f.truncate(index.trailer_at)
+        f.seek(index.trailer_at)
+        cpio.write_newc(entries, f, parents=False, first_ino=index.max_ino + 1)
+    return tuple(path for path, _, _ in missing)
