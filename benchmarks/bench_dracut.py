@@ -73,6 +73,9 @@ def sandbox_dracut(tree: Path, boot: Path | None, argv: list[str], work: Path) -
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sample", default="atomic", help="sample variant in the cache (default: atomic)")
+    parser.add_argument("--rootfs", type=Path, help="use this rootfs.img instead of one made from the sample")
+    parser.add_argument("--deployment", help="with --rootfs: the deployment directory in it ('/' if classic)")
+    parser.add_argument("--kver", help="with --rootfs: the kernel version")
     parser.add_argument("--work", type=Path, default=Path("/var/tmp"), help="where to put the scratch files")
     parser.add_argument("--appliance", action="store_true", help="also run dracut in the libguestfs appliance")
     parser.add_argument("--appliance-xz", action="store_true", help="and lorax's --xz in the appliance (slow)")
@@ -81,26 +84,35 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
-    sample = find_sample(args.sample)
-    if sample is None:
-        print(f"no {args.sample} sample in the cache", file=sys.stderr)
-        return 2
-    results: dict[str, Any] = {"sample": os.fspath(sample.disk), "kver": sample.kver, "cpus": os.cpu_count(),
+    if args.rootfs:
+        if not (args.deployment and args.kver):
+            parser.error("--rootfs needs --deployment and --kver")
+        source, kver = os.fspath(args.rootfs), args.kver
+    else:
+        sample = find_sample(args.sample)
+        if sample is None:
+            print(f"no {args.sample} sample in the cache", file=sys.stderr)
+            return 2
+        source, kver = os.fspath(sample.disk), sample.kver
+    results: dict[str, Any] = {"sample": source, "kver": kver, "cpus": os.cpu_count(),
                                "loadavg_start": os.getloadavg()}  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="bench-dracut-", dir=args.work) as tmp:
         work = Path(tmp)
         started = time.monotonic()
-        rootfs = rootfs_from_disk(sample.disk, work / "rootfs.img")
+        if args.rootfs:
+            rootfs, deployment = args.rootfs, args.deployment
+        else:
+            rootfs = rootfs_from_disk(sample.disk, work / "rootfs.img")
+            deployment = _deployment(rootfs, str(sample.meta.get("os_name")), args.sample)
         results["rootfs_seconds"] = time.monotonic() - started
-        deployment = _deployment(rootfs, str(sample.meta.get("os_name")), args.sample)
         ostree = deployment != "/"
         tree = extract_tree(rootfs, deployment, work / "tree")
         results["extract_seconds"] = tree.seconds
-        plan = plan_dracut(HostTree(tree.root), kver=sample.kver, ostree=ostree, options=DracutOptions(),
+        plan = plan_dracut(HostTree(tree.root), kver=kver, ostree=ostree, options=DracutOptions(),
                            output="/run/liveimg/initramfs.img")  # fmt: skip
         modules = " ".join(plan.modules)
         lorax = [plan.argv[0], *LORAX_FIXED_ARGS, "--xz", "--add", modules, *LORAX_DEFAULT_ARGS,
-                 "/run/liveimg/initramfs.img", sample.kver]  # fmt: skip
+                 "/run/liveimg/initramfs.img", kver]  # fmt: skip
         ours = list(plan.argv)
         results["lorax_argv"], results["liveimg_argv"] = lorax, ours
 
@@ -109,6 +121,9 @@ def main(argv: list[str] | None = None) -> int:
         seconds, raw = sandbox_dracut(tree.root, tree.boot, ours, work / "run-ours")
         raw = raw.rename(work / "initramfs.cpio")
         results["sandbox_dracut_no_compress"] = {"seconds": seconds, "bytes": raw.stat().st_size}
+        # What lorax's --debug (shell tracing of every dracut step) costs.
+        seconds, out = sandbox_dracut(tree.root, tree.boot, [a for a in ours if a != "--debug"], work / "run-nodebug")
+        results["sandbox_dracut_no_compress_no_debug"] = {"seconds": seconds, "bytes": out.stat().st_size}
 
         codecs: dict[str, Any] = {}
         for name in args.codecs.split(","):
@@ -122,12 +137,12 @@ def main(argv: list[str] | None = None) -> int:
 
         if args.appliance or args.appliance_xz:
             options = DracutOptions(compression=Compression.NONE)
-            ran = run_dracut_in_appliance(rootfs, deployment, kver=sample.kver, options=options, ostree=ostree,
+            ran = run_dracut_in_appliance(rootfs, deployment, kver=kver, options=options, ostree=ostree,
                                           raw_output=work / "appl.cpio", log_path=work / "appl.log")  # fmt: skip
             results["appliance_dracut_no_compress"] = {"seconds": ran.seconds, "launch_seconds": ran.launch_seconds,
                                                        "bytes": (work / "appl.cpio").stat().st_size}  # fmt: skip
         if args.appliance_xz:
-            ran = run_dracut_in_appliance(rootfs, deployment, kver=sample.kver, options=DracutOptions(),
+            ran = run_dracut_in_appliance(rootfs, deployment, kver=kver, options=DracutOptions(),
                                           ostree=ostree, raw_output=work / "initramfs.img",
                                           log_path=work / "appl-xz.log", command=lorax)  # fmt: skip
             results["appliance_dracut_xz"] = {"seconds": ran.seconds, "launch_seconds": ran.launch_seconds,
@@ -138,8 +153,9 @@ def main(argv: list[str] | None = None) -> int:
           f"load {results['loadavg_start'][0]:.1f} -> {results['loadavg_end'][0]:.1f}")  # fmt: skip
     print(f"rootfs.img from the disk: {results['rootfs_seconds']:.1f} s; deployment copied out: "
           f"{results['extract_seconds']:.1f} s")  # fmt: skip
-    for key in ("sandbox_dracut_xz", "sandbox_dracut_no_compress", "appliance_dracut_no_compress",
-                "appliance_dracut_xz"):  # fmt: skip
+    runs = ("sandbox_dracut_xz", "sandbox_dracut_no_compress", "sandbox_dracut_no_compress_no_debug",
+            "appliance_dracut_no_compress", "appliance_dracut_xz")  # fmt: skip
+    for key in runs:
         if key in results:
             r = results[key]
             print(f"{key:32} {r['seconds']:8.1f} s  {r['bytes'] / 2**20:8.1f} MiB")
