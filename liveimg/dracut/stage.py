@@ -107,8 +107,8 @@ def build_initramfs(
     ``tree``, a writable host directory holding the deployment (and ``boot``, the physical
     /boot to show at its /boot, if it is an ostree deployment).  ``ostree`` (default: an
     ostree deployment path, or a tree with a ``/ostree`` link or a separate ``boot``) adds the
-    ostree module.  ``rootfs`` is only read; a
-    given ``tree`` gets mount points, ``/var/tmp`` and the dracut.conf.d copy written into it.
+    ostree module.  ``rootfs`` is only read; a given ``tree`` gets mount points, ``/var/tmp``
+    and the dracut.conf.d copy written into it (it must be a copy).
     dracut's log goes to ``log_path`` (default: ``<output>.dracut.log``).  ``workdir`` holds
     the temporary files (default: beside ``output``).  ``appliance`` opens the libguestfs
     appliance for ``Where.APPLIANCE`` (default: :func:`liveimg.dracut.appliance.open_appliance`).
@@ -124,16 +124,16 @@ def build_initramfs(
     if ostree is None:
         ostree = deployment.strip("/") != "" if rootfs is not None else _looks_like_ostree(Path(tree or "."), boot)
     where = _choose_where(opts)
+    if where is Where.APPLIANCE and rootfs is None:
+        raise InvalidOptions("the appliance runs dracut on a rootfs image: give rootfs, not tree")
     progress = progress or Progress()
     with tempfile.TemporaryDirectory(prefix=".liveimg-dracut-", dir=workdir or out.parent) as tmp:
         work = Path(tmp)
         raw = work / "initramfs.cpio"
         with progress.stage("dracut", unit="steps") as st:
             if where is Where.APPLIANCE:
-                if rootfs is None:
-                    raise InvalidOptions("the appliance runs dracut on a rootfs image: give rootfs, not tree")
                 ran = run_dracut_in_appliance(
-                    Path(rootfs), deployment, kver=kver, options=opts, ostree=ostree, raw_output=raw,
+                    Path(rootfs or "."), deployment, kver=kver, options=opts, ostree=ostree, raw_output=raw,
                     log_path=logfile, opener=appliance,
                 )  # fmt: skip
                 plan, dracut_seconds = ran.plan, ran.seconds

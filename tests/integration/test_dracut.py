@@ -257,3 +257,44 @@ def test_build_as_an_unprivileged_user(atomic_rootfs: Rootfs, public_dir: Path) 
     assert proc.stdout.startswith("sandbox ")
     assert (out / "initrd.img").stat().st_uid == NOBODY
     _assert_live(out / "initrd.img", ostree=True)
+
+
+@pytest.fixture(scope="session")
+def classic_initrd(public_dir: Path) -> Initrd:
+    rootfs = _rootfs("classic", public_dir)
+    out = public_dir / "classic-out"
+    out.mkdir()
+    return build_initramfs(
+        rootfs=rootfs.image, deployment="/", kver=rootfs.kver, output=out / f"initramfs-{rootfs.kver}.img", options=FAST
+    )
+
+
+def test_classic_initramfs_holds_the_live_modules(classic_initrd: Initrd) -> None:
+    assert "ostree" not in classic_initrd.modules
+    assert {"dmsquash-live", "livenet"} <= set(classic_initrd.modules)
+    _assert_live(classic_initrd.path, ostree=False)
+
+
+@pytest.mark.skipif(
+    os.environ.get("LIVEIMG_TEST_APPLIANCE") != "1",
+    reason="dracut in the libguestfs appliance takes 10-15 min under TCG: set LIVEIMG_TEST_APPLIANCE=1",
+)
+def test_atomic_initramfs_in_the_appliance(atomic_rootfs: Rootfs, atomic_initrd: Initrd, public_dir: Path) -> None:
+    out = public_dir / "appliance-out"
+    out.mkdir()
+    initrd = build_initramfs(
+        rootfs=atomic_rootfs.image,
+        deployment=atomic_rootfs.deployment,
+        kver=atomic_rootfs.kver,
+        output=out / "initrd.img",
+        options=DracutOptions(compression=Compression.ZSTD, level=3, where=Where.APPLIANCE),
+    )
+    assert initrd.where is Where.APPLIANCE
+    assert initrd.modules == atomic_initrd.modules and initrd.left_out == atomic_initrd.left_out
+    _assert_live(initrd.path, ostree=True)
+    assert _sha256(atomic_rootfs.image) == atomic_rootfs.digest
+    # Same dracut, same modules: the same files, but for what dracut decides from the machine it
+    # runs on (the appliance is a QEMU guest, so dracut adds virtio-9p support there).
+    with Initramfs(initrd.path) as a, Initramfs(atomic_initrd.path) as b:
+        differ = set(a.files()) ^ set(b.files())
+    assert all("virtfs" in p or "9p" in p for p in differ), sorted(differ)
