@@ -167,22 +167,19 @@ def test_appended_cpio_read_back_by_lsinitrd_and_cpio(
     appended.write_bytes(custom.path.read_bytes()[custom.offset :])
     # The guest's own lsinitrd, run in the sandbox, on the appended archive ...
     log = shown / "log"
-    script = "lsinitrd /run/x/appended.cpio; echo ==; lsinitrd -f etc/cmdline.d/90-liveimg.conf /run/x/appended.cpio"
-    result = run_in_sandbox(
-        atomic_tree.root, ["/bin/sh", "-c", script], log_path=log, mounts=[Tmpfs("/run"), Bind(shown, "/run/x")]
-    )
+    script = "lsinitrd /run/x/appended.cpio; echo @@@; lsinitrd -f etc/cmdline.d/90-liveimg.conf /run/x/appended.cpio"
+    mounts = [Tmpfs("/run"), Bind(shown, "/run/x"), Tmpfs("/var/tmp", "mode=1777")]
+    result = run_in_sandbox(atomic_tree.root, ["/bin/sh", "-c", script], log_path=log, mounts=mounts)
     text = log.read_text()
     assert result.returncode == 0, text
-    listing, content = text.split("==\n")
+    listing, content = text.split("@@@\n")
     assert "etc/cmdline.d/90-liveimg.conf" in listing
     assert content.strip() == " ".join(KARGS)
     # ... and on the whole file, whose main (compressed) archive it still lists.  (dracut 059's
     # lsinitrd decompresses everything after the first archive as one stream, so it cannot show
     # archives appended after a compressed one; the kernel and liveimg's reader can.)
     log.unlink()
-    run_in_sandbox(
-        atomic_tree.root, ["lsinitrd", "/run/x/custom.img"], log_path=log, mounts=[Tmpfs("/run"), Bind(shown, "/run/x")]
-    )
+    run_in_sandbox(atomic_tree.root, ["lsinitrd", "/run/x/custom.img"], log_path=log, mounts=mounts)
     assert "usr/sbin/livenetroot" in log.read_text()
     # GNU cpio on the appended archive, and liveimg's reader on the whole file.
     listing = runner.run(["cpio", "-t", "--quiet"], input=appended.read_bytes()).stdout.split()
