@@ -13,14 +13,16 @@ import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from liveimg import __version__, squashfs
 from liveimg import run as runner
 from liveimg.accel import choose_accel
-from liveimg.errors import LiveImgError
+from liveimg.dracut.customize import DEFAULT_CMDLINE_NAME, AppendCompression, EmbeddedFile, append_cpio
+from liveimg.dracut.initramfs import Initramfs
+from liveimg.errors import InvalidOptions, LiveImgError
 from liveimg.progress import JsonLines, Progress, TerminalBar
 from liveimg.squashfs import SquashfsOptions, parse_compress_args
 
@@ -229,6 +231,73 @@ def _cmd_squashfs(args: argparse.Namespace, ctx: Context) -> int:
     return EXIT_OK
 
 
+# --- initramfs -----------------------------------------------------------------------------
+
+
+def _add_initramfs(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="initramfs_command", metavar="ACTION", required=True)
+    ls = sub.add_parser("ls", help="list an initramfs (every archive, plain or compressed)")
+    ls.add_argument("file", type=Path, help="the initramfs")
+    ls.add_argument("--segments", action="store_true", help="also list the archives and their compression")
+    ls.add_argument("--json", action="store_true", help="print segments and members as JSON")
+    _add_common(ls, top=False)
+    append = sub.add_parser(
+        "append",
+        help="append a cpio archive with kernel arguments and files (no dracut run)",
+        description="Write OUT: FILE followed by a small reproducible cpio archive holding the kernel "
+        "arguments (as /etc/cmdline.d/90-liveimg.conf, read by dracut) and the files given.",
+    )
+    append.add_argument("file", type=Path, help="the initramfs (left unchanged unless -o names it)")
+    append.add_argument("-o", "--output", type=Path, required=True, help="where to write the result")
+    append.add_argument("--karg", action="append", default=[], metavar="ARG",
+                        help="a kernel argument for dracut (repeatable), e.g. rd.live.image")  # fmt: skip
+    append.add_argument("--file", dest="files", action="append", default=[], metavar="SRC:DEST[:MODE]",
+                        help="embed host file SRC at absolute path DEST, with octal MODE (repeatable)")  # fmt: skip
+    append.add_argument("--compress", choices=[c.value for c in AppendCompression], default="none",
+                        help="compression of the appended archive (default: none)")  # fmt: skip
+    append.add_argument("--cmdline-name", default=DEFAULT_CMDLINE_NAME, help="file name in /etc/cmdline.d")
+    _add_common(append, top=False)
+
+
+def _parse_embedded(value: str) -> EmbeddedFile:
+    parts = value.split(":")
+    if len(parts) not in (2, 3) or not parts[0] or not parts[1]:
+        raise InvalidOptions(f"--file {value!r}: expected SRC:DEST or SRC:DEST:MODE")
+    mode: int | None = None
+    if len(parts) == 3:
+        try:
+            mode = int(parts[2], 8)
+        except ValueError:
+            raise InvalidOptions(f"--file {value!r}: mode {parts[2]!r} is not octal") from None
+    return EmbeddedFile(Path(parts[0]), parts[1], mode)
+
+
+def _cmd_initramfs(args: argparse.Namespace, ctx: Context) -> int:
+    if args.initramfs_command == "ls":
+        with Initramfs(args.file) as ird:
+            if args.json:
+                print(json.dumps({"segments": [asdict(s) for s in ird.segments],
+                                  "members": [asdict(m) for m in ird.members]}, indent=2))  # fmt: skip
+                return EXIT_OK
+            if args.segments:
+                for seg in ird.segments:
+                    print(f"# segment {seg.index}: offset {seg.offset}, {seg.length} bytes, {seg.compression}, "
+                          f"{seg.unpacked} bytes unpacked, {seg.archives} archive(s)")  # fmt: skip
+            for member in ird.members:
+                print(member.describe())
+        return EXIT_OK
+    result = append_cpio(
+        args.file,
+        args.output,
+        kargs=args.karg,
+        files=[_parse_embedded(f) for f in args.files],
+        compression=AppendCompression(args.compress),
+        cmdline_name=args.cmdline_name,
+    )
+    log.info("appended %s at offset %d: %s", result.compression, result.offset, ", ".join(result.paths))
+    return EXIT_OK
+
+
 # --- the parser ---------------------------------------------------------------------------
 
 COMMANDS: tuple[tuple[str, str, Callable[[argparse.ArgumentParser], None], Handler], ...] = (
@@ -240,6 +309,7 @@ COMMANDS: tuple[tuple[str, str, Callable[[argparse.ArgumentParser], None], Handl
         _add_squashfs,
         _cmd_squashfs,
     ),
+    ("initramfs", "read an initramfs, or append kernel arguments and files to it", _add_initramfs, _cmd_initramfs),
 )
 
 

@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 #: Debian package that provides each program liveimg may run (for "command not found").
 PACKAGES: Mapping[str, str] = {
     "blkid": "util-linux",
+    "busybox": "busybox-static",
+    "bzip2": "bzip2",
     "bsdtar": "libarchive-tools",
     "cpio": "cpio",
     "curl": "curl",
@@ -54,10 +56,12 @@ PACKAGES: Mapping[str, str] = {
     "mke2fs": "e2fsprogs",
     "mksquashfs": "squashfs-tools",
     "ostree": "ostree",
+    "pigz": "pigz",
     "qemu-img": "qemu-utils",
     "qemu-system-x86_64": "qemu-system-x86",
     "qemu-system-aarch64": "qemu-system-arm",
     "resize2fs": "e2fsprogs",
+    "setpriv": "util-linux",
     "sfdisk": "fdisk",
     "socat": "socat",
     "sqfsdiff": "squashfs-tools-ng",

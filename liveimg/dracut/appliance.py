@@ -1,0 +1,248 @@
+"""Run the image's dracut inside the libguestfs appliance: for images you do not trust.
+
+The guest's dracut then runs in a virtual machine (under TCG here: slow, but isolated), not
+on the host.  The appliance gets two drives:
+
+* ``rootfs.img`` read-only -- libguestfs puts a throw-away overlay on it, so the deployment
+  can be mounted read-write for dracut while the file itself is never written;
+* a blank scratch disk (libguestfs deletes it on close) for dracut's ``/var/tmp``, its
+  uncompressed output and its log, so that the rootfs's free space does not matter.
+
+Inside the appliance (``debug sh``, which runs in the appliance itself, not in the guest) the
+deployment gets ``/proc``, ``/dev``, ``/sys``, a tmpfs ``/run`` and ``/tmp``, the scratch
+``/var/tmp`` and, on ostree, the physical ``/boot`` bound at ``/boot`` -- as lorax does, but in
+a VM -- and dracut runs chrooted into it with the same plan as in the sandbox
+(:func:`liveimg.dracut.stage.plan_dracut`).  The output and log are downloaded; compression
+happens on the host as for the sandbox.
+
+The handle comes from an :class:`ApplianceOpener`; :func:`open_appliance` is the default.  To
+use another engineer's ``liveimg.guest.open_guest`` instead, pass an opener that yields its
+``Guest.g`` with the same two drives.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shlex
+import stat
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from liveimg.accel import choose_accel
+from liveimg.dracut.plan import OUT_DIR, DracutOptions, Plan, plan_dracut
+from liveimg.dracut.sandbox import GUEST_PATH, log_tail
+from liveimg.dracut.tree import resolve
+from liveimg.errors import HostError, InvalidImage, InvalidOptions, ToolError
+
+log = logging.getLogger(__name__)
+
+SCRATCH_BYTES = 8 << 30  # sparse: only what dracut writes takes space
+SCRATCH_MOUNT = "/.liveimg-scratch"
+APPLIANCE_MEMORY_MB = 2048
+
+
+class ApplianceOpener(Protocol):
+    """Gives a launched guestfs handle whose first drive is ``rootfs`` (read-only, writes
+    going to a discarded overlay) and whose second is a blank scratch disk of ``scratch_bytes``."""
+
+    def __call__(self, rootfs: Path, *, scratch_bytes: int) -> contextlib.AbstractContextManager[Any]: ...
+
+
+@contextlib.contextmanager
+def open_appliance(rootfs: Path, *, scratch_bytes: int = SCRATCH_BYTES) -> Iterator[Any]:
+    """The default :class:`ApplianceOpener`: libguestfs with the accelerator liveimg chose."""
+    try:
+        import guestfs  # noqa: PLC0415 -- Debian's python3-guestfs, only needed here
+    except ImportError:
+        raise HostError(
+            "the libguestfs appliance needs the Python module guestfs",
+            hint="install the Debian package python3-guestfs and use a venv made with --system-site-packages",
+        ) from None
+    g = guestfs.GuestFS(python_return_dict=True)
+    try:
+        g.set_backend_settings(choose_accel().libguestfs_settings())
+        g.set_memsize(APPLIANCE_MEMORY_MB)
+        g.set_smp(min(2, os.cpu_count() or 1))
+        g.add_drive_opts(os.fspath(rootfs), readonly=True, format="raw")
+        g.add_drive_scratch(scratch_bytes)
+        started = time.monotonic()
+        g.launch()
+        log.info("libguestfs appliance up in %.1f s", time.monotonic() - started)
+    except RuntimeError as exc:
+        g.close()
+        raise HostError(f"cannot start the libguestfs appliance: {exc}") from exc
+    try:
+        yield g
+    finally:
+        with contextlib.suppress(RuntimeError):
+            g.shutdown()
+        g.close()
+
+
+class GuestfsFiles:
+    """:class:`~liveimg.dracut.tree.GuestFiles` of a deployment inside a guestfs handle."""
+
+    def __init__(self, g: Any, prefix: str) -> None:
+        self.g = g
+        self.prefix = "/" + prefix.strip("/") if prefix.strip("/") else ""
+
+    def _path(self, path: str) -> str:
+        return self.prefix + ("/" + path.strip("/") if path.strip("/") else ("" if self.prefix else "/"))
+
+    def _mode(self, path: str) -> int | None:
+        try:
+            return int(self.g.lstatns(self._path(path))["st_mode"])
+        except RuntimeError:
+            return None
+
+    def kind(self, path: str) -> str | None:
+        mode = self._mode(path)
+        if mode is None:
+            return None
+        if stat.S_ISLNK(mode):
+            return "link"
+        if stat.S_ISDIR(mode):
+            return "dir"
+        return "file" if stat.S_ISREG(mode) else "other"
+
+    def readlink(self, path: str) -> str:
+        return str(self.g.readlink(self._path(path)))
+
+    def listdir(self, path: str) -> list[str]:
+        try:
+            return sorted(self.g.ls(self._path(path)))
+        except RuntimeError:
+            return []
+
+    def read_bytes(self, path: str, limit: int) -> bytes:
+        if self.kind(path) != "file":
+            raise InvalidImage(f"{path} in the guest is not a regular file")
+        data = b""
+        while len(data) < limit:
+            chunk = self.g.pread(self._path(path), min(1 << 20, limit - len(data)), len(data))
+            if not chunk:
+                break
+            data += chunk
+        return data
+
+    def is_executable(self, path: str) -> bool:
+        mode = self._mode(path)
+        return mode is not None and stat.S_ISREG(mode) and bool(mode & 0o111)
+
+    def mkdirs(self, path: str) -> str:
+        """Create directory ``path`` (resolved inside the deployment); its appliance path."""
+        real = resolve(self, path)
+        self.g.mkdir_p(self._path(real))
+        return self._path(real)
+
+
+@dataclass(frozen=True)
+class ApplianceRun:
+    plan: Plan
+    seconds: float  # dracut alone
+    launch_seconds: float
+
+
+def _script(*, ostree: bool, argv: tuple[str, ...], mounts: dict[str, str]) -> str:
+    q = shlex.quote
+    d = "/sysroot" + mounts["root"]
+    s = "/sysroot" + SCRATCH_MOUNT
+    env = f"PATH={GUEST_PATH} LC_ALL=C HOME=/root TMPDIR=/var/tmp TERM=dumb"
+    lines = [
+        "set -eu",
+        f"mkdir -p {s}/out {s}/vartmp && chmod 1777 {s}/vartmp",
+        f"mount -t proc -o nosuid,nodev,noexec proc {q(d + mounts['proc'])}",
+        f"mount --rbind /dev {q(d + mounts['dev'])}",
+        f"mount --rbind /sys {q(d + mounts['sys'])}",
+        f"mount -t tmpfs -o mode=0755 tmpfs {q(d + mounts['run'])}",
+        f"mkdir -p {q(d + mounts['run'])}/liveimg",
+        f"mount --bind {s}/out {q(d + mounts['run'])}/liveimg",
+        f"mount --bind {s}/vartmp {q(d + mounts['var/tmp'])}",
+        f"mount -t tmpfs -o mode=1777 tmpfs {q(d + mounts['tmp'])}",
+    ]
+    if ostree:
+        lines += [f"mount --bind /sysroot/boot {q(d + mounts['boot'])}"]
+    command = " ".join(q(a) for a in argv)
+    lines += [
+        f"rc=0; chroot {q(d)} /usr/bin/env -i {env} {command} >{s}/dracut.log 2>&1 || rc=$?",
+        f"echo $rc >{s}/rc",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def run_dracut_in_appliance(
+    rootfs: Path,
+    deployment: str,
+    *,
+    kver: str,
+    options: DracutOptions,
+    ostree: bool,
+    raw_output: Path,
+    log_path: Path,
+    opener: ApplianceOpener | None = None,
+    command: Sequence[str] | None = None,
+) -> ApplianceRun:
+    """Plan and run dracut in the appliance; the uncompressed initramfs lands in ``raw_output``.
+
+    ``command`` runs that dracut command line instead of the planned one (after the same
+    checks), for benchmarks that compare with lorax's exact invocation.
+    """
+    if ".." in deployment.split("/"):
+        raise InvalidOptions(f"deployment path {deployment!r} contains '..'")
+    open_it = opener or open_appliance
+    started = time.monotonic()
+    with open_it(rootfs, scratch_bytes=SCRATCH_BYTES) as g:
+        launch_seconds = time.monotonic() - started
+        devices = g.list_devices()
+        if len(devices) < 2:
+            raise HostError(f"the appliance has {len(devices)} drives; it needs the rootfs and a scratch disk")
+        try:
+            g.mount(devices[0], "/")
+        except RuntimeError as exc:
+            raise InvalidImage(f"cannot mount {rootfs} in the appliance: {exc}") from exc
+        g.mkdir_p(SCRATCH_MOUNT)
+        g.mkfs("ext4", devices[1])
+        g.mount(devices[1], SCRATCH_MOUNT)
+        fs = GuestfsFiles(g, deployment)
+        if fs.kind("/") != "dir":
+            raise InvalidImage(f"{deployment} is not a directory in {rootfs}: is it the deployment of this image?")
+        plan = plan_dracut(fs, kver=kver, ostree=ostree, options=options, output=f"{OUT_DIR}/{raw_output.name}")
+        mounts = {"root": fs.prefix or ""}
+        for name in ("proc", "dev", "sys", "run", "var/tmp", "tmp", *(("boot",) if ostree else ())):
+            mounts[name] = resolve(fs, "/" + name)
+            fs.mkdirs("/" + name)
+        if ostree:
+            for needed in ("/var/roothome", "/sysroot/tmp"):
+                fs.mkdirs(needed)
+        if options.dracut_conf is not None and plan.conf_name:
+            confdir = fs.mkdirs("/etc/dracut.conf.d")
+            g.upload(os.fspath(options.dracut_conf), f"{confdir}/{plan.conf_name}")
+        argv = tuple(command) if command is not None else plan.argv
+        log.info("appliance: running %s", " ".join(argv))
+        dracut_started = time.monotonic()
+        try:
+            g.debug("sh", [_script(ostree=ostree, argv=argv, mounts=mounts)])
+        except RuntimeError as exc:
+            raise HostError(f"cannot run dracut in the appliance: {exc}") from exc
+        seconds = time.monotonic() - dracut_started
+        g.download(f"{SCRATCH_MOUNT}/dracut.log", os.fspath(log_path))
+        rc = int(g.cat(f"{SCRATCH_MOUNT}/rc").strip() or "1")
+        if rc != 0:
+            tail = log_tail(log_path, 20)
+            raise ToolError(
+                argv,
+                rc,
+                tail,
+                message=f"dracut failed in the appliance with exit status {rc}: "
+                f"{tail.splitlines()[-1] if tail else 'no output'} (log: {log_path})",
+            )
+        produced = f"{SCRATCH_MOUNT}/out/{raw_output.name}"
+        if not g.is_file(produced):
+            raise HostError(f"dracut succeeded in the appliance but wrote no {raw_output.name} (log: {log_path})")
+        g.download(produced, os.fspath(raw_output))
+    return ApplianceRun(plan=plan, seconds=seconds, launch_seconds=launch_seconds)

@@ -1,0 +1,165 @@
+"""What dracut is asked to do: options, checks of the guest, the command line, the result check.
+
+Shared by both places dracut runs (:mod:`.sandbox` via :mod:`.stage`, and :mod:`.appliance`).
+See :mod:`liveimg.dracut.stage` for how the options relate to lorax's.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from liveimg.dracut.compress import Compression
+from liveimg.dracut.initramfs import Initramfs
+from liveimg.dracut.modules import LIVE_MODULES, LORAX_MODULES, OSTREE_MODULE, ModuleChecker, select_modules
+from liveimg.dracut.tree import GuestFiles, resolve
+from liveimg.errors import InvalidImage, InvalidOptions
+
+log = logging.getLogger(__name__)
+
+#: Arguments lorax always passes for PXE images (``rebuild_initrds_for_live``).
+LORAX_FIXED_ARGS: tuple[str, ...] = ("--nomdadmconf", "--nolvmconf")
+#: lorax's ``DRACUT_DEFAULT`` without its ``--xz`` and ``--add`` (the host compresses; the
+#: module list is computed).
+LORAX_DEFAULT_ARGS: tuple[str, ...] = ("--no-hostonly", "--debug", "--no-early-microcode")
+#: Files each module must have put into the initramfs (matched by name, in any directory).
+EXPECTED_FILES: dict[str, tuple[str, ...]] = {
+    "dmsquash-live": ("dmsquash-live-root",),
+    "livenet": ("livenetroot", "curl"),
+    "ostree": ("ostree-prepare-root",),
+}
+_COMPRESSION_FLAGS = ("--xz", "--zstd", "--gzip", "--lz4", "--lzo", "--bzip2", "--lzma", "--compress")
+#: Where the output and the configuration appear inside the tree while dracut runs.
+OUT_DIR = "/run/liveimg"
+DRACUT_CANDIDATES = ("/usr/bin/dracut", "/usr/sbin/dracut", "/sbin/dracut", "/bin/dracut")
+
+
+class Where(enum.StrEnum):
+    """Where dracut runs."""
+
+    AUTO = "auto"  # the sandbox where user namespaces work, else the appliance
+    SANDBOX = "sandbox"
+    APPLIANCE = "appliance"
+
+
+@dataclass(frozen=True)
+class DracutOptions:
+    """How to build the initramfs.  See the module documentation for lorax's equivalents."""
+
+    compression: Compression = Compression.XZ
+    level: int | None = None
+    threads: int = 0
+    add_modules: tuple[str, ...] = ()
+    omit_modules: tuple[str, ...] = ()
+    extra_args: tuple[str, ...] = ()
+    dracut_args: tuple[str, ...] | None = None
+    dracut_conf: Path | None = None
+    where: Where = Where.AUTO
+    timeout: float = 3600.0
+
+    def __post_init__(self) -> None:
+        for name in (*self.add_modules, *self.omit_modules):
+            if not name or any(c.isspace() for c in name) or name.startswith("-"):
+                raise InvalidOptions(f"dracut module name {name!r} is not valid")
+        clash = set(self.add_modules) & set(self.omit_modules)
+        if clash:
+            raise InvalidOptions(f"dracut modules both added and omitted: {', '.join(sorted(clash))}")
+        omitted_live = set(self.omit_modules) & set(LIVE_MODULES)
+        if omitted_live:
+            raise InvalidOptions(f"cannot omit {', '.join(sorted(omitted_live))}: a live initramfs needs them")
+        if self.dracut_conf is not None and not self.dracut_conf.is_file():
+            raise InvalidOptions(f"dracut configuration file {self.dracut_conf} does not exist")
+        if self.dracut_args is not None and (self.add_modules or self.omit_modules):
+            raise InvalidOptions("dracut_args replace the default arguments: add or omit modules in them instead")
+        if self.timeout <= 0:
+            raise InvalidOptions(f"timeout must be positive, not {self.timeout}")
+
+
+def lorax_dracut_args(values: Sequence[str]) -> list[str]:
+    """lorax's ``--dracut-arg`` parsing: each value split on its first space."""
+    args: list[str] = []
+    for value in values:
+        args.extend(value.split(" ", 1))
+    return [a for a in args if a]
+
+
+def find_dracut(fs: GuestFiles) -> str:
+    for candidate in DRACUT_CANDIDATES:
+        if fs.is_executable(resolve(fs, candidate)):
+            return candidate
+    raise InvalidImage(
+        "the image has no dracut, so it cannot build its live initramfs",
+        hint="install dracut (Debian: dracut, dracut-live, dracut-network; Fedora: dracut, dracut-live, "
+        "dracut-network) in the image",
+    )
+
+
+def check_kernel(fs: GuestFiles, kver: str) -> None:
+    """The guest must have ``/usr/lib/modules/<kver>`` (or ``/lib/modules``)."""
+    if "/" in kver or kver in ("", ".", ".."):
+        raise InvalidOptions(f"kernel version {kver!r} is not valid")
+    for base in ("/usr/lib/modules", "/lib/modules"):
+        if fs.kind(resolve(fs, f"{base}/{kver}")) == "dir":
+            return
+    have = sorted(set(fs.listdir(resolve(fs, "/usr/lib/modules")) + fs.listdir(resolve(fs, "/lib/modules"))))
+    raise InvalidImage(
+        f"the image has no kernel modules for {kver} (in /usr/lib/modules or /lib/modules); "
+        f"it has: {', '.join(have) or 'none'}",
+        hint="choose one of the image's kernels",
+    )
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What to run: the dracut command line and the module decisions."""
+
+    argv: tuple[str, ...]
+    modules: tuple[str, ...]
+    left_out: tuple[tuple[str, str], ...]
+    required: tuple[str, ...]
+    conf_name: str | None
+
+
+def plan_dracut(fs: GuestFiles, *, kver: str, ostree: bool, options: DracutOptions, output: str) -> Plan:
+    """Check the guest and compute dracut's command line (``output`` is a guest path)."""
+    dracut = find_dracut(fs)
+    check_kernel(fs, kver)
+    checker = ModuleChecker(fs)
+    required = (*LIVE_MODULES, OSTREE_MODULE) if ostree else LIVE_MODULES
+    conf_name = f"99-liveimg-{options.dracut_conf.name}" if options.dracut_conf else None
+    if conf_name and not conf_name.endswith(".conf"):
+        conf_name += ".conf"  # dracut reads only *.conf from dracut.conf.d
+    if options.dracut_args is not None:
+        selection = select_modules(fs, wanted=(), required=required, checker=checker)
+        middle = lorax_dracut_args(options.dracut_args)
+        dropped = [a for a in middle if a.split("=", 1)[0] in _COMPRESSION_FLAGS]
+        if dropped:
+            log.warning("ignoring %s: liveimg compresses on the host (option compression)", " ".join(dropped))
+        middle = [a for a in middle if a not in dropped]
+        modules: tuple[str, ...] = ()
+        left_out: tuple[tuple[str, str], ...] = ()
+    else:
+        wanted = [m for m in (*LORAX_MODULES, *options.add_modules) if m not in options.omit_modules]
+        selection = select_modules(fs, wanted=wanted, required=required, checker=checker)
+        modules, left_out = selection.modules, selection.left_out
+        middle = ["--add", " ".join(modules), *LORAX_DEFAULT_ARGS]
+        if options.omit_modules:
+            middle += ["--omit", " ".join(options.omit_modules)]
+    argv = (dracut, *LORAX_FIXED_ARGS, *middle, *options.extra_args, "--no-compress", output, kver)
+    return Plan(tuple(argv), modules, left_out, required, conf_name)
+
+
+def verify_initramfs(path: Path, modules: Sequence[str]) -> None:
+    """The initramfs must hold each module's expected files (:data:`EXPECTED_FILES`)."""
+    with Initramfs(path) as ird:
+        names = {m.path.rsplit("/", 1)[-1] for m in ird.files().values() if m.kind.value in ("file", "hardlink")}
+    missing = [(mod, f) for mod in modules for f in EXPECTED_FILES.get(mod, ()) if f not in names]
+    if missing:
+        what = ", ".join(f"{f} (module {mod})" for mod, f in missing)
+        raise InvalidImage(
+            f"dracut's initramfs lacks {what}",
+            hint="see the dracut log; the image's dracut modules may be incomplete",
+        )

@@ -1,0 +1,253 @@
+"""The dracut stage: a live initramfs built by the image's own dracut.
+
+For the chosen kernel, the image's dracut runs inside the deployment -- with the physical
+``/boot`` visible at ``/boot``, as lorax arranges -- with lorax's arguments::
+
+    dracut --nomdadmconf --nolvmconf --add "<modules>" --no-hostonly --debug --no-early-microcode
+
+where ``<modules>`` is lorax's list (``livenet dmsquash-live dmsquash-live-ntfs convertfs
+pollcdrom qemu qemu-net``), plus ``ostree`` on ostree images, minus the optional modules the
+guest cannot install (each reported with the reason, see :mod:`.modules`).  Differences from
+lorax, on purpose:
+
+* dracut writes an uncompressed image (``--no-compress`` replaces lorax's ``--xz``) and the
+  host compresses it with all its cores (:mod:`.compress`): xz inside the guest -- under TCG in
+  the appliance -- is most of dracut's time;
+* it runs on a writable copy of the deployment, never on the input, and never as real root:
+  in a rootless user-namespace sandbox (:mod:`.sandbox`, the default where user namespaces
+  work) or, for images you do not trust and as the fallback, in the libguestfs appliance
+  (:mod:`.appliance`);
+* before running, the guest must have dracut, the kernel's modules and the live modules
+  (``dmsquash-live``, ``livenet``; ``ostree`` on ostree images), or the error names the
+  package to install in the image; afterwards the result must hold the live hooks and tools
+  (``dmsquash-live-root``, ``livenetroot``, ``curl``, ``ostree-prepare-root``).
+
+Options (:class:`DracutOptions`) follow lorax's where lorax has them:
+
+* ``dracut_args`` is lorax's ``--dracut-arg``: each value is split on its first space
+  (``"--add livenet nfs"`` -> ``--add``, ``livenet nfs``) and together they REPLACE lorax's
+  default arguments (``--nomdadmconf --nolvmconf`` stay, as in lorax; ``--no-compress`` is
+  always added, because compression happens on the host);
+* ``dracut_conf`` is lorax's ``--dracut-conf``: the file is copied into the tree's
+  ``/etc/dracut.conf.d/``.  Unlike lorax, it does not replace the default arguments -- dracut
+  reads it as one more configuration file (command-line options still win);
+* ``add_modules``/``omit_modules`` change the module list; ``extra_args`` are appended.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from liveimg.dracut import cpio
+from liveimg.dracut.appliance import ApplianceOpener, run_dracut_in_appliance
+from liveimg.dracut.compress import Compressed, Compression, compress_initramfs
+from liveimg.dracut.initramfs import newc_index, plain_segments
+from liveimg.dracut.plan import OUT_DIR, DracutOptions, Plan, Where, plan_dracut, verify_initramfs
+from liveimg.dracut.sandbox import Bind, Tmpfs, check_sandbox_result, run_in_sandbox, sandbox_available
+from liveimg.dracut.tree import ExtractedTree, HostTree, extract_tree, guest_mkdirs
+from liveimg.errors import HostError, InvalidOptions
+from liveimg.progress import Progress
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Initrd:
+    """The stage's artifact: the live initramfs of one kernel."""
+
+    path: Path
+    kver: str
+    compression: Compression
+    size: int
+    modules: tuple[str, ...]  # asked for with --add
+    left_out: tuple[tuple[str, str], ...]  # (module, why) of lorax's list
+    log: Path  # dracut's log
+    seconds: float  # the whole stage
+    dracut_seconds: float
+    compress_seconds: float
+    where: Where  # SANDBOX or APPLIANCE
+    argv: tuple[str, ...] = field(default=())  # dracut's command line
+
+
+def _choose_where(options: DracutOptions) -> Where:
+    if options.where is not Where.AUTO:
+        return options.where
+    ok, reason = sandbox_available()
+    if ok:
+        return Where.SANDBOX
+    log.warning("the rootless sandbox cannot run here (%s): using the libguestfs appliance", reason)
+    return Where.APPLIANCE
+
+
+def build_initramfs(
+    *,
+    kver: str,
+    output: str | os.PathLike[str],
+    rootfs: str | os.PathLike[str] | None = None,
+    deployment: str = "/",
+    tree: str | os.PathLike[str] | None = None,
+    boot: str | os.PathLike[str] | None = None,
+    options: DracutOptions | None = None,
+    workdir: str | os.PathLike[str] | None = None,
+    log_path: str | os.PathLike[str] | None = None,
+    ostree: bool | None = None,
+    appliance: ApplianceOpener | None = None,
+    progress: Progress | None = None,
+) -> Initrd:
+    """Build the live initramfs of kernel ``kver`` into ``output``.
+
+    The guest comes either from ``rootfs`` (the rootfs stage's ext4 image file) and
+    ``deployment`` (the deployment directory inside it, ``/`` for a classic image), or from
+    ``tree``, a writable host directory holding the deployment (and ``boot``, the physical
+    /boot to show at its /boot, if it is an ostree deployment).  ``ostree`` (default: an
+    ostree deployment path, or a tree with a ``/ostree`` link or a separate ``boot``) adds the
+    ostree module.  ``rootfs`` is only read; a given ``tree`` gets mount points, ``/var/tmp``
+    and the dracut.conf.d copy written into it (it must be a copy).
+    dracut's log goes to ``log_path`` (default: ``<output>.dracut.log``).  ``workdir`` holds
+    the temporary files (default: beside ``output``).  ``appliance`` opens the libguestfs
+    appliance for ``Where.APPLIANCE`` (default: :func:`liveimg.dracut.appliance.open_appliance`).
+    """
+    opts = options or DracutOptions()
+    started = time.monotonic()
+    out = Path(output)
+    logfile = Path(log_path) if log_path else out.with_name(out.name + ".dracut.log")
+    if (rootfs is None) == (tree is None):
+        raise InvalidOptions("give either rootfs (an ext4 image file) or tree (a directory), not both or neither")
+    if not out.parent.is_dir():
+        raise InvalidOptions(f"output directory {out.parent} does not exist")
+    if ostree is None:
+        ostree = deployment.strip("/") != "" if rootfs is not None else _looks_like_ostree(Path(tree or "."), boot)
+    where = _choose_where(opts)
+    if where is Where.APPLIANCE and rootfs is None:
+        raise InvalidOptions("the appliance runs dracut on a rootfs image: give rootfs, not tree")
+    progress = progress or Progress()
+    with tempfile.TemporaryDirectory(prefix=".liveimg-dracut-", dir=workdir or out.parent) as tmp:
+        work = Path(tmp)
+        raw = work / "initramfs.cpio"
+        with progress.stage("dracut", unit="steps") as st:
+            if where is Where.APPLIANCE:
+                ran = run_dracut_in_appliance(
+                    Path(rootfs or "."), deployment, kver=kver, options=opts, ostree=ostree, raw_output=raw,
+                    log_path=logfile, opener=appliance,
+                )  # fmt: skip
+                plan, dracut_seconds = ran.plan, ran.seconds
+            else:
+                if rootfs is not None:
+                    extracted = extract_tree(rootfs, deployment, work / "tree")
+                else:
+                    extracted = ExtractedTree(Path(tree or "."), Path(boot) if boot else None, "/", 0.0)
+                st.advance(1)
+                plan, dracut_seconds = _run_in_sandbox(
+                    extracted, kver=kver, ostree=ostree, opts=opts, raw=raw, logfile=logfile, work=work
+                )
+            st.advance(1)
+            verify_initramfs(raw, plan.modules or plan.required)
+        with progress.stage("compress initramfs", total=raw.stat().st_size, unit="bytes") as st:
+            packed: Compressed = compress_initramfs(raw, out, opts.compression, level=opts.level,
+                                                    threads=opts.threads, timeout=opts.timeout)  # fmt: skip
+            st.update(raw.stat().st_size)
+    seconds = time.monotonic() - started
+    for name, why in plan.left_out:
+        log.info("dracut module %s left out: %s", name, why)
+    return Initrd(
+        path=out,
+        kver=kver,
+        compression=opts.compression,
+        size=packed.size,
+        modules=plan.modules,
+        left_out=plan.left_out,
+        log=logfile,
+        seconds=seconds,
+        dracut_seconds=dracut_seconds,
+        compress_seconds=packed.seconds,
+        where=where,
+        argv=plan.argv,
+    )
+
+
+def _looks_like_ostree(tree: Path, boot: str | os.PathLike[str] | None) -> bool:
+    return boot is not None or (tree / "ostree").is_symlink() or (tree / "usr/lib/ostree-boot").is_dir()
+
+
+def _run_in_sandbox(
+    extracted: ExtractedTree, *, kver: str, ostree: bool, opts: DracutOptions, raw: Path, logfile: Path, work: Path
+) -> tuple[Plan, float]:
+    root = extracted.root.resolve()
+    if not root.is_dir():
+        raise InvalidOptions(f"guest tree {root} is not a directory")
+    fs = HostTree(root)
+    plan = plan_dracut(fs, kver=kver, ostree=ostree, options=opts, output=f"{OUT_DIR}/{raw.name}")
+    if ostree:
+        # lorax creates these too: /root and /tmp point there on ostree systems, and dracut
+        # copies /root into the initramfs (Atomic layout: root -> var/roothome, tmp -> sysroot/tmp).
+        for needed in ("/var/roothome", "/sysroot/tmp"):
+            guest_mkdirs(root, needed)
+    if opts.dracut_conf is not None and plan.conf_name:
+        confdir = guest_mkdirs(root, "/etc/dracut.conf.d")
+        shutil.copyfile(opts.dracut_conf, confdir / plan.conf_name)
+    outdir = work / "out"
+    vartmp = work / "var-tmp"
+    outdir.mkdir()
+    vartmp.mkdir()
+    os.chmod(vartmp, 0o1777)
+    mounts: list[Bind | Tmpfs] = [
+        Tmpfs("/run"),
+        Bind(outdir, OUT_DIR),
+        Bind(vartmp, "/var/tmp"),
+        Tmpfs("/tmp", "mode=1777"),
+    ]
+    if extracted.boot is not None:
+        mounts.append(Bind(extracted.boot, "/boot", readonly=True))
+    logfile.unlink(missing_ok=True)
+    log.info("running %s", " ".join(plan.argv))
+    # dracut (059 and dracut-ng) skips mknod with this set; add_device_nodes adds the nodes.
+    env = {"DRACUT_NO_MKNOD": "1"}
+    result = run_in_sandbox(root, plan.argv, log_path=logfile, mounts=mounts, env=env, timeout=opts.timeout)
+    check_sandbox_result(result, plan.argv, what="dracut")
+    produced = outdir / raw.name
+    if not produced.is_file():
+        raise HostError(f"dracut succeeded but wrote no {produced.name} (log: {logfile})")
+    produced.rename(raw)
+    added = add_device_nodes(raw)
+    if added:
+        log.info("added the device nodes dracut creates when it runs as real root: %s", ", ".join(added))
+    return plan, result.seconds
+
+
+#: The nodes dracut makes with mknod when it runs as real root (dracut.sh; mode from its umask
+#: 022).  In the sandbox mknod is not allowed, so they are added to the archive instead.
+DEVICE_NODES: tuple[tuple[str, int, int], ...] = (
+    ("dev/null", 1, 3),
+    ("dev/kmsg", 1, 11),
+    ("dev/console", 5, 1),
+    ("dev/random", 1, 8),
+    ("dev/urandom", 1, 9),
+)
+
+
+def add_device_nodes(raw: Path) -> tuple[str, ...]:
+    """Put :data:`DEVICE_NODES` missing from the main archive of ``raw`` into it, in place of its trailer.
+
+    The result is one archive again, as dracut writes it as root, so every reader (the kernel,
+    lsinitrd, GNU cpio) sees the nodes.
+    """
+    start, _end = plain_segments(raw)[-1]
+    index = newc_index(raw, start)
+    have = set(index.names)
+    missing = [(path, major, minor) for path, major, minor in DEVICE_NODES if path not in have]
+    if not missing:
+        return ()
+    entries = [cpio.Entry(path, cpio.Kind.CHAR, 0o644, rdev=(major, minor)) for path, major, minor in missing]
+    if "dev" not in have:
+        entries.append(cpio.directory("dev"))
+    with open(raw, "r+b") as f:
+        f.truncate(index.trailer_at)
+        f.seek(index.trailer_at)
+        cpio.write_newc(entries, f, parents=False, first_ino=index.max_ino + 1)
+    return tuple(path for path, _, _ in missing)

@@ -1,0 +1,253 @@
+"""The guest tree dracut runs in: extracted from ``rootfs.img`` without mounting, read safely.
+
+``rootfs.img`` (the rootfs stage's output) is an ext4 image holding the image's physical
+root with the boot partition merged into its ``/boot``.  For an ostree image the deployment
+is a directory inside it (``/ostree/deploy/<os>/deploy/<csum>.<serial>``) whose own ``/boot``
+is empty: dracut must see the physical ``/boot`` there, as lorax arranges with a bind mount.
+
+:func:`extract_tree` copies the deployment (and, for ostree, the physical ``/boot`` beside
+it) out of the image with ``debugfs rdump``: no mount, no root, no loop device, and the
+image is only read.  The copy is writable and is thrown away afterwards, so nothing dracut
+does reaches the shipped rootfs (lorax leaves its squashfs unchanged too).
+
+Guest content is hostile: :func:`resolve_in_root` resolves a guest path the way a process
+chrooted into the tree would (absolute symlinks start at the tree's root, ``..`` stops at
+it), so no path we compute from guest data leaves the tree.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import posixpath
+import stat
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from liveimg import run as runner
+from liveimg.errors import HostError, InvalidImage, InvalidOptions, ToolError
+
+log = logging.getLogger(__name__)
+
+MAX_SYMLINKS = 40  # as the kernel's ELOOP limit
+
+
+class GuestFiles(Protocol):
+    """Read access to a guest tree, wherever it is (a host directory, a libguestfs appliance).
+
+    Paths are absolute guest paths that contain no symbolic link except possibly in their
+    last component (:func:`resolve` makes them so); a missing path is not an error.
+    """
+
+    def kind(self, path: str) -> str | None:
+        """``"dir"``, ``"file"``, ``"link"``, ``"other"``, or None if ``path`` does not exist (not followed)."""
+        ...
+
+    def readlink(self, path: str) -> str: ...
+
+    def listdir(self, path: str) -> list[str]:
+        """The names in directory ``path``; empty if it is missing."""
+        ...
+
+    def read_bytes(self, path: str, limit: int) -> bytes:
+        """At most ``limit`` bytes of the regular file ``path``."""
+        ...
+
+    def is_executable(self, path: str) -> bool:
+        """Whether ``path`` is a regular file with an execute bit."""
+        ...
+
+
+def resolve(fs: GuestFiles, path: str, *, follow_last: bool = True) -> str:
+    """``path`` with every symbolic link followed as a process chrooted into the guest would.
+
+    An absolute link target starts again at the guest's root and ``..`` stops there, so the
+    result never leaves the guest.  Components that do not exist are kept as they are.  More
+    than :data:`MAX_SYMLINKS` links are an :class:`InvalidImage`.
+    """
+    pending = [p for p in path.split("/") if p not in ("", ".")]
+    pending.reverse()
+    parts: list[str] = []
+    links = 0
+    while pending:
+        name = pending.pop()
+        if name == "..":
+            if parts:
+                parts.pop()
+            continue
+        candidate = "/" + "/".join([*parts, name])
+        if (pending or follow_last) and fs.kind(candidate) == "link":
+            links += 1
+            if links > MAX_SYMLINKS:
+                raise InvalidImage(f"too many symbolic links while resolving {path!r} in the guest")
+            target = fs.readlink(candidate)
+            if target.startswith("/"):
+                parts = []
+            pending.extend(reversed([p for p in target.split("/") if p not in ("", ".")]))
+            continue
+        parts.append(name)
+    return "/" + "/".join(parts)
+
+
+class HostTree:
+    """:class:`GuestFiles` of a guest tree in a host directory."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def host_path(self, path: str) -> Path:
+        """The host path of a symlink-free guest path."""
+        return self.root.joinpath(*[p for p in path.split("/") if p])
+
+    def kind(self, path: str) -> str | None:
+        try:
+            mode = os.lstat(self.host_path(path)).st_mode
+        except OSError:
+            return None
+        if stat.S_ISLNK(mode):
+            return "link"
+        if stat.S_ISDIR(mode):
+            return "dir"
+        return "file" if stat.S_ISREG(mode) else "other"
+
+    def readlink(self, path: str) -> str:
+        return os.readlink(self.host_path(path))
+
+    def listdir(self, path: str) -> list[str]:
+        try:
+            return sorted(os.listdir(self.host_path(path)))
+        except OSError:
+            return []
+
+    def read_bytes(self, path: str, limit: int) -> bytes:
+        host = self.host_path(path)
+        if self.kind(path) != "file":
+            raise InvalidImage(f"{path} in the guest tree is not a regular file")
+        with open(host, "rb") as f:
+            return f.read(limit)
+
+    def is_executable(self, path: str) -> bool:
+        try:
+            info = os.lstat(self.host_path(path))
+        except OSError:
+            return False
+        return stat.S_ISREG(info.st_mode) and bool(info.st_mode & 0o111)
+
+
+def resolve_in_root(root: Path, path: str, *, follow_last: bool = True) -> Path:
+    """The host path that ``path`` names for a process whose root directory is ``root``
+    (always ``root`` or below it; see :func:`resolve`)."""
+    tree = HostTree(root)
+    return tree.host_path(resolve(tree, path, follow_last=follow_last))
+
+
+def guest_mkdirs(root: Path, path: str) -> Path:
+    """Create directory ``path`` inside the tree (and its parents); its host path."""
+    target = resolve_in_root(root, path)
+    current = root
+    for part in target.relative_to(root).parts:
+        current = current / part
+        if current.is_symlink() or (current.exists() and not current.is_dir()):
+            raise InvalidImage(f"{posixpath.join('/', path)} in the guest tree is not a directory ({current})")
+        if not current.exists():
+            current.mkdir(mode=0o755)
+    return target
+
+
+@dataclass(frozen=True)
+class ExtractedTree:
+    """A writable copy of a deployment: ``root`` is its ``/``; ``boot`` (or None) is the
+    physical ``/boot`` to show at ``root/boot`` when the tree is used."""
+
+    root: Path
+    boot: Path | None
+    deployment: str
+    seconds: float
+
+
+def _debugfs_problems(stderr: str) -> list[str]:
+    """debugfs exits 0 even when a dump fails: find its real complaints in stderr."""
+    problems = []
+    for line in stderr.splitlines():
+        line = line.strip()
+        if not line or line.startswith("debugfs "):
+            continue
+        # Not being root, it cannot give the files their owners: expected and harmless,
+        # since dracut writes every file into the initramfs as root anyway.
+        if "while changing ownership of" in line:
+            continue
+        problems.append(line)
+    return problems
+
+
+def rdump(image: Path, guest_dir: str, dest: Path, *, timeout: float = 1800) -> None:
+    """``debugfs -R "rdump <guest_dir> <dest>"``: copy a directory of an ext4 image file.
+
+    ``dest`` must exist; ``guest_dir`` appears in it under its own name (for ``/``, its
+    contents appear directly in ``dest``).  The image is opened read-only.
+    """
+    if any(c in guest_dir for c in '"\n\\') or any(c in os.fspath(dest) for c in '"\n\\'):
+        raise InvalidOptions(f"cannot pass {guest_dir!r} or {dest} to debugfs (quote or newline in the path)")
+    request = f'rdump "{guest_dir}" "{os.fspath(dest)}"'
+    try:
+        result = runner.run(["debugfs", "-R", request, os.fspath(image)], timeout=timeout)
+    except ToolError as exc:
+        raise InvalidImage(f"debugfs cannot read {image}: {exc}") from exc
+    problems = _debugfs_problems(result.stderr)
+    if problems:
+        raise InvalidImage(f"debugfs could not copy {guest_dir} out of {image}: {problems[-1]}")
+
+
+def _guest_is_dir(image: Path, guest_dir: str) -> bool:
+    result = runner.run(["debugfs", "-R", f'stat "{guest_dir}"', os.fspath(image)], check=False)
+    for line in result.stderr.splitlines():
+        if "while trying to open" in line or "Filesystem not open" in line:
+            raise InvalidImage(f"cannot read {image} as an ext4 filesystem: {line.removeprefix('debugfs: ')}")
+    return "Type: directory" in result.stdout
+
+
+def extract_tree(image: str | os.PathLike[str], deployment: str, dest: str | os.PathLike[str]) -> ExtractedTree:
+    """Copy the deployment ``deployment`` (``/`` for a classic image) of the ext4 image file
+    ``image`` into the new directory ``dest``; for an ostree deployment also copy ``/boot``.
+
+    The result's ``root`` is ``dest/root`` and its ``boot`` is ``dest/boot`` (None for a
+    classic image, whose ``/boot`` is already part of its root).
+    """
+    started = time.monotonic()
+    img = Path(image)
+    out = Path(dest)
+    if not img.is_file():
+        raise InvalidOptions(f"rootfs image {img} does not exist or is not a file")
+    deployment = "/" + deployment.strip("/")
+    if ".." in deployment.split("/"):
+        raise InvalidOptions(f"deployment path {deployment!r} contains '..'")
+    try:
+        out.mkdir(mode=0o755)
+        root = out / "root"
+        root.mkdir(mode=0o755)
+    except OSError as exc:
+        raise HostError(f"cannot create the work directory {out}: {exc.strerror or exc}") from exc
+    if not _guest_is_dir(img, deployment):
+        raise InvalidImage(f"{deployment} is not a directory in {img}: is it the deployment of this image?")
+    boot: Path | None = None
+    if deployment == "/":
+        rdump(img, "/", root)
+    else:
+        staging = out / "staging"
+        staging.mkdir()
+        rdump(img, deployment, staging)
+        # rdump names the copy after the directory; move its contents into root.
+        (staging / posixpath.basename(deployment)).rename(root.with_name("root.tmp"))
+        root.rmdir()
+        root.with_name("root.tmp").rename(root)
+        staging.rmdir()
+        if _guest_is_dir(img, "/boot"):
+            rdump(img, "/boot", out)
+            boot = out / "boot"
+        else:
+            log.warning("%s has no /boot: dracut will see the deployment's own /boot only", img)
+    seconds = time.monotonic() - started
+    log.info("extracted %s of %s in %.1f s", deployment, img, seconds)
+    return ExtractedTree(root=root, boot=boot, deployment=deployment, seconds=seconds)
