@@ -278,17 +278,25 @@ def prune(cache_root: Path, key: str) -> None:
             except BlockingIOError:
                 continue
             else:
-                shutil.rmtree(entry, ignore_errors=True)
+                remove_tree(entry)
             finally:
                 os.close(fd)
     for entry in [*(cache_root / key).glob(".work-*"), *(cache_root / "base").glob(".work-*")]:
         match = re.match(r"\.work-[a-z0-9-]+?-(\d+)-", entry.name)
         if match and not _pid_alive(int(match.group(1))):
-            shutil.rmtree(entry, ignore_errors=True)
+            remove_tree(entry)
     for entry in [*(cache_root / key).glob(".*.tmp"), *(cache_root / "base").glob(".*.tmp")]:
         match = re.search(r"\.(\d+)\.[0-9a-f]{8}\.tmp$", entry.name)
         if match and not _pid_alive(int(match.group(1))):
             entry.unlink(missing_ok=True)
+
+
+def remove_tree(path: Path) -> None:
+    """rmtree that first clears the immutable bit ostree sets on deployment roots."""
+    for deployment in path.glob("**/ostree/deploy/*/deploy/*"):
+        if deployment.is_dir() and not deployment.is_symlink():
+            subprocess.run(["chattr", "-i", deployment], check=False, stderr=subprocess.DEVNULL)
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -297,7 +305,7 @@ def work_dir(keydir: Path, what: str) -> Iterator[Path]:
     try:
         yield path
     finally:
-        shutil.rmtree(path, ignore_errors=True)
+        remove_tree(path)
 
 
 @contextlib.contextmanager
@@ -579,7 +587,7 @@ def build_atomic(r: Runner, variant: str, base: Path, disk: Path, work: Path) ->
     sysroot = work / "sysroot"
     sysroot.mkdir()
     deploy_ostree(r, tree, sysroot, kargs=m.kernel_args, deployments=m.deployments, work=work)
-    shutil.rmtree(tree)
+    remove_tree(tree)
     # /boot is its own partition: its files go there, the root keeps the empty mount point.
     bootdir = work / "bootfs"
     bootdir.mkdir()
@@ -597,7 +605,7 @@ def build_atomic(r: Runner, variant: str, base: Path, disk: Path, work: Path) ->
         ])  # fmt: skip
         tarball = work / "sysroot.tar"
         r.run(["tar", "--numeric-owner", "-C", sysroot, "-cf", tarball, "."])
-        shutil.rmtree(sysroot)
+        remove_tree(sysroot)
         r.note("LVM and xfs in a libguestfs appliance")
         script = f"""\
 run
@@ -614,7 +622,7 @@ umount-all
     else:
         root_img = work / "root.ext4"
         make_ext4(r, root_img, sysroot, label="root", fs_uuid=m.root_fs_uuid or "", size_mib=root_mib)
-        shutil.rmtree(sysroot)
+        remove_tree(sysroot)
         m.partitions = assemble_disk(r, disk, [
             Partition("biosboot", GPT_BIOS_BOOT, 1),
             Partition("boot", GPT_LINUX_FS, 512, boot_img),
@@ -736,8 +744,7 @@ def _finish(tmp: Path, dest: Path, manifest: dict[str, object]) -> None:
     meta = dest.with_name(dest.name + ".json")
     with output_file(meta) as meta_tmp:
         meta_tmp.write_text(json.dumps(manifest, indent=2) + "\n")
-    # The manifest lands first: an image without one is rebuilt, never trusted.
-    tmp.replace(dest)
+    # The manifest lands first (the caller renames the image next): an image without one is rebuilt.
 
 
 def _tail_log(path: Path, lines: int = 40) -> None:
