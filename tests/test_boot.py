@@ -81,16 +81,16 @@ FAILURES = {
     "emergency-mode": "Entering emergency mode. Exit the shell to continue.",
     "dracut-could-not-boot": "[  190.5] dracut-initqueue[312]: Warning: Could not boot.",
     "dracut-fatal": "[    3.2] dracut: FATAL: Don't know how to handle 'root=live:nfs:x'",
-    "no-root-filesystem": "[   40.0] dracut-pre-mount[401]: Failed to find a root filesystem in /run/initramfs/squashfs.",
-    "ostree-root-missing": "[   9.1] ostree-prepare-root[400]: ostree-prepare-root: Couldn't find specified OSTree root "
-    "'/sysroot//ostree/boot.1/x/y/0': No such file or directory",
+    "no-root-filesystem": "[ 40.0] dracut-pre-mount[401]: Failed to find a root filesystem in /run/initramfs/squashfs.",
+    "ostree-root-missing": "[   9.1] ostree-prepare-root[400]: ostree-prepare-root: "
+    "Couldn't find specified OSTree root '/sysroot//ostree/boot.1/x/y/0': No such file or directory",
     "download-failed": "[   50.1] dracut-initqueue[350]: curl: (7) Failed to connect to 10.0.2.100 port 8080",
 }
 
 
 @pytest.mark.parametrize("reason", sorted(FAILURES))
 def test_known_failures_stop_the_watch(tmp_path: Path, reason: str) -> None:
-    head = BOOT_LOG.split("[  \x1b[0;32mOK")[0]
+    head = BOOT_LOG.split("[  \x1b[0;32mOK", maxsplit=1)[0]
     log = write(tmp_path, head + FAILURES[reason] + "\r\nmore noise after it\r\n")
     started = time.monotonic()
     result = watch_console(log, timeout=30)
