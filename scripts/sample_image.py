@@ -35,7 +35,9 @@ kernel arguments, partitions, build time).  The image path is the last line on s
 
 Nothing is mounted on the host: the chroot steps run in a private mount namespace
 (``unshare --mount``) that disappears with them; filesystems are made with ``mkfs.ext4 -d``,
-partitions with ``sfdisk`` on the image file, LVM and xfs inside a libguestfs appliance.
+partitions with ``sfdisk`` on the image file, LVM metadata in a libguestfs appliance.  The one
+exception is filling the xfs of ``atomic-xfs-lvm`` (no tool fills an xfs without mounting it):
+a loop mount that exists only inside a private mount namespace (see :func:`fill_lvm_xfs`).
 Builds are serialised with ``flock`` and written to temporary files renamed at the end.
 """
 
@@ -429,6 +431,7 @@ class Manifest:
     root_device: str = ""
     fstype: str = "ext4"
     deployments: int = 0
+    extra_packages: list[str] = field(default_factory=list)
     partitions: list[dict[str, object]] = field(default_factory=list)
     build_seconds: float = 0.0
     apparent_bytes: int = 0
@@ -603,22 +606,8 @@ def build_atomic(r: Runner, variant: str, base: Path, disk: Path, work: Path) ->
             Partition("boot", GPT_LINUX_FS, 512, boot_img),
             Partition("lvm", GPT_LINUX_LVM, root_mib),
         ])  # fmt: skip
-        tarball = work / "sysroot.tar"
-        r.run(["tar", "--numeric-owner", "-C", sysroot, "-cf", tarball, "."])
+        fill_lvm_xfs(r, disk, sysroot, work)
         remove_tree(sysroot)
-        r.note("LVM and xfs in a libguestfs appliance")
-        script = f"""\
-run
-pvcreate /dev/sda3
-vgcreate {VOLUME_GROUP} /dev/sda3
-lvcreate-free root {VOLUME_GROUP} 100
-mkfs xfs /dev/{VOLUME_GROUP}/root label:root
-mount /dev/{VOLUME_GROUP}/root /
-tar-in {tarball} /
-umount-all
-"""
-        r.run(["guestfish", "--rw", "--format=raw", "-a", disk], input=script.encode(), env=guestfs_env(),
-              timeout=1200)  # fmt: skip
     else:
         root_img = work / "root.ext4"
         make_ext4(r, root_img, sysroot, label="root", fs_uuid=m.root_fs_uuid or "", size_mib=root_mib)
@@ -631,6 +620,46 @@ umount-all
     return m
 
 
+def fill_lvm_xfs(r: Runner, disk: Path, sysroot: Path, work: Path) -> None:
+    """Make LV ``atomicos/root`` on partition 3 of ``disk`` and put an xfs holding ``sysroot`` in it.
+
+    libguestfs writes the LVM metadata (no host tool can without activating the VG on the
+    host).  Filling an xfs has no mount-free tool (``mkfs.xfs -p`` loses hard links, which
+    ostree's repo and deployments share), and copying 800 MiB inside the TCG appliance takes
+    minutes, so the xfs is filled on the host through a loop mount that lives only in a
+    private mount namespace (the loop device auto-clears with it), then placed at the LV's
+    first extent.
+    """
+    r.note("LVM metadata in a libguestfs appliance")
+    script = f"""\
+add {disk} format:raw
+run
+pvcreate /dev/sda3
+vgcreate {VOLUME_GROUP} /dev/sda3
+lvcreate-free root {VOLUME_GROUP} 100
+echo LV-SIZE
+blockdev-getsize64 /dev/{VOLUME_GROUP}/root
+echo PV
+pvs-full
+"""
+    out = r.run(["guestfish"], input=script.encode(), env=guestfs_env(), timeout=1200, capture=True).decode()
+    lv_size = int(out.split("LV-SIZE\n", 1)[1].split()[0])
+    pe_start = int(re.search(r"pe_start: (\d+)", out).group(1))  # type: ignore[union-attr]
+    r.note(f"xfs of {lv_size // MIB} MiB, filled on the host")
+    xfs = work / "root.xfs"
+    with open(xfs, "wb") as f:
+        f.truncate(lv_size)
+    r.run(["mkfs.xfs", "-q", "-f", "-L", "root", xfs])
+    mnt = work / "mnt"
+    mnt.mkdir()
+    r.run(["unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-euc",
+           'mount -o loop "$1" "$2"; cp -a "$3"/. "$2"/; umount "$2"', "sh", xfs, mnt, sysroot])  # fmt: skip
+    part = json.loads(r.run(["sfdisk", "--json", disk], capture=True))["partitiontable"]["partitions"][2]
+    seek = part["start"] * 512 + pe_start
+    r.run(["dd", f"if={xfs}", f"of={disk}", "bs=1M", f"seek={seek}", "oflag=seek_bytes", "conv=notrunc,sparse",
+           "status=none"])  # fmt: skip
+
+
 def build_classic(r: Runner, base: Path, disk: Path, work: Path, apt_cache: Path) -> Manifest:
     m = Manifest(variant="classic")
     tree = work / "tree"
@@ -641,6 +670,7 @@ def build_classic(r: Runner, base: Path, disk: Path, work: Path, apt_cache: Path
     m.root_device = f"UUID={m.root_fs_uuid}"
     m.kernel_args = [f"root=UUID={m.root_fs_uuid}", "rw", *CONSOLE_KARGS]
     if CLASSIC_PACKAGES:
+        m.extra_packages = list(CLASSIC_PACKAGES)
         r.note(f"installing {' '.join(CLASSIC_PACKAGES)}")
         shutil.copy2("/etc/resolv.conf", tree / "etc/resolv.conf")
         apt = "DEBIAN_FRONTEND=noninteractive apt-get -y -q --no-install-recommends -o DPkg::Lock::Timeout=600"
