@@ -534,7 +534,7 @@ def _empty(path: Path) -> None:
 def append_cpio(r: Runner, initramfs: Path, work: Path, files: Mapping[str, str]) -> None:
     """Append an uncompressed newc archive of ``files`` to an initramfs (the kernel unpacks both)."""
     src = work / "extra-cpio"
-    src.mkdir()
+    src.mkdir(parents=True)
     for name, text in files.items():
         path = src / name
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -677,7 +677,10 @@ def build_classic(r: Runner, base: Path, disk: Path, work: Path, apt_cache: Path
         with flocked(apt_cache / ".lock"):
             r.in_chroot(tree, f"apt-get -q update\n{apt} install {' '.join(CLASSIC_PACKAGES)}\n", apt_cache=apt_cache)
         (tree / "etc/cloud/cloud.cfg.d/90-liveimg-sample.cfg").write_text(CLOUD_CFG)
-        configure_base(tree)  # drop apt lists and resolv.conf again
+        (tree / "etc/resolv.conf").unlink(missing_ok=True)
+        for entry in [*(tree / "var/lib/apt/lists").glob("*"), *(tree / "var/cache/apt").glob("*.bin")]:
+            if entry.is_file() and entry.name != "lock":
+                entry.unlink()
     (tree / "etc/fstab").write_text(f"UUID={m.root_fs_uuid}\t/\text4\terrors=remount-ro\t0\t1\n")
     kernel_cmdline = tree / "etc/kernel/cmdline"
     kernel_cmdline.parent.mkdir(parents=True, exist_ok=True)

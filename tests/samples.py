@@ -123,8 +123,8 @@ class BootFiles:
 def boot_files(image: Path, dest: Path) -> BootFiles:
     """Kernel, initramfs and kernel command line of a raw sample, extracted with debugfs.
 
-    ostree images: from the first BLS entry (``loader/entries/ostree-1-*.conf``, the
-    default deployment) on the ``boot`` partition.  Classic: ``/boot`` and
+    ostree images: from the default BLS entry (the highest ``version``, ostree's newest
+    deployment) on the ``boot`` partition.  Classic: ``/boot`` and
     ``/etc/kernel/cmdline`` on the ``root`` partition.
     """
     support.need("sfdisk", "debugfs")
@@ -133,8 +133,10 @@ def boot_files(image: Path, dest: Path) -> BootFiles:
     if "boot" in names:
         boot = partition(image, "boot")
         loader = read_link(image, boot, "/loader")
-        entries = sorted(list_dir(image, boot, f"/{loader}/entries"))
-        entry = parse_bls(read_file(image, boot, f"/{loader}/entries/{entries[0]}"))
+        entries = [parse_bls(read_file(image, boot, f"/{loader}/entries/{name}"))
+                   for name in list_dir(image, boot, f"/{loader}/entries")]  # fmt: skip
+        # The default entry, as a BLS boot loader picks it: the highest version (ostree's newest).
+        entry = max(entries, key=lambda e: int(e.get("version", "0")))
         kernel = dump_file(image, boot, entry["linux"], dest / "vmlinuz")
         initrd = dump_file(image, boot, entry["initrd"], dest / "initramfs.img")
         return BootFiles(kernel, initrd, entry["options"])

@@ -59,9 +59,7 @@ def guest(image: Path, *mounts: tuple[str, str]) -> Iterator[Any]:
 def bls_entries(g: Any) -> dict[str, dict[str, str]]:
     loader = g.readlink("/boot/loader")
     assert re.fullmatch(r"loader\.[01]", loader), loader
-    return {
-        name: samples.parse_bls(g.cat(f"/boot/loader/entries/{name}")) for name in g.ls("/boot/loader/entries")
-    }
+    return {name: samples.parse_bls(g.cat(f"/boot/loader/entries/{name}")) for name in g.ls("/boot/loader/entries")}
 
 
 def check_ostree(g: Any, deployments: int) -> dict[str, str]:
