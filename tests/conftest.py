@@ -18,3 +18,47 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         parts = Path(item.path).relative_to(_HERE).parts
         tier = parts[0] if parts[0] in ("integration", "e2e") else "unit"
         item.add_marker(getattr(pytest.mark, tier))
+
+
+# Sample images shared by the whole suite: built once (scripts/make-sample-image caches them
+# across runs), requested lazily so that unit runs never build anything.
+
+
+@pytest.fixture(scope="session")
+def atomic_image() -> Path:
+    """Raw GPT disk: /boot ext4 + / ext4 with one ostree deployment (os debian-atomic)."""
+    from tests.samples import sample_image
+
+    return sample_image("atomic")
+
+
+@pytest.fixture(scope="session")
+def xfs_lvm_image() -> Path:
+    """Raw GPT disk: /boot ext4 + LVM PV with / on xfs in LV atomicos/root (one ostree deployment)."""
+    from tests.samples import sample_image
+
+    return sample_image("atomic-xfs-lvm")
+
+
+@pytest.fixture(scope="session")
+def twodeploy_image() -> Path:
+    """Raw GPT disk like atomic_image, with two deployments whose boot checksums differ."""
+    from tests.samples import sample_image
+
+    return sample_image("atomic-2deploy")
+
+
+@pytest.fixture(scope="session")
+def classic_image() -> Path:
+    """Raw GPT disk: one ext4 root with the kernel and initramfs in /boot, no ostree."""
+    from tests.samples import sample_image
+
+    return sample_image("classic")
+
+
+@pytest.fixture(scope="session")
+def atomic_qcow2() -> Path:
+    """The atomic sample as qcow2."""
+    from tests.samples import sample_image
+
+    return sample_image("atomic", "qcow2")

@@ -49,3 +49,9 @@ def accel() -> AccelChoice:
 def guestfs_env() -> dict[str, str]:
     """Environment for libguestfs command-line tools run by tests (guestfish, virt-filesystems)."""
     return accel().libguestfs_env()
+
+
+def need_file(path: str, package: str) -> None:
+    """Skip (fail in CI) unless a file shipped by a Debian package exists."""
+    if not os.path.exists(path):
+        _missing(f"{path} is missing: install the Debian package {package}")

@@ -1,0 +1,836 @@
+#!/usr/bin/python3
+"""Build realistic installed-system disk images ("samples") offline, for liveimg's demo and tests.
+
+No Fedora image can be downloaded here, so the samples are Debian 12 systems installed the way
+an installer would: debootstrap, then dracut (with dracut-live and dracut-network) and the
+kernel, then for the Atomic variants an ostree commit deployed with ``ostree admin`` like the
+seed's Fedora Atomic kickstart (``part /boot`` ext4, ``part /`` ext4, an fstab that does not
+mount /boot).
+
+Variants (``--variant``):
+
+``atomic`` (default)
+    sparse GPT disk: 1 MiB BIOS boot partition, ``/boot`` ext4 (label ``boot``), ``/`` ext4
+    (label ``root``) holding ``ostree/repo`` and one deployment of os ``debian-atomic``.
+``atomic-xfs-lvm``
+    the same deployment, root on xfs in LV ``atomicos/root`` (Fedora Atomic's default layout).
+``atomic-2deploy``
+    two deployments whose boot checksums differ (the second initramfs carries one more file):
+    the case where lorax fails with "Too many deployment roots".
+``classic``
+    no ostree: one ext4 root partition with the kernel and initramfs in ``/boot``.
+
+Every image has root password ``liveimg``, hostname ``liveimg-sample`` and a oneshot unit that
+prints, once multi-user is reached, one line on ``/dev/console``::
+
+    LIVEIMG-SAMPLE-READY ostree-booted=<yes|no> root=<findmnt SOURCE /> fstype=<FSTYPE> hostname=<name>
+
+Images are cached under ``~/.cache/liveimg/samples/<key>/<variant>.<raw|qcow2>`` where ``<key>``
+is the first 16 hex digits of the sha256 of this builder.  The expensive base system
+(debootstrap, dracut, kernel) is cached as ``<cache>/base/<recipe key>.tar.zst``, keyed by the
+parts of the builder that make it, and shared by the variants; ``<cache>/debs`` keeps the
+downloaded packages.
+Beside each image, ``<variant>.<fmt>.json`` records what the image holds (kernel version, UUIDs,
+kernel arguments, partitions, build time).  The image path is the last line on stdout.
+
+Nothing is mounted on the host: the chroot steps run in a private mount namespace
+(``unshare --mount``) that disappears with them; filesystems are made with ``mkfs.ext4 -d``,
+partitions with ``sfdisk`` on the image file, LVM metadata in a libguestfs appliance.  The one
+exception is filling the xfs of ``atomic-xfs-lvm`` (no tool fills an xfs without mounting it):
+a loop mount that exists only inside a private mount namespace (see :func:`fill_lvm_xfs`).
+Builds are serialised with ``flock`` and written to temporary files renamed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import hashlib
+import inspect
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import IO
+
+HERE = Path(__file__).resolve().parent
+#: The files whose content decides the cache key: change one, and every sample is rebuilt.
+BUILDER_FILES = (HERE / "sample_image.py", HERE / "make-sample-image")
+
+VARIANTS = ("atomic", "atomic-xfs-lvm", "atomic-2deploy", "classic")
+FORMATS = ("raw", "qcow2")
+
+SUITE = "bookworm"
+DEFAULT_MIRROR = "http://deb.debian.org/debian"
+#: The ostree "osname" (stateroot).  liveimg must not depend on it: tests may change it.
+OS_NAME = os.environ.get("LIVEIMG_SAMPLE_OSNAME", "debian-atomic")
+HOSTNAME = "liveimg-sample"
+ROOT_PASSWORD = "liveimg"
+MARKER = "LIVEIMG-SAMPLE-READY"
+VOLUME_GROUP = "atomicos"
+CONSOLE_KARGS = ("console=ttyS0,115200",)
+
+#: Installed by debootstrap.  The kernel and dracut come later, in a chroot: with the kernel in
+#: --include, debootstrap's resolver picks initramfs-tools and fails.
+BASE_PACKAGES = (
+    "systemd-sysv", "udev", "dbus", "iproute2", "procps", "ostree", "ostree-boot", "dmsetup", "lvm2",
+    "xfsprogs", "curl", "isc-dhcp-client", "iputils-arping", "kmod", "cpio", "e2fsprogs", "ca-certificates",
+    "xz-utils", "zstd", "less",
+)  # fmt: skip
+DRACUT_PACKAGES = ("dracut", "dracut-core", "dracut-live", "dracut-network")
+KERNEL_PACKAGES = ("linux-image-amd64",)
+#: Extra packages of the classic variant: cloud-init with the NoCloud datasource only.
+CLASSIC_PACKAGES = ("cloud-init",)
+
+# Debian's dracut builds host-only initramfs by default; a sample must boot anywhere, over the
+# network too, and as an ostree deployment.
+DRACUT_CONF = """\
+# liveimg sample: a generic initramfs that can boot an ostree deployment and the network
+hostonly="no"
+add_dracutmodules+=" ostree network-legacy "
+"""
+
+MARKER_SCRIPT = f"""\
+#!/bin/sh
+# Prints the liveimg sample's boot marker on the console (see liveimg-sample-ready.service).
+if [ -e /run/ostree-booted ]; then booted=yes; else booted=no; fi
+root=$(findmnt -no SOURCE /)
+fstype=$(findmnt -no FSTYPE /)
+host=$(cat /proc/sys/kernel/hostname)
+printf '\\n{MARKER} ostree-booted=%s root=%s fstype=%s hostname=%s\\n' \\
+    "$booted" "$root" "$fstype" "$host" > /dev/console
+"""
+
+MARKER_UNIT = """\
+[Unit]
+Description=Print the liveimg sample's boot marker on the console
+After=multi-user.target
+
+[Service]
+Type=oneshot
+ExecStart=/usr/libexec/liveimg-sample-ready
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+# ostree keeps /var out of commits: these recreate what the tree had, as Fedora Atomic does.
+VAR_TMPFILES = """\
+d /var/home 0755 root root -
+d /var/roothome 0700 root root -
+d /var/opt 0755 root root -
+d /var/srv 0755 root root -
+d /var/mnt 0755 root root -
+d /var/usrlocal 0755 root root -
+d /var/tmp 1777 root root -
+d /var/lib 0755 root root -
+d /var/log 0755 root root -
+d /var/cache 0755 root root -
+d /var/spool 0755 root root -
+d /var/mail 2775 root mail -
+d /var/local 2775 root staff -
+d /var/backups 0755 root root -
+"""
+
+CLOUD_CFG = """\
+# liveimg sample: only the NoCloud datasource; without a seed, cloud-init stays disabled.
+datasource_list: [ NoCloud ]
+"""
+
+# GPT partition type GUIDs.
+GPT_BIOS_BOOT = "21686148-6449-6E6F-744E-656564454649"
+GPT_LINUX_FS = "0FC63DAF-8483-4772-8E79-3D69D8477DE4"
+GPT_ROOT_X86_64 = "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709"
+GPT_LINUX_LVM = "E6D6D379-F507-44C2-A23C-238F2A3DF928"
+
+MIB = 1024 * 1024
+
+
+class BuildError(Exception):
+    """A build step failed; the message says which and how."""
+
+
+# ---------------------------------------------------------------------------------------------
+# running programs
+
+
+class Runner:
+    """Runs build steps, logging commands and their output to a build log (not to stdout)."""
+
+    def __init__(self, log: IO[str]) -> None:
+        self.log = log
+
+    def note(self, message: str) -> None:
+        line = f"[{time.strftime('%H:%M:%S')}] {message}"
+        print(line, file=sys.stderr, flush=True)
+        print(line, file=self.log, flush=True)
+
+    def run(
+        self,
+        argv: Sequence[str | os.PathLike[str]],
+        *,
+        input: bytes | None = None,
+        env: Mapping[str, str] | None = None,
+        capture: bool = False,
+        timeout: float = 1800,
+    ) -> bytes:
+        """Run a program; its output goes to the build log unless ``capture`` (then it is returned)."""
+        args = [os.fspath(a) for a in argv]
+        print("+ " + shlex.join(args), file=self.log, flush=True)
+        full_env = dict(os.environ, LC_ALL="C.UTF-8", LANG="C.UTF-8")
+        full_env["PATH"] = full_env.get("PATH", "") + ":/usr/local/sbin:/usr/sbin:/sbin"
+        if env:
+            full_env.update(env)
+        try:
+            proc = subprocess.run(
+                args,
+                input=input,
+                stdin=None if input is not None else subprocess.DEVNULL,
+                stdout=subprocess.PIPE if capture else self.log,
+                stderr=self.log,
+                env=full_env,
+                timeout=timeout,
+                check=False,
+            )
+        except FileNotFoundError as exc:
+            raise BuildError(f"{args[0]}: command not found") from exc
+        except subprocess.TimeoutExpired as exc:
+            raise BuildError(f"{args[0]} timed out after {timeout:g} s") from exc
+        if proc.returncode != 0:
+            raise BuildError(f"{shlex.join(args)[:300]} failed with exit status {proc.returncode}")
+        return proc.stdout if capture else b""
+
+    def in_chroot(self, tree: Path, script: str, apt_cache: Path | None = None, timeout: float = 1800) -> None:
+        """Run a shell script chrooted in ``tree`` with /proc, /sys, /dev (and the apt cache) mounted.
+
+        The mounts live in a private mount namespace that dies with the script: nothing is
+        left mounted on the host, whatever happens.
+        """
+        binds = [
+            'mount -t proc proc "$T/proc"',
+            'mount -t sysfs sysfs "$T/sys"',
+            'mount --rbind /dev "$T/dev"',
+        ]
+        if apt_cache is not None:
+            binds.append('mount --bind "$C" "$T/var/cache/apt/archives"')
+        outer = "set -eu\nT=$1; C=$2\n" + "\n".join(binds) + '\nexec chroot "$T" /bin/sh -euc "$3"\n'
+        self.run(
+            ["unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-euc", outer, "sh",
+             tree, apt_cache or "", script],
+            timeout=timeout,
+        )  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------
+# locks and cache
+
+
+@contextlib.contextmanager
+def flocked(path: Path, shared: bool = False) -> Iterator[None]:
+    """Hold an flock on ``path`` (created if missing) for the block."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def builder_key() -> str:
+    digest = hashlib.sha256()
+    for path in BUILDER_FILES:
+        digest.update(path.name.encode() + b"\0")
+        digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "liveimg" / "samples"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def prune(cache_root: Path, key: str) -> None:
+    """Remove the samples of other builder versions (unless in use) and work left by dead builds."""
+    for entry in cache_root.iterdir():
+        if entry.is_dir() and re.fullmatch(r"[0-9a-f]{16}", entry.name) and entry.name != key:
+            fd = os.open(entry / ".inuse", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue
+            else:
+                remove_tree(entry)
+            finally:
+                os.close(fd)
+    for entry in [*(cache_root / key).glob(".work-*"), *(cache_root / "base").glob(".work-*")]:
+        match = re.match(r"\.work-[a-z0-9-]+?-(\d+)-", entry.name)
+        if match and not _pid_alive(int(match.group(1))):
+            remove_tree(entry)
+    for entry in [*(cache_root / key).glob(".*.tmp"), *(cache_root / "base").glob(".*.tmp")]:
+        match = re.search(r"\.(\d+)\.[0-9a-f]{8}\.tmp$", entry.name)
+        if match and not _pid_alive(int(match.group(1))):
+            entry.unlink(missing_ok=True)
+
+
+def remove_tree(path: Path) -> None:
+    """rmtree that first clears the immutable bit ostree sets on deployment roots."""
+    for deployment in path.glob("**/ostree/deploy/*/deploy/*"):
+        if deployment.is_dir() and not deployment.is_symlink():
+            subprocess.run(["chattr", "-i", deployment], check=False, stderr=subprocess.DEVNULL)
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def work_dir(keydir: Path, what: str) -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix=f".work-{what}-{os.getpid()}-", dir=keydir))
+    try:
+        yield path
+    finally:
+        remove_tree(path)
+
+
+@contextlib.contextmanager
+def output_file(dest: Path) -> Iterator[Path]:
+    """A temporary path beside ``dest``, renamed onto it if the block succeeds, removed otherwise."""
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        yield tmp
+        tmp.replace(dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def apt_mirror() -> str:
+    """The Debian mirror from this machine's apt sources, else deb.debian.org."""
+    if env := os.environ.get("LIVEIMG_DEBIAN_MIRROR"):
+        return env
+    sources = [Path("/etc/apt/sources.list"), *sorted(Path("/etc/apt/sources.list.d").glob("*"))]
+    for path in sources:
+        try:
+            text = path.read_text()
+        except OSError:
+            continue
+        for match in re.finditer(r"^(?:URIs:\s*|deb\s+(?:\[[^]]*\]\s+)?)(\S+/debian)/?\s", text, re.M):
+            return match.group(1)
+    return DEFAULT_MIRROR
+
+
+# ---------------------------------------------------------------------------------------------
+# the base system
+
+
+def build_base(r: Runner, dest: Path, apt_cache: Path, work: Path) -> None:
+    """debootstrap + dracut + kernel + sample configuration, as a tar.zst of the tree."""
+    tree = work / "tree"
+    mirror = apt_mirror()
+    r.note(f"debootstrap {SUITE} from {mirror}")
+    with flocked(apt_cache / ".lock"):
+        r.run(
+            ["unshare", "--mount", "--propagation", "private", "--", "debootstrap", "--variant=minbase",
+             f"--include={','.join(BASE_PACKAGES)}", f"--cache-dir={apt_cache}", SUITE, tree, mirror],
+            timeout=1800,
+        )  # fmt: skip
+        shutil.copy2("/etc/resolv.conf", tree / "etc/resolv.conf")
+        conf = tree / "etc/dracut.conf.d/10-liveimg-sample.conf"
+        conf.parent.mkdir(parents=True, exist_ok=True)
+        conf.write_text(DRACUT_CONF)
+        r.note("dracut and the kernel (its postinst builds a generic initramfs)")
+        apt = "DEBIAN_FRONTEND=noninteractive apt-get -y -q --no-install-recommends -o DPkg::Lock::Timeout=600"
+        r.in_chroot(
+            tree,
+            f"apt-get -q update\n{apt} install {' '.join(DRACUT_PACKAGES)}\n{apt} install {' '.join(KERNEL_PACKAGES)}\n"
+            f"echo root:{ROOT_PASSWORD} | chpasswd\n",
+            apt_cache=apt_cache,
+        )
+    configure_base(tree)
+    r.note("packing the base tree")
+    with output_file(dest) as tmp:
+        r.run(["tar", "--numeric-owner", "--xattrs", "--xattrs-include=*", "--zstd", "-C", tree, "-cf", tmp, "."])
+
+
+def configure_base(tree: Path) -> None:
+    (tree / "etc/resolv.conf").unlink(missing_ok=True)
+    (tree / "etc/hostname").write_text(HOSTNAME + "\n")
+    (tree / "etc/hosts").write_text(f"127.0.0.1\tlocalhost\n127.0.1.1\t{HOSTNAME}\n::1\t\tlocalhost ip6-localhost\n")
+    (tree / "etc/machine-id").write_text("")  # each boot of a copy gets its own
+    script = tree / "usr/libexec/liveimg-sample-ready"
+    script.parent.mkdir(parents=True, exist_ok=True)
+    script.write_text(MARKER_SCRIPT)
+    script.chmod(0o755)
+    (tree / "usr/lib/systemd/system/liveimg-sample-ready.service").write_text(MARKER_UNIT)
+    wants = tree / "etc/systemd/system/multi-user.target.wants"
+    wants.mkdir(parents=True, exist_ok=True)
+    (wants / "liveimg-sample-ready.service").symlink_to("/usr/lib/systemd/system/liveimg-sample-ready.service")
+    for junk in ("var/lib/apt/lists", "var/cache/apt/archives"):
+        for entry in (tree / junk).glob("*"):
+            if entry.is_file() and entry.name not in ("lock",):
+                entry.unlink()
+    for entry in (tree / "var/cache/apt").glob("*.bin"):
+        entry.unlink()
+
+
+def unpack_base(r: Runner, base: Path, tree: Path) -> None:
+    tree.mkdir()
+    r.run(["tar", "--numeric-owner", "--xattrs", "--xattrs-include=*", "-C", tree, "-xpf", base])
+
+
+def kernel_version(tree: Path) -> str:
+    versions = sorted(p.name for p in (tree / "usr/lib/modules").iterdir() if (p / "modules.dep").exists())
+    if len(versions) != 1:
+        raise BuildError(f"expected one kernel in the base tree, found {versions}")
+    return versions[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# disks
+
+
+@dataclass(frozen=True)
+class Partition:
+    """One GPT partition of a sample disk; ``image`` (a filesystem image) is copied in if given."""
+
+    name: str
+    type_guid: str
+    size_mib: int
+    image: Path | None = None
+
+
+@dataclass
+class Manifest:
+    """What a sample image holds: written beside it as ``<image>.json`` for tests and the demo."""
+
+    variant: str
+    format: str = "raw"
+    builder_key: str = ""
+    kernel_version: str = ""
+    os_name: str | None = None
+    kernel_args: list[str] = field(default_factory=list)
+    root_fs_uuid: str | None = None
+    boot_fs_uuid: str | None = None
+    root_device: str = ""
+    fstype: str = "ext4"
+    deployments: int = 0
+    extra_packages: list[str] = field(default_factory=list)
+    partitions: list[dict[str, object]] = field(default_factory=list)
+    build_seconds: float = 0.0
+    apparent_bytes: int = 0
+    allocated_bytes: int = 0
+    root_password: str = ROOT_PASSWORD
+    hostname: str = HOSTNAME
+    marker: str = MARKER
+
+
+def tree_mib(path: Path) -> int:
+    """Space the tree needs, in MiB (hard links counted once)."""
+    out = subprocess.run(["du", "-sx", "--block-size=1M", path], capture_output=True, check=True, text=True)
+    return int(out.stdout.split()[0])
+
+
+def fs_size_mib(used_mib: int, factor: float = 1.25, extra: int = 256) -> int:
+    size = int(used_mib * factor) + extra
+    return -(-size // 64) * 64
+
+
+def make_ext4(r: Runner, image: Path, source: Path, *, label: str, fs_uuid: str, size_mib: int) -> None:
+    with open(image, "wb") as f:
+        f.truncate(size_mib * MIB)
+    r.run(["mkfs.ext4", "-q", "-F", "-T", "default", "-b", "4096", "-L", label, "-U", fs_uuid, "-d", source, image])
+
+
+def assemble_disk(r: Runner, disk: Path, parts: Sequence[Partition]) -> list[dict[str, object]]:
+    """A sparse GPT disk with ``parts`` laid out from 1 MiB on; returns their offsets and sizes."""
+    offset = 1
+    layout: list[dict[str, object]] = []
+    lines = ["label: gpt", "unit: sectors", "first-lba: 2048"]
+    for number, part in enumerate(parts, 1):
+        lines.append(f'start={offset * 2048}, size={part.size_mib * 2048}, type={part.type_guid}, name="{part.name}"')
+        layout.append({"number": number, "name": part.name, "offset": offset * MIB, "size": part.size_mib * MIB})
+        offset += part.size_mib
+    with open(disk, "wb") as f:
+        f.truncate((offset + 1) * MIB)  # room for the backup GPT
+    r.run(["sfdisk", "--quiet", "--no-reread", "--no-tell-kernel", disk], input=("\n".join(lines) + "\n").encode())
+    for part, placed in zip(parts, layout, strict=True):
+        if part.image is not None:
+            seek = int(str(placed["offset"])) // MIB
+            r.run(["dd", f"if={part.image}", f"of={disk}", "bs=1M", f"seek={seek}", "conv=notrunc,sparse",
+                   "status=none"])  # fmt: skip
+    return layout
+
+
+def guestfs_env() -> dict[str, str]:
+    """libguestfs settings from liveimg's accelerator choice (the repository's own module)."""
+    sys.path.insert(0, str(HERE.parent))
+    try:
+        from liveimg.accel import choose_accel
+    except ImportError:
+        return {"LIBGUESTFS_BACKEND": "direct"}
+    finally:
+        sys.path.pop(0)
+    return choose_accel().libguestfs_env()
+
+
+# ---------------------------------------------------------------------------------------------
+# variants
+
+
+def make_ostree_tree(tree: Path, kver: str) -> None:
+    """Turn a Debian tree into what rpm-ostree compose would commit (see environment.md)."""
+    modules = tree / "usr/lib/modules" / kver
+    shutil.move(tree / "boot" / f"vmlinuz-{kver}", modules / "vmlinuz")
+    shutil.move(tree / "boot" / f"initrd.img-{kver}", modules / "initramfs.img")
+    if (tree / "boot" / f"config-{kver}").exists():
+        shutil.move(tree / "boot" / f"config-{kver}", modules / "config")
+    for name in ("vmlinuz", "vmlinuz.old", "initrd.img", "initrd.img.old"):
+        (tree / name).unlink(missing_ok=True)
+    _empty(tree / "boot")
+    shutil.move(tree / "etc", tree / "usr/etc")
+    (tree / "usr/etc/machine-id").write_text("")
+    (tree / "usr/etc/fstab").write_text("")  # as the seed's kickstart: nothing mounts /boot
+    (tree / "usr/lib/tmpfiles.d/liveimg-sample-var.conf").write_text(VAR_TMPFILES)
+    shutil.rmtree(tree / "var")
+    (tree / "var").mkdir()
+    for name, target in (("home", "var/home"), ("root", "var/roothome"), ("opt", "var/opt"), ("srv", "var/srv"),
+                         ("mnt", "var/mnt"), ("media", "run/media")):  # fmt: skip
+        path = tree / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        path.unlink(missing_ok=True)
+        path.symlink_to(target)
+    (tree / "sysroot").mkdir()
+    (tree / "ostree").symlink_to("sysroot/ostree")
+    for name in ("dev", "proc", "sys", "run", "tmp"):
+        _empty(tree / name)  # ostree commit refuses device nodes
+
+
+def _empty(path: Path) -> None:
+    for entry in path.iterdir():
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+
+
+def append_cpio(r: Runner, initramfs: Path, work: Path, files: Mapping[str, str]) -> None:
+    """Append an uncompressed newc archive of ``files`` to an initramfs (the kernel unpacks both)."""
+    src = work / "extra-cpio"
+    src.mkdir(parents=True)
+    for name, text in files.items():
+        path = src / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    names = "".join(sorted(str(p.relative_to(src)) + "\n" for p in src.rglob("*")))
+    archive = r.run(["sh", "-c", 'cd "$1" && exec cpio --quiet -o -H newc -R 0:0', "sh", src],
+                    input=names.encode(), capture=True)  # fmt: skip
+    with open(initramfs, "ab") as f:
+        pad = -f.tell() % 4  # each archive starts 4-byte aligned; the kernel skips zero padding
+        f.write(b"\0" * pad + archive)
+
+
+def deploy_ostree(r: Runner, tree: Path, sysroot: Path, *, kargs: Sequence[str], deployments: int, work: Path) -> None:
+    ref = f"{OS_NAME}/{SUITE}/x86_64"
+    repo = sysroot / "ostree/repo"
+    r.run(["ostree", "admin", "init-fs", sysroot])
+    r.run(["ostree", "admin", "os-init", f"--sysroot={sysroot}", OS_NAME])
+    # The repo is written once and copied into a filesystem image: fsync buys nothing here and
+    # costs minutes on a busy machine.
+    r.run(["ostree", "config", f"--repo={repo}", "set", "core.fsync", "false"])
+    for generation in range(1, deployments + 1):
+        kver = kernel_version(tree)
+        if generation > 1:
+            # A rebuilt initramfs: a new boot checksum, hence a second ostree/boot.N/<os>/<bootcsum>.
+            append_cpio(r, tree / "usr/lib/modules" / kver / "initramfs.img", work / f"gen{generation}",
+                        {"etc/liveimg-sample-initramfs-generation": f"{generation}\n"})  # fmt: skip
+        mark = tree / "usr/lib/liveimg-sample/generation"
+        mark.parent.mkdir(parents=True, exist_ok=True)
+        mark.write_text(f"{generation}\n")
+        r.note(f"ostree commit {generation}/{deployments}")
+        r.run(["ostree", f"--repo={repo}", "commit", f"--branch={ref}", f"--tree=dir={tree}", "--no-xattrs",
+               f"--subject=liveimg sample, generation {generation}"], timeout=1800)  # fmt: skip
+        r.note(f"ostree admin deploy {generation}/{deployments}")
+        karg_opts = [f"--karg={k}" for k in kargs] if generation == 1 else []  # later ones inherit
+        r.run(["ostree", "admin", "deploy", f"--sysroot={sysroot}", f"--os={OS_NAME}", *karg_opts, ref], timeout=1800)
+
+
+def build_atomic(r: Runner, variant: str, base: Path, disk: Path, work: Path) -> Manifest:
+    m = Manifest(variant=variant, os_name=OS_NAME)
+    tree = work / "tree"
+    r.note("unpacking the base tree")
+    unpack_base(r, base, tree)
+    m.kernel_version = kernel_version(tree)
+    make_ostree_tree(tree, m.kernel_version)
+    lvm = variant == "atomic-xfs-lvm"
+    m.root_fs_uuid = None if lvm else str(uuid.uuid4())
+    m.boot_fs_uuid = str(uuid.uuid4())
+    if lvm:
+        m.root_device = f"/dev/mapper/{VOLUME_GROUP}-root"
+        m.fstype = "xfs"
+        m.kernel_args = [f"root={m.root_device}", f"rd.lvm.lv={VOLUME_GROUP}/root", "rw", *CONSOLE_KARGS]
+    else:
+        m.root_device = f"UUID={m.root_fs_uuid}"
+        m.kernel_args = [f"root=UUID={m.root_fs_uuid}", "rw", *CONSOLE_KARGS]
+    m.deployments = 2 if variant == "atomic-2deploy" else 1
+    sysroot = work / "sysroot"
+    sysroot.mkdir()
+    deploy_ostree(r, tree, sysroot, kargs=m.kernel_args, deployments=m.deployments, work=work)
+    remove_tree(tree)
+    # /boot is its own partition: its files go there, the root keeps the empty mount point.
+    bootdir = work / "bootfs"
+    bootdir.mkdir()
+    for entry in (sysroot / "boot").iterdir():
+        shutil.move(entry, bootdir / entry.name)
+    r.note("making filesystems and the disk")
+    boot_img = work / "boot.ext4"
+    make_ext4(r, boot_img, bootdir, label="boot", fs_uuid=m.boot_fs_uuid, size_mib=512)
+    root_mib = fs_size_mib(tree_mib(sysroot), 1.3, 384 if lvm else 256)
+    if lvm:
+        m.partitions = assemble_disk(r, disk, [
+            Partition("biosboot", GPT_BIOS_BOOT, 1),
+            Partition("boot", GPT_LINUX_FS, 512, boot_img),
+            Partition("lvm", GPT_LINUX_LVM, root_mib),
+        ])  # fmt: skip
+        fill_lvm_xfs(r, disk, sysroot, work)
+        remove_tree(sysroot)
+    else:
+        root_img = work / "root.ext4"
+        make_ext4(r, root_img, sysroot, label="root", fs_uuid=m.root_fs_uuid or "", size_mib=root_mib)
+        remove_tree(sysroot)
+        m.partitions = assemble_disk(r, disk, [
+            Partition("biosboot", GPT_BIOS_BOOT, 1),
+            Partition("boot", GPT_LINUX_FS, 512, boot_img),
+            Partition("root", GPT_ROOT_X86_64, root_mib, root_img),
+        ])  # fmt: skip
+    return m
+
+
+def fill_lvm_xfs(r: Runner, disk: Path, sysroot: Path, work: Path) -> None:
+    """Make LV ``atomicos/root`` on partition 3 of ``disk`` and put an xfs holding ``sysroot`` in it.
+
+    libguestfs writes the LVM metadata (no host tool can without activating the VG on the
+    host).  Filling an xfs has no mount-free tool (``mkfs.xfs -p`` loses hard links, which
+    ostree's repo and deployments share), and copying 800 MiB inside the TCG appliance takes
+    minutes, so the xfs is filled on the host through a loop mount that lives only in a
+    private mount namespace (the loop device auto-clears with it), then placed at the LV's
+    first extent.
+    """
+    r.note("LVM metadata in a libguestfs appliance")
+    script = f"""\
+add {disk} format:raw
+run
+pvcreate /dev/sda3
+vgcreate {VOLUME_GROUP} /dev/sda3
+lvcreate-free root {VOLUME_GROUP} 100
+echo LV-SIZE
+blockdev-getsize64 /dev/{VOLUME_GROUP}/root
+echo PV
+pvs-full
+"""
+    out = r.run(["guestfish"], input=script.encode(), env=guestfs_env(), timeout=1200, capture=True).decode()
+    lv_size = int(out.split("LV-SIZE\n", 1)[1].split()[0])
+    pe_start = int(re.search(r"pe_start: (\d+)", out).group(1))  # type: ignore[union-attr]
+    r.note(f"xfs of {lv_size // MIB} MiB, filled on the host")
+    xfs = work / "root.xfs"
+    with open(xfs, "wb") as f:
+        f.truncate(lv_size)
+    r.run(["mkfs.xfs", "-q", "-f", "-L", "root", xfs])
+    mnt = work / "mnt"
+    mnt.mkdir()
+    r.run(["unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-euc",
+           'mount -o loop "$1" "$2"; cp -a "$3"/. "$2"/; umount "$2"', "sh", xfs, mnt, sysroot])  # fmt: skip
+    part = json.loads(r.run(["sfdisk", "--json", disk], capture=True))["partitiontable"]["partitions"][2]
+    seek = part["start"] * 512 + pe_start
+    r.run(["dd", f"if={xfs}", f"of={disk}", "bs=1M", f"seek={seek}", "oflag=seek_bytes", "conv=notrunc,sparse",
+           "status=none"])  # fmt: skip
+
+
+def build_classic(r: Runner, base: Path, disk: Path, work: Path, apt_cache: Path) -> Manifest:
+    m = Manifest(variant="classic")
+    tree = work / "tree"
+    r.note("unpacking the base tree")
+    unpack_base(r, base, tree)
+    m.kernel_version = kernel_version(tree)
+    m.root_fs_uuid = str(uuid.uuid4())
+    m.root_device = f"UUID={m.root_fs_uuid}"
+    m.kernel_args = [f"root=UUID={m.root_fs_uuid}", "rw", *CONSOLE_KARGS]
+    if CLASSIC_PACKAGES:
+        m.extra_packages = list(CLASSIC_PACKAGES)
+        r.note(f"installing {' '.join(CLASSIC_PACKAGES)}")
+        shutil.copy2("/etc/resolv.conf", tree / "etc/resolv.conf")
+        apt = "DEBIAN_FRONTEND=noninteractive apt-get -y -q --no-install-recommends -o DPkg::Lock::Timeout=600"
+        with flocked(apt_cache / ".lock"):
+            r.in_chroot(tree, f"apt-get -q update\n{apt} install {' '.join(CLASSIC_PACKAGES)}\n", apt_cache=apt_cache)
+        (tree / "etc/cloud/cloud.cfg.d/90-liveimg-sample.cfg").write_text(CLOUD_CFG)
+        (tree / "etc/resolv.conf").unlink(missing_ok=True)
+        for entry in [*(tree / "var/lib/apt/lists").glob("*"), *(tree / "var/cache/apt").glob("*.bin")]:
+            if entry.is_file() and entry.name != "lock":
+                entry.unlink()
+    (tree / "etc/fstab").write_text(f"UUID={m.root_fs_uuid}\t/\text4\terrors=remount-ro\t0\t1\n")
+    kernel_cmdline = tree / "etc/kernel/cmdline"
+    kernel_cmdline.parent.mkdir(parents=True, exist_ok=True)
+    kernel_cmdline.write_text(" ".join(m.kernel_args) + "\n")
+    r.note("making the filesystem and the disk")
+    root_img = work / "root.ext4"
+    make_ext4(r, root_img, tree, label="root", fs_uuid=m.root_fs_uuid, size_mib=fs_size_mib(tree_mib(tree)))
+    root_mib = os.path.getsize(root_img) // MIB
+    shutil.rmtree(tree)
+    m.partitions = assemble_disk(r, disk, [
+        Partition("biosboot", GPT_BIOS_BOOT, 1),
+        Partition("root", GPT_ROOT_X86_64, root_mib, root_img),
+    ])  # fmt: skip
+    return m
+
+
+# ---------------------------------------------------------------------------------------------
+# entry points
+
+
+def base_key() -> str:
+    """Key of the base tarball: only what goes into the base, so variant edits do not redo debootstrap."""
+    recipe = [inspect.getsource(f) for f in (build_base, configure_base, Runner.in_chroot)]
+    recipe += [repr(v) for v in (SUITE, BASE_PACKAGES, DRACUT_PACKAGES, KERNEL_PACKAGES, DRACUT_CONF, MARKER_SCRIPT,
+                                  MARKER_UNIT, HOSTNAME, ROOT_PASSWORD)]  # fmt: skip
+    return hashlib.sha256("\0".join(recipe).encode()).hexdigest()[:16]
+
+
+def ensure_base(cache_root: Path, force: bool = False) -> Path:
+    """The cached base system (``<cache>/base/<key>.tar.zst``), built first if needed."""
+    key = base_key()
+    bases = cache_root / "base"
+    dest = bases / f"{key}.tar.zst"
+    with flocked(bases / f".{key}.lock"):
+        if dest.exists() and not force:
+            return dest
+        logfile = bases / f"{key}.log"
+        with open(logfile, "w") as log, work_dir(bases, "base") as work:
+            r = Runner(log)
+            started = time.monotonic()
+            try:
+                build_base(r, dest, cache_root / "debs", work)
+            except BaseException:
+                _tail_log(logfile)
+                raise
+            r.note(f"base system built in {time.monotonic() - started:.0f} s: {dest}")
+        for old in bases.glob("*.tar.zst"):
+            if old != dest:
+                with flocked(bases / f".{old.name.split('.')[0]}.lock"):
+                    old.unlink(missing_ok=True)
+    return dest
+
+
+def ensure_image(keydir: Path, cache_root: Path, variant: str, fmt: str, force: bool = False) -> Path:
+    """The cached sample ``variant`` in format ``fmt``, built first if needed."""
+    dest = keydir / f"{variant}.{fmt}"
+    with flocked(keydir / f".{variant}.{fmt}.lock"):
+        if dest.exists() and dest.with_name(dest.name + ".json").exists() and not force:
+            return dest
+        if fmt == "qcow2":
+            raw = ensure_image(keydir, cache_root, variant, "raw")
+            manifest = json.loads(raw.with_name(raw.name + ".json").read_text())
+            started = time.monotonic()
+            with open(keydir / f"{variant}.qcow2.log", "w") as log, output_file(dest) as tmp:
+                Runner(log).run(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", raw, tmp])
+                manifest["format"] = "qcow2"
+                manifest["build_seconds"] = round(time.monotonic() - started, 1)
+                _finish(tmp, dest, manifest)
+            return dest
+        base = ensure_base(cache_root)
+        logfile = keydir / f"{variant}.raw.log"
+        with open(logfile, "w") as log, work_dir(keydir, variant) as work, output_file(dest) as tmp:
+            r = Runner(log)
+            started = time.monotonic()
+            try:
+                if variant == "classic":
+                    m = build_classic(r, base, tmp, work, cache_root / "debs")
+                else:
+                    m = build_atomic(r, variant, base, tmp, work)
+            except BaseException:
+                _tail_log(logfile)
+                raise
+            m.builder_key = keydir.name
+            m.build_seconds = round(time.monotonic() - started, 1)
+            _finish(tmp, dest, asdict(m))
+            r.note(f"{variant} built in {m.build_seconds:.0f} s")
+    return dest
+
+
+def _finish(tmp: Path, dest: Path, manifest: dict[str, object]) -> None:
+    st = os.stat(tmp)
+    manifest["apparent_bytes"] = st.st_size
+    manifest["allocated_bytes"] = st.st_blocks * 512
+    meta = dest.with_name(dest.name + ".json")
+    with output_file(meta) as meta_tmp:
+        meta_tmp.write_text(json.dumps(manifest, indent=2) + "\n")
+    # The manifest lands first (the caller renames the image next): an image without one is rebuilt.
+
+
+def _tail_log(path: Path, lines: int = 40) -> None:
+    with contextlib.suppress(OSError):
+        tail = path.read_text(errors="replace").splitlines()[-lines:]
+        print(f"--- last lines of {path} ---", *tail, sep="\n", file=sys.stderr)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="make-sample-image",
+        description="Build (or reuse from the cache) a sample installed-system disk image; print its path.",
+    )
+    parser.add_argument("--variant", choices=VARIANTS, default="atomic")
+    parser.add_argument("--format", dest="fmt", choices=FORMATS, default="raw")
+    parser.add_argument("--cache-dir", type=Path, default=None, help="default: ~/.cache/liveimg/samples")
+    parser.add_argument("--force", action="store_true", help="rebuild the image even if cached (not the base)")
+    parser.add_argument("--rebuild-base", action="store_true", help="rebuild the cached base system too")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if os.geteuid() != 0:
+        print("make-sample-image: must run as root (debootstrap, chroot, file ownership)", file=sys.stderr)
+        return 2
+    for tool in ("debootstrap", "unshare", "ostree", "mkfs.ext4", "sfdisk", "zstd", "cpio"):
+        if shutil.which(tool, path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin") is None:
+            print(f"make-sample-image: {tool} is missing (run scripts/setup-host)", file=sys.stderr)
+            return 2
+    with contextlib.suppress(OSError):
+        os.nice(10)  # a background chore on a shared machine
+    cache_root = (args.cache_dir or default_cache_dir()).absolute()
+    key = builder_key()
+    keydir = cache_root / key
+    keydir.mkdir(parents=True, exist_ok=True)
+    (cache_root / "debs").mkdir(exist_ok=True)
+    (cache_root / "base").mkdir(exist_ok=True)
+    with flocked(keydir / ".inuse", shared=True):
+        prune(cache_root, key)
+        try:
+            if args.rebuild_base:
+                ensure_base(cache_root, force=True)
+            path = ensure_image(keydir, cache_root, args.variant, args.fmt, force=args.force or args.rebuild_base)
+        except BuildError as exc:
+            print(f"make-sample-image: {exc}", file=sys.stderr)
+            return 1
+    print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

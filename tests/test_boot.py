@@ -1,0 +1,369 @@
+"""Unit tests of liveimg.boot: the console watcher, the QEMU command line, PXE configs, the HTTP server."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from liveimg import boot
+from liveimg import run as runner
+from liveimg.accel import Accel, AccelChoice
+from liveimg.boot import (
+    DirectKernel,
+    Disk,
+    GuestForward,
+    HttpServer,
+    Machine,
+    NetworkBoot,
+    Outcome,
+    qemu_argv,
+    watch_console,
+)
+from liveimg.errors import InvalidOptions
+from tests import support
+
+TCG = AccelChoice(Accel.TCG, "test")
+KVM = AccelChoice(Accel.KVM, "test")
+
+# A trimmed but real console log of the atomic sample booting under QEMU (kernel, dracut, systemd).
+BOOT_LOG = (
+    "SeaBIOS (version 1.16.2-debian-1.16.2-1)\r\n"
+    "Booting from ROM..\r\n"
+    "[    0.000000] Linux version 6.1.0-50-amd64 (debian-kernel@lists.debian.org) #1 SMP PREEMPT_DYNAMIC\r\n"
+    "[    0.000000] Command line: root=UUID=0d3c ostree=/ostree/boot.1/debian-atomic/5f1e/0 rw console=ttyS0,115200\r\n"
+    "[    4.882121] systemd[1]: Detected virtualization qemu.\r\n"
+    "[  \x1b[0;32mOK\x1b[0m  ] Reached target \x1b[0;1;39mInitrd Root File System\x1b[0m.\r\n"
+    "[   21.034410] ostree-prepare-root[212]: preparing sysroot at /sysroot\r\n"
+    "[  \x1b[0;32mOK\x1b[0m  ] Reached target \x1b[0;1;39mMulti-User System\x1b[0m.\r\n"
+    "\r\n"
+    "Debian GNU/Linux 12 liveimg-sample ttyS0\r\n"
+    "\r\n"
+    "liveimg-sample login: \r\n"
+    "LIVEIMG-SAMPLE-READY ostree-booted=yes root=/dev/vda3[/ostree/deploy/debian-atomic/deploy/ab12.0] "
+    "fstype=ext4 hostname=liveimg-sample\r\n"
+)
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    log = tmp_path / "console.log"
+    log.write_bytes(text.encode())
+    return log
+
+
+def test_marker_line_is_success_with_fields(tmp_path: Path) -> None:
+    result = watch_console(write(tmp_path, BOOT_LOG), timeout=5)
+    assert result.ok, result.explain()
+    assert result.reason == "marker"
+    assert result.marker == {
+        "ostree-booted": "yes",
+        "root": "/dev/vda3[/ostree/deploy/debian-atomic/deploy/ab12.0]",
+        "fstype": "ext4",
+        "hostname": "liveimg-sample",
+    }
+    assert result.last_lines[-1].startswith("LIVEIMG-SAMPLE-READY")
+    assert "\x1b" not in "".join(result.last_lines)
+    assert result.seconds < 5
+
+
+def test_parse_marker() -> None:
+    assert boot.parse_marker("[  OK  ] LIVEIMG-SAMPLE-READY a=1 b= c=x=y junk") == {"a": "1", "b": "", "c": "x=y"}
+    assert boot.parse_marker("no marker here a=1") == {}
+
+
+FAILURES = {
+    "kernel-panic": "[    2.101] Kernel panic - not syncing: VFS: Unable to mount root fs on unknown-block(0,0)",
+    "emergency-mode": "Entering emergency mode. Exit the shell to continue.",
+    "dracut-could-not-boot": "[  190.5] dracut-initqueue[312]: Warning: Could not boot.",
+    "dracut-fatal": "[    3.2] dracut: FATAL: Don't know how to handle 'root=live:nfs:x'",
+    "no-root-filesystem": "[ 40.0] dracut-pre-mount[401]: Failed to find a root filesystem in /run/initramfs/squashfs.",
+    "ostree-root-missing": "[   9.1] ostree-prepare-root[400]: ostree-prepare-root: "
+    "Couldn't find specified OSTree root '/sysroot//ostree/boot.1/x/y/0': No such file or directory",
+    "download-failed": "[   50.1] dracut-initqueue[350]: curl: (7) Failed to connect to 10.0.2.100 port 8080",
+}
+
+
+@pytest.mark.parametrize("reason", sorted(FAILURES))
+def test_known_failures_stop_the_watch(tmp_path: Path, reason: str) -> None:
+    head = BOOT_LOG.split("[  \x1b[0;32mOK", maxsplit=1)[0]
+    log = write(tmp_path, head + FAILURES[reason] + "\r\nmore noise after it\r\n")
+    started = time.monotonic()
+    result = watch_console(log, timeout=30)
+    assert time.monotonic() - started < 5  # fails fast, not at the timeout
+    assert result.outcome is Outcome.FAILURE
+    assert result.reason == reason
+    assert result.line == boot.clean_line(FAILURES[reason])
+
+
+def test_livenet_download_warning_is_a_failure(tmp_path: Path) -> None:
+    log = write(tmp_path, "dracut-initqueue[350]: Warning: failed to download live image: error 22\n")
+    assert watch_console(log, timeout=5).reason == "download-failed"
+
+
+def test_timeout_reports_where_the_boot_stopped(tmp_path: Path) -> None:
+    log = write(tmp_path, "[    1.0] line one\n\n[    2.0] dracut-initqueue[1]: still waiting\n")
+    result = watch_console(log, timeout=0.6, poll=0.05)
+    assert result.outcome is Outcome.TIMEOUT
+    assert not result.ok
+    assert result.seconds >= 0.6
+    assert result.last_lines == ("[    1.0] line one", "[    2.0] dracut-initqueue[1]: still waiting")
+    assert "still waiting" in result.explain()
+
+
+def test_missing_log_waits_for_it(tmp_path: Path) -> None:
+    result = watch_console(tmp_path / "not-yet.log", timeout=0.3, poll=0.05)
+    assert result.outcome is Outcome.TIMEOUT
+    assert result.last_lines == ()
+
+
+def test_follows_a_growing_log(tmp_path: Path) -> None:
+    log = write(tmp_path, "[    0.1] booting\n")
+
+    def later() -> None:
+        time.sleep(0.5)
+        with open(log, "ab") as f:
+            f.write(b"LIVEIMG-SAMPLE-READY ostree-bo")  # a line written in two pieces
+            f.flush()
+            time.sleep(0.3)
+            f.write(b"oted=no root=/dev/vda2 fstype=ext4 hostname=h\r\n")
+
+    writer = threading.Thread(target=later)
+    writer.start()
+    result = watch_console(log, timeout=10, poll=0.05)
+    writer.join()
+    assert result.ok, result.explain()
+    assert result.seconds >= 0.7
+    assert result.marker["ostree-booted"] == "no"
+    assert result.marker["root"] == "/dev/vda2"
+
+
+def test_login_prompt_counts_after_the_grace_period(tmp_path: Path) -> None:
+    # No marker ever comes: the unterminated login prompt is success, once the grace period is over.
+    log = write(tmp_path, "Debian GNU/Linux 12 host ttyS0\r\n\r\nhost login: ")
+    result = watch_console(log, timeout=10, grace=0.4, poll=0.05)
+    assert result.ok
+    assert result.reason == "login-prompt"
+    assert result.line == "host login:"
+    assert result.marker == {}
+
+
+def test_marker_after_login_prompt_wins_within_grace(tmp_path: Path) -> None:
+    log = write(tmp_path, "host login: \r\n")
+
+    def later() -> None:
+        time.sleep(0.3)
+        with open(log, "ab") as f:
+            f.write(b"LIVEIMG-SAMPLE-READY ostree-booted=yes root=r fstype=xfs hostname=host\n")
+
+    writer = threading.Thread(target=later)
+    writer.start()
+    result = watch_console(log, timeout=10, grace=5, poll=0.05)
+    writer.join()
+    assert result.reason == "marker"
+    assert result.marker["fstype"] == "xfs"
+
+
+def test_custom_success_pattern(tmp_path: Path) -> None:
+    log = write(tmp_path, BOOT_LOG)
+    result = watch_console(log, timeout=5, success=(boot.MULTI_USER_PATTERN,))
+    assert result.reason == "multi-user"
+    assert result.line == "[  OK  ] Reached target Multi-User System."
+
+
+def test_qemu_exit_ends_the_watch(tmp_path: Path) -> None:
+    log = write(tmp_path, "[    1.0] something\n")
+    proc = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
+    proc.wait()
+    result = watch_console(log, timeout=30, process=proc)
+    assert result.outcome is Outcome.EXITED
+    assert result.exit_status == 3
+    assert result.last_lines == ("[    1.0] something",)
+
+
+# -- the QEMU command line -------------------------------------------------------------------------
+
+
+def option(argv: list[str], name: str) -> list[str]:
+    return [argv[i + 1] for i, arg in enumerate(argv) if arg == name]
+
+
+def test_direct_kernel_boot_argv(tmp_path: Path) -> None:
+    machine = Machine(
+        memory_mib=3072,
+        disks=(Disk(tmp_path / "a,b.img"), Disk(tmp_path / "live.qcow2", fmt="qcow2", mode="readonly")),
+        kernel=DirectKernel(tmp_path / "vmlinuz", tmp_path / "initrd.img", "root=UUID=x console=ttyS0,115200"),
+    )
+    argv = qemu_argv(machine, tmp_path / "console.log", TCG)
+    assert argv[0] == "qemu-system-x86_64"
+    assert option(argv, "-machine") == ["pc"]
+    assert option(argv, "-accel") == ["tcg"]
+    assert option(argv, "-cpu") == ["max"]
+    assert option(argv, "-m") == ["3072"]
+    assert option(argv, "-display") == ["none"]
+    assert "-nodefaults" in argv  # no default NIC with an unrestricted network
+    assert option(argv, "-serial") == [f"file:{tmp_path}/console.log"]
+    assert option(argv, "-drive") == [
+        f"file={tmp_path}/a,,b.img,format=raw,if=virtio,index=0,snapshot=on",
+        f"file={tmp_path}/live.qcow2,format=qcow2,if=virtio,index=1,readonly=on",
+    ]
+    assert option(argv, "-kernel") == [str(tmp_path / "vmlinuz")]
+    assert option(argv, "-initrd") == [str(tmp_path / "initrd.img")]
+    assert option(argv, "-append") == ["root=UUID=x console=ttyS0,115200"]
+    assert "-netdev" not in argv
+    assert "-boot" not in argv
+
+
+def test_kvm_uses_the_accelerators_cpu(tmp_path: Path) -> None:
+    argv = qemu_argv(Machine(disks=(Disk(tmp_path / "d.img"),)), tmp_path / "c.log", KVM)
+    assert option(argv, "-accel") == ["kvm"]
+    assert option(argv, "-cpu") == ["host"]
+    assert option(argv, "-boot") == ["order=c"]
+
+
+def test_network_boot_argv_is_restricted(tmp_path: Path) -> None:
+    support.need("socat")
+    machine = Machine(netboot=NetworkBoot(tmp_path / "tftp", "pxelinux.0"), forwards=(GuestForward(41234, 8080),))
+    argv = qemu_argv(machine, tmp_path / "c.log", TCG)
+    socat = runner.require("socat")
+    assert option(argv, "-netdev") == [
+        f"user,id=net0,restrict=on,tftp={tmp_path}/tftp,bootfile=pxelinux.0,"
+        f"guestfwd=tcp:10.0.2.100:8080-cmd:{socat} - TCP:127.0.0.1:41234"
+    ]
+    assert option(argv, "-device")[-1] == "virtio-net-pci,netdev=net0"
+    assert option(argv, "-boot") == ["order=n"]
+
+
+def test_unrestricted_network_must_be_asked_for(tmp_path: Path) -> None:
+    machine = Machine(kernel=DirectKernel(tmp_path / "k", None, ""), network=True, restrict=False)
+    argv = qemu_argv(machine, tmp_path / "c.log", TCG)
+    assert option(argv, "-netdev") == ["user,id=net0"]
+    assert "-initrd" not in argv
+
+
+def test_machine_must_boot_one_way(tmp_path: Path) -> None:
+    with pytest.raises(InvalidOptions, match="not both"):
+        qemu_argv(
+            Machine(kernel=DirectKernel(tmp_path / "k", None, ""), netboot=NetworkBoot(tmp_path, "x")),
+            tmp_path / "c",
+            TCG,
+        )
+    with pytest.raises(InvalidOptions, match="nothing to boot"):
+        qemu_argv(Machine(), tmp_path / "c", TCG)
+
+
+# -- PXE configs -----------------------------------------------------------------------------------
+
+
+def test_pxelinux_config() -> None:
+    text = boot.pxelinux_config(kernel="vmlinuz", initrd="initramfs.img", append="root=live:x rd.live.image")
+    assert text == (
+        "DEFAULT liveimg\nPROMPT 0\nTIMEOUT 0\n\nLABEL liveimg\n  KERNEL vmlinuz\n"
+        "  APPEND initrd=initramfs.img root=live:x rd.live.image\n"
+    )
+    with pytest.raises(InvalidOptions):
+        boot.pxelinux_config(kernel="k", initrd=None, append="a\nDEFAULT evil")
+
+
+def test_prepare_pxelinux_over_tftp(tmp_path: Path) -> None:
+    support.need_file("/usr/lib/PXELINUX/pxelinux.0", "pxelinux")
+    support.need_file("/usr/lib/syslinux/modules/bios/ldlinux.c32", "syslinux-common")
+    kernel = tmp_path / "vmlinuz-6.1"
+    initrd = tmp_path / "initramfs-6.1.img"
+    kernel.write_bytes(b"k")
+    initrd.write_bytes(b"i")
+    netboot = boot.prepare_pxelinux(tmp_path / "tftp", kernel=kernel, initrd=initrd, append="quiet")
+    assert netboot == NetworkBoot(tmp_path / "tftp", "pxelinux.0")
+    root = tmp_path / "tftp"
+    assert sorted(p.name for p in root.iterdir()) == [
+        "initramfs-6.1.img", "ldlinux.c32", "pxelinux.0", "pxelinux.cfg", "vmlinuz-6.1",
+    ]  # fmt: skip
+    assert (root / "pxelinux.0").read_bytes() == Path("/usr/lib/PXELINUX/pxelinux.0").read_bytes()
+    cfg = (root / "pxelinux.cfg/default").read_text()
+    assert "KERNEL vmlinuz-6.1\n" in cfg
+    assert "APPEND initrd=initramfs-6.1.img quiet\n" in cfg
+    with pytest.raises(InvalidOptions, match="lpxelinux"):
+        boot.prepare_pxelinux(tmp_path / "t2", kernel="http://10.0.2.100:8080/k", initrd=None, append="")
+
+
+def test_prepare_lpxelinux_over_http(tmp_path: Path) -> None:
+    support.need_file("/usr/lib/PXELINUX/lpxelinux.0", "pxelinux")
+    support.need_file("/usr/lib/syslinux/modules/bios/ldlinux.c32", "syslinux-common")
+    url = "http://10.0.2.100:8080/"
+    netboot = boot.prepare_pxelinux(
+        tmp_path / "tftp", kernel=url + "vmlinuz", initrd=url + "initrd.img", append="a=b", http=True
+    )
+    assert netboot.bootfile == "lpxelinux.0"
+    cfg = (tmp_path / "tftp/pxelinux.cfg/default").read_text()
+    assert f"KERNEL {url}vmlinuz\n" in cfg
+    assert f"APPEND initrd={url}initrd.img a=b\n" in cfg
+
+
+def test_ipxe_script(tmp_path: Path) -> None:
+    kernel = tmp_path / "vmlinuz"
+    kernel.write_bytes(b"k")
+    netboot = boot.prepare_ipxe(
+        tmp_path / "tftp", kernel=kernel, initrd="http://10.0.2.100:8080/initrd.img", append="console=ttyS0"
+    )
+    assert netboot == NetworkBoot(tmp_path / "tftp", "boot.ipxe")
+    assert (tmp_path / "tftp/boot.ipxe").read_text() == (
+        "#!ipxe\nkernel vmlinuz console=ttyS0\ninitrd http://10.0.2.100:8080/initrd.img\nboot\n"
+    )
+    assert (tmp_path / "tftp/vmlinuz").read_bytes() == b"k"
+
+
+# -- the HTTP server -------------------------------------------------------------------------------
+
+
+def test_http_server_get_head_range(tmp_path: Path) -> None:
+    data = bytes(range(256)) * 4096  # 1 MiB
+    (tmp_path / "file.bin").write_bytes(data)
+    with HttpServer(tmp_path) as server:
+        assert server.url("file.bin") == f"http://127.0.0.1:{server.port}/file.bin"
+        assert server.guest_url("file.bin") == "http://10.0.2.100:8080/file.bin"
+        assert server.forward() == GuestForward(server.port, 8080)
+        with urllib.request.urlopen(server.url("file.bin")) as resp:
+            assert resp.headers["Content-Length"] == str(len(data))
+            assert resp.read() == data
+        head = urllib.request.Request(server.url("file.bin"), method="HEAD")
+        with urllib.request.urlopen(head) as resp:
+            assert resp.headers["Content-Length"] == str(len(data))
+        ranged = urllib.request.Request(server.url("file.bin"), headers={"Range": "bytes=1000-1009"})
+        with urllib.request.urlopen(ranged) as resp:
+            assert resp.status == 206
+            assert resp.headers["Content-Range"] == f"bytes 1000-1009/{len(data)}"
+            assert resp.read() == data[1000:1010]
+        with pytest.raises(urllib.error.HTTPError) as missing:
+            urllib.request.urlopen(server.url("nope"))
+        assert missing.value.code == 404
+        assert [(r.method, r.path, r.bytes_sent) for r in server.requests] == [
+            ("GET", "/file.bin", len(data)),
+            ("HEAD", "/file.bin", 0),
+            ("GET", "/file.bin", 10),
+        ]
+
+
+def test_http_server_large_sparse_file_with_curl(tmp_path: Path) -> None:
+    """What livenet's curl does, on a file past 4 GiB (sparse: nothing big is transferred but the tail)."""
+    support.need("curl")
+    big = tmp_path / "live-rootfs.squashfs.img"
+    size = 5 * 1024**3 + 12345
+    with open(big, "wb") as f:
+        f.seek(size - 4)
+        f.write(b"TAIL")
+    with HttpServer(tmp_path) as server:
+        head = runner.run(["curl", "-sIL", "--fail", server.url(big.name)])
+        assert f"Content-Length: {size}" in head.stdout
+        out = tmp_path / "tail"
+        runner.run(["curl", "--location", "--retry", "3", "--fail", "-s", "-r", f"{size - 8}-", "-o", out,
+                    server.url(big.name)])  # fmt: skip
+        assert out.read_bytes() == b"\0\0\0\0TAIL"
+        small = tmp_path / "initrd.img"
+        small.write_bytes(b"x" * 3_000_000)
+        fetched = tmp_path / "fetched"
+        runner.run(["curl", "--location", "--retry", "3", "--fail", "-s", "-o", fetched, server.url(small.name)])
+        assert fetched.read_bytes() == small.read_bytes()
