@@ -31,7 +31,7 @@ from typing import Any
 from liveimg import __version__, e2fs, rootfs
 from liveimg.dracut import DracutOptions, Initrd, build_initramfs
 from liveimg.errors import HostError, InvalidImage, InvalidOptions
-from liveimg.guest import Guest, ImageInfo, open_guest
+from liveimg.guest import ImageInfo, open_guest, probe_image
 from liveimg.progress import Progress
 from liveimg.pxe import SQUASHFS_NAME, LiveBoot, PxeOptions, PxeResult, sha256_file, write_manifest, write_pxe
 from liveimg.rootfs import RootfsImage, RootfsOptions
@@ -80,7 +80,7 @@ class BuildResult:
 
     @property
     def kernel(self) -> Path:
-        return self.outdir / self.manifest["kernel"]["file"]
+        return self.outdir / str(self.manifest["kernel"]["file"])
 
 
 def _check_input(image: Path) -> Path:
@@ -217,16 +217,25 @@ def build(
         hasher = _Hasher(image)
         rootfs_dir = staging.work / "LiveOS"
         rootfs_dir.mkdir()
-        with open_guest(image, accel=opts.accel, progress=progress) as guest:
+        # A sparse, writable drive for the appliance, in case the root must be copied file by file
+        # (libguestfs cannot add a drive after launch): it costs nothing unless written.
+        drive = staging.work / "appliance-rootfs.img"
+        with open(drive, "wb") as f:
+            f.truncate(rootfs.work_drive_size(probe_image(image).virtual_size, opts.rootfs))
+        with open_guest(image, accel=opts.accel, work_drives=[drive], progress=progress) as guest:
             with _timed(timings, "guest"), progress.stage("guest"):
                 info = guest.inspect(deployment=opts.deployment, kernel=opts.kernel)
             for warning in info.warnings:
                 log.warning("%s", warning)
             with _timed(timings, "rootfs"):
                 rootfs_img = rootfs.build_rootfs(
-                    guest, info, rootfs_dir / "rootfs.img", opts.rootfs, workdir=staging.work, progress=progress
-                )
-        result = _finish(image, info, rootfs_img, opts, staging, timings, progress, hasher)
+                    guest, info, rootfs_dir / "rootfs.img", opts.rootfs, workdir=staging.work,
+                    work_drive=(drive, guest.work_devices[0]), progress=progress,
+                )  # fmt: skip
+        result = _finish(
+            image=image, info=info, rootfs_img=rootfs_img, opts=opts, staging=staging, timings=timings,
+            progress=progress, hasher=hasher,
+        )  # fmt: skip
         staging.commit()
         timings["total"] = round(time.monotonic() - started, 3)
         log.info("built %s in %.1f s", result.outdir, timings["total"])
@@ -239,6 +248,7 @@ def build(
 
 
 def _finish(
+    *,
     image: Path,
     info: ImageInfo,
     rootfs_img: RootfsImage,
@@ -279,12 +289,15 @@ def _finish(
         kver=kver,
         title=title,
         ostree_arg=deployment.ostree_arg if deployment is not None else None,
-        image_args=tuple(deployment.options if deployment is not None else kernel.options),
+        image_args=tuple(deployment.options) if deployment is not None else (),
         seed_id=input_sha256,
     )
     with _timed(timings, "pxe"), progress.stage("pxe"):
         pxe_result = write_pxe(out, boot, opts.pxe)
-    manifest = _manifest(image, input_sha256, info, opts, sq_opts, rootfs_img, initrd, boot, pxe_result, out, timings)
+    manifest = _manifest(
+        image=image, input_sha256=input_sha256, info=info, opts=opts, sq_opts=sq_opts, rootfs_img=rootfs_img,
+        initrd=initrd, boot=boot, pxe_result=pxe_result, out=out, timings=timings,
+    )  # fmt: skip
     write_manifest(out, manifest)
     return BuildResult(
         outdir=staging.outdir,
@@ -311,6 +324,7 @@ def _jsonable(value: Any) -> Any:
 
 
 def _manifest(
+    *,
     image: Path,
     input_sha256: str,
     info: ImageInfo,

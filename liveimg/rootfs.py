@@ -463,7 +463,9 @@ def _used_bytes(g: Any, mountpoint: str) -> tuple[int, int]:
     return used, max(inodes, 0)
 
 
-def by_copy(guest: Guest, info: ImageInfo, drive: Path, device: str, dest: Path, options: RootfsOptions) -> RootfsImage:
+def by_copy(
+    guest: Guest, info: ImageInfo, *, drive: Path, device: str, dest: Path, options: RootfsOptions
+) -> RootfsImage:
     """The ``copy`` method: a new ext4 on the appliance's work drive, filled with ``cp -a``."""
     g = guest.g
     root_mp = guest.root_mountpoint
@@ -557,7 +559,7 @@ def build_rootfs(
         if method is Method.COPY:
             if work_drive is None:
                 raise InternalError("the copy method needs a work drive attached to the appliance")
-            return by_copy(guest, info, work_drive[0], work_drive[1], dest, options)
+            return by_copy(guest, info, drive=work_drive[0], device=work_drive[1], dest=dest, options=options)
         root = info.root
         assert root.offset is not None and root.length is not None
         boot_mp = guest.boot_mountpoint

@@ -142,7 +142,8 @@ def _xattr_groups(flat: Sequence[dict[str, Any]], count: int, where: str) -> lis
         header = flat[i]
         if header["attrname"] != "":
             raise InvalidImage(f"{where}: unexpected xattr listing from libguestfs")
-        n = int(header["attrval"])
+        raw = header["attrval"]
+        n = int((raw.decode() if isinstance(raw, bytes) else str(raw)).rstrip("\0"))
         items = []
         for rec in flat[i + 1 : i + 1 + n]:
             value = rec["attrval"]
@@ -188,7 +189,10 @@ class ApplianceTree:
     def entries(self) -> list[TreeEntry]:
         listing = self.scratch / "find0.out"
         self.g.find0(self.top, str(listing))
-        rels = sorted(p for p in listing.read_bytes().decode("utf-8", "surrogateescape").split("\0") if p)
+        # find0 names entries relative to the directory, but with a leading "/" when the
+        # directory is a mount point made with mkmountpoint (outside /sysroot).
+        names = listing.read_bytes().decode("utf-8", "surrogateescape").split("\0")
+        rels = sorted(p[1:] if p.startswith("/") else p for p in names if p)
         listing.unlink()
         by_dir: dict[str, list[str]] = {}
         for rel in rels:
