@@ -296,8 +296,9 @@ def deployments_from_links(tree: GuestTree, boot_separate: bool, warnings: list[
 
 def select_deployment(deployments: Sequence[Deployment], selector: str | int | None, image: str) -> Deployment:
     """Choose a deployment: None -> the default (index 0); an int or digits -> that index;
-    otherwise an osname (its first deployment), a ``<checksum>.<serial>`` name, or a unique
-    prefix of a commit checksum.  :class:`DeploymentNotFound` lists what exists."""
+    otherwise an osname (its first deployment in boot order), a ``<checksum>.<serial>`` name, or
+    a prefix (4+ hex digits) of one commit checksum (its first deployment in boot order: one
+    commit may be deployed twice).  :class:`DeploymentNotFound` lists what exists."""
     if not deployments:
         raise InvalidImage(f"{image}: the ostree root has no deployments")
     if selector is None:
@@ -313,7 +314,7 @@ def select_deployment(deployments: Sequence[Deployment], selector: str | int | N
             chosen = [d for d in deployments if d.name == wanted]
         if not chosen and re.fullmatch(r"[0-9a-f]{4,}", wanted):
             chosen = [d for d in deployments if d.checksum.startswith(wanted)]
-            if len(chosen) > 1:
+            if len({d.checksum for d in chosen}) > 1:
                 raise DeploymentNotFound(
                     f"{image}: deployment {selector!r} is ambiguous: "
                     + "; ".join(d.describe() for d in chosen)
