@@ -14,6 +14,7 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from liveimg import __version__
@@ -121,10 +122,37 @@ def _cmd_doctor(args: argparse.Namespace, ctx: Context) -> int:
     return EXIT_FAILURE if missing else EXIT_OK
 
 
+# --- inspect -----------------------------------------------------------------------------
+
+
+def _add_inspect(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("image", type=Path, help="disk image (raw, qcow2, ...) or filesystem image")
+    parser.add_argument("--json", action="store_true", help="print the description as JSON")
+    parser.add_argument(
+        "--deployment",
+        metavar="SEL",
+        help="ostree deployment: index (0 = default), osname, or commit checksum prefix",
+    )
+    parser.add_argument("--kernel", metavar="KVER", help="kernel version (default: the deployment's, or the newest)")
+
+
+def _cmd_inspect(args: argparse.Namespace, ctx: Context) -> int:
+    from liveimg.guest import inspect_image  # noqa: PLC0415  # keeps `liveimg --help` fast
+
+    info = inspect_image(
+        args.image, deployment=args.deployment, kernel=args.kernel, accel=ctx.accel, progress=ctx.progress
+    )
+    for warning in info.warnings:
+        log.info("%s: %s", args.image, warning)
+    print(json.dumps(info.to_dict(), indent=2) if args.json else info.summary())
+    return EXIT_OK
+
+
 # --- the parser ---------------------------------------------------------------------------
 
 COMMANDS: tuple[tuple[str, str, Callable[[argparse.ArgumentParser], None], Handler], ...] = (
     ("doctor", "check this machine: tools, Python modules, KVM or TCG", _add_doctor, _cmd_doctor),
+    ("inspect", "describe an image: partitions, root, /boot, ostree deployments, kernel", _add_inspect, _cmd_inspect),
 )
 
 

@@ -59,7 +59,6 @@ from liveimg.inspect import (
     NotADiskImage,
     Partition,
     Probe,
-    Roles,
     UnreadableFilesystem,
     choose_roles,
     describe_root,
@@ -74,12 +73,14 @@ __all__ = [
     "GuestfsFS",
     "ImageFormat",
     "ImageInfo",
+    "Layout",
     "NoRootFilesystem",
     "NotADiskImage",
     "Partition",
     "UnreadableFilesystem",
     "inspect_image",
     "open_guest",
+    "partition_from_blkid",
     "probe_image",
 ]
 
@@ -153,7 +154,29 @@ def probe_image(image: Path) -> ImageFormat:
             raise NotADiskImage(
                 f"{image}: not a disk image: no partition table and no filesystem signature (blkid -p found none)"
             )
+        if "PTTYPE=" in found.stdout:
+            _check_partition_table(image, size)
     return ImageFormat(image, fmt, size)
+
+
+def _check_partition_table(image: Path, size: int) -> None:
+    """Refuse a raw disk whose partition table points past its end (the appliance checks others)."""
+    result = runner.run(["sfdisk", "--json", str(image)], timeout=60, check=False)
+    if result.returncode != 0:
+        return  # a table sfdisk does not read: the appliance's blkid still checks every partition
+    try:
+        table = json.loads(result.stdout)["partitiontable"]
+        sector = int(table.get("sectorsize", _SECTOR))
+        entries = [(str(p["node"]), int(p["start"]), int(p["size"])) for p in table.get("partitions", ())]
+    except (ValueError, KeyError, TypeError):
+        return
+    for node, start, length in entries:
+        if (start + length) * sector > size:
+            number = re.sub(r"^.*?([0-9]+)$", r"\1", node)
+            raise InvalidImage(
+                f"{image}: partition {number} (bytes {start * sector}+{length * sector}) extends beyond the end "
+                f"of the disk ({size} bytes): a truncated or hostile image"
+            )
 
 
 class GuestfsFS:
@@ -221,11 +244,61 @@ class GuestfsFS:
         return b"".join(chunks)
 
 
+def partition_from_blkid(
+    device: str, info: dict[str, str], *, disk_size: int, image: Path, size: int = 0, lvm: bool = False
+) -> Partition:
+    """A :class:`Partition` from ``blkid -p -o export`` fields.
+
+    For a partition of the disk, ``PART_ENTRY_OFFSET``/``PART_ENTRY_SIZE`` (512-byte sectors, as
+    libblkid always counts them, absolute even for logical partitions) give the exact byte range;
+    a range beyond the end of the disk is a hostile or truncated image and :class:`InvalidImage`.
+    """
+
+    def get(key: str) -> str | None:
+        return info.get(key) or None
+
+    number = offset = length = None
+    if "PART_ENTRY_OFFSET" in info:
+        number = int(info["PART_ENTRY_NUMBER"])
+        offset = int(info["PART_ENTRY_OFFSET"]) * _SECTOR
+        length = int(info["PART_ENTRY_SIZE"]) * _SECTOR
+        size = length
+        if offset + length > disk_size:
+            raise InvalidImage(
+                f"{image}: partition {number} (bytes {offset}+{length}) extends beyond the end of the disk "
+                f"({disk_size} bytes): a truncated or hostile image"
+            )
+    parttype = get("PART_ENTRY_TYPE")
+    return Partition(
+        device=device,
+        fstype=get("TYPE"),
+        size=size,
+        label=get("LABEL"),
+        uuid=get("UUID"),
+        number=number,
+        offset=offset,
+        length=length,
+        parttype=parttype.lower() if parttype else None,
+        partuuid=get("PART_ENTRY_UUID"),
+        partlabel=get("PART_ENTRY_NAME"),
+        lvm=lvm,
+    )
+
+
 @dataclass(frozen=True)
-class _Discovery:
+class Layout:
+    """The filesystems of the input and their roles, found once per :class:`Guest`.
+
+    ``tree`` is the physical root with the boot filesystem merged at ``/boot``; ``warnings``
+    are oddities (unreadable filesystems, several candidates for a role).
+    """
+
     partition_table: str | None
     partitions: tuple[Partition, ...]
-    roles: Roles
+    root: Partition
+    boot: Partition | None
+    esp: Partition | None
+    warnings: tuple[str, ...]
     tree: GuestTree
 
 
@@ -244,7 +317,7 @@ class Guest:
         self.input_device = devices[0]
         self.work_devices: tuple[str, ...] = tuple(devices[1 : 1 + len(work_drives)])
         self.mounts: dict[str, str] = {}
-        self._discovery: _Discovery | None = None
+        self._discovery: Layout | None = None
         self._closed = False
 
     # --- lifecycle ---------------------------------------------------------------------
@@ -311,17 +384,17 @@ class Guest:
     @property
     def root_mountpoint(self) -> str:
         """Where the physical root is mounted read-only in the appliance (after :meth:`inspect`)."""
-        return self.mounts[self._discover().roles.root.device]
+        return self.mounts[self.layout().root.device]
 
     @property
     def boot_mountpoint(self) -> str | None:
         """Where the separate /boot filesystem is mounted read-only, None if /boot is a directory of the root."""
-        boot = self._discover().roles.boot
+        boot = self.layout().boot
         return self.mounts[boot.device] if boot else None
 
     def tree(self) -> GuestTree:
         """The physical root with /boot merged, for reading guest files safely."""
-        return self._discover().tree
+        return self.layout().tree
 
     # --- discovery -----------------------------------------------------------------------
 
@@ -332,37 +405,6 @@ class Guest:
             log.debug("blkid %s: %s", device, exc)
             return {}
 
-    def _partition(self, device: str, info: dict[str, str], *, size: int = 0, lvm: bool = False) -> Partition:
-        def get(key: str) -> str | None:
-            return info.get(key) or None
-
-        number = offset = length = None
-        if "PART_ENTRY_OFFSET" in info:
-            number = int(info["PART_ENTRY_NUMBER"])
-            offset = int(info["PART_ENTRY_OFFSET"]) * _SECTOR
-            length = int(info["PART_ENTRY_SIZE"]) * _SECTOR
-            size = length
-            if offset + length > self.format.virtual_size:
-                raise InvalidImage(
-                    f"{self.image}: partition {number} ({offset}+{length} bytes) extends beyond the end of the "
-                    f"disk ({self.format.virtual_size} bytes)"
-                )
-        parttype = get("PART_ENTRY_TYPE")
-        return Partition(
-            device=device,
-            fstype=get("TYPE"),
-            size=size,
-            label=get("LABEL"),
-            uuid=get("UUID"),
-            number=number,
-            offset=offset,
-            length=length,
-            parttype=parttype.lower() if parttype else None,
-            partuuid=get("PART_ENTRY_UUID"),
-            partlabel=get("PART_ENTRY_NAME"),
-            lvm=lvm,
-        )
-
     def _find_partitions(self) -> tuple[str | None, list[Partition]]:
         disk = self._blkid(self.input_device)
         table = disk.get("PTTYPE") or None
@@ -371,7 +413,11 @@ class Guest:
             pattern = re.compile(re.escape(self.input_device) + r"[0-9]+")
             devices = [str(p) for p in self.g.list_partitions() if pattern.fullmatch(str(p))]
             for device in sorted(devices, key=lambda d: int(d[len(self.input_device) :])):
-                parts.append(self._partition(device, self._blkid(device)))
+                parts.append(
+                    partition_from_blkid(
+                        device, self._blkid(device), disk_size=self.format.virtual_size, image=self.image
+                    )
+                )
         elif disk.get("TYPE"):
             parts.append(
                 Partition(
@@ -402,7 +448,11 @@ class Guest:
                 size = int(self.g.blockdev_getsize64(device))
             except RuntimeError:
                 size = 0
-            volumes.append(self._partition(device, info, size=size, lvm=True))
+            volumes.append(
+                partition_from_blkid(
+                    device, info, disk_size=self.format.virtual_size, image=self.image, size=size, lvm=True
+                )
+            )
         return volumes
 
     def _our_vgs(self) -> set[str]:
@@ -436,7 +486,11 @@ class Guest:
                 )
         return subvolumes
 
-    def _discover(self) -> _Discovery:
+    def layout(self) -> Layout:
+        """Find the partitions and filesystems and decide the roles (once; cached).
+
+        Raises :class:`NotADiskImage`, :class:`NoRootFilesystem`, :class:`UnreadableFilesystem`.
+        """
         if self._discovery is None:
             try:
                 self._discovery = self._discover_now()
@@ -444,7 +498,7 @@ class Guest:
                 raise UnreadableFilesystem(f"{self.image}: libguestfs: {_one_line(exc)}") from None
         return self._discovery
 
-    def _discover_now(self) -> _Discovery:
+    def _discover_now(self) -> Layout:
         started = time.monotonic()
         table, parts = self._find_partitions()
         probes: list[tuple[Partition, Probe, GuestTree]] = []
@@ -477,17 +531,17 @@ class Guest:
             mounts["/boot"] = trees[roles.boot.device].fs
         tree = GuestTree(MergedFS(mounts, label=str(self.image)))
         log.debug("discovery of %s took %.1f s", self.image, time.monotonic() - started)
-        return _Discovery(table, tuple(all_parts), roles, tree)
+        return Layout(table, tuple(all_parts), roles.root, roles.boot, roles.esp, roles.warnings, tree)
 
     def inspect(self, deployment: str | int | None = None, kernel: str | None = None) -> ImageInfo:
         """Describe the image and choose a deployment (ostree: default, or by index, osname or
         checksum prefix) and a kernel (classic: newest, or by version).  May be called again with
         other choices; the filesystems are found once."""
-        found = self._discover()
+        found = self.layout()
         desc = describe_root(
             found.tree,
             image=str(self.image),
-            boot_separate=found.roles.boot is not None,
+            boot_separate=found.boot is not None,
             deployment=deployment,
             kernel=kernel,
         )
@@ -497,9 +551,9 @@ class Guest:
             virtual_size=self.format.virtual_size,
             partition_table=found.partition_table,
             partitions=found.partitions,
-            root=found.roles.root,
-            boot=found.roles.boot,
-            esp=found.roles.esp,
+            root=found.root,
+            boot=found.boot,
+            esp=found.esp,
             os_release=desc.os_release,
             arch=desc.arch,
             ostree=desc.ostree,
@@ -507,7 +561,7 @@ class Guest:
             deployment=desc.deployment,
             kernels=desc.kernels,
             kernel=desc.kernel,
-            warnings=found.roles.warnings + desc.warnings,
+            warnings=found.warnings + desc.warnings,
         )
 
 

@@ -344,12 +344,61 @@ class ImageInfo:
         """The architecture, falling back to the kernel version's suffix."""
         return self.arch or kver_arch(self.kernel.version)
 
+    def summary(self) -> str:
+        """A readable multi-line description (what ``liveimg inspect`` prints)."""
+        lines = [
+            f"image:       {self.image} ({self.format}, {_size(self.virtual_size)}, "
+            f"{self.partition_table or 'no partition table'})",
+            "filesystems:",
+        ]
+        roles = {self.root.device: "root"}
+        if self.boot:
+            roles[self.boot.device] = "boot"
+        if self.esp:
+            roles[self.esp.device] = "esp"
+        for p in self.partitions:
+            where = f"bytes {p.offset}+{p.length}" if p.offset is not None else ("LVM" if p.lvm else "")
+            lines.append(
+                f"  {p.device:28} {p.fstype or '-':12} {_size(p.size):>10}  {p.label or '':16} {where:28}"
+                f" {('[' + roles[p.device] + ']') if p.device in roles else ''}".rstrip()
+            )
+        name = self.os_release.get("PRETTY_NAME") or self.os_release.get("NAME") or "unknown"
+        lines.append(f"os:          {name}, {self.arch or 'unknown architecture'}")
+        boot = f"the {self.boot.device} filesystem" if self.boot else "a directory of the root"
+        lines.append(f"/boot:       {boot}")
+        if self.ostree:
+            lines.append(f"deployments: {len(self.deployments)} (* = chosen; index 0 is what ostree boots)")
+            for d in self.deployments:
+                mark = "*" if self.deployment and d.path == self.deployment.path else " "
+                origin = d.refspec or d.container_image or "no origin"
+                lines.append(f"  {mark} {d.describe()}  {origin}  {d.title or ''}".rstrip())
+            assert self.deployment is not None
+            lines.append(f"deployment:  {self.deployment.path}")
+            lines.append(f"ostree=      {self.deployment.ostree_arg}")
+            lines.append(f"options:     {' '.join(self.deployment.options) or '(none)'}")
+        else:
+            lines.append(f"kernels:     {', '.join(k.version for k in self.kernels)}")
+        lines.append(f"kernel:      {self.kernel.path} ({self.kernel.version}, {_size(self.kernel.size)})")
+        lines.append(f"initramfs:   {self.kernel.initramfs or '(none)'}")
+        for warning in self.warnings:
+            lines.append(f"warning:     {warning}")
+        return "\n".join(lines)
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict (paths as strings, nested records as dicts)."""
         result = _plain(self)
         assert isinstance(result, dict)
         result["ostree_arg"] = self.ostree_arg
         return result
+
+
+def _size(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KiB", "MiB"):
+        if value < 1024:
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GiB"
 
 
 def _plain(value: Any) -> Any:
