@@ -69,7 +69,8 @@ def _add_common(parser: argparse.ArgumentParser, *, top: bool) -> None:
 #: Programs liveimg's stages use, and what for.
 DOCTOR_TOOLS: tuple[tuple[str, str], ...] = (
     ("qemu-system-x86_64", "libguestfs appliance and boot tests"),
-    ("qemu-img", "qcow2 input"),
+    ("qemu-img", "input format detection"),
+    ("blkid", "input checks"),
     ("supermin", "libguestfs appliance"),
     ("mkfs.ext4", "rootfs"),
     ("e2fsck", "rootfs"),

@@ -313,9 +313,11 @@ class Guest:
         self.g = g
         self.image = fmt.path
         self.format = fmt
-        devices = [str(d) for d in g.list_devices()]
-        self.input_device = devices[0]
-        self.work_devices: tuple[str, ...] = tuple(devices[1 : 1 + len(work_drives)])
+        # libguestfs names drives /dev/sda, /dev/sdb, ... in the order they were added (guestfs(3)
+        # "BLOCK DEVICE NAMING"); asking with list_devices costs a udev settle (~1 s under TCG).
+        names = [_drive_name(i) for i in range(1 + len(work_drives))]
+        self.input_device = names[0]
+        self.work_devices: tuple[str, ...] = tuple(names[1:])
         self.mounts: dict[str, str] = {}
         self._discovery: Layout | None = None
         self._closed = False
@@ -433,15 +435,15 @@ class Guest:
         else:
             raise NotADiskImage(f"{self.image}: not a disk image: no partition table and no filesystem on it")
         if any(p.fstype == "LVM2_member" for p in parts):
-            parts += self._logical_volumes()
+            parts += self._logical_volumes([p.device for p in parts if p.fstype == "LVM2_member"])
         return table, parts
 
-    def _logical_volumes(self) -> list[Partition]:
+    def _logical_volumes(self, pvs: list[str]) -> list[Partition]:
         volumes: list[Partition] = []
-        ours = self._our_vgs()
+        ours = self._our_vgs(pvs)
         for lv in self.g.lvs():
             device = str(lv)
-            if device.split("/")[2] not in ours:
+            if ours is not None and device.split("/")[2] not in ours:
                 continue
             info = self._blkid(device)
             try:
@@ -455,13 +457,16 @@ class Guest:
             )
         return volumes
 
-    def _our_vgs(self) -> set[str]:
-        """Volume groups with physical volumes on the input (not on a work drive)."""
-        vgs = {str(v) for v in self.g.vgs()}
+    def _our_vgs(self, pvs: list[str]) -> set[str] | None:
+        """Volume groups whose physical volumes are all on the input (None: no work drive, all are).
+
+        PV UUIDs are compared as ``pvuuid`` and ``vgpvuuids`` print them (``pvs_full`` uses another
+        format and the appliance's internal device names).
+        """
         if not self.work_devices:
-            return vgs
-        on_input = {str(pv["pv_uuid"]) for pv in self.g.pvs_full() if str(pv["pv_name"]).startswith(self.input_device)}
-        return {vg for vg in vgs if {str(u) for u in self.g.vgpvuuids(vg)} <= on_input}
+            return None
+        on_input = {str(self.g.pvuuid(pv)) for pv in pvs}
+        return {str(vg) for vg in self.g.vgs() if {str(u) for u in self.g.vgpvuuids(vg)} <= on_input}
 
     def _subvolumes(self, part: Partition, mountpoint: str) -> list[Partition]:
         try:
@@ -565,6 +570,16 @@ class Guest:
         )
 
 
+def _drive_name(index: int) -> str:
+    """libguestfs's name of the drive added ``index``-th: /dev/sda, ..., /dev/sdz, /dev/sdaa, ..."""
+    letters = ""
+    index += 1
+    while index:
+        index, rest = divmod(index - 1, 26)
+        letters = chr(ord("a") + rest) + letters
+    return "/dev/sd" + letters
+
+
 def _is_errno(exc: RuntimeError, *codes: int) -> bool:
     """Whether a libguestfs error is one of these errnos (the Python bindings do not expose
     ``guestfs_last_errno``; the daemon's message ends with the C library's ``strerror``)."""
@@ -630,7 +645,7 @@ def open_guest(
                     f"the libguestfs appliance did not start ({choice.accel}): {_one_line(exc)}",
                     hint="run libguestfs-test-tool to see why",
                 ) from None
-        log.info("libguestfs appliance up in %.1f s (%s: %s)", time.monotonic() - started, choice.accel, choice.reason)
+        log.debug("libguestfs appliance up in %.1f s (%s: %s)", time.monotonic() - started, choice.accel, choice.reason)
         guest = Guest(g, fmt, work_drives)
         yield guest
     finally:
@@ -651,4 +666,5 @@ def inspect_image(
 ) -> ImageInfo:
     """Open, inspect and close: for callers that need only the description."""
     with open_guest(image, accel=accel, progress=progress) as guest:
-        return guest.inspect(deployment=deployment, kernel=kernel)
+        with progress.stage("inspect") if progress else contextlib.nullcontext():
+            return guest.inspect(deployment=deployment, kernel=kernel)
