@@ -43,7 +43,7 @@ import os
 import posixpath
 import re
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -596,7 +596,6 @@ def _mount_error(exc: BaseException) -> str:
     return text.rsplit("mount: ", 1)[-1].replace("/sysroot", "") if "mount: " in text else text
 
 
-@contextlib.contextmanager
 def open_guest(
     image: Path,
     *,
@@ -604,13 +603,14 @@ def open_guest(
     work_drives: Sequence[Path] = (),
     memsize: int | None = None,
     progress: Progress | None = None,
-) -> Iterator[Guest]:
-    """Open ``image`` read-only in a libguestfs appliance, launched once; closed on exit.
+) -> Guest:
+    """Open ``image`` read-only in a libguestfs appliance, launched now and once.
 
-    ``accel`` is passed to :func:`~liveimg.accel.choose_accel` (None: ``$LIVEIMG_ACCEL``, else
-    the probe's cached answer).  ``work_drives`` are existing raw files attached writable as
-    ``/dev/sdb``, ``/dev/sdc``, ... ``memsize`` is the appliance's RAM in MiB (libguestfs's
-    default otherwise).
+    The :class:`Guest` is a context manager (``with open_guest(img) as guest:``); a caller that
+    keeps it across stages calls :meth:`Guest.close` itself.  ``accel`` is passed to
+    :func:`~liveimg.accel.choose_accel` (None: ``$LIVEIMG_ACCEL``, else the probe's cached
+    answer).  ``work_drives`` are existing raw files attached writable as ``/dev/sdb``,
+    ``/dev/sdc``, ...  ``memsize`` is the appliance's RAM in MiB (libguestfs's default otherwise).
     """
     fmt = probe_image(Path(image))
     for drive in work_drives:
@@ -625,7 +625,6 @@ def open_guest(
         ) from None
     choice = choose_accel(accel)
     g = guestfs.GuestFS(python_return_dict=True)
-    guest: Guest | None = None
     try:
         g.set_identifier("liveimg")
         g.set_backend("direct")
@@ -645,15 +644,16 @@ def open_guest(
                     f"the libguestfs appliance did not start ({choice.accel}): {_one_line(exc)}",
                     hint="run libguestfs-test-tool to see why",
                 ) from None
-        log.debug("libguestfs appliance up in %.1f s (%s: %s)", time.monotonic() - started, choice.accel, choice.reason)
-        guest = Guest(g, fmt, work_drives)
-        yield guest
-    finally:
-        if guest is not None:
-            guest.close()
-        else:
-            with contextlib.suppress(RuntimeError):
-                g.close()
+    except RuntimeError as exc:  # add_drive and friends: an unexpected libguestfs refusal
+        with contextlib.suppress(RuntimeError):
+            g.close()
+        raise HostError(f"{fmt.path}: libguestfs: {_one_line(exc)}") from None
+    except BaseException:
+        with contextlib.suppress(RuntimeError):
+            g.close()
+        raise
+    log.debug("libguestfs appliance up in %.1f s (%s: %s)", time.monotonic() - started, choice.accel, choice.reason)
+    return Guest(g, fmt, work_drives)
 
 
 def inspect_image(

@@ -128,13 +128,16 @@ def kernel_in_boot(
 ) -> tuple[Kernel | None, str | None]:
     """The kernel a BLS entry names (paths relative to the boot filesystem), or (None, why not).
 
-    The path is tried under ``/boot`` of the merged view first, then, when ``/boot`` is a
-    directory of the root, as written (entries written with ostree's ``bootprefix``).
+    The path is tried under ``/boot`` of the merged view first, then as written (entries written
+    with ostree's ``bootprefix``, or on a classic root whose ``/boot`` is a directory).
     """
     version = _version_of(linux)
     if version is None:
         return None, f"cannot tell the kernel version from the name {linux}"
-    prefixes = ["/boot"] if boot_separate else ["/boot", ""]
+    # "/boot" + path first (paths are relative to the boot filesystem); then the path as written,
+    # for entries made with ostree's bootprefix option ("/boot/ostree/..."), which on a separate
+    # /boot ostree's "boot -> ." link also serves.
+    prefixes = ["/boot"] if boot_separate and not linux.startswith("/boot/") else ["/boot", ""]
     for prefix in prefixes:
         kpath = prefix + "/" + linux.lstrip("/")
         ipath = prefix + "/" + initrd.lstrip("/") if initrd else None

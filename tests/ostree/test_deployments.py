@@ -152,6 +152,19 @@ def test_bootprefix_entries_when_boot_is_a_directory(fs: object) -> None:
     assert d.kernel.initramfs is not None
 
 
+@pytest.mark.parametrize("boot_link", [True, False])
+def test_bootprefix_entries_on_a_separate_boot(sysroot: Sysroot, boot_link: bool) -> None:
+    ids = sysroot.add_deployment()
+    if boot_link:
+        symlink(sysroot.boot / "boot", ".")  # what ostree creates on a boot partition
+    entry = sysroot.boot / "loader.1/entries/ostree-1-fedora.conf"
+    entry.write_text(entry.read_text().replace(" /ostree/fedora-", " /boot/ostree/fedora-"))
+    (d,), warnings = list_deployments(sysroot.tree(), boot_separate=True)
+    assert warnings == [] and d.kernel is not None and d.kernel.in_boot_fs
+    assert d.kernel.path == f"/boot/ostree/fedora-{ids['bootcsum']}/vmlinuz-{ids['kver']}"
+    assert d.kernel.fs_path == f"/ostree/fedora-{ids['bootcsum']}/vmlinuz-{ids['kver']}"
+
+
 def test_entries_that_are_not_deployments_or_broken(sysroot: Sysroot) -> None:
     good = sysroot.add_deployment(commit="good", version="1")
     entries = sysroot.boot / "loader.1/entries"
