@@ -346,13 +346,15 @@ class Guest:
 
     # --- mounts --------------------------------------------------------------------------
 
-    def mount_ro(self, device: str, mountpoint: str | None = None) -> str:
+    def mount_ro(self, device: Partition | str, mountpoint: str | None = None) -> str:
         """Mount a filesystem of the image read-only; return its mount point in the appliance.
 
-        ``device`` is a :attr:`Partition.device` (``btrfsvol:`` names work).  Without
+        ``device`` is a :class:`Partition` or its ``device`` (``btrfsvol:`` names work).  Without
         ``mountpoint`` one is made (``/liveimg-<n>``).  A filesystem already mounted is not
         mounted twice.  Raises :class:`UnreadableFilesystem` if the kernel refuses it.
         """
+        if isinstance(device, Partition):
+            device = device.device
         if device in self.mounts:
             return self.mounts[device]
         if mountpoint is None:
@@ -374,7 +376,11 @@ class Guest:
         return mountpoint
 
     def unmount_all(self) -> None:
-        """Unmount everything this object mounted (inspection results stay valid)."""
+        """Unmount everything this object mounted.
+
+        :class:`ImageInfo` objects already returned stay valid (they are plain data); the next
+        :meth:`layout`, :meth:`tree` or :meth:`inspect` mounts the filesystems again.
+        """
         for device, mountpoint in sorted(self.mounts.items(), key=lambda kv: len(kv[1]), reverse=True):
             try:
                 self.g.umount(mountpoint)
