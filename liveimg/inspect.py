@@ -191,9 +191,11 @@ def choose_roles(
                 hint="is the image corrupt? fsck a copy of it",
             )
         seen = ", ".join(f"{p.device} ({p.fstype or 'no filesystem'})" for p in looked_at) or "none found"
+        hint = "is this an installed system's disk image?"
+        if any(p.fstype == "crypto_LUKS" for p in looked_at):
+            hint = "encrypted (LUKS) filesystems are not supported: use an unencrypted image"
         raise NoRootFilesystem(
-            f"{image}: no root filesystem: looked for /ostree/deploy or /etc/os-release on {seen}",
-            hint="is this an installed system's disk image?",
+            f"{image}: no root filesystem: looked for /ostree/deploy or /etc/os-release on {seen}", hint=hint
         )
     root, root_probe, root_tree = roots[0]
     if len(roots) > 1:

@@ -101,6 +101,12 @@ def test_no_root_says_what_was_looked_for_where(fs: object) -> None:
     )
 
 
+def test_encrypted_root_gets_a_hint(fs: object) -> None:
+    luks = part("/dev/sda2", "crypto_LUKS")
+    with pytest.raises(NoRootFilesystem, match=r"\(encrypted \(LUKS\) filesystems are not supported"):
+        choose_roles("d", [], [], looked_at=[luks])
+
+
 def test_unreadable_filesystems_explain_a_missing_root(fs: object) -> None:
     data, bad = part("/dev/sda1"), part("/dev/sda2", "xfs")
     with pytest.raises(UnreadableFilesystem, match=r"^disk.raw: no root .* /dev/sda2 \(xfs\): bad superblock"):
@@ -201,3 +207,26 @@ def test_image_info_to_dict_is_json(fs: object) -> None:
         info.arch = "ppc64le"  # type: ignore[misc]
     with pytest.raises(TypeError):
         info.os_release["ID"] = "x"  # type: ignore[index]
+
+
+def test_summary_is_readable(fs: object) -> None:
+    sysroot = Sysroot.create(Path("/img"))
+    sysroot.add_deployment(commit="a", version="2", bootcsum="1" * 64)
+    sysroot.add_deployment(commit="b", version="1", bootcsum="2" * 64)
+    d = describe_root(sysroot.tree(), image="img", boot_separate=True, deployment=1)
+    boot = part("/dev/sda1", number=1, offset=1 << 20, length=1 << 20, label="boot")
+    root = part("/dev/vg/root", "xfs", lvm=True)
+    info = ImageInfo(
+        Path("d.qcow2"), "qcow2", 3 << 30, "gpt", (boot, root), root, boot, None, d.os_release, d.arch,
+        d.ostree, d.deployments, d.deployment, d.kernels, d.kernel, ("something odd",),
+    )  # fmt: skip
+    lines = info.summary().splitlines()
+    assert lines[0] == "image:       d.qcow2 (qcow2, 3.0 GiB, gpt)"
+    assert lines[2].split() == ["/dev/sda1", "ext4", "1.0", "MiB", "boot", "bytes", "1048576+1048576", "[boot]"]
+    assert lines[3].split() == ["/dev/vg/root", "xfs", "1.0", "MiB", "LVM", "[root]"]
+    assert "os:          Fedora Linux 40 (fedora), x86_64" in lines
+    assert any(line.startswith("    0: fedora ") for line in lines)
+    assert any(line.startswith("  * 1: fedora ") for line in lines)
+    assert f"ostree=      {d.deployment.ostree_arg}" in lines  # type: ignore[union-attr]
+    assert "options:     console=ttyS0 quiet" in lines
+    assert lines[-1] == "warning:     something odd"

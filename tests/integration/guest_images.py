@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from liveimg import run as runner
-from tests.ostree.layouts import Sysroot, symlink, write
+from tests.ostree.layouts import OSTREE_ENV, Sysroot, symlink, write
 from tests.support import accel
 
 MIB = 1 << 20
@@ -82,12 +82,15 @@ def ostree_sysroot(work: Path) -> Path:
         tree = work / f"tree-{osname}-{kver}"
         _ostree_tree(tree, osname, kver)
         runner.run(["ostree", repo, "commit", f"--branch={ref}", f"--tree=dir={tree}", "--no-xattrs", "-s", kver])
-        runner.run(["ostree", "admin", "deploy", f"--sysroot={sysroot}", f"--os={osname}", *extra, ref])
+        runner.run(["ostree", "admin", "deploy", f"--sysroot={sysroot}", f"--os={osname}", *extra, ref], env=OSTREE_ENV)
 
     deploy("fakeos", "fakeos/stable", "6.1.0-1-amd64", "--karg=root=UUID=1234", "--karg=rw", "--karg=console=ttyS0")
     deploy("fakeos", "fakeos/stable", "6.1.0-2-amd64")
     deploy("other", "other/stable", "6.1.0-3-amd64", "--karg=quiet")
-    runner.run(["ostree", "admin", "deploy", f"--sysroot={sysroot}", "--os=fakeos", "--retain", "fakeos/stable"])
+    runner.run(
+        ["ostree", "admin", "deploy", f"--sysroot={sysroot}", "--os=fakeos", "--retain", "fakeos/stable"],
+        env=OSTREE_ENV,
+    )
     return sysroot
 
 

@@ -15,6 +15,10 @@ from pathlib import Path
 
 from liveimg.fsview import GuestTree, HostFS, MergedFS
 
+#: Environment for ``ostree admin deploy`` in tests: without it ostree makes every deployment
+#: directory immutable (``chattr +i``) and the test's temporary directory cannot be deleted.
+OSTREE_ENV = {"OSTREE_SYSROOT_DEBUG": "mutable-deployments"}
+
 ELF_MACHINES = {"x86_64": (0x3E, 2, 1), "aarch64": (0xB7, 2, 1), "ppc64le": (0x15, 2, 1), "s390x": (0x16, 2, 2)}
 
 

@@ -12,7 +12,7 @@ from liveimg import run as runner
 from liveimg.errors import GuestPathEscapes
 from liveimg.fsview import GuestTree, HostFS
 from liveimg.ostree.deployments import DeploymentNotFound, list_deployments, parse_ostree_arg, select_deployment
-from tests.ostree.layouts import Sysroot, csum, symlink, write
+from tests.ostree.layouts import OSTREE_ENV, Sysroot, csum, symlink, write
 from tests.support import need
 
 
@@ -278,7 +278,7 @@ def _commit_and_deploy(sysroot: Path, tree: Path, osname: str, ref: str, kver: s
     (tree / "usr/lib/os-release").write_text(f'ID={osname}\nPRETTY_NAME="{osname} {kver}"\n')
     repo = f"--repo={sysroot}/ostree/repo"
     runner.run(["ostree", repo, "commit", f"--branch={ref}", f"--tree=dir={tree}", "--no-xattrs", "-s", kver])
-    runner.run(["ostree", "admin", "deploy", f"--sysroot={sysroot}", f"--os={osname}", *extra, ref])
+    runner.run(["ostree", "admin", "deploy", f"--sysroot={sysroot}", f"--os={osname}", *extra, ref], env=OSTREE_ENV)
 
 
 def test_agrees_with_ostree_admin_status(tmp_path: Path) -> None:
@@ -295,7 +295,10 @@ def test_agrees_with_ostree_admin_status(tmp_path: Path) -> None:
     )
     _commit_and_deploy(sysroot, tmp_path / "t2", "fakeos", "fakeos/stable", "6.1.0-2-amd64")
     _commit_and_deploy(sysroot, tmp_path / "t3", "other", "other/stable", "6.1.0-3-amd64", "--karg=quiet")
-    runner.run(["ostree", "admin", "deploy", f"--sysroot={sysroot}", "--os=fakeos", "--retain", "fakeos/stable"])
+    runner.run(
+        ["ostree", "admin", "deploy", f"--sysroot={sysroot}", "--os=fakeos", "--retain", "fakeos/stable"],
+        env=OSTREE_ENV,
+    )
     status = runner.run(["ostree", "admin", "status", f"--sysroot={sysroot}"]).stdout
     expected = [(m.group(1), m.group(2), int(m.group(3))) for m in _STATUS.finditer(status)]
     assert len(expected) == 4
