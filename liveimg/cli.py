@@ -8,6 +8,7 @@ maps errors to exit codes; the library raises.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 import json
 import logging
@@ -20,10 +21,14 @@ from typing import Any
 from liveimg import __version__, squashfs
 from liveimg import run as runner
 from liveimg.accel import choose_accel
+from liveimg.dracut import Compression, DracutOptions, Where
 from liveimg.dracut.customize import DEFAULT_CMDLINE_NAME, AppendCompression, EmbeddedFile, append_cpio
 from liveimg.dracut.initramfs import Initramfs
 from liveimg.errors import InvalidOptions, LiveImgError
+from liveimg.pipeline import BuildOptions, RootfsType, build
 from liveimg.progress import JsonLines, Progress, TerminalBar
+from liveimg.pxe import CloudInitSeed, PxeOptions
+from liveimg.rootfs import Method, RootfsOptions, SizeMode, parse_size
 from liveimg.squashfs import SquashfsOptions, parse_compress_args
 
 log = logging.getLogger("liveimg")
@@ -298,10 +303,163 @@ def _cmd_initramfs(args: argparse.Namespace, ctx: Context) -> int:
     return EXIT_OK
 
 
+# --- build -------------------------------------------------------------------------------
+
+
+def _add_build(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("image", type=Path, help="installed disk image (raw, qcow2, ...) or filesystem image")
+    parser.add_argument("-o", "--output", type=Path, required=True, metavar="OUTDIR", help="where the artifacts go")
+    parser.add_argument("--force", action="store_true", help="replace OUTDIR if it exists")
+    g = parser.add_argument_group("what to boot")
+    g.add_argument(
+        "--deployment", metavar="SEL", help="ostree deployment: index, osname or checksum (default: ostree's)"
+    )
+    g.add_argument("--kernel", metavar="KVER", help="kernel version (classic images; default: the newest)")
+    g = parser.add_argument_group("LiveOS/rootfs.img")
+    size = g.add_mutually_exclusive_group()
+    size.add_argument("--live-rootfs-size", metavar="SIZE", help="fixed size: GiB, or with a unit (512M, 2G)")
+    size.add_argument("--live-rootfs-keep-size", action="store_true", help="the size of the source root partition")
+    g.add_argument("--rootfs-method", choices=[m.value for m in Method], default="auto",
+                   help="partition: copy the ext4 root partition's bytes (fast, reproducible); copy: file by file "
+                   "in the appliance (any filesystem); auto: partition where it applies")  # fmt: skip
+    g.add_argument("--repair-source", action="store_true",
+                   help="let e2fsck repair liveimg's copy of a damaged root filesystem (never the input)")  # fmt: skip
+    g.add_argument("--rootfs-type", choices=[t.value for t in RootfsType], default=RootfsType.SQUASHFS_EXT4.value,
+                   help="squashfs-ext4: LiveOS/rootfs.img inside the squashfs, as lorax does")  # fmt: skip
+    g = parser.add_argument_group("squashfs")
+    g.add_argument(
+        "--compression", default="xz", help="xz (default, with the image's BCJ filter), zstd, gzip, lz4, lzo"
+    )
+    g.add_argument("--compress-arg", action="append", default=[], metavar="ARG",
+                   help="compressor argument as lorax takes it, e.g. '-Xcompression-level 3' (repeatable)")  # fmt: skip
+    g.add_argument("--squashfs-backend", choices=("native", "mksquashfs"), default="native",
+                   help="liveimg's own parallel writer (default) or squashfs-tools' mksquashfs")  # fmt: skip
+    g.add_argument("--processors", type=int, help="compression threads (default: all CPUs)")
+    g = parser.add_argument_group("initramfs (dracut)")
+    g.add_argument("--dracut-arg", action="append", metavar="ARG",
+                   help="lorax-style dracut argument (split at the first space); replaces the defaults")  # fmt: skip
+    g.add_argument("--dracut-conf", type=Path, metavar="FILE", help="a dracut.conf file for the guest's dracut")
+    g.add_argument("--dracut-add", action="append", default=[], metavar="MODULE", help="add a dracut module")
+    g.add_argument("--dracut-omit", action="append", default=[], metavar="MODULE", help="omit a dracut module")
+    g.add_argument("--dracut-in", choices=[w.value for w in Where], default="auto",
+                   help="sandbox: a rootless user namespace on the host (default where possible); "
+                   "appliance: the libguestfs VM, for images you do not trust")  # fmt: skip
+    g.add_argument("--initramfs-compression", choices=[c.value for c in Compression], default="xz",
+                   help="initramfs compression, done on the host with all CPUs (default xz, as lorax)")  # fmt: skip
+    g = parser.add_argument_group("boot configuration")
+    g.add_argument("--url", help="where OUTDIR will be served (http://...): writes pxelinux, iPXE and GRUB configs")
+    g.add_argument("--pxe-dir", default="", help="TFTP directory of the kernel and initramfs in pxelinux/GRUB configs")
+    g.add_argument("--kernel-arg", action="append", default=[], metavar="ARG",
+                   help="kernel argument for the live system, e.g. rd.live.overlay.size=1024 (repeatable)")  # fmt: skip
+    g.add_argument("--no-image-kargs", action="store_true",
+                   help="do not keep the installed system's own kernel arguments (console=, ...)")  # fmt: skip
+    g = parser.add_argument_group("cloud-init NoCloud seed (served with the artifacts)")
+    g.add_argument("--cloud-init", action="store_true", help="write a seed and point the kernel at it (needs --url)")
+    g.add_argument("--ci-hostname", default="liveimg", help="local-hostname in meta-data")
+    g.add_argument("--ci-ssh-key", action="append", default=[], metavar="KEY|@FILE", help="root's authorized key")
+    g.add_argument("--ci-password", help="root's password (a crypt hash if it starts with $)")
+    g.add_argument("--ci-runcmd", action="append", default=[], metavar="CMD", help="a command to run at first boot")
+    g.add_argument("--ci-user-data", type=Path, metavar="FILE", help="use this user-data instead")
+    g = parser.add_argument_group("work files")
+    g.add_argument("--workdir", type=Path, help="where temporary files go (default: beside OUTDIR)")
+    g.add_argument("--keep-workdir", action="store_true", help="keep the temporary files (rootfs.img, dracut log)")
+
+
+def _ssh_key(value: str) -> str:
+    if value.startswith("@"):
+        try:
+            return Path(value[1:]).read_text().strip()
+        except OSError as exc:
+            raise InvalidOptions(f"cannot read the ssh key file {value[1:]}: {exc.strerror}") from None
+    return value.strip()
+
+
+def build_options(args: argparse.Namespace, accel: str | None) -> BuildOptions:
+    """BuildOptions from ``liveimg build``'s arguments."""
+    if args.live_rootfs_size:
+        rootfs_options = RootfsOptions(size_mode=SizeMode.FIXED, size=parse_size(args.live_rootfs_size))
+    elif args.live_rootfs_keep_size:
+        rootfs_options = RootfsOptions(size_mode=SizeMode.KEEP)
+    else:
+        rootfs_options = RootfsOptions()
+    rootfs_options = dataclasses.replace(
+        rootfs_options, method=Method(args.rootfs_method), repair_source=args.repair_source
+    )
+    if args.dracut_arg and args.dracut_conf:
+        raise InvalidOptions("--dracut-arg and --dracut-conf cannot be used together (as in lorax)")
+    dracut_options = DracutOptions(
+        compression=Compression(args.initramfs_compression),
+        add_modules=tuple(args.dracut_add),
+        omit_modules=tuple(args.dracut_omit),
+        dracut_args=tuple(args.dracut_arg) if args.dracut_arg else None,
+        dracut_conf=args.dracut_conf,
+        where=Where(args.dracut_in),
+    )
+    seed = None
+    if args.cloud_init:
+        if not args.url:
+            raise InvalidOptions("--cloud-init needs --url: the seed is served with the artifacts")
+        user_data = None
+        if args.ci_user_data:
+            try:
+                user_data = args.ci_user_data.read_text()
+            except OSError as exc:
+                raise InvalidOptions(f"cannot read {args.ci_user_data}: {exc.strerror}") from None
+        seed = CloudInitSeed(
+            hostname=args.ci_hostname,
+            ssh_authorized_keys=tuple(_ssh_key(k) for k in args.ci_ssh_key),
+            password=args.ci_password,
+            runcmd=tuple(args.ci_runcmd),
+            user_data=user_data,
+        )
+        seed.user_data_text()  # validate now, not after the build
+    return BuildOptions(
+        deployment=args.deployment,
+        kernel=args.kernel,
+        rootfs=rootfs_options,
+        rootfs_type=RootfsType(args.rootfs_type),
+        compression=args.compression,
+        compress_args=tuple(args.compress_arg),
+        squashfs_processors=args.processors,
+        squashfs_backend=args.squashfs_backend,
+        dracut=dracut_options,
+        pxe=PxeOptions(
+            url=args.url,
+            pxe_dir=args.pxe_dir,
+            kernel_args=tuple(args.kernel_arg),
+            keep_image_args=not args.no_image_kargs,
+            cloud_init=seed,
+        ),
+        workdir=args.workdir,
+        keep_workdir=args.keep_workdir,
+        force=args.force,
+        accel=accel,
+    )
+
+
+def _cmd_build(args: argparse.Namespace, ctx: Context) -> int:
+    options = build_options(args, ctx.accel)
+    result = build(args.image, args.output, options, ctx.progress)
+    if args.progress == "json":
+        print(json.dumps({"event": "result", "outdir": str(result.outdir), "manifest": "manifest.json"}))
+    else:
+        for name in sorted(result.manifest["artifacts"]):
+            print(f"{result.outdir / name}")
+        stages = ", ".join(f"{k} {v:.0f} s" for k, v in result.timings.items() if k != "total")
+        log.warning("built %s in %.0f s (%s)", result.outdir, result.timings["total"], stages)
+    return EXIT_OK
+
+
 # --- the parser ---------------------------------------------------------------------------
 
 COMMANDS: tuple[tuple[str, str, Callable[[argparse.ArgumentParser], None], Handler], ...] = (
     ("doctor", "check this machine: tools, Python modules, KVM or TCG", _add_doctor, _cmd_doctor),
+    (
+        "build",
+        "build live PXE artifacts (squashfs, kernel, initramfs, configs) from a disk image",
+        _add_build,
+        _cmd_build,
+    ),
     ("inspect", "describe an image: partitions, root, /boot, ostree deployments, kernel", _add_inspect, _cmd_inspect),
     (
         "squashfs",

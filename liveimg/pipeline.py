@@ -35,7 +35,14 @@ from liveimg.guest import ImageInfo, open_guest, probe_image
 from liveimg.progress import Progress
 from liveimg.pxe import SQUASHFS_NAME, LiveBoot, PxeOptions, PxeResult, sha256_file, write_manifest, write_pxe
 from liveimg.rootfs import RootfsImage, RootfsOptions
-from liveimg.squashfs import Backend, SquashfsOptions, SquashfsResult, bcj_for_arch, write_squashfs_file
+from liveimg.squashfs import (
+    Backend,
+    SquashfsOptions,
+    SquashfsResult,
+    bcj_for_arch,
+    parse_compress_args,
+    write_squashfs_file,
+)
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +62,10 @@ class BuildOptions:
     kernel: str | None = None
     rootfs: RootfsOptions = field(default_factory=RootfsOptions)
     rootfs_type: RootfsType = RootfsType.SQUASHFS_EXT4
-    squashfs: SquashfsOptions | None = None  # None: xz with the image's BCJ filter, like lorax
+    compression: str = "xz"  # lorax's --compression
+    compress_args: tuple[str, ...] = ()  # lorax's --compress-arg: each "-Xopt value"
+    squashfs: SquashfsOptions | None = None  # full control; wins over compression and compress_args
+    squashfs_processors: int | None = None  # compression threads (None: all CPUs)
     squashfs_backend: Backend = "native"
     dracut: DracutOptions = field(default_factory=DracutOptions)
     pxe: PxeOptions = field(default_factory=PxeOptions)
@@ -169,10 +179,19 @@ class _Hasher(threading.Thread):
 
 
 def squashfs_options(options: BuildOptions, info: ImageInfo) -> SquashfsOptions:
-    """The squashfs options in effect: the caller's, else xz with the BCJ filter of the IMAGE's architecture."""
+    """The squashfs options in effect.
+
+    As lorax: xz gets the BCJ filter of the architecture, unless compressor arguments are
+    given -- but of the IMAGE's architecture, where lorax takes the host's.
+    """
     if options.squashfs is not None:
-        return options.squashfs
-    return SquashfsOptions(comp="xz", Xbcj=bcj_for_arch(info.arch or ""))
+        return options.squashfs.validate()
+    base = SquashfsOptions(comp=options.compression)
+    if options.compression == "xz" and not options.compress_args:
+        base = base.replace(Xbcj=bcj_for_arch(info.arch or ""))
+    if options.squashfs_processors is not None:
+        base = base.replace(processors=options.squashfs_processors)
+    return parse_compress_args(options.compress_args, base)
 
 
 def _copy_kernel(rootfs_img: Path, guest_path: str, dest: Path, workdir: Path) -> None:
