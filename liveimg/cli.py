@@ -21,6 +21,7 @@ from typing import Any
 from liveimg import __version__, squashfs
 from liveimg import run as runner
 from liveimg.accel import choose_accel
+from liveimg.boottest import VIAS, BootTestOptions, boot_test
 from liveimg.dracut import Compression, DracutOptions, Where
 from liveimg.dracut.customize import DEFAULT_CMDLINE_NAME, AppendCompression, EmbeddedFile, append_cpio
 from liveimg.dracut.initramfs import Initramfs
@@ -450,6 +451,48 @@ def _cmd_build(args: argparse.Namespace, ctx: Context) -> int:
     return EXIT_OK
 
 
+# --- boot-test ---------------------------------------------------------------------------
+
+
+def _add_boot_test(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("outdir", type=Path, help="OUTDIR of `liveimg build`")
+    parser.add_argument("--via", choices=VIAS, default="pxelinux",
+                        help="pxelinux (PXE, TFTP; default), ipxe (PXE, HTTP), kernel (QEMU -kernel), "
+                        "disk (the squashfs as a disk, no network)")  # fmt: skip
+    parser.add_argument("--timeout", type=float, default=1800.0, help="seconds (default 1800)")
+    parser.add_argument("--memory", type=int, default=3072, metavar="MIB", help="guest RAM (default 3072)")
+    parser.add_argument("--kernel-arg", action="append", default=[], metavar="ARG", help="add a kernel argument")
+    parser.add_argument("--write", type=int, metavar="MIB", help="write MIB in the booted system (overlay size test)")
+    parser.add_argument("--no-checks", action="store_true",
+                        help="boot the initramfs as it is: no appended checker, success on a login prompt")  # fmt: skip
+    parser.add_argument("--workdir", type=Path, help="console log and work files (default: OUTDIR.boot-test/)")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def _cmd_boot_test(args: argparse.Namespace, ctx: Context) -> int:
+    options = BootTestOptions(
+        via=args.via, timeout=args.timeout, memory_mib=args.memory, kernel_args=tuple(args.kernel_arg),
+        checks=not args.no_checks, write_mib=args.write, workdir=args.workdir, accel=ctx.accel,
+    )  # fmt: skip
+    result = boot_test(args.outdir, options)
+    if args.json:
+        print(json.dumps({
+            "ok": result.ok, "outcome": str(result.boot.outcome), "reason": result.boot.reason,
+            "seconds": result.boot.seconds, "checks": dict(result.checks), "problems": list(result.problems),
+            "ostree_status": list(result.ostree_status), "console_log": str(result.boot.console_log),
+            "last_lines": list(result.boot.last_lines),
+        }, indent=2))  # fmt: skip
+    else:
+        print(f"boot-test via {args.via}: {result.summary()}")
+        for key, value in result.checks.items():
+            print(f"  {key}: {value}")
+        if not result.ok:
+            for line in result.boot.last_lines[-10:]:
+                print(f"  | {line}")
+        print(f"console log: {result.boot.console_log}")
+    return EXIT_OK if result.ok else EXIT_FAILURE
+
+
 # --- the parser ---------------------------------------------------------------------------
 
 COMMANDS: tuple[tuple[str, str, Callable[[argparse.ArgumentParser], None], Handler], ...] = (
@@ -459,6 +502,12 @@ COMMANDS: tuple[tuple[str, str, Callable[[argparse.ArgumentParser], None], Handl
         "build live PXE artifacts (squashfs, kernel, initramfs, configs) from a disk image",
         _add_build,
         _cmd_build,
+    ),
+    (
+        "boot-test",
+        "boot built artifacts in QEMU (PXE by default) and check the live system",
+        _add_boot_test,
+        _cmd_boot_test,
     ),
     ("inspect", "describe an image: partitions, root, /boot, ostree deployments, kernel", _add_inspect, _cmd_inspect),
     (

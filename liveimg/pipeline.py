@@ -29,8 +29,9 @@ from pathlib import Path
 from typing import Any
 
 from liveimg import __version__, e2fs, rootfs
-from liveimg.dracut import DracutOptions, Initrd, build_initramfs
+from liveimg.dracut import DracutOptions, GuestFiles, Initrd, build_initramfs, plan_dracut
 from liveimg.errors import HostError, InvalidImage, InvalidOptions
+from liveimg.fsview import FileType, GuestTree
 from liveimg.guest import ImageInfo, open_guest, probe_image
 from liveimg.progress import Progress
 from liveimg.pxe import SQUASHFS_NAME, LiveBoot, PxeOptions, PxeResult, sha256_file, write_manifest, write_pxe
@@ -178,6 +179,38 @@ class _Hasher(threading.Thread):
         return self.digest
 
 
+class _DracutView:
+    """The guest's files, read through the guest stage's safe tree, as the dracut stage reads them."""
+
+    def __init__(self, tree: GuestTree) -> None:
+        self.tree = tree
+
+    def kind(self, path: str) -> str | None:
+        st = self.tree.stat(path, follow=False)
+        if st is None:
+            return None
+        return {FileType.DIR: "dir", FileType.FILE: "file", FileType.SYMLINK: "link"}.get(st.type, "other")
+
+    def readlink(self, path: str) -> str:
+        return self.tree.readlink(path)
+
+    def listdir(self, path: str) -> list[str]:
+        return self.tree.listdir(path) if self.tree.is_dir(path) else []
+
+    def read_bytes(self, path: str, limit: int) -> bytes:
+        return self.tree.read_bytes(path, limit=limit)
+
+    def is_executable(self, path: str) -> bool:
+        st = self.tree.stat(path, follow=False)
+        return st is not None and st.type is FileType.FILE and bool(st.mode & 0o111)
+
+
+def _preflight_dracut(tree: GuestTree, info: ImageInfo, options: DracutOptions) -> None:
+    root = tree.subtree(info.deployment.path) if info.deployment is not None else tree
+    view: GuestFiles = _DracutView(root)
+    plan_dracut(view, kver=info.kernel.version, ostree=info.ostree, options=options, output="/run/initramfs.cpio")
+
+
 def squashfs_options(options: BuildOptions, info: ImageInfo) -> SquashfsOptions:
     """The squashfs options in effect.
 
@@ -246,6 +279,8 @@ def build(
                 info = guest.inspect(deployment=opts.deployment, kernel=opts.kernel)
             for warning in info.warnings:
                 log.warning("%s", warning)
+            # Refuse an image whose dracut cannot build a live initramfs before the long stages.
+            _preflight_dracut(guest.tree(), info, opts.dracut)
             with _timed(timings, "rootfs"):
                 rootfs_img = rootfs.build_rootfs(
                     guest, info, rootfs_dir / "rootfs.img", opts.rootfs, workdir=staging.work,
@@ -397,6 +432,13 @@ def _manifest(
             "label": rootfs_img.label,
         },
         "squashfs": {"backend": opts.squashfs_backend, **_jsonable(asdict(sq_opts))},
+        # What the pxe stage was given, so that `liveimg boot-test` can write the same configs for its own URL.
+        "boot": {
+            **_jsonable(asdict(boot)),
+            "kernel_args": list(opts.pxe.kernel_args),
+            "keep_image_args": opts.pxe.keep_image_args,
+            "cloud_init": opts.pxe.cloud_init is not None,
+        },
         "kernel_args": list(pxe_result.kernel_args),
         "lorax_args": list(pxe_result.lorax_args),
         "pxe": {"url": opts.pxe.url, "pxe_dir": opts.pxe.pxe_dir},

@@ -4,7 +4,8 @@
   libguestfs appliance), compressed on the host; returns an :class:`Initrd`;
 * :class:`Initramfs` -- read any initramfs (early cpio + compressed archives + appended ones);
 * :func:`append_cpio` -- bake kernel arguments and files into an initramfs without dracut;
-* :func:`write_newc` -- the reproducible newc cpio writer behind it.
+* :func:`write_newc` -- the reproducible newc cpio writer behind it;
+* :func:`plan_dracut` -- check a guest (through any :class:`GuestFiles` view) before building.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from liveimg.dracut.compress import Compression, compress_initramfs
 from liveimg.dracut.cpio import write_newc
 from liveimg.dracut.customize import AppendCompression, Appended, EmbeddedFile, append_cpio
 from liveimg.dracut.initramfs import Initramfs, Member, Segment
-from liveimg.dracut.plan import DracutOptions, Where
+from liveimg.dracut.plan import DracutOptions, Plan, Where, plan_dracut
 from liveimg.dracut.stage import Initrd, build_initramfs
+from liveimg.dracut.tree import GuestFiles
 
 __all__ = [
     "AppendCompression",
@@ -22,13 +24,16 @@ __all__ = [
     "Compression",
     "DracutOptions",
     "EmbeddedFile",
+    "GuestFiles",
     "Initramfs",
     "Initrd",
     "Member",
+    "Plan",
     "Segment",
     "Where",
     "append_cpio",
     "build_initramfs",
     "compress_initramfs",
+    "plan_dracut",
     "write_newc",
 ]

@@ -1,0 +1,368 @@
+"""Stage 6, boot-test: boot built artifacts in QEMU as a diskless machine would, and look inside.
+
+``boot_test(outdir, options)`` reads ``manifest.json``, serves OUTDIR on 127.0.0.1 (the guest
+reaches it as ``http://10.0.2.100:<port>/`` through QEMU's restricted user network and
+nothing else), and boots one of four ways:
+
+``pxelinux`` (default)
+    The NIC's iPXE ROM gets ``pxelinux.0`` from QEMU's TFTP server; pxelinux loads the
+    kernel and initramfs over TFTP with the ``pxelinux.cfg/default`` that liveimg's pxe
+    stage writes (generated again for the test URL); dracut's livenet fetches the squashfs
+    over HTTP.
+``ipxe``
+    The NIC's iPXE ROM runs the generated ``boot.ipxe``: kernel and initramfs over HTTP.
+``kernel``
+    QEMU's ``-kernel``/``-initrd`` with the same command line (no firmware network boot).
+``disk``
+    No network: the squashfs is attached as a read-only disk and ``root=live:/dev/vda``.
+
+Looking inside.  Unless ``checks=False``, a small cpio is appended to (a copy of) the
+initramfs -- the customisation feature of :mod:`liveimg.dracut.customize` -- holding a dracut
+``pre-pivot`` hook.  The hook installs a oneshot unit in ``/run/systemd/system`` that the
+booted system starts once ``multi-user.target`` is reached; it prints, on the console, what
+``/`` is (``/dev/mapper/live-rw`` or an overlay), whether ``/run/ostree-booted`` exists,
+``ostree admin status``, the device-mapper table, the block devices, the hostname and, if
+asked, the result of writing N MiB (to show an overlay's size).  No password, no login, and
+the system boots to its usual target.  The unit's last line ends the watch; a known failure
+(dracut's emergency shell, a kernel panic, a failed download, ...) ends it sooner.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Literal
+
+from liveimg import boot as qemu
+from liveimg.accel import AccelChoice, choose_accel
+from liveimg.dracut import EmbeddedFile, append_cpio
+from liveimg.dracut.cpio import Kind
+from liveimg.dracut.initramfs import Initramfs
+from liveimg.errors import InvalidImage, InvalidOptions
+from liveimg.pxe import LiveBoot, PxeOptions, kernel_args, write_pxe
+
+log = logging.getLogger(__name__)
+
+Via = Literal["pxelinux", "ipxe", "kernel", "disk"]
+VIAS: tuple[Via, ...] = ("pxelinux", "ipxe", "kernel", "disk")
+
+CHECK = "LIVEIMG-CHECK"
+CHECK_END = "LIVEIMG-CHECK-END"
+
+#: Run by the booted system (from /run, put there by the initramfs hook) once multi-user is reached.
+CHECK_SCRIPT = """\
+#!/bin/sh
+# liveimg boot-test: report what the booted live system looks like, on the console.
+exec >/dev/console 2>&1
+say() { echo "LIVEIMG-CHECK $*"; }
+prefix() { while IFS= read -r line; do echo "LIVEIMG-CHECK-$1 $line"; done; }
+say "root=$(findmnt -no SOURCE / | head -n1) fstype=$(findmnt -no FSTYPE / | head -n1)"
+if [ -e /run/ostree-booted ]; then say "ostree-booted=yes"; else say "ostree-booted=no"; fi
+say "hostname=$(cat /proc/sys/kernel/hostname)"
+if command -v ostree >/dev/null 2>&1 && [ -e /run/ostree-booted ]; then
+    ostree admin status 2>&1 | prefix OSTREE
+fi
+if command -v dmsetup >/dev/null 2>&1; then
+    dmsetup table 2>&1 | prefix DMTABLE
+fi
+lsblk -b -n -r -o NAME,MAJ:MIN,SIZE,TYPE 2>&1 | prefix BLOCK
+write=$(sed -n 's/.*liveimg.check.write=\\([0-9][0-9]*\\).*/\\1/p' /proc/cmdline)
+if [ -n "$write" ]; then
+    if dd if=/dev/zero of=/var/tmp/liveimg-check-fill bs=1M count="$write" conv=fsync 2>/dev/null; then
+        say "write=ok mib=$write"
+    else
+        say "write=failed mib=$write"
+    fi
+    rm -f /var/tmp/liveimg-check-fill
+fi
+echo "LIVEIMG-CHECK-END"
+"""
+
+CHECK_UNIT = """\
+[Unit]
+Description=liveimg boot-test checks
+After=multi-user.target
+
+[Service]
+Type=oneshot
+ExecStart=/bin/sh /run/liveimg-check.sh
+"""
+
+#: Sourced by dracut in the initramfs just before switching root; /run survives the switch.
+CHECK_HOOK = """\
+# liveimg boot-test: start the checks in the booted system once it reaches multi-user
+mkdir -p /run/systemd/system/multi-user.target.wants
+cp /etc/liveimg-check/liveimg-check.service /run/systemd/system/liveimg-check.service
+ln -sf ../liveimg-check.service /run/systemd/system/multi-user.target.wants/liveimg-check.service
+cp /etc/liveimg-check/check.sh /run/liveimg-check.sh
+"""
+
+
+@dataclass(frozen=True)
+class BootTestOptions:
+    """How to boot-test.  ``write_mib`` writes that much in the booted system (overlay tests)."""
+
+    via: Via = "pxelinux"
+    timeout: float = 1800.0
+    memory_mib: int = 3072
+    kernel_args: tuple[str, ...] = ()
+    checks: bool = True
+    write_mib: int | None = None
+    workdir: Path | None = None
+    accel: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.via not in VIAS:
+            raise InvalidOptions(f"unknown boot method {self.via!r}", hint="use " + ", ".join(VIAS))
+        if self.write_mib is not None and not self.checks:
+            raise InvalidOptions("the write test runs with the in-guest checks")
+
+
+@dataclass(frozen=True)
+class BootTestResult:
+    """How the boot went and what the booted system said about itself."""
+
+    boot: qemu.BootResult
+    checks: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    ostree_status: tuple[str, ...] = ()
+    dm_table: tuple[str, ...] = ()
+    block_devices: tuple[str, ...] = ()
+    problems: tuple[str, ...] = ()
+    workdir: Path = Path()
+
+    @property
+    def ok(self) -> bool:
+        return self.boot.ok and not self.problems
+
+    @property
+    def overlay_bytes(self) -> int | None:
+        """Size of the device-mapper snapshot's copy-on-write device (``rd.live.overlay.size``), if any."""
+        cow = None
+        for line in self.dm_table:
+            fields = line.split()
+            if line.startswith("live-rw:") and len(fields) > 5 and fields[3] == "snapshot":
+                cow = fields[5]
+        for line in self.block_devices:
+            fields = line.split()
+            if cow is not None and len(fields) >= 3 and fields[1] == cow and fields[2].isdigit():
+                return int(fields[2])
+        return None
+
+    def summary(self) -> str:
+        text = self.boot.summary()
+        if self.problems:
+            text += "; " + "; ".join(self.problems)
+        return text
+
+
+def _read_manifest(outdir: Path) -> dict[str, Any]:
+    path = outdir / "manifest.json"
+    try:
+        manifest: dict[str, Any] = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise InvalidOptions(f"{outdir} has no manifest.json", hint="give the OUTDIR of `liveimg build`") from None
+    except (OSError, ValueError) as exc:
+        raise InvalidImage(f"{path} cannot be read: {exc}") from None
+    for key in ("boot", "kernel", "initramfs", "rootfs"):
+        if key not in manifest:
+            raise InvalidImage(f"{path} has no {key!r}: was it written by this version of liveimg?")
+    for name in (manifest["kernel"]["file"], manifest["initramfs"]["file"], manifest["rootfs"]["file"]):
+        if "/" in name or not (outdir / name).is_file():
+            raise InvalidImage(f"{outdir}: {name} (named in manifest.json) is missing")
+    return manifest
+
+
+def _live_boot(manifest: Mapping[str, Any]) -> LiveBoot:
+    fields = {f.name for f in dataclasses.fields(LiveBoot)}
+    data = {k: v for k, v in manifest["boot"].items() if k in fields}
+    data["image_args"] = tuple(data.get("image_args", ()))
+    return LiveBoot(**data)
+
+
+def _initramfs_hook_dir(initramfs: Path) -> str:
+    """Where the initramfs keeps dracut's pre-pivot hooks (``lib`` may be a link to ``usr/lib``)."""
+    found = Initramfs(initramfs)
+    for candidate in ("usr/lib/dracut/hooks/pre-pivot", "lib/dracut/hooks/pre-pivot"):
+        if any(m.kind is Kind.DIR for m in found.find(candidate)):
+            return candidate
+    raise InvalidImage(
+        f"{initramfs} has no dracut pre-pivot hook directory: is it a dracut initramfs?",
+        hint="boot-test with checks=False (--no-checks) to boot it without looking inside",
+    )
+
+
+def with_checks(initramfs: Path, dest: Path, scratch: Path) -> Path:
+    """A copy of ``initramfs`` with the checker appended (see the module docstring)."""
+    hooks = _initramfs_hook_dir(initramfs)
+    files = {"check.sh": CHECK_SCRIPT, "liveimg-check.service": CHECK_UNIT, "hook.sh": CHECK_HOOK}
+    for name, text in files.items():
+        (scratch / name).write_text(text)
+    append_cpio(
+        initramfs,
+        dest,
+        files=[
+            EmbeddedFile(scratch / "check.sh", "/etc/liveimg-check/check.sh", 0o755),
+            EmbeddedFile(scratch / "liveimg-check.service", "/etc/liveimg-check/liveimg-check.service", 0o644),
+            EmbeddedFile(scratch / "hook.sh", f"/{hooks}/99-liveimg-check.sh", 0o755),
+        ],
+    )
+    return dest
+
+
+_CHECK_LINE = re.compile(rf"{CHECK} (.*)$")
+
+
+def parse_checks(console_log: Path) -> tuple[dict[str, str], list[str], list[str], list[str]]:
+    """The key=value pairs, ostree status, dm table and block device lines the checker printed."""
+    fields: dict[str, str] = {}
+    groups: dict[str, list[str]] = {"OSTREE": [], "DMTABLE": [], "BLOCK": []}
+    try:
+        text = console_log.read_text(errors="replace")
+    except OSError:
+        return fields, [], [], []
+    for raw in text.splitlines():
+        line = qemu.clean_line(raw)
+        for group, lines in groups.items():
+            marker = f"{CHECK}-{group} "
+            if marker in line:
+                lines.append(line.split(marker, 1)[1])
+                break
+        else:
+            match = _CHECK_LINE.search(line)
+            if match:
+                for token in match.group(1).split():
+                    key, sep, value = token.partition("=")
+                    if sep:
+                        fields[key] = value
+    return fields, groups["OSTREE"], groups["DMTABLE"], groups["BLOCK"]
+
+
+def judge(
+    manifest: Mapping[str, Any], fields: Mapping[str, str], ostree_status: Sequence[str], dm_table: Sequence[str]
+) -> list[str]:
+    """What is wrong with the booted system, judged from the checker's report."""
+    problems: list[str] = []
+    root, fstype = fields.get("root", ""), fields.get("fstype", "")
+    if not (root.startswith("/dev/mapper/live-") or fstype == "overlay"):
+        problems.append(f"/ is {root or '?'} ({fstype or '?'}), not the live overlay")
+    deployment = manifest.get("deployment")
+    if deployment:
+        if fields.get("ostree-booted") != "yes":
+            problems.append("/run/ostree-booted is missing: ostree did not set up the deployment")
+        wanted = f"{deployment['checksum']}.{deployment['serial']}"
+        booted = [line for line in ostree_status if line.lstrip().startswith("*")]
+        if not booted:
+            problems.append("ostree admin status shows no booted deployment")
+        elif wanted not in booted[0] or deployment["osname"] not in booted[0]:
+            problems.append(f"booted deployment is {booted[0].strip()!r}, not {deployment['osname']} {wanted}")
+    if "write" in fields and fields["write"] != "ok":
+        problems.append(f"writing {fields.get('mib', '?')} MiB in the live system failed")
+    if not any(line.startswith("live-rw:") for line in dm_table) and fstype != "overlay":
+        problems.append("device-mapper has no live-rw device")
+    return problems
+
+
+def _place(src: Path, dest: Path) -> None:
+    try:
+        os.link(src, dest)
+    except OSError:
+        os.symlink(src.absolute(), dest)
+
+
+def boot_test(outdir: Path, options: BootTestOptions | None = None) -> BootTestResult:
+    """Boot the artifacts in ``outdir`` (made by ``liveimg build``) and check the booted system."""
+    opts = options or BootTestOptions()
+    outdir = Path(outdir).absolute()
+    manifest = _read_manifest(outdir)
+    live = _live_boot(manifest)
+    base = opts.workdir or outdir.with_name(outdir.name + ".boot-test")
+    base.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f"{opts.via}-", dir=base))
+    serve = work / "srv"
+    serve.mkdir()
+    initramfs = outdir / live.initramfs
+    if opts.checks:
+        initramfs = with_checks(initramfs, serve / live.initramfs, work)
+    else:
+        _place(initramfs, serve / live.initramfs)
+    _place(outdir / live.kernel, serve / live.kernel)
+    _place(outdir / live.squashfs, serve / live.squashfs)
+    if (outdir / "cloud-init").is_dir():
+        shutil.copytree(outdir / "cloud-init", serve / "cloud-init")
+    with qemu.serve_directory(serve) as server:
+        url = server.guest_url().rstrip("/")
+        extra = ["console=ttyS0,115200", *opts.kernel_args]
+        if manifest["boot"].get("cloud_init"):
+            extra.append(f"ds=nocloud-net;s={url}/cloud-init/")
+        if opts.write_mib is not None:
+            extra.append(f"liveimg.check.write={opts.write_mib}")
+        pxe_options = PxeOptions(
+            url=url,
+            kernel_args=(*manifest["boot"].get("kernel_args", ()), *extra),
+            keep_image_args=bool(manifest["boot"].get("keep_image_args", True)),
+        )
+        args = kernel_args(live, pxe_options, url)
+        machine = _machine(opts, live, serve, pxe_options, server)
+        success = [qemu.Pattern("checks", rf"^{CHECK_END}\b")] if opts.checks else list(qemu.DEFAULT_SUCCESS)
+        log.info("boot-test %s via %s: %s", outdir, opts.via, " ".join(args))
+        result = qemu.boot(machine, work, timeout=opts.timeout, success=success, accel=_accel(opts))
+        requests = server.requests
+    (work / "http.log").write_text("".join(f"{r.method} {r.path} {r.status} {r.bytes_sent}\n" for r in requests))
+    if not opts.checks:
+        return BootTestResult(result, workdir=work)
+    fields, ostree_status, dm_table, blocks = parse_checks(result.console_log)
+    problems = judge(manifest, fields, ostree_status, dm_table) if result.ok else []
+    return BootTestResult(
+        boot=result,
+        checks=MappingProxyType(fields),
+        ostree_status=tuple(ostree_status),
+        dm_table=tuple(dm_table),
+        block_devices=tuple(blocks),
+        problems=tuple(problems),
+        workdir=work,
+    )
+
+
+def _accel(opts: BootTestOptions) -> AccelChoice | None:
+    return choose_accel(opts.accel) if opts.accel else None
+
+
+def _machine(
+    opts: BootTestOptions, live: LiveBoot, serve: Path, pxe_options: PxeOptions, server: qemu.HttpServer
+) -> qemu.Machine:
+    url = server.guest_url().rstrip("/")
+    args = kernel_args(live, pxe_options, url)
+    forwards = (server.forward(),)
+    if opts.via == "kernel":
+        kernel = qemu.DirectKernel(serve / live.kernel, serve / live.initramfs, " ".join(args))
+        return qemu.Machine(memory_mib=opts.memory_mib, kernel=kernel, network=True, forwards=forwards)
+    if opts.via == "disk":
+        # No network at all: the squashfs is the first virtio disk.
+        args = ["root=live:/dev/vda" if a.startswith("root=live:") else a for a in args if a != "ip=dhcp"]
+        kernel = qemu.DirectKernel(serve / live.kernel, serve / live.initramfs, " ".join(args))
+        disk = qemu.Disk(serve / live.squashfs, mode="readonly")
+        return qemu.Machine(memory_mib=opts.memory_mib, kernel=kernel, disks=(disk,))
+    # Network boot with the pxe stage's own configs, written for the test URL into the TFTP root.
+    write_pxe(serve, live, pxe_options)
+    if opts.via == "pxelinux":
+        for src in (qemu.PXELINUX_DIR / "pxelinux.0", qemu.SYSLINUX_BIOS_DIR / "ldlinux.c32"):
+            if not src.is_file():
+                raise InvalidOptions(
+                    f"{src} is missing", hint="install the Debian packages pxelinux and syslinux-common"
+                )
+            shutil.copyfile(src, serve / src.name)
+        bootfile = "pxelinux.0"
+    else:
+        bootfile = "boot.ipxe"
+    return qemu.Machine(
+        memory_mib=opts.memory_mib, netboot=qemu.NetworkBoot(serve, bootfile), network=True, forwards=forwards
+    )
