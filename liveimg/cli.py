@@ -347,6 +347,7 @@ def _add_build(parser: argparse.ArgumentParser) -> None:
                    "appliance: the libguestfs VM, for images you do not trust")  # fmt: skip
     g.add_argument("--initramfs-compression", choices=[c.value for c in Compression], default="xz",
                    help="initramfs compression, done on the host with all CPUs (default xz, as lorax)")  # fmt: skip
+    g.add_argument("--initramfs-level", type=int, metavar="N", help="compression level (default: dracut's)")
     g = parser.add_argument_group("boot configuration")
     g.add_argument("--url", help="where OUTDIR will be served (http://...): writes pxelinux, iPXE and GRUB configs")
     g.add_argument("--pxe-dir", default="", help="TFTP directory of the kernel and initramfs in pxelinux/GRUB configs")
@@ -390,6 +391,7 @@ def build_options(args: argparse.Namespace, accel: str | None) -> BuildOptions:
         raise InvalidOptions("--dracut-arg and --dracut-conf cannot be used together (as in lorax)")
     dracut_options = DracutOptions(
         compression=Compression(args.initramfs_compression),
+        level=args.initramfs_level,
         add_modules=tuple(args.dracut_add),
         omit_modules=tuple(args.dracut_omit),
         dracut_args=tuple(args.dracut_arg) if args.dracut_arg else None,

@@ -20,6 +20,7 @@ import enum
 import logging
 import os
 import shutil
+import tarfile
 import tempfile
 import threading
 import time
@@ -32,7 +33,7 @@ from liveimg import __version__, e2fs, rootfs
 from liveimg.dracut import DracutOptions, GuestFiles, Initrd, build_initramfs, plan_dracut
 from liveimg.errors import HostError, InvalidImage, InvalidOptions
 from liveimg.fsview import FileType, GuestTree
-from liveimg.guest import ImageInfo, open_guest, probe_image
+from liveimg.guest import Guest, ImageInfo, open_guest, probe_image
 from liveimg.progress import Progress
 from liveimg.pxe import SQUASHFS_NAME, LiveBoot, PxeOptions, PxeResult, sha256_file, write_manifest, write_pxe
 from liveimg.rootfs import RootfsImage, RootfsOptions
@@ -44,6 +45,8 @@ from liveimg.squashfs import (
     parse_compress_args,
     write_squashfs_file,
 )
+from liveimg.squashfs.tar import add_tar_stream
+from liveimg.squashfs.writer import SquashfsWriter
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +56,8 @@ STAGES = ("guest", "rootfs", "squashfs", "dracut", "pxe")
 class RootfsType(enum.StrEnum):
     #: ``LiveOS/rootfs.img`` (ext4) inside the squashfs: what lorax ships and every dracut boots.
     SQUASHFS_EXT4 = "squashfs-ext4"
+    #: The physical root's tree itself in the squashfs; dracut mounts it under an overlay.
+    SQUASHFS = "squashfs"
 
 
 @dataclass(frozen=True)
@@ -211,6 +216,53 @@ def _preflight_dracut(tree: GuestTree, info: ImageInfo, options: DracutOptions) 
     plan_dracut(view, kver=info.kernel.version, ostree=info.ostree, options=options, output="/run/initramfs.cpio")
 
 
+def _tar_into(g: Any, directory: str, writer: SquashfsWriter, *, prefix: str, skip: frozenset[str]) -> int:
+    """Stream ``directory`` of the appliance (``tar-out``) into the squashfs writer, through a FIFO."""
+    with tempfile.TemporaryDirectory(prefix="liveimg-tar-") as tmp:
+        fifo = Path(tmp, "stream")
+        os.mkfifo(fifo)
+        failure: list[BaseException] = []
+
+        def produce() -> None:
+            try:
+                g.tar_out(directory, str(fifo), numericowner=True, xattrs=True, selinux=True, acls=True)
+            except BaseException as exc:  # reported by the consumer
+                failure.append(exc)
+                with contextlib.suppress(OSError):  # unblock a reader still waiting to open
+                    os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+
+        producer = threading.Thread(target=produce, name="liveimg-tar-out", daemon=True)
+        producer.start()
+        try:
+            with open(fifo, "rb") as stream:
+                try:
+                    return add_tar_stream(writer, stream, prefix=prefix, skip=skip)
+                except tarfile.TarError as exc:
+                    if failure:
+                        raise InvalidImage(f"reading {directory} in the appliance failed: {failure[0]}") from exc
+                    raise InvalidImage(f"the tar stream of {directory} is damaged: {exc}") from exc
+        finally:
+            producer.join()
+
+
+def pack_guest_tree(guest: Guest, dest: Path, options: SquashfsOptions, progress: Progress) -> SquashfsResult:
+    """The flat rootfs type: the physical root (``/boot`` merged) itself in the squashfs.
+
+    dracut uses a flat squashfs as the root under an overlay when it has ``/proc`` (dracut
+    before 110) or ``/usr`` or ``/ostree`` (dracut-ng): an ostree physical root gets an
+    empty ``/proc`` so that both recognise it.
+    """
+    boot_mp = guest.boot_mountpoint
+    with SquashfsWriter(dest, options, progress) as writer:
+        skip = frozenset({"boot"}) if boot_mp is not None else frozenset()
+        _tar_into(guest.g, guest.root_mountpoint, writer, prefix="", skip=skip)
+        if boot_mp is not None:
+            _tar_into(guest.g, boot_mp, writer, prefix="boot", skip=frozenset())
+        if not guest.tree().lexists("/proc"):
+            writer.add_directory("proc", mode=0o555)
+        return writer.finish()
+
+
 def squashfs_options(options: BuildOptions, info: ImageInfo) -> SquashfsOptions:
     """The squashfs options in effect.
 
@@ -260,6 +312,10 @@ def build(
     is then as it was, and no temporary file is left behind.
     """
     opts = options or BuildOptions()
+    if opts.rootfs_type is RootfsType.SQUASHFS and opts.squashfs_backend != "native":
+        raise InvalidOptions(
+            "the squashfs rootfs type streams the tree into liveimg's own writer: use --squashfs-backend native"
+        )
     progress = progress or Progress()
     image = _check_input(Path(image))
     staging = _Staging(Path(outdir), force=opts.force, workdir=opts.workdir, keep_workdir=opts.keep_workdir)
@@ -286,9 +342,22 @@ def build(
                     guest, info, rootfs_dir / "rootfs.img", opts.rootfs, workdir=staging.work,
                     work_drive=(drive, guest.work_devices[0]), progress=progress,
                 )  # fmt: skip
+            sq_opts = squashfs_options(opts, info)
+            squashfs_dest = staging.out / SQUASHFS_NAME
+            if opts.rootfs_type is RootfsType.SQUASHFS:
+                # The tree comes from the appliance; rootfs.img above still feeds the dracut stage.
+                with _timed(timings, "squashfs"):
+                    squashed = pack_guest_tree(guest, squashfs_dest, sq_opts, progress)
+        # The appliance is closed before the long host-side stages, to give them its memory.
+        if opts.rootfs_type is RootfsType.SQUASHFS_EXT4:
+            with _timed(timings, "squashfs"):
+                squashed = write_squashfs_file(
+                    rootfs_img.path, squashfs_dest, "LiveOS/rootfs.img", sq_opts, progress,
+                    backend=opts.squashfs_backend,
+                )  # fmt: skip
         result = _finish(
-            image=image, info=info, rootfs_img=rootfs_img, opts=opts, staging=staging, timings=timings,
-            progress=progress, hasher=hasher,
+            image=image, info=info, rootfs_img=rootfs_img, squashed=squashed, sq_opts=sq_opts, opts=opts,
+            staging=staging, timings=timings, progress=progress, hasher=hasher,
         )  # fmt: skip
         staging.commit()
         timings["total"] = round(time.monotonic() - started, 3)
@@ -306,6 +375,8 @@ def _finish(
     image: Path,
     info: ImageInfo,
     rootfs_img: RootfsImage,
+    squashed: SquashfsResult,
+    sq_opts: SquashfsOptions,
     opts: BuildOptions,
     staging: _Staging,
     timings: dict[str, float],
@@ -315,11 +386,6 @@ def _finish(
     out = staging.out
     kernel = info.kernel
     kver = kernel.version
-    sq_opts = squashfs_options(opts, info)
-    with _timed(timings, "squashfs"):
-        squashed = write_squashfs_file(
-            rootfs_img.path, out / SQUASHFS_NAME, "LiveOS/rootfs.img", sq_opts, progress, backend=opts.squashfs_backend
-        )
     deployment = info.deployment
     with _timed(timings, "dracut"):
         initrd = build_initramfs(
@@ -425,7 +491,7 @@ def _manifest(
         "rootfs": {
             "file": SQUASHFS_NAME,
             "type": str(opts.rootfs_type),
-            "image": "LiveOS/rootfs.img",
+            "image": "LiveOS/rootfs.img" if opts.rootfs_type is RootfsType.SQUASHFS_EXT4 else None,
             "method": str(rootfs_img.method),
             "size": rootfs_img.size,
             "allocated": rootfs_img.allocated,
