@@ -44,9 +44,7 @@ from typing import Any, Literal
 
 from liveimg import boot as qemu
 from liveimg.accel import AccelChoice, choose_accel
-from liveimg.dracut import EmbeddedFile, append_cpio
-from liveimg.dracut.cpio import Kind
-from liveimg.dracut.initramfs import Initramfs
+from liveimg.dracut import EmbeddedFile, append_cpio, hook_dir
 from liveimg.errors import InvalidImage, InvalidOptions
 from liveimg.pxe import LiveBoot, PxeOptions, kernel_args, write_pxe
 
@@ -188,21 +186,9 @@ def _live_boot(manifest: Mapping[str, Any]) -> LiveBoot:
     return LiveBoot(**data)
 
 
-def _initramfs_hook_dir(initramfs: Path) -> str:
-    """Where the initramfs keeps dracut's pre-pivot hooks (``lib`` may be a link to ``usr/lib``)."""
-    found = Initramfs(initramfs)
-    for candidate in ("usr/lib/dracut/hooks/pre-pivot", "lib/dracut/hooks/pre-pivot"):
-        if any(m.kind is Kind.DIR for m in found.find(candidate)):
-            return candidate
-    raise InvalidImage(
-        f"{initramfs} has no dracut pre-pivot hook directory: is it a dracut initramfs?",
-        hint="boot-test with checks=False (--no-checks) to boot it without looking inside",
-    )
-
-
 def with_checks(initramfs: Path, dest: Path, scratch: Path) -> Path:
     """A copy of ``initramfs`` with the checker appended (see the module docstring)."""
-    hooks = _initramfs_hook_dir(initramfs)
+    hooks = hook_dir(initramfs, "pre-pivot")
     files = {"check.sh": CHECK_SCRIPT, "liveimg-check.service": CHECK_UNIT, "hook.sh": CHECK_HOOK}
     for name, text in files.items():
         (scratch / name).write_text(text)

@@ -30,7 +30,16 @@ from pathlib import Path
 from typing import Any
 
 from liveimg import __version__, e2fs, rootfs
-from liveimg.dracut import DracutOptions, GuestFiles, Initrd, build_initramfs, plan_dracut
+from liveimg.dracut import (
+    DracutOptions,
+    EmbeddedFile,
+    GuestFiles,
+    Initrd,
+    append_cpio,
+    build_initramfs,
+    hook_dir,
+    plan_dracut,
+)
 from liveimg.errors import HostError, InvalidImage, InvalidOptions
 from liveimg.fsview import FileType, GuestTree
 from liveimg.guest import Guest, ImageInfo, open_guest, probe_image
@@ -263,6 +272,28 @@ def pack_guest_tree(guest: Guest, dest: Path, options: SquashfsOptions, progress
         return writer.finish()
 
 
+#: dracut up to 059 (and early dracut-ng), with systemd in the initramfs, never creates the upper
+#: and work directories of a temporary OverlayFS root (dracutdevs/dracut#1820, dracut-ng#431),
+#: so a flat squashfs root fails with "overlayfs: failed to resolve '/run/overlayfs'".
+OVERLAYFS_HOOK = """\
+# liveimg: the directories a temporary OverlayFS live root needs (see dracut issue 1820)
+mkdir -m 0755 -p /run/overlayfs /run/ovlwork
+"""
+
+
+def _add_overlayfs_hook(initramfs: Path, workdir: Path) -> None:
+    """Append the pre-mount hook that works around dracut's missing OverlayFS directories."""
+    script = workdir / "liveimg-overlayfs.sh"
+    script.write_text(OVERLAYFS_HOOK)
+    hooks = hook_dir(initramfs, "pre-mount")
+    tmp = initramfs.with_name(f".{initramfs.name}.tmp")
+    try:
+        append_cpio(initramfs, tmp, files=[EmbeddedFile(script, f"/{hooks}/10-liveimg-overlayfs.sh", 0o755)])
+        tmp.replace(initramfs)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def squashfs_options(options: BuildOptions, info: ImageInfo) -> SquashfsOptions:
     """The squashfs options in effect.
 
@@ -399,6 +430,8 @@ def _finish(
             ostree=info.ostree,
             progress=progress,
         )
+        if opts.rootfs_type is RootfsType.SQUASHFS:
+            _add_overlayfs_hook(initrd.path, staging.work)
         kernel_name = f"vmlinuz-{kver}"
         _copy_kernel(rootfs_img.path, kernel.path, out / kernel_name, staging.work)
     input_sha256 = hasher.result()

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from liveimg.dracut.compress import Compression, compress_initramfs
 from liveimg.dracut.cpio import write_newc
-from liveimg.dracut.customize import AppendCompression, Appended, EmbeddedFile, append_cpio
+from liveimg.dracut.customize import AppendCompression, Appended, EmbeddedFile, append_cpio, hook_dir
 from liveimg.dracut.initramfs import Initramfs, Member, Segment
 from liveimg.dracut.plan import DracutOptions, Plan, Where, plan_dracut
 from liveimg.dracut.stage import Initrd, build_initramfs
@@ -34,6 +34,7 @@ __all__ = [
     "append_cpio",
     "build_initramfs",
     "compress_initramfs",
+    "hook_dir",
     "plan_dracut",
     "write_newc",
 ]

@@ -180,3 +180,16 @@ def append_cpio(
         compression=compression,
         paths=tuple(sorted(e.name for e in entries)),
     )
+
+
+def hook_dir(initramfs: str | os.PathLike[str], hook: str) -> str:
+    """Where a dracut initramfs keeps the scripts of ``hook`` (``pre-mount``, ``pre-pivot``, ...).
+
+    ``lib`` may be a link to ``usr/lib`` (merged /usr), and an appended archive must name
+    the real directory: the kernel's unpacker would not follow the link for a new entry.
+    """
+    found = Initramfs(initramfs)
+    for candidate in (f"usr/lib/dracut/hooks/{hook}", f"lib/dracut/hooks/{hook}"):
+        if any(m.kind is cpio.Kind.DIR for m in found.find(candidate)):
+            return candidate
+    raise InvalidImage(f"{initramfs} has no dracut {hook} hook directory: is it a dracut initramfs?")
