@@ -51,13 +51,15 @@ def main() -> int:
         print("demo: `liveimg build` (the whole pipeline) is not built yet: stopping here")
         return 0
     step("build the live PXE artifacts")
-    if liveimg("build", image, "-o", str(OUT), "--force") != 0:
+    # lorax's defaults (xz + BCJ squashfs, xz initramfs), plus ready configs for a URL.
+    if liveimg("build", image, "-o", str(OUT), "--force", "--url", "http://pxe.example.com/live",
+               "--kernel-arg", "rd.live.overlay.size=1024") != 0:  # fmt: skip
         return 1
     if "boot-test" not in commands:
         print("demo: `liveimg boot-test` is not built yet: stopping here")
         return 0
-    step("boot the artifacts over PXE in QEMU")
-    return liveimg("boot-test", str(OUT))
+    step("boot the artifacts over PXE in QEMU (pxelinux over TFTP, the squashfs over HTTP)")
+    return liveimg("boot-test", str(OUT), "--via", "pxelinux", "--write", "600")
 
 
 if __name__ == "__main__":
