@@ -36,11 +36,12 @@ types: setup
 unit: setup
 	$(PYTEST) -m unit
 
+# The slow tiers run two test files at a time: QEMU under TCG uses one core per guest.
 integration: setup
-	$(PYTEST) -m integration
+	$(PYTEST) -m integration -n 2 --dist loadfile
 
 e2e: setup
-	$(PYTEST) -m e2e
+	$(PYTEST) -m e2e -n 2 --dist loadfile
 
 test: lint types unit integration e2e
 
