@@ -189,9 +189,7 @@ def test_classic_layout(classic_image: Path) -> None:
         assert g.cat("/etc/fstab").split()[:2] == [f"UUID={uuid}", "/"]
         assert f"root=UUID={uuid}" in g.cat("/etc/kernel/cmdline").split()
         assert g.cat("/etc/hostname").strip() == "liveimg-sample"
-        if "cloud-init" in samples.manifest(classic_image).get("extra_packages", []):
-            assert g.is_file("/usr/bin/cloud-init")
-            assert "NoCloud" in g.cat("/etc/cloud/cloud.cfg.d/90-liveimg-sample.cfg")
+        assert not g.exists("/usr/bin/cloud-init")  # too slow under TCG: see README-samples.md
 
 
 def test_qcow2_output(atomic_image: Path, atomic_qcow2: Path) -> None:
