@@ -161,15 +161,17 @@ def test_twodeploy_has_two_boot_checksums(twodeploy_image: Path) -> None:
 
 
 def test_xfs_lvm_layout(xfs_lvm_image: Path) -> None:
-    rows = virt_filesystems(xfs_lvm_image)
-    assert list(by_type(rows, "lv")) == ["/dev/atomicos/root"]
-    assert list(by_type(rows, "vg")) == ["/dev/atomicos"]
-    pvs = list(by_type(rows, "pv"))
-    assert len(pvs) == 1 and pvs[0].endswith("3")  # libguestfs may name the PV's disk sdb
-    fs = by_type(rows, "filesystem")
-    assert (fs["/dev/atomicos/root"]["VFS"], fs["/dev/atomicos/root"]["Label"]) == ("xfs", "root")
-    assert fs["/dev/sda2"]["VFS"] == "ext4"
-    with guest(xfs_lvm_image, ("/dev/atomicos/root", "/"), ("/dev/sda2", "/boot")) as g:
+    # One appliance for the listing and the layout: libguestfs's LVM and filesystem calls are
+    # what virt-filesystems prints.
+    with guest(xfs_lvm_image) as g:
+        assert g.lvs() == ["/dev/atomicos/root"]
+        assert g.vgs() == ["atomicos"]
+        pvs = g.pvs()
+        assert len(pvs) == 1 and pvs[0].endswith("3")  # libguestfs may name the PV's disk sdb
+        assert (g.vfs_type("/dev/atomicos/root"), g.vfs_label("/dev/atomicos/root")) == ("xfs", "root")
+        assert g.vfs_type("/dev/sda2") == "ext4"
+        g.mount_ro("/dev/atomicos/root", "/")
+        g.mount_ro("/dev/sda2", "/boot")
         check_ostree(g, 1)
         options = next(iter(bls_entries(g).values()))["options"].split()
         assert "root=/dev/mapper/atomicos-root" in options
