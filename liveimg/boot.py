@@ -428,11 +428,18 @@ def boot(
 
 
 def pxelinux_config(*, kernel: str, initrd: str | None, append: str, label: str = "liveimg") -> str:
-    """A ``pxelinux.cfg/default`` that boots one entry at once.  Paths may be TFTP names or URLs."""
+    """A ``pxelinux.cfg/default`` that boots one entry at once, talking on the serial console too.
+
+    Paths may be TFTP names or (for lpxelinux) URLs.
+    """
     if "\n" in append or "\n" in kernel or (initrd and "\n" in initrd):
         raise InvalidOptions("kernel, initrd and command line must be single lines")
     args = (f"initrd={initrd} " if initrd else "") + append
-    return f"DEFAULT {label}\nPROMPT 0\nTIMEOUT 0\n\nLABEL {label}\n  KERNEL {kernel}\n  APPEND {args.strip()}\n"
+    # SERIAL puts pxelinux's own messages ("Loading vmlinuz... ok") on the console log too.
+    return (
+        f"SERIAL 0 115200\nDEFAULT {label}\nPROMPT 0\nTIMEOUT 0\n\n"
+        f"LABEL {label}\n  KERNEL {kernel}\n  APPEND {args.strip()}\n"
+    )
 
 
 def ipxe_script(*, kernel: str, initrd: str | None, append: str) -> str:

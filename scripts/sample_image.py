@@ -89,8 +89,6 @@ BASE_PACKAGES = (
 )  # fmt: skip
 DRACUT_PACKAGES = ("dracut", "dracut-core", "dracut-live", "dracut-network")
 KERNEL_PACKAGES = ("linux-image-amd64",)
-#: Extra packages of the classic variant: cloud-init with the NoCloud datasource only.
-CLASSIC_PACKAGES = ("cloud-init",)
 
 # Debian's dracut builds host-only initramfs by default; a sample must boot anywhere, over the
 # network too, and as an ostree deployment.
@@ -140,11 +138,6 @@ d /var/spool 0755 root root -
 d /var/mail 2775 root mail -
 d /var/local 2775 root staff -
 d /var/backups 0755 root root -
-"""
-
-CLOUD_CFG = """\
-# liveimg sample: only the NoCloud datasource; without a seed, cloud-init stays disabled.
-datasource_list: [ NoCloud ]
 """
 
 # GPT partition type GUIDs.
@@ -431,7 +424,6 @@ class Manifest:
     root_device: str = ""
     fstype: str = "ext4"
     deployments: int = 0
-    extra_packages: list[str] = field(default_factory=list)
     partitions: list[dict[str, object]] = field(default_factory=list)
     build_seconds: float = 0.0
     apparent_bytes: int = 0
@@ -663,7 +655,7 @@ pvs-full
            "status=none"])  # fmt: skip
 
 
-def build_classic(r: Runner, base: Path, disk: Path, work: Path, apt_cache: Path) -> Manifest:
+def build_classic(r: Runner, base: Path, disk: Path, work: Path) -> Manifest:
     m = Manifest(variant="classic")
     tree = work / "tree"
     r.note("unpacking the base tree")
@@ -672,18 +664,6 @@ def build_classic(r: Runner, base: Path, disk: Path, work: Path, apt_cache: Path
     m.root_fs_uuid = str(uuid.uuid4())
     m.root_device = f"UUID={m.root_fs_uuid}"
     m.kernel_args = [f"root=UUID={m.root_fs_uuid}", "rw", *CONSOLE_KARGS]
-    if CLASSIC_PACKAGES:
-        m.extra_packages = list(CLASSIC_PACKAGES)
-        r.note(f"installing {' '.join(CLASSIC_PACKAGES)}")
-        shutil.copy2("/etc/resolv.conf", tree / "etc/resolv.conf")
-        apt = "DEBIAN_FRONTEND=noninteractive apt-get -y -q --no-install-recommends -o DPkg::Lock::Timeout=600"
-        with flocked(apt_cache / ".lock"):
-            r.in_chroot(tree, f"apt-get -q update\n{apt} install {' '.join(CLASSIC_PACKAGES)}\n", apt_cache=apt_cache)
-        (tree / "etc/cloud/cloud.cfg.d/90-liveimg-sample.cfg").write_text(CLOUD_CFG)
-        (tree / "etc/resolv.conf").unlink(missing_ok=True)
-        for entry in [*(tree / "var/lib/apt/lists").glob("*"), *(tree / "var/cache/apt").glob("*.bin")]:
-            if entry.is_file() and entry.name != "lock":
-                entry.unlink()
     (tree / "etc/fstab").write_text(f"UUID={m.root_fs_uuid}\t/\text4\terrors=remount-ro\t0\t1\n")
     kernel_cmdline = tree / "etc/kernel/cmdline"
     kernel_cmdline.parent.mkdir(parents=True, exist_ok=True)
@@ -760,7 +740,7 @@ def ensure_image(keydir: Path, cache_root: Path, variant: str, fmt: str, force: 
             started = time.monotonic()
             try:
                 if variant == "classic":
-                    m = build_classic(r, base, tmp, work, cache_root / "debs")
+                    m = build_classic(r, base, tmp, work)
                 else:
                     m = build_atomic(r, variant, base, tmp, work)
             except BaseException:

@@ -262,7 +262,7 @@ def test_machine_must_boot_one_way(tmp_path: Path) -> None:
 def test_pxelinux_config() -> None:
     text = boot.pxelinux_config(kernel="vmlinuz", initrd="initramfs.img", append="root=live:x rd.live.image")
     assert text == (
-        "DEFAULT liveimg\nPROMPT 0\nTIMEOUT 0\n\nLABEL liveimg\n  KERNEL vmlinuz\n"
+        "SERIAL 0 115200\nDEFAULT liveimg\nPROMPT 0\nTIMEOUT 0\n\nLABEL liveimg\n  KERNEL vmlinuz\n"
         "  APPEND initrd=initramfs.img root=live:x rd.live.image\n"
     )
     with pytest.raises(InvalidOptions):

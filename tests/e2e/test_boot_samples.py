@@ -63,7 +63,9 @@ def test_atomic_sample_boots_over_pxelinux_tftp(
     result = boot(machine, tmp_path / "boot", timeout=BOOT_TIMEOUT)
     check_atomic_marker(result, atomic_image)
     console = result.console_log.read_text(errors="replace")
-    assert "PXELINUX" in console  # it really went through pxelinux
+    # it really went through pxelinux: its messages, and the BOOT_IMAGE= it adds to the command line
+    assert "Loading vmlinuz" in console
+    assert "Command line: BOOT_IMAGE=vmlinuz initrd=initramfs.img " in console
 
 
 def test_atomic_sample_boots_over_lpxelinux_http(
@@ -89,5 +91,6 @@ def test_atomic_sample_boots_over_lpxelinux_http(
         result = boot(machine, tmp_path / "boot", timeout=BOOT_TIMEOUT)
         served = {(r.path, r.bytes_sent) for r in server.requests if r.method == "GET"}
     check_atomic_marker(result, atomic_image)
+    assert f"Command line: BOOT_IMAGE={server.guest_url(files.kernel.name)} " in result.console_log.read_text()
     for path in (files.kernel, files.initrd):
         assert (f"/{path.name}", path.stat().st_size) in served, served

@@ -28,7 +28,7 @@ def virt_filesystems(image: Path, fmt: str = "raw") -> list[dict[str, str]]:
     """``virt-filesystems --all --long --csv`` rows, keyed by column name."""
     support.need("virt-filesystems")
     out = runner.run(
-        ["virt-filesystems", "-a", image, f"--format={fmt}", "--all", "--long", "--uuid", "--csv"],
+        ["virt-filesystems", f"--format={fmt}", "-a", image, "--all", "--long", "--uuid", "--csv"],
         env=support.guestfs_env(),
         timeout=900,
     ).stdout
@@ -119,16 +119,21 @@ def check_ostree(g: Any, deployments: int) -> dict[str, str]:
     return by_bootcsum
 
 
+def by_type(rows: list[dict[str, str]], kind: str) -> dict[str, dict[str, str]]:
+    return {row["Name"]: row for row in rows if row["Type"] == kind}
+
+
 def test_atomic_partitions_and_filesystems(atomic_image: Path) -> None:
-    rows = {row["Name"]: row for row in virt_filesystems(atomic_image)}
-    assert rows["/dev/sda"]["Type"] == "device"
-    assert {name for name, row in rows.items() if row["Type"] == "partition"} == {"/dev/sda1", "/dev/sda2", "/dev/sda3"}
-    assert rows["/dev/sda2"]["VFS"] == "ext4" and rows["/dev/sda2"]["Label"] == "boot"
-    assert rows["/dev/sda3"]["VFS"] == "ext4" and rows["/dev/sda3"]["Label"] == "root"
-    assert not [row for row in rows.values() if row["Type"] == "lv"]
+    rows = virt_filesystems(atomic_image)
+    assert list(by_type(rows, "device")) == ["/dev/sda"]
+    assert sorted(by_type(rows, "partition")) == ["/dev/sda1", "/dev/sda2", "/dev/sda3"]
+    fs = by_type(rows, "filesystem")
+    assert (fs["/dev/sda2"]["VFS"], fs["/dev/sda2"]["Label"]) == ("ext4", "boot")
+    assert (fs["/dev/sda3"]["VFS"], fs["/dev/sda3"]["Label"]) == ("ext4", "root")
+    assert by_type(rows, "lv") == {}
     meta = samples.manifest(atomic_image)
-    assert rows["/dev/sda3"]["UUID"] == meta["root_fs_uuid"]
-    assert rows["/dev/sda2"]["UUID"] == meta["boot_fs_uuid"]
+    assert fs["/dev/sda3"]["UUID"] == meta["root_fs_uuid"]
+    assert fs["/dev/sda2"]["UUID"] == meta["boot_fs_uuid"]
     # sparse: far less allocated than its size
     st = atomic_image.stat()
     assert st.st_blocks * 512 < st.st_size * 0.7
@@ -156,16 +161,17 @@ def test_twodeploy_has_two_boot_checksums(twodeploy_image: Path) -> None:
 
 
 def test_xfs_lvm_layout(xfs_lvm_image: Path) -> None:
-    rows = {row["Name"]: row for row in virt_filesystems(xfs_lvm_image)}
-    lv = rows["/dev/atomicos/root"]
-    assert lv["Type"] == "filesystem" or lv["VFS"] == "xfs"
-    lvs = [row for row in rows.values() if row["Type"] == "lv"]
-    assert [row["Name"] for row in lvs] == ["/dev/atomicos/root"]
-    assert rows["/dev/atomicos/root"]["VFS"] == "xfs" and rows["/dev/atomicos/root"]["Label"] == "root"
-    assert [row["Name"] for row in rows.values() if row["Type"] == "vg"] == ["/dev/atomicos"]
-    assert [row["Name"] for row in rows.values() if row["Type"] == "pv"] == ["/dev/sda3"]
-    assert rows["/dev/sda2"]["VFS"] == "ext4"
-    with guest(xfs_lvm_image, ("/dev/atomicos/root", "/"), ("/dev/sda2", "/boot")) as g:
+    # One appliance for the listing and the layout: libguestfs's LVM and filesystem calls are
+    # what virt-filesystems prints.
+    with guest(xfs_lvm_image) as g:
+        assert g.lvs() == ["/dev/atomicos/root"]
+        assert g.vgs() == ["atomicos"]
+        pvs = g.pvs()
+        assert len(pvs) == 1 and pvs[0].endswith("3")  # libguestfs may name the PV's disk sdb
+        assert (g.vfs_type("/dev/atomicos/root"), g.vfs_label("/dev/atomicos/root")) == ("xfs", "root")
+        assert g.vfs_type("/dev/sda2") == "ext4"
+        g.mount_ro("/dev/atomicos/root", "/")
+        g.mount_ro("/dev/sda2", "/boot")
         check_ostree(g, 1)
         options = next(iter(bls_entries(g).values()))["options"].split()
         assert "root=/dev/mapper/atomicos-root" in options
@@ -185,9 +191,7 @@ def test_classic_layout(classic_image: Path) -> None:
         assert g.cat("/etc/fstab").split()[:2] == [f"UUID={uuid}", "/"]
         assert f"root=UUID={uuid}" in g.cat("/etc/kernel/cmdline").split()
         assert g.cat("/etc/hostname").strip() == "liveimg-sample"
-        if "cloud-init" in samples.manifest(classic_image).get("extra_packages", []):
-            assert g.is_file("/usr/bin/cloud-init")
-            assert "NoCloud" in g.cat("/etc/cloud/cloud.cfg.d/90-liveimg-sample.cfg")
+        assert not g.exists("/usr/bin/cloud-init")  # too slow under TCG: see README-samples.md
 
 
 def test_qcow2_output(atomic_image: Path, atomic_qcow2: Path) -> None:
