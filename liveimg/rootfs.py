@@ -368,7 +368,16 @@ def from_partition(
             raise InvalidImage(f"{what} has {sb.block_size}-byte blocks; the partition method needs {BLOCK_SIZE}")
         check_source_copy(tmp, what, repair=options.repair_source)
         boot_entries = boot.entries() if boot is not None else []
-        needed = e2fs.min_size_blocks(tmp) * BLOCK_SIZE + tree_bytes(boot_entries) + 16 * MiB
+        boot_bytes = tree_bytes(boot_entries) + 16 * MiB
+        sb = e2fs.superblock(tmp)  # after the check: its counts are right now
+        # Growing (or keeping the size) only needs room for /boot; shrinking is bounded by
+        # what resize2fs can pack the filesystem into, which is more than the data it holds.
+        needed = sb.used_bytes + boot_bytes
+        grows = options.size_mode is SizeMode.KEEP or (
+            options.size_mode is SizeMode.FIXED and (options.size or 0) >= sb.size
+        )
+        if not grows:
+            needed = max(needed, e2fs.min_size_blocks(tmp) * BLOCK_SIZE + boot_bytes)
         size = target_size(options.size_mode, needed=needed, requested=options.size, partition=length)
         e2fs.resize(tmp, size // BLOCK_SIZE, BLOCK_SIZE)
         e2fs.tune(tmp, label=options.label, reserved_percent=0)
