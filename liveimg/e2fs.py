@@ -1,7 +1,7 @@
 """Thin typed wrappers over e2fsprogs, used on ext4 image *files* (never mounted).
 
-All of them run with ``E2FSPROGS_FAKE_TIME`` set from ``SOURCE_DATE_EPOCH`` when that is
-set, so that the times e2fsprogs writes (superblock write and check times, the times of
+All of them run with ``E2FSPROGS_FAKE_TIME`` and ``E2FSCK_TIME`` set from
+``SOURCE_DATE_EPOCH`` when that is set, so that the times e2fsprogs writes (superblock write and check times, the times of
 inodes debugfs creates) do not depend on the clock, and rebuilding the same input gives
 the same bytes.
 """
@@ -30,9 +30,15 @@ FSCK_CANCELLED = 32
 
 
 def fake_time_env() -> dict[str, str]:
-    """``E2FSPROGS_FAKE_TIME`` from ``SOURCE_DATE_EPOCH``, if that is set."""
+    """The clock e2fsprogs should use, from ``SOURCE_DATE_EPOCH``, if that is set.
+
+    ``E2FSPROGS_FAKE_TIME`` for the library (inode times debugfs writes), ``E2FSCK_TIME``
+    for e2fsck, which stamps the superblock's last write and last check times with it.
+    """
     epoch = os.environ.get("SOURCE_DATE_EPOCH")
-    return {"E2FSPROGS_FAKE_TIME": epoch} if epoch and epoch.isdigit() else {}
+    if not epoch or not epoch.isdigit():
+        return {}
+    return {"E2FSPROGS_FAKE_TIME": epoch, "E2FSCK_TIME": epoch}
 
 
 def _run(
