@@ -139,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
                         continue
                     before = os.getloadavg()
                     case = run_case(cache, which, codec, threads=threads, tool=tool, out=scratch)
+                    case["commit"] = _git_commit()
                     case["loadavg_before"] = [round(x, 2) for x in before]
                     case["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
                     cases.append(case)
