@@ -58,5 +58,7 @@ def test_options_blocks() -> None:
 
 def test_missing_optional_codec(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "lzo", None)  # makes "import lzo" fail
-    with pytest.raises(InvalidOptions, match=r"the lzo module is needed for this squashfs compressor \(pip install python-lzo"):
+    with pytest.raises(
+        InvalidOptions, match=r"the lzo module is needed for this squashfs compressor \(pip install python-lzo"
+    ):
         make_compressor(SquashfsOptions(comp="lzo"))
