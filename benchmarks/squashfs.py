@@ -108,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", default="1,2")
     parser.add_argument("--inputs", default="image,tree")
     parser.add_argument("--tree-threads", default="2", help="thread counts for the tree input (default 2)")
+    parser.add_argument("--tools", default="mksquashfs,liveimg", help="tools in the order they run")
     parser.add_argument("--out", type=Path, help="results JSON (default benchmarks/results/squashfs-<time>.json)")
     parser.add_argument("--table", type=Path, help="only print the Markdown table of a results file")
     args = parser.parse_args(argv)
@@ -134,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         thread_counts = args.threads if which == "image" else args.tree_threads
         for codec in args.codecs.split(","):
             for threads in (int(t) for t in thread_counts.split(",")):
-                for tool in ("mksquashfs", "liveimg"):
+                for tool in args.tools.split(","):
                     key = (which, codec, threads, tool)
                     if key in done:
                         continue
