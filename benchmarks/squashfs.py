@@ -24,6 +24,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from benchmarks import inputs
 from liveimg import run as runner
@@ -107,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", default="1,2")
     parser.add_argument("--inputs", default="image,tree")
     parser.add_argument("--tree-threads", default="2", help="thread counts for the tree input (default 2)")
+    parser.add_argument("--tools", default="mksquashfs,liveimg", help="tools in the order they run")
     parser.add_argument("--out", type=Path, help="results JSON (default benchmarks/results/squashfs-<time>.json)")
     parser.add_argument("--table", type=Path, help="only print the Markdown table of a results file")
     args = parser.parse_args(argv)
@@ -133,12 +135,13 @@ def main(argv: list[str] | None = None) -> int:
         thread_counts = args.threads if which == "image" else args.tree_threads
         for codec in args.codecs.split(","):
             for threads in (int(t) for t in thread_counts.split(",")):
-                for tool in ("mksquashfs", "liveimg"):
+                for tool in args.tools.split(","):
                     key = (which, codec, threads, tool)
                     if key in done:
                         continue
                     before = os.getloadavg()
                     case = run_case(cache, which, codec, threads=threads, tool=tool, out=scratch)
+                    case["commit"] = _git_commit()
                     case["loadavg_before"] = [round(x, 2) for x in before]
                     case["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
                     cases.append(case)
@@ -151,33 +154,38 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def table(report: dict[str, object]) -> str:
-    cases: list[dict[str, object]] = report["cases"]  # type: ignore[assignment]
+    """Markdown: one row per liveimg case, next to the mksquashfs case of the same input, codec and threads.
+
+    "CPU share" is CPU seconds / wall seconds: how much of the machine the run got (2.0 = both
+    cores); on a shared machine it explains wall-time differences that the CPU time does not.
+    """
+    cases: list[dict[str, Any]] = report["cases"]  # type: ignore[assignment]
     index = {(c["input"], c["codec"], c["threads"], c["tool"]): c for c in cases}
     lines = [
         "| input | codec | threads | mksquashfs wall / CPU / RSS / size | liveimg wall / CPU / RSS / size "
-        "| wall ratio | size ratio | RSS ratio | codec limit (s) | wall / codec limit |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| wall ratio | CPU ratio | size ratio | CPU share mksq / liveimg | codec limit | wall / codec limit "
+        "| CPU / codec CPU |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+
+    def fmt(c: dict[str, Any]) -> str:
+        return f"{c['wall']:.0f} s / {c['cpu']:.0f} s / {c['rss_mib']:.0f} MiB / {c['size'] / 2**20:.1f} MiB"
+
     for (which, codec, threads, tool), ours in sorted(index.items(), key=lambda kv: str(kv[0])):
         if tool != "liveimg":
             continue
         ref = index.get((which, codec, threads, "mksquashfs"))
-
-        def fmt(c: dict[str, object]) -> str:
-            return (f"{c['wall']:.0f} s / {c['cpu']:.0f} s / {c['rss_mib']:.0f} MiB / "
-                    f"{int(c['size']) / 2**20:.1f} MiB")  # type: ignore[str-format]  # fmt: skip
-
-        limit = int(ours.get("codec_cpu_ms", 0)) / 1000 / int(threads)  # type: ignore[call-overload]
-        wall = float(ours["wall"])  # type: ignore[arg-type]
+        codec_cpu = ours.get("codec_cpu_ms", 0) / 1000
+        limit = codec_cpu / threads
+        tail = (f"{limit:.0f} s | {ours['wall'] / limit if limit else 0:.2f} | "
+                f"{ours['cpu'] / codec_cpu if codec_cpu else 0:.2f} |")  # fmt: skip
         if ref is None:
-            lines.append(f"| {which} | {codec} | {threads} | - | {fmt(ours)} | - | - | - | {limit:.0f} | "
-                         f"{wall / limit if limit else 0:.2f} |")  # fmt: skip
+            lines.append(f"| {which} | {codec} | {threads} | - | {fmt(ours)} | - | - | - | - | {tail}")
             continue
         lines.append(
-            f"| {which} | {codec} | {threads} | {fmt(ref)} | {fmt(ours)} "
-            f"| {wall / float(ref['wall']):.2f} | {int(ours['size']) / int(ref['size']):.4f} "  # type: ignore[arg-type, call-overload]
-            f"| {float(ours['rss_mib']) / float(ref['rss_mib']):.2f} | {limit:.0f} | "  # type: ignore[arg-type]
-            f"{wall / limit if limit else 0:.2f} |"
+            f"| {which} | {codec} | {threads} | {fmt(ref)} | {fmt(ours)} | {ours['wall'] / ref['wall']:.2f} "
+            f"| {ours['cpu'] / ref['cpu']:.2f} | {ours['size'] / ref['size']:.4f} "
+            f"| {ref['cpu'] / ref['wall']:.2f} / {ours['cpu'] / ours['wall']:.2f} | {tail}"
         )
     return "\n".join(lines)
 
