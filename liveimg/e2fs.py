@@ -1,9 +1,9 @@
 """Thin typed wrappers over e2fsprogs, used on ext4 image *files* (never mounted).
 
 All of them run with ``E2FSPROGS_FAKE_TIME`` and ``E2FSCK_TIME`` set from
-``SOURCE_DATE_EPOCH`` when that is set, so that the times e2fsprogs writes (superblock write and check times, the times of
-inodes debugfs creates) do not depend on the clock, and rebuilding the same input gives
-the same bytes.
+``SOURCE_DATE_EPOCH`` when that is set, so that the times e2fsprogs writes (superblock
+write and check times, the times of inodes debugfs creates) do not depend on the clock,
+and rebuilding the same input gives the same bytes.
 """
 
 from __future__ import annotations
