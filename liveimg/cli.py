@@ -448,6 +448,8 @@ def _cmd_build(args: argparse.Namespace, ctx: Context) -> int:
     else:
         for name in sorted(result.manifest["artifacts"]):
             print(f"{result.outdir / name}")
+        for module, why in result.initramfs.left_out:
+            log.warning("initramfs: dracut module %s left out: %s", module, why)
         stages = ", ".join(f"{k} {v:.0f} s" for k, v in result.timings.items() if k != "total")
         log.warning("built %s in %.0f s (%s)", result.outdir, result.timings["total"], stages)
     return EXIT_OK

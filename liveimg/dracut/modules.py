@@ -276,6 +276,6 @@ def select_modules(
         if why is None:
             keep.append(name)
         else:
-            log.warning("leaving dracut module %s out: %s", name, why.reason)
+            log.info("leaving dracut module %s out: %s", name, why.reason)
             left_out.append((name, why.reason))
     return Selection(tuple(keep), tuple(left_out))
