@@ -79,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=Path("/var/tmp"), help="where to put the scratch files")
     parser.add_argument("--appliance", action="store_true", help="also run dracut in the libguestfs appliance")
     parser.add_argument("--appliance-xz", action="store_true", help="and lorax's --xz in the appliance (slow)")
-    parser.add_argument("--codecs", default="xz,zstd,gzip", help="host codecs to measure")
+    parser.add_argument("--codecs", default="xz,zstd,gzip,zstd:3",
+                        help="host codecs to measure, each NAME or NAME:LEVEL (default: %(default)s)")  # fmt: skip
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -126,13 +127,15 @@ def main(argv: list[str] | None = None) -> int:
         results["sandbox_dracut_no_compress_no_debug"] = {"seconds": seconds, "bytes": out.stat().st_size}
 
         codecs: dict[str, Any] = {}
-        for name in args.codecs.split(","):
+        for spec in args.codecs.split(","):
+            name, _, level = spec.partition(":")
             codec = Compression(name)
             for threads in (0, 1):
-                packed = compress_initramfs(raw, work / f"initramfs.{name}.{threads}", codec, threads=threads)
-                codecs[f"{name} threads={threads or 'all'}"] = {"seconds": packed.seconds, "bytes": packed.size,
+                out = work / f"initramfs.{name}.{threads}"
+                packed = compress_initramfs(raw, out, codec, threads=threads, level=int(level) if level else None)
+                codecs[f"{spec} threads={threads or 'all'}"] = {"seconds": packed.seconds, "bytes": packed.size,
                                                                 "command": packed.command}  # fmt: skip
-                (work / f"initramfs.{name}.{threads}").unlink()
+                out.unlink()
         results["host_compression"] = codecs
 
         if args.appliance or args.appliance_xz:
