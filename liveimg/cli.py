@@ -15,15 +15,16 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from liveimg import __version__
 from liveimg import run as runner
 from liveimg.accel import choose_accel
-from liveimg.dracut.customize import DEFAULT_CMDLINE_NAME, AppendCompression, EmbeddedFile, append_cpio
-from liveimg.dracut.initramfs import Initramfs
 from liveimg.errors import InvalidOptions, LiveImgError
 from liveimg.progress import JsonLines, Progress, TerminalBar
+
+if TYPE_CHECKING:
+    from liveimg.dracut.customize import EmbeddedFile
 
 log = logging.getLogger("liveimg")
 
@@ -71,7 +72,8 @@ def _add_common(parser: argparse.ArgumentParser, *, top: bool) -> None:
 #: Programs liveimg's stages use, and what for.
 DOCTOR_TOOLS: tuple[tuple[str, str], ...] = (
     ("qemu-system-x86_64", "libguestfs appliance and boot tests"),
-    ("qemu-img", "qcow2 input"),
+    ("qemu-img", "input format detection"),
+    ("blkid", "input checks"),
     ("supermin", "libguestfs appliance"),
     ("mkfs.ext4", "rootfs"),
     ("e2fsck", "rootfs"),
@@ -146,13 +148,15 @@ def _add_initramfs(parser: argparse.ArgumentParser) -> None:
                         help="a kernel argument for dracut (repeatable), e.g. rd.live.image")  # fmt: skip
     append.add_argument("--file", dest="files", action="append", default=[], metavar="SRC:DEST[:MODE]",
                         help="embed host file SRC at absolute path DEST, with octal MODE (repeatable)")  # fmt: skip
-    append.add_argument("--compress", choices=[c.value for c in AppendCompression], default="none",
+    append.add_argument("--compress", choices=("none", "gzip", "xz"), default="none",
                         help="compression of the appended archive (default: none)")  # fmt: skip
-    append.add_argument("--cmdline-name", default=DEFAULT_CMDLINE_NAME, help="file name in /etc/cmdline.d")
+    append.add_argument("--cmdline-name", default="90-liveimg.conf", help="file name in /etc/cmdline.d")
     _add_common(append, top=False)
 
 
 def _parse_embedded(value: str) -> EmbeddedFile:
+    from liveimg.dracut.customize import EmbeddedFile  # noqa: PLC0415  # keeps `liveimg --help` fast
+
     parts = value.split(":")
     if len(parts) not in (2, 3) or not parts[0] or not parts[1]:
         raise InvalidOptions(f"--file {value!r}: expected SRC:DEST or SRC:DEST:MODE")
@@ -166,6 +170,9 @@ def _parse_embedded(value: str) -> EmbeddedFile:
 
 
 def _cmd_initramfs(args: argparse.Namespace, ctx: Context) -> int:
+    from liveimg.dracut.customize import AppendCompression, append_cpio  # noqa: PLC0415  # keeps --help fast
+    from liveimg.dracut.initramfs import Initramfs  # noqa: PLC0415
+
     if args.initramfs_command == "ls":
         with Initramfs(args.file) as ird:
             if args.json:
@@ -191,10 +198,37 @@ def _cmd_initramfs(args: argparse.Namespace, ctx: Context) -> int:
     return EXIT_OK
 
 
+# --- inspect -----------------------------------------------------------------------------
+
+
+def _add_inspect(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("image", type=Path, help="disk image (raw, qcow2, ...) or filesystem image")
+    parser.add_argument("--json", action="store_true", help="print the description as JSON")
+    parser.add_argument(
+        "--deployment",
+        metavar="SEL",
+        help="ostree deployment: index (0 = default), osname, or commit checksum prefix",
+    )
+    parser.add_argument("--kernel", metavar="KVER", help="kernel version (default: the deployment's, or the newest)")
+
+
+def _cmd_inspect(args: argparse.Namespace, ctx: Context) -> int:
+    from liveimg.guest import inspect_image  # noqa: PLC0415  # keeps `liveimg --help` fast
+
+    info = inspect_image(
+        args.image, deployment=args.deployment, kernel=args.kernel, accel=ctx.accel, progress=ctx.progress
+    )
+    for warning in info.warnings:
+        log.info("%s: %s", args.image, warning)
+    print(json.dumps(info.to_dict(), indent=2) if args.json else info.summary())
+    return EXIT_OK
+
+
 # --- the parser ---------------------------------------------------------------------------
 
 COMMANDS: tuple[tuple[str, str, Callable[[argparse.ArgumentParser], None], Handler], ...] = (
     ("doctor", "check this machine: tools, Python modules, KVM or TCG", _add_doctor, _cmd_doctor),
+    ("inspect", "describe an image: partitions, root, /boot, ostree deployments, kernel", _add_inspect, _cmd_inspect),
     ("initramfs", "read an initramfs, or append kernel arguments and files to it", _add_initramfs, _cmd_initramfs),
 )
 

@@ -37,6 +37,7 @@ PACKAGES: Mapping[str, str] = {
     "bsdtar": "libarchive-tools",
     "cpio": "cpio",
     "curl": "curl",
+    "dd": "coreutils",
     "debootstrap": "debootstrap",
     "debugfs": "e2fsprogs",
     "dumpe2fs": "e2fsprogs",
@@ -47,8 +48,10 @@ PACKAGES: Mapping[str, str] = {
     "lsinitrd": "dracut-core",
     "lvm": "lvm2",
     "lz4": "lz4",
+    "mkfs.btrfs": "btrfs-progs",
     "mkfs.erofs": "erofs-utils",
     "mkfs.ext4": "e2fsprogs",
+    "mkfs.vfat": "dosfstools",
     "mkfs.xfs": "xfsprogs",
     "mke2fs": "e2fsprogs",
     "mksquashfs": "squashfs-tools",
@@ -152,7 +155,7 @@ def run(
     args = [os.fspath(a) for a in argv]
     if not args:
         raise ValueError("run() needs a program")
-    args[0] = require(args[0], package)
+    executable = require(args[0], package)
     log.debug("+ %s", shlex.join(args))
     started = time.monotonic()
     with contextlib.ExitStack() as stack:
@@ -166,6 +169,7 @@ def run(
         try:
             proc = subprocess.Popen(
                 args,
+                executable=executable,
                 stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.PIPE,
@@ -218,10 +222,11 @@ def spawn(
     For programs whose life is managed by the caller: QEMU, a test HTTP server.
     """
     args = [os.fspath(a) for a in argv]
-    args[0] = require(args[0], package)
+    executable = require(args[0], package)
     log.debug("+ %s &", shlex.join(args))
     proc = subprocess.Popen(
         args,
+        executable=executable,
         stdin=subprocess.DEVNULL,
         stdout=stdout,
         stderr=stderr,

@@ -1,0 +1,241 @@
+"""Thin typed wrappers over e2fsprogs, used on ext4 image *files* (never mounted).
+
+All of them run with ``E2FSPROGS_FAKE_TIME`` set from ``SOURCE_DATE_EPOCH`` when that is
+set, so that the times e2fsprogs writes (superblock write and check times, the times of
+inodes debugfs creates) do not depend on the clock, and rebuilding the same input gives
+the same bytes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from liveimg import run as runner
+from liveimg.errors import InvalidImage, ToolError
+
+log = logging.getLogger(__name__)
+
+#: e2fsck exit status bits (e2fsck(8)).
+FSCK_CORRECTED = 1
+FSCK_REBOOT = 2
+FSCK_UNCORRECTED = 4
+FSCK_OPERATIONAL = 8
+FSCK_USAGE = 16
+FSCK_CANCELLED = 32
+
+
+def fake_time_env() -> dict[str, str]:
+    """``E2FSPROGS_FAKE_TIME`` from ``SOURCE_DATE_EPOCH``, if that is set."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    return {"E2FSPROGS_FAKE_TIME": epoch} if epoch and epoch.isdigit() else {}
+
+
+def _run(
+    argv: list[str | os.PathLike[str]], *, timeout: float, check: bool = True, ok_codes: tuple[int, ...] = (0,)
+) -> runner.Completed:
+    return runner.run(argv, env=fake_time_env(), timeout=timeout, check=check, ok_codes=ok_codes)
+
+
+@dataclass(frozen=True)
+class Superblock:
+    """The fields of ``dumpe2fs -h`` that liveimg uses."""
+
+    block_size: int
+    block_count: int
+    free_blocks: int
+    inode_count: int
+    free_inodes: int
+    inode_size: int
+    label: str
+    uuid: str
+    features: frozenset[str]
+    reserved_blocks: int
+    state: str
+
+    @property
+    def size(self) -> int:
+        return self.block_size * self.block_count
+
+    @property
+    def used_bytes(self) -> int:
+        return self.block_size * (self.block_count - self.free_blocks)
+
+
+_HEADER_FIELDS = {
+    "Block size": "block_size",
+    "Block count": "block_count",
+    "Free blocks": "free_blocks",
+    "Inode count": "inode_count",
+    "Free inodes": "free_inodes",
+    "Inode size": "inode_size",
+    "Filesystem volume name": "label",
+    "Filesystem UUID": "uuid",
+    "Filesystem features": "features",
+    "Reserved block count": "reserved_blocks",
+    "Filesystem state": "state",
+}
+
+
+def parse_superblock(text: str, what: str) -> Superblock:
+    """Parse ``dumpe2fs -h`` output; ``what`` names the filesystem in errors."""
+    values: dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key.strip() in _HEADER_FIELDS:
+            values[_HEADER_FIELDS[key.strip()]] = value.strip()
+    missing = [f for f in ("block_size", "block_count", "free_blocks", "uuid") if f not in values]
+    if missing:
+        raise InvalidImage(f"{what}: not an ext2/3/4 filesystem (dumpe2fs shows no {', '.join(missing)})")
+    label = values.get("label", "")
+    return Superblock(
+        block_size=int(values["block_size"]),
+        block_count=int(values["block_count"]),
+        free_blocks=int(values["free_blocks"]),
+        inode_count=int(values.get("inode_count", "0")),
+        free_inodes=int(values.get("free_inodes", "0")),
+        inode_size=int(values.get("inode_size", "128")),
+        label="" if label == "<none>" else label,
+        uuid=values["uuid"],
+        features=frozenset(values.get("features", "").split()),
+        reserved_blocks=int(values.get("reserved_blocks", "0")),
+        state=values.get("state", ""),
+    )
+
+
+def superblock(image: Path) -> Superblock:
+    """Read the superblock of the ext filesystem in ``image``."""
+    try:
+        result = _run(["dumpe2fs", "-h", image], timeout=120)
+    except ToolError as exc:
+        raise InvalidImage(f"{image}: cannot read an ext2/3/4 superblock: {exc.stderr or exc}") from exc
+    return parse_superblock(result.stdout, str(image))
+
+
+@dataclass(frozen=True)
+class FsckResult:
+    status: int
+    output: str
+
+    @property
+    def corrected(self) -> bool:
+        return bool(self.status & FSCK_CORRECTED)
+
+    @property
+    def clean(self) -> bool:
+        return self.status == 0
+
+
+def fsck(image: Path, *, repair: bool, force: bool = True, discard: bool = False, what: str = "") -> FsckResult:
+    """Check (and with ``repair``, fix) the filesystem in an image file.
+
+    "Errors corrected" (status 1) and "reboot" (2) are not failures; uncorrected errors,
+    operational errors or a cancelled check raise :class:`InvalidImage` or :class:`ToolError`.
+    With ``repair=False`` the check only reads; any error found is returned in ``status``.
+    """
+    argv: list[str | os.PathLike[str]] = ["e2fsck", "-y" if repair else "-n"]
+    if force:
+        argv.append("-f")
+    if discard:
+        argv += ["-E", "discard"]
+    argv.append(image)
+    result = _run(argv, timeout=3600, check=False)
+    output = (result.stdout + result.stderr).strip()
+    status = result.returncode
+    if status & (FSCK_OPERATIONAL | FSCK_USAGE | FSCK_CANCELLED):
+        raise ToolError(result.argv, status, output)
+    if repair and status & FSCK_UNCORRECTED:
+        tail = " / ".join(output.splitlines()[-3:])
+        raise InvalidImage(f"{what or image}: e2fsck could not repair the filesystem: {tail}")
+    log.debug("e2fsck %s: status %d", image, status)
+    return FsckResult(status, output)
+
+
+def replay_journal(image: Path) -> None:
+    """Replay a journal left by an unclean unmount (only the journal, nothing else)."""
+    _run(["e2fsck", "-y", "-E", "journal_only", image], timeout=600, ok_codes=(0, 1, 2))
+
+
+def min_size_blocks(image: Path) -> int:
+    """The smallest size, in blocks, resize2fs could shrink the filesystem to (``resize2fs -P``)."""
+    result = _run(["resize2fs", "-P", image], timeout=600)
+    match = re.search(r"Estimated minimum size of the filesystem:\s*(\d+)", result.stdout)
+    if not match:
+        raise ToolError(result.argv, result.returncode, result.stdout, message="resize2fs -P printed no estimate")
+    return int(match.group(1))
+
+
+def resize(image: Path, blocks: int, block_size: int) -> None:
+    """Grow or shrink the filesystem in an image file to ``blocks`` blocks, and the file with it."""
+    new_size = blocks * block_size
+    current = image.stat().st_size
+    if new_size > current:
+        os.truncate(image, new_size)  # resize2fs grows a file system to its device's size
+    _run(["resize2fs", image, f"{new_size // 1024}K"], timeout=3600)
+    if new_size < current:
+        os.truncate(image, new_size)
+
+
+def tune(image: Path, *, label: str | None = None, reserved_percent: int | None = None) -> None:
+    argv: list[str | os.PathLike[str]] = ["tune2fs"]
+    if label is not None:
+        argv += ["-L", label]
+    if reserved_percent is not None:
+        argv += ["-m", str(reserved_percent)]
+    argv.append(image)
+    _run(argv, timeout=600)
+
+
+def debugfs_quote(name: str) -> str:
+    """Quote one argument for a debugfs command file (a ``"`` is written twice)."""
+    if "\n" in name or "\r" in name or "\0" in name:
+        raise InvalidImage(f"cannot handle a file name with a line break or NUL byte: {name!r}")
+    return '"' + name.replace('"', '""') + '"'
+
+
+def debugfs_script(image: Path, commands: list[str], *, writable: bool, workdir: Path) -> str:
+    """Run debugfs commands from a file against an image; return what debugfs printed.
+
+    debugfs reports most command failures on stderr but still exits 0, so every line it
+    prints to stderr, except its banner and what the caller expects, is an error here.
+    """
+    script = workdir / "debugfs.cmds"
+    script.write_text("".join(c + "\n" for c in commands))
+    argv: list[str | os.PathLike[str]] = ["debugfs"]
+    if writable:
+        argv.append("-w")
+    argv += ["-f", script, image]
+    result = _run(argv, timeout=3600)
+    errors = [
+        line
+        for line in result.stderr.splitlines()
+        if line.strip() and not line.startswith("debugfs ") and "Allocated inode" not in line
+    ]
+    if errors:
+        raise ToolError(result.argv, 0, "\n".join(errors), message=f"debugfs failed on {image}: {errors[0]}")
+    return result.stdout
+
+
+def mkfs(
+    image: Path,
+    size: int,
+    *,
+    label: str,
+    source: Path | None = None,
+    uuid: str | None = None,
+    extra: Mapping[str, str] | None = None,
+) -> None:
+    """Make an ext4 filesystem of ``size`` bytes (4 KiB blocks, no reserved blocks) in a file."""
+    argv: list[str | os.PathLike[str]] = ["mkfs.ext4", "-q", "-F", "-b", "4096", "-m", "0", "-L", label]
+    if uuid:
+        argv += ["-U", uuid]
+    if source is not None:
+        argv += ["-d", source]
+    for key, value in (extra or {}).items():
+        argv += [key, value]
+    argv += [image, f"{size // 1024}K"]
+    _run(argv, timeout=3600)
