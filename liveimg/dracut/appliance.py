@@ -15,9 +15,8 @@ a VM -- and dracut runs chrooted into it with the same plan as in the sandbox
 (:func:`liveimg.dracut.stage.plan_dracut`).  The output and log are downloaded; compression
 happens on the host as for the sandbox.
 
-The handle comes from an :class:`ApplianceOpener`; :func:`open_appliance` is the default.  To
-use another engineer's ``liveimg.guest.open_guest`` instead, pass an opener that yields its
-``Guest.g`` with the same two drives.
+The handle comes from an :class:`ApplianceOpener`; :func:`open_appliance`, the default, opens
+it with :func:`liveimg.guest.open_guest` (the accelerator liveimg chose, TCG here).
 """
 
 from __future__ import annotations
@@ -27,17 +26,18 @@ import logging
 import os
 import shlex
 import stat
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from liveimg.accel import choose_accel
 from liveimg.dracut.plan import OUT_DIR, DracutOptions, Plan, plan_dracut
 from liveimg.dracut.sandbox import GUEST_PATH, log_tail
 from liveimg.dracut.tree import resolve
 from liveimg.errors import HostError, InvalidImage, InvalidOptions, ToolError
+from liveimg.guest import open_guest
 
 log = logging.getLogger(__name__)
 
@@ -55,33 +55,17 @@ class ApplianceOpener(Protocol):
 
 @contextlib.contextmanager
 def open_appliance(rootfs: Path, *, scratch_bytes: int = SCRATCH_BYTES) -> Iterator[Any]:
-    """The default :class:`ApplianceOpener`: libguestfs with the accelerator liveimg chose."""
-    try:
-        import guestfs  # noqa: PLC0415 -- Debian's python3-guestfs, only needed here
-    except ImportError:
-        raise HostError(
-            "the libguestfs appliance needs the Python module guestfs",
-            hint="install the Debian package python3-guestfs and use a venv made with --system-site-packages",
-        ) from None
-    g = guestfs.GuestFS(python_return_dict=True)
-    try:
-        g.set_backend_settings(choose_accel().libguestfs_settings())
-        g.set_memsize(APPLIANCE_MEMORY_MB)
-        g.set_smp(min(2, os.cpu_count() or 1))
-        g.add_drive_opts(os.fspath(rootfs), readonly=True, format="raw")
-        g.add_drive_scratch(scratch_bytes)
+    """The default :class:`ApplianceOpener`: :func:`liveimg.guest.open_guest` on ``rootfs``
+    (read-only, with libguestfs's throw-away overlay) and a sparse scratch file beside it as
+    its work drive, deleted afterwards."""
+    with tempfile.TemporaryDirectory(prefix=".liveimg-scratch-", dir=rootfs.parent) as tmp:
+        scratch = Path(tmp) / "scratch.img"
+        with open(scratch, "wb") as f:
+            f.truncate(scratch_bytes)
         started = time.monotonic()
-        g.launch()
-        log.info("libguestfs appliance up in %.1f s", time.monotonic() - started)
-    except RuntimeError as exc:
-        g.close()
-        raise HostError(f"cannot start the libguestfs appliance: {exc}") from exc
-    try:
-        yield g
-    finally:
-        with contextlib.suppress(RuntimeError):
-            g.shutdown()
-        g.close()
+        with open_guest(rootfs, work_drives=[scratch], memsize=APPLIANCE_MEMORY_MB) as guest:
+            log.info("libguestfs appliance up in %.1f s", time.monotonic() - started)
+            yield guest.g
 
 
 class GuestfsFiles:
