@@ -36,7 +36,8 @@ from liveimg.dracut.appliance import run_dracut_in_appliance
 from liveimg.dracut.compress import Compression, compress_initramfs
 from liveimg.dracut.plan import LORAX_DEFAULT_ARGS, LORAX_FIXED_ARGS, DracutOptions, plan_dracut
 from liveimg.dracut.sandbox import Bind, Tmpfs, check_sandbox_result, run_in_sandbox
-from liveimg.dracut.tree import HostTree, extract_tree, guest_mkdirs
+from liveimg.dracut.tree import extract_tree, guest_mkdirs
+from liveimg.fsview import GuestTree, HostFS
 from tests.integration.sample_rootfs import find_sample, rootfs_from_disk
 
 log = logging.getLogger("bench_dracut")
@@ -109,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         ostree = deployment != "/"
         tree = extract_tree(rootfs, deployment, work / "tree")
         results["extract_seconds"] = tree.seconds
-        plan = plan_dracut(HostTree(tree.root), kver=kver, ostree=ostree, options=DracutOptions(),
+        plan = plan_dracut(GuestTree(HostFS(tree.root)), kver=kver, ostree=ostree, options=DracutOptions(),
                            output="/run/liveimg/initramfs.img")  # fmt: skip
         modules = " ".join(plan.modules)
         lorax = [plan.argv[0], *LORAX_FIXED_ARGS, "--xz", "--add", modules, *LORAX_DEFAULT_ARGS,
