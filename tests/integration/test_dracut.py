@@ -276,7 +276,7 @@ def test_classic_initramfs_holds_the_live_modules(classic_initrd: Initrd) -> Non
 
 @pytest.mark.skipif(
     os.environ.get("LIVEIMG_TEST_APPLIANCE") != "1",
-    reason="dracut in the libguestfs appliance takes 10-15 min under TCG: set LIVEIMG_TEST_APPLIANCE=1",
+    reason="dracut in the libguestfs appliance takes 6-15 min under TCG: set LIVEIMG_TEST_APPLIANCE=1",
 )
 def test_atomic_initramfs_in_the_appliance(atomic_rootfs: Rootfs, atomic_initrd: Initrd, public_dir: Path) -> None:
     out = public_dir / "appliance-out"
