@@ -36,7 +36,8 @@ from liveimg.dracut.appliance import run_dracut_in_appliance
 from liveimg.dracut.compress import Compression, compress_initramfs
 from liveimg.dracut.plan import LORAX_DEFAULT_ARGS, LORAX_FIXED_ARGS, DracutOptions, plan_dracut
 from liveimg.dracut.sandbox import Bind, Tmpfs, check_sandbox_result, run_in_sandbox
-from liveimg.dracut.tree import HostTree, extract_tree, guest_mkdirs
+from liveimg.dracut.tree import extract_tree, guest_mkdirs
+from liveimg.fsview import GuestTree, HostFS
 from tests.integration.sample_rootfs import find_sample, rootfs_from_disk
 
 log = logging.getLogger("bench_dracut")
@@ -79,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=Path("/var/tmp"), help="where to put the scratch files")
     parser.add_argument("--appliance", action="store_true", help="also run dracut in the libguestfs appliance")
     parser.add_argument("--appliance-xz", action="store_true", help="and lorax's --xz in the appliance (slow)")
-    parser.add_argument("--codecs", default="xz,zstd,gzip", help="host codecs to measure")
+    parser.add_argument("--codecs", default="xz,zstd,gzip,zstd:3",
+                        help="host codecs to measure, each NAME or NAME:LEVEL (default: %(default)s)")  # fmt: skip
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -108,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         ostree = deployment != "/"
         tree = extract_tree(rootfs, deployment, work / "tree")
         results["extract_seconds"] = tree.seconds
-        plan = plan_dracut(HostTree(tree.root), kver=kver, ostree=ostree, options=DracutOptions(),
+        plan = plan_dracut(GuestTree(HostFS(tree.root)), kver=kver, ostree=ostree, options=DracutOptions(),
                            output="/run/liveimg/initramfs.img")  # fmt: skip
         modules = " ".join(plan.modules)
         lorax = [plan.argv[0], *LORAX_FIXED_ARGS, "--xz", "--add", modules, *LORAX_DEFAULT_ARGS,
@@ -126,13 +128,15 @@ def main(argv: list[str] | None = None) -> int:
         results["sandbox_dracut_no_compress_no_debug"] = {"seconds": seconds, "bytes": out.stat().st_size}
 
         codecs: dict[str, Any] = {}
-        for name in args.codecs.split(","):
+        for spec in args.codecs.split(","):
+            name, _, level = spec.partition(":")
             codec = Compression(name)
             for threads in (0, 1):
-                packed = compress_initramfs(raw, work / f"initramfs.{name}.{threads}", codec, threads=threads)
-                codecs[f"{name} threads={threads or 'all'}"] = {"seconds": packed.seconds, "bytes": packed.size,
+                out = work / f"initramfs.{name}.{threads}"
+                packed = compress_initramfs(raw, out, codec, threads=threads, level=int(level) if level else None)
+                codecs[f"{spec} threads={threads or 'all'}"] = {"seconds": packed.seconds, "bytes": packed.size,
                                                                 "command": packed.command}  # fmt: skip
-                (work / f"initramfs.{name}.{threads}").unlink()
+                out.unlink()
         results["host_compression"] = codecs
 
         if args.appliance or args.appliance_xz:

@@ -33,7 +33,6 @@ from liveimg import __version__, e2fs, rootfs
 from liveimg.dracut import (
     DracutOptions,
     EmbeddedFile,
-    GuestFiles,
     Initrd,
     append_cpio,
     build_initramfs,
@@ -41,7 +40,7 @@ from liveimg.dracut import (
     plan_dracut,
 )
 from liveimg.errors import HostError, InvalidImage, InvalidOptions
-from liveimg.fsview import FileType, GuestTree
+from liveimg.fsview import GuestTree
 from liveimg.guest import Guest, ImageInfo, open_guest, probe_image
 from liveimg.progress import Progress
 from liveimg.pxe import SQUASHFS_NAME, LiveBoot, PxeOptions, PxeResult, sha256_file, write_manifest, write_pxe
@@ -193,36 +192,9 @@ class _Hasher(threading.Thread):
         return self.digest
 
 
-class _DracutView:
-    """The guest's files, read through the guest stage's safe tree, as the dracut stage reads them."""
-
-    def __init__(self, tree: GuestTree) -> None:
-        self.tree = tree
-
-    def kind(self, path: str) -> str | None:
-        st = self.tree.stat(path, follow=False)
-        if st is None:
-            return None
-        return {FileType.DIR: "dir", FileType.FILE: "file", FileType.SYMLINK: "link"}.get(st.type, "other")
-
-    def readlink(self, path: str) -> str:
-        return self.tree.readlink(path)
-
-    def listdir(self, path: str) -> list[str]:
-        return self.tree.listdir(path) if self.tree.is_dir(path) else []
-
-    def read_bytes(self, path: str, limit: int) -> bytes:
-        return self.tree.read_bytes(path, limit=limit)
-
-    def is_executable(self, path: str) -> bool:
-        st = self.tree.stat(path, follow=False)
-        return st is not None and st.type is FileType.FILE and bool(st.mode & 0o111)
-
-
 def _preflight_dracut(tree: GuestTree, info: ImageInfo, options: DracutOptions) -> None:
     root = tree.subtree(info.deployment.path) if info.deployment is not None else tree
-    view: GuestFiles = _DracutView(root)
-    plan_dracut(view, kver=info.kernel.version, ostree=info.ostree, options=options, output="/run/initramfs.cpio")
+    plan_dracut(root, kver=info.kernel.version, ostree=info.ostree, options=options, output="/run/initramfs.cpio")
 
 
 def _tar_into(g: Any, directory: str, writer: SquashfsWriter, *, prefix: str, skip: frozenset[str]) -> int:

@@ -5,7 +5,7 @@
 * :class:`Initramfs` -- read any initramfs (early cpio + compressed archives + appended ones);
 * :func:`append_cpio` -- bake kernel arguments and files into an initramfs without dracut;
 * :func:`write_newc` -- the reproducible newc cpio writer behind it;
-* :func:`plan_dracut` -- check a guest (through any :class:`GuestFiles` view) before building.
+* :func:`plan_dracut` -- check a guest (a :class:`liveimg.fsview.GuestTree`) before building.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from liveimg.dracut.customize import AppendCompression, Appended, EmbeddedFile, 
 from liveimg.dracut.initramfs import Initramfs, Member, Segment
 from liveimg.dracut.plan import DracutOptions, Plan, Where, plan_dracut
 from liveimg.dracut.stage import Initrd, build_initramfs
-from liveimg.dracut.tree import GuestFiles
 
 __all__ = [
     "AppendCompression",
@@ -24,7 +23,6 @@ __all__ = [
     "Compression",
     "DracutOptions",
     "EmbeddedFile",
-    "GuestFiles",
     "Initramfs",
     "Initrd",
     "Member",

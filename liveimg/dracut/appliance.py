@@ -15,9 +15,8 @@ a VM -- and dracut runs chrooted into it with the same plan as in the sandbox
 (:func:`liveimg.dracut.stage.plan_dracut`).  The output and log are downloaded; compression
 happens on the host as for the sandbox.
 
-The handle comes from an :class:`ApplianceOpener`; :func:`open_appliance` is the default.  To
-use another engineer's ``liveimg.guest.open_guest`` instead, pass an opener that yields its
-``Guest.g`` with the same two drives.
+The handle comes from an :class:`ApplianceOpener`; :func:`open_appliance`, the default, opens
+it with :func:`liveimg.guest.open_guest` (the accelerator liveimg chose, TCG here).
 """
 
 from __future__ import annotations
@@ -26,18 +25,19 @@ import contextlib
 import logging
 import os
 import shlex
-import stat
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from liveimg.accel import choose_accel
 from liveimg.dracut.plan import OUT_DIR, DracutOptions, Plan, plan_dracut
 from liveimg.dracut.sandbox import GUEST_PATH, log_tail
-from liveimg.dracut.tree import resolve
+from liveimg.dracut.tree import chroot_path
 from liveimg.errors import HostError, InvalidImage, InvalidOptions, ToolError
+from liveimg.fsview import GuestTree
+from liveimg.guest import GuestfsFS, open_guest
 
 log = logging.getLogger(__name__)
 
@@ -55,90 +55,24 @@ class ApplianceOpener(Protocol):
 
 @contextlib.contextmanager
 def open_appliance(rootfs: Path, *, scratch_bytes: int = SCRATCH_BYTES) -> Iterator[Any]:
-    """The default :class:`ApplianceOpener`: libguestfs with the accelerator liveimg chose."""
-    try:
-        import guestfs  # noqa: PLC0415 -- Debian's python3-guestfs, only needed here
-    except ImportError:
-        raise HostError(
-            "the libguestfs appliance needs the Python module guestfs",
-            hint="install the Debian package python3-guestfs and use a venv made with --system-site-packages",
-        ) from None
-    g = guestfs.GuestFS(python_return_dict=True)
-    try:
-        g.set_backend_settings(choose_accel().libguestfs_settings())
-        g.set_memsize(APPLIANCE_MEMORY_MB)
-        g.set_smp(min(2, os.cpu_count() or 1))
-        g.add_drive_opts(os.fspath(rootfs), readonly=True, format="raw")
-        g.add_drive_scratch(scratch_bytes)
+    """The default :class:`ApplianceOpener`: :func:`liveimg.guest.open_guest` on ``rootfs``
+    (read-only, with libguestfs's throw-away overlay) and a sparse scratch file beside it as
+    its work drive, deleted afterwards."""
+    with tempfile.TemporaryDirectory(prefix=".liveimg-scratch-", dir=rootfs.parent) as tmp:
+        scratch = Path(tmp) / "scratch.img"
+        with open(scratch, "wb") as f:
+            f.truncate(scratch_bytes)
         started = time.monotonic()
-        g.launch()
-        log.info("libguestfs appliance up in %.1f s", time.monotonic() - started)
-    except RuntimeError as exc:
-        g.close()
-        raise HostError(f"cannot start the libguestfs appliance: {exc}") from exc
-    try:
-        yield g
-    finally:
-        with contextlib.suppress(RuntimeError):
-            g.shutdown()
-        g.close()
+        with open_guest(rootfs, work_drives=[scratch], memsize=APPLIANCE_MEMORY_MB) as guest:
+            log.info("libguestfs appliance up in %.1f s", time.monotonic() - started)
+            yield guest.g
 
 
-class GuestfsFiles:
-    """:class:`~liveimg.dracut.tree.GuestFiles` of a deployment inside a guestfs handle."""
-
-    def __init__(self, g: Any, prefix: str) -> None:
-        self.g = g
-        self.prefix = "/" + prefix.strip("/") if prefix.strip("/") else ""
-
-    def _path(self, path: str) -> str:
-        return self.prefix + ("/" + path.strip("/") if path.strip("/") else ("" if self.prefix else "/"))
-
-    def _mode(self, path: str) -> int | None:
-        try:
-            return int(self.g.lstatns(self._path(path))["st_mode"])
-        except RuntimeError:
-            return None
-
-    def kind(self, path: str) -> str | None:
-        mode = self._mode(path)
-        if mode is None:
-            return None
-        if stat.S_ISLNK(mode):
-            return "link"
-        if stat.S_ISDIR(mode):
-            return "dir"
-        return "file" if stat.S_ISREG(mode) else "other"
-
-    def readlink(self, path: str) -> str:
-        return str(self.g.readlink(self._path(path)))
-
-    def listdir(self, path: str) -> list[str]:
-        try:
-            return sorted(self.g.ls(self._path(path)))
-        except RuntimeError:
-            return []
-
-    def read_bytes(self, path: str, limit: int) -> bytes:
-        if self.kind(path) != "file":
-            raise InvalidImage(f"{path} in the guest is not a regular file")
-        data = b""
-        while len(data) < limit:
-            chunk = self.g.pread(self._path(path), min(1 << 20, limit - len(data)), len(data))
-            if not chunk:
-                break
-            data += chunk
-        return data
-
-    def is_executable(self, path: str) -> bool:
-        mode = self._mode(path)
-        return mode is not None and stat.S_ISREG(mode) and bool(mode & 0o111)
-
-    def mkdirs(self, path: str) -> str:
-        """Create directory ``path`` (resolved inside the deployment); its appliance path."""
-        real = resolve(self, path)
-        self.g.mkdir_p(self._path(real))
-        return self._path(real)
+def _mkdirs(g: Any, fs: GuestfsFS, deployment: str, path: str) -> str:
+    """Create directory ``path`` of the deployment (links followed inside it); its appliance path."""
+    real = chroot_path(fs, deployment, path)
+    g.mkdir_p(real)
+    return str(real)
 
 
 @dataclass(frozen=True)
@@ -208,19 +142,23 @@ def run_dracut_in_appliance(
         g.mkdir_p(SCRATCH_MOUNT)
         g.mkfs("ext4", devices[1])
         g.mount(devices[1], SCRATCH_MOUNT)
-        fs = GuestfsFiles(g, deployment)
-        if fs.kind("/") != "dir":
+        fs = GuestfsFS(g, "/", f"{rootfs.name} in the appliance")
+        root = "/" + deployment.strip("/")
+        top = GuestTree(fs)
+        if not top.is_dir(root) or top.resolve(root) != root:
             raise InvalidImage(f"{deployment} is not a directory in {rootfs}: is it the deployment of this image?")
-        plan = plan_dracut(fs, kver=kver, ostree=ostree, options=options, output=f"{OUT_DIR}/{raw_output.name}")
-        mounts = {"root": fs.prefix or ""}
+        tree = GuestTree(fs, root)
+        plan = plan_dracut(tree, kver=kver, ostree=ostree, options=options, output=f"{OUT_DIR}/{raw_output.name}")
+        mounts = {"root": "" if root == "/" else root}
         for name in ("proc", "dev", "sys", "run", "var/tmp", "tmp", *(("boot",) if ostree else ())):
-            mounts[name] = resolve(fs, "/" + name)
-            fs.mkdirs("/" + name)
+            # Appliance paths, relative to the mounted rootfs ("/sysroot" is added in the script).
+            real = _mkdirs(g, fs, root, "/" + name)
+            mounts[name] = real[len(mounts["root"]) :] if mounts["root"] else real
         if ostree:
             for needed in ("/var/roothome", "/sysroot/tmp"):
-                fs.mkdirs(needed)
+                _mkdirs(g, fs, root, needed)
         if options.dracut_conf is not None and plan.conf_name:
-            confdir = fs.mkdirs("/etc/dracut.conf.d")
+            confdir = _mkdirs(g, fs, root, "/etc/dracut.conf.d")
             g.upload(os.fspath(options.dracut_conf), f"{confdir}/{plan.conf_name}")
         argv = tuple(command) if command is not None else plan.argv
         log.info("appliance: running %s", " ".join(argv))

@@ -28,8 +28,8 @@ import shlex
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from liveimg.dracut.tree import GuestFiles, resolve
-from liveimg.errors import InvalidImage
+from liveimg.errors import GuestPathEscapes, InvalidImage
+from liveimg.fsview import FileType, GuestTree
 
 log = logging.getLogger(__name__)
 
@@ -163,33 +163,42 @@ def parse_module_setup(text: str) -> tuple[tuple[tuple[str, ...], ...], tuple[st
     return tuple(requires), tuple(depends)
 
 
-def scan_modules(fs: GuestFiles) -> dict[str, ModuleInfo]:
+def scan_modules(tree: GuestTree) -> dict[str, ModuleInfo]:
     """Every dracut module installed in the guest, by name."""
     found: dict[str, ModuleInfo] = {}
     seen_dirs: set[str] = set()
     for base in MODULE_DIRS:
-        real = resolve(fs, base)
-        if real in seen_dirs or fs.kind(real) != "dir":
+        real = tree.resolve(base)
+        if real is None or real in seen_dirs or not tree.is_dir(real):
             continue
         seen_dirs.add(real)
-        for entry in fs.listdir(real):
+        for entry in tree.listdir(real):
             match = _MODULE_DIR.match(entry)
             if not match or match.group(2) in found:
                 continue
             directory = f"{real}/{entry}"
-            setup = resolve(fs, f"{directory}/module-setup.sh")
+            setup = f"{directory}/module-setup.sh"
             text = ""
-            if fs.kind(setup) == "file":
-                text = fs.read_bytes(setup, _SETUP_LIMIT).decode("utf-8", "replace")
+            if tree.is_file(setup):
+                text = tree.read_head(setup, _SETUP_LIMIT).decode("utf-8", "replace")
             requires, depends = parse_module_setup(text)
             found[match.group(2)] = ModuleInfo(match.group(2), directory, requires, depends)
     return found
 
 
-def find_binary(fs: GuestFiles, name: str) -> bool:
+def is_executable(tree: GuestTree, path: str) -> bool:
+    """Whether ``path`` (links followed inside the guest) is a regular file with an execute bit."""
+    try:
+        st = tree.stat(path)
+    except GuestPathEscapes:
+        return False  # a link out of the guest: dracut could not use it either
+    return st is not None and st.type is FileType.FILE and bool(st.mode & 0o111)
+
+
+def find_binary(tree: GuestTree, name: str) -> bool:
     """Whether the guest has the program ``name`` (a name looked up in PATH, or an absolute path)."""
     candidates = [name] if name.startswith("/") else [f"{d}/{name}" for d in BIN_DIRS]
-    return any(fs.is_executable(resolve(fs, c)) for c in candidates)
+    return any(is_executable(tree, c) for c in candidates)
 
 
 @dataclass(frozen=True)
@@ -203,15 +212,15 @@ class Problem:
 class ModuleChecker:
     """Decides, per module, whether the guest's dracut can install it (results are cached)."""
 
-    def __init__(self, fs: GuestFiles) -> None:
-        self.fs = fs
-        self.modules = scan_modules(fs)
+    def __init__(self, tree: GuestTree) -> None:
+        self.tree = tree
+        self.modules = scan_modules(tree)
         self._verdicts: dict[str, Problem | None] = {}
         self._binaries: dict[str, bool] = {}
 
     def has_binary(self, name: str) -> bool:
         if name not in self._binaries:
-            self._binaries[name] = find_binary(self.fs, name)
+            self._binaries[name] = find_binary(self.tree, name)
         return self._binaries[name]
 
     def problem(self, name: str, _chain: tuple[str, ...] = ()) -> Problem | None:
@@ -247,14 +256,14 @@ class ModuleChecker:
 
 
 def select_modules(
-    fs: GuestFiles,
+    tree: GuestTree,
     *,
     wanted: Sequence[str],
     required: Sequence[str],
     checker: ModuleChecker | None = None,
 ) -> Selection:
     """Keep each of ``wanted`` the guest can install; any of ``required`` it cannot is an error."""
-    check = checker or ModuleChecker(fs)
+    check = checker or ModuleChecker(tree)
     if not check.modules:
         raise InvalidImage(
             "the image has no dracut modules (no modules.d in /usr/lib/dracut or /lib/dracut)",

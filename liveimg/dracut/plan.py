@@ -14,9 +14,16 @@ from pathlib import Path
 
 from liveimg.dracut.compress import Compression
 from liveimg.dracut.initramfs import Initramfs
-from liveimg.dracut.modules import LIVE_MODULES, LORAX_MODULES, OSTREE_MODULE, ModuleChecker, select_modules
-from liveimg.dracut.tree import GuestFiles, resolve
+from liveimg.dracut.modules import (
+    LIVE_MODULES,
+    LORAX_MODULES,
+    OSTREE_MODULE,
+    ModuleChecker,
+    is_executable,
+    select_modules,
+)
 from liveimg.errors import InvalidImage, InvalidOptions
+from liveimg.fsview import GuestTree
 
 log = logging.getLogger(__name__)
 
@@ -86,9 +93,9 @@ def lorax_dracut_args(values: Sequence[str]) -> list[str]:
     return [a for a in args if a]
 
 
-def find_dracut(fs: GuestFiles) -> str:
+def find_dracut(tree: GuestTree) -> str:
     for candidate in DRACUT_CANDIDATES:
-        if fs.is_executable(resolve(fs, candidate)):
+        if is_executable(tree, candidate):
             return candidate
     raise InvalidImage(
         "the image has no dracut, so it cannot build its live initramfs",
@@ -97,14 +104,14 @@ def find_dracut(fs: GuestFiles) -> str:
     )
 
 
-def check_kernel(fs: GuestFiles, kver: str) -> None:
+def check_kernel(tree: GuestTree, kver: str) -> None:
     """The guest must have ``/usr/lib/modules/<kver>`` (or ``/lib/modules``)."""
     if "/" in kver or kver in ("", ".", ".."):
         raise InvalidOptions(f"kernel version {kver!r} is not valid")
     for base in ("/usr/lib/modules", "/lib/modules"):
-        if fs.kind(resolve(fs, f"{base}/{kver}")) == "dir":
+        if tree.is_dir(f"{base}/{kver}"):
             return
-    have = sorted(set(fs.listdir(resolve(fs, "/usr/lib/modules")) + fs.listdir(resolve(fs, "/lib/modules"))))
+    have = sorted(set(tree.listdir("/usr/lib/modules") + tree.listdir("/lib/modules")))
     raise InvalidImage(
         f"the image has no kernel modules for {kver} (in /usr/lib/modules or /lib/modules); "
         f"it has: {', '.join(have) or 'none'}",
@@ -123,17 +130,17 @@ class Plan:
     conf_name: str | None
 
 
-def plan_dracut(fs: GuestFiles, *, kver: str, ostree: bool, options: DracutOptions, output: str) -> Plan:
+def plan_dracut(tree: GuestTree, *, kver: str, ostree: bool, options: DracutOptions, output: str) -> Plan:
     """Check the guest and compute dracut's command line (``output`` is a guest path)."""
-    dracut = find_dracut(fs)
-    check_kernel(fs, kver)
-    checker = ModuleChecker(fs)
+    dracut = find_dracut(tree)
+    check_kernel(tree, kver)
+    checker = ModuleChecker(tree)
     required = (*LIVE_MODULES, OSTREE_MODULE) if ostree else LIVE_MODULES
     conf_name = f"99-liveimg-{options.dracut_conf.name}" if options.dracut_conf else None
     if conf_name and not conf_name.endswith(".conf"):
         conf_name += ".conf"  # dracut reads only *.conf from dracut.conf.d
     if options.dracut_args is not None:
-        selection = select_modules(fs, wanted=(), required=required, checker=checker)
+        selection = select_modules(tree, wanted=(), required=required, checker=checker)
         middle = lorax_dracut_args(options.dracut_args)
         dropped = [a for a in middle if a.split("=", 1)[0] in _COMPRESSION_FLAGS]
         if dropped:
@@ -143,7 +150,7 @@ def plan_dracut(fs: GuestFiles, *, kver: str, ostree: bool, options: DracutOptio
         left_out: tuple[tuple[str, str], ...] = ()
     else:
         wanted = [m for m in (*LORAX_MODULES, *options.add_modules) if m not in options.omit_modules]
-        selection = select_modules(fs, wanted=wanted, required=required, checker=checker)
+        selection = select_modules(tree, wanted=wanted, required=required, checker=checker)
         modules, left_out = selection.modules, selection.left_out
         middle = ["--add", " ".join(modules), *LORAX_DEFAULT_ARGS]
         if options.omit_modules:

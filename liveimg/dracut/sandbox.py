@@ -21,6 +21,7 @@ import logging
 import os
 import re
 import sys
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,14 +65,31 @@ class SandboxResult:
 
 @functools.cache
 def sandbox_available() -> tuple[bool, str]:
-    """Whether this user can make the sandbox's namespaces here (checked once per process), and why not."""
+    """Whether this user can build the sandbox here, and why not (checked once per process).
+
+    The check builds the whole sandbox -- namespaces, /proc, /dev, /sys, pivot_root -- around an
+    empty tree, because some hosts allow user namespaces but not the mounts (containers that
+    mask /proc, for example).
+    """
     if runner.which("unshare") is None:
         return False, "unshare is not installed (Debian package util-linux)"
     result = runner.run([*_UNSHARE, "--", "true"], check=False, timeout=60)
     if result.returncode != 0:
         reason = result.stderr.strip().splitlines()[-1] if result.stderr.strip() else f"exit {result.returncode}"
         return False, f"user namespaces are not available: {reason}"
-    return True, "user namespaces work"
+    with tempfile.TemporaryDirectory(prefix="liveimg-probe-") as tmp:
+        root = Path(tmp)
+        for name in ("proc", "dev", "sys"):
+            (root / name).mkdir()
+        payload = {"root": tmp, "mounts": [], "argv": ["/liveimg-probe"], "env": {}, "cwd": "/",
+                   "log": os.fspath(root / "log")}  # fmt: skip
+        init = Path(_nsinit.__file__).resolve()
+        command = [*_UNSHARE, "--", sys.executable, "-I", "-S", os.fspath(init), json.dumps(payload)]
+        probe = runner.run(command, check=False, timeout=60)
+    if probe.returncode != 127:  # the sandbox was built, then the (missing) program failed to start
+        lines = probe.stderr.strip().splitlines()
+        return False, f"the sandbox cannot be built here: {lines[-1] if lines else f'exit {probe.returncode}'}"
+    return True, "user namespaces and the sandbox's mounts work"
 
 
 def _target(root: Path, path: str) -> str:

@@ -50,8 +50,9 @@ from liveimg.dracut.compress import Compressed, Compression, compress_initramfs
 from liveimg.dracut.initramfs import newc_index, plain_segments
 from liveimg.dracut.plan import OUT_DIR, DracutOptions, Plan, Where, plan_dracut, verify_initramfs
 from liveimg.dracut.sandbox import Bind, Tmpfs, check_sandbox_result, run_in_sandbox, sandbox_available
-from liveimg.dracut.tree import ExtractedTree, HostTree, extract_tree, guest_mkdirs
+from liveimg.dracut.tree import ExtractedTree, extract_tree, guest_mkdirs
 from liveimg.errors import HostError, InvalidOptions
+from liveimg.fsview import GuestTree, HostFS
 from liveimg.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -181,8 +182,13 @@ def _run_in_sandbox(
     root = extracted.root.resolve()
     if not root.is_dir():
         raise InvalidOptions(f"guest tree {root} is not a directory")
-    fs = HostTree(root)
-    plan = plan_dracut(fs, kver=kver, ostree=ostree, options=opts, output=f"{OUT_DIR}/{raw.name}")
+    plan = plan_dracut(
+        GuestTree(HostFS(root, label="the guest tree")),
+        kver=kver,
+        ostree=ostree,
+        options=opts,
+        output=f"{OUT_DIR}/{raw.name}",
+    )
     if ostree:
         # lorax creates these too: /root and /tmp point there on ostree systems, and dracut
         # copies /root into the initramfs (Atomic layout: root -> var/roothome, tmp -> sysroot/tmp).

@@ -10,9 +10,10 @@ it) out of the image with ``debugfs rdump``: no mount, no root, no loop device, 
 image is only read.  The copy is writable and is thrown away afterwards, so nothing dracut
 does reaches the shipped rootfs (lorax leaves its squashfs unchanged too).
 
-Guest content is hostile: :func:`resolve_in_root` resolves a guest path the way a process
-chrooted into the tree would (absolute symlinks start at the tree's root, ``..`` stops at
-it), so no path we compute from guest data leaves the tree.
+Guest content is hostile.  Reading the guest goes through :class:`liveimg.fsview.GuestTree`;
+creating mount points in the copy goes through :func:`chroot_path`, which resolves a guest
+path the way a process chrooted into the tree would (absolute symlinks start at the tree's
+root, ``..`` stops at it), so no path computed from guest data leaves the tree.
 """
 
 from __future__ import annotations
@@ -20,53 +21,28 @@ from __future__ import annotations
 import logging
 import os
 import posixpath
-import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 from liveimg import run as runner
 from liveimg.errors import HostError, InvalidImage, InvalidOptions, ToolError
+from liveimg.fsview import MAX_SYMLINKS, FileType, HostFS, ReadOnlyFS
 
 log = logging.getLogger(__name__)
 
-MAX_SYMLINKS = 40  # as the kernel's ELOOP limit
 
+def chroot_path(fs: ReadOnlyFS, root: str, path: str, *, follow_last: bool = True) -> str:
+    """Where ``path`` lands, in ``fs``, for a process chrooted into its directory ``root``.
 
-class GuestFiles(Protocol):
-    """Read access to a guest tree, wherever it is (a host directory, a libguestfs appliance).
-
-    Paths are absolute guest paths that contain no symbolic link except possibly in their
-    last component (:func:`resolve` makes them so); a missing path is not an error.
+    This is the kernel's answer, not :class:`liveimg.fsview.GuestTree`'s: ``..`` at the root
+    stays there (GuestTree refuses it), and components that do not exist -- or dangling links --
+    are kept, so the result says where ``mkdir -p`` would create a mount point.  Symbolic links
+    are followed inside ``root`` (an absolute target starts again at ``root``), so the result
+    is always ``root`` or below it.  More than :data:`MAX_SYMLINKS` links are an
+    :class:`InvalidImage`.
     """
-
-    def kind(self, path: str) -> str | None:
-        """``"dir"``, ``"file"``, ``"link"``, ``"other"``, or None if ``path`` does not exist (not followed)."""
-        ...
-
-    def readlink(self, path: str) -> str: ...
-
-    def listdir(self, path: str) -> list[str]:
-        """The names in directory ``path``; empty if it is missing."""
-        ...
-
-    def read_bytes(self, path: str, limit: int) -> bytes:
-        """At most ``limit`` bytes of the regular file ``path``."""
-        ...
-
-    def is_executable(self, path: str) -> bool:
-        """Whether ``path`` is a regular file with an execute bit."""
-        ...
-
-
-def resolve(fs: GuestFiles, path: str, *, follow_last: bool = True) -> str:
-    """``path`` with every symbolic link followed as a process chrooted into the guest would.
-
-    An absolute link target starts again at the guest's root and ``..`` stops there, so the
-    result never leaves the guest.  Components that do not exist are kept as they are.  More
-    than :data:`MAX_SYMLINKS` links are an :class:`InvalidImage`.
-    """
+    base = "/" + root.strip("/") if root.strip("/") else ""
     pending = [p for p in path.split("/") if p not in ("", ".")]
     pending.reverse()
     parts: list[str] = []
@@ -77,70 +53,26 @@ def resolve(fs: GuestFiles, path: str, *, follow_last: bool = True) -> str:
             if parts:
                 parts.pop()
             continue
-        candidate = "/" + "/".join([*parts, name])
-        if (pending or follow_last) and fs.kind(candidate) == "link":
+        candidate = base + "/" + "/".join([*parts, name])
+        st = fs.lstat(candidate)
+        if (pending or follow_last) and st is not None and st.type is FileType.SYMLINK:
             links += 1
             if links > MAX_SYMLINKS:
-                raise InvalidImage(f"too many symbolic links while resolving {path!r} in the guest")
+                raise InvalidImage(f"too many symbolic links while resolving {path!r} in {fs.label}")
             target = fs.readlink(candidate)
             if target.startswith("/"):
                 parts = []
             pending.extend(reversed([p for p in target.split("/") if p not in ("", ".")]))
             continue
         parts.append(name)
-    return "/" + "/".join(parts)
-
-
-class HostTree:
-    """:class:`GuestFiles` of a guest tree in a host directory."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-
-    def host_path(self, path: str) -> Path:
-        """The host path of a symlink-free guest path."""
-        return self.root.joinpath(*[p for p in path.split("/") if p])
-
-    def kind(self, path: str) -> str | None:
-        try:
-            mode = os.lstat(self.host_path(path)).st_mode
-        except OSError:
-            return None
-        if stat.S_ISLNK(mode):
-            return "link"
-        if stat.S_ISDIR(mode):
-            return "dir"
-        return "file" if stat.S_ISREG(mode) else "other"
-
-    def readlink(self, path: str) -> str:
-        return os.readlink(self.host_path(path))
-
-    def listdir(self, path: str) -> list[str]:
-        try:
-            return sorted(os.listdir(self.host_path(path)))
-        except OSError:
-            return []
-
-    def read_bytes(self, path: str, limit: int) -> bytes:
-        host = self.host_path(path)
-        if self.kind(path) != "file":
-            raise InvalidImage(f"{path} in the guest tree is not a regular file")
-        with open(host, "rb") as f:
-            return f.read(limit)
-
-    def is_executable(self, path: str) -> bool:
-        try:
-            info = os.lstat(self.host_path(path))
-        except OSError:
-            return False
-        return stat.S_ISREG(info.st_mode) and bool(info.st_mode & 0o111)
+    return base + "/" + "/".join(parts) if parts else base or "/"
 
 
 def resolve_in_root(root: Path, path: str, *, follow_last: bool = True) -> Path:
     """The host path that ``path`` names for a process whose root directory is ``root``
-    (always ``root`` or below it; see :func:`resolve`)."""
-    tree = HostTree(root)
-    return tree.host_path(resolve(tree, path, follow_last=follow_last))
+    (always ``root`` or below it; see :func:`chroot_path`)."""
+    inner = chroot_path(HostFS(root), "/", path, follow_last=follow_last)
+    return root.joinpath(*[p for p in inner.split("/") if p])
 
 
 def guest_mkdirs(root: Path, path: str) -> Path:

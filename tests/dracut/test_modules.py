@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from liveimg.dracut.modules import ModuleChecker, parse_module_setup, scan_modules, select_modules
-from liveimg.dracut.tree import HostTree
 from liveimg.errors import InvalidImage
+from liveimg.fsview import GuestTree, HostFS
 from tests.dracut.fake_guest import MODULES, PROGRAMS, make_guest, module_setup
 
 LORAX = ("livenet", "dmsquash-live", "dmsquash-live-ntfs", "convertfs", "pollcdrom", "qemu", "qemu-net")
@@ -38,7 +38,7 @@ def test_parse_without_functions() -> None:
 
 
 def test_lorax_list_on_a_guest_without_ntfs_3g(tmp_path: Path) -> None:
-    fs = HostTree(make_guest(tmp_path))
+    fs = GuestTree(HostFS(make_guest(tmp_path)))
     selection = select_modules(fs, wanted=LORAX, required=("dmsquash-live", "livenet"))
     assert selection.modules == ("dmsquash-live", "livenet", "convertfs", "pollcdrom", "qemu", "qemu-net")
     assert selection.left_out == (
@@ -47,7 +47,7 @@ def test_lorax_list_on_a_guest_without_ntfs_3g(tmp_path: Path) -> None:
 
 
 def test_dracut_ng_module_names(tmp_path: Path) -> None:
-    fs = HostTree(make_guest(tmp_path, prefix="70", programs=(*PROGRAMS, "ntfs-3g")))
+    fs = GuestTree(HostFS(make_guest(tmp_path, prefix="70", programs=(*PROGRAMS, "ntfs-3g"))))
     modules = scan_modules(fs)
     assert modules["dmsquash-live"].directory == "/usr/lib/dracut/modules.d/70dmsquash-live"
     selection = select_modules(fs, wanted=LORAX, required=("dmsquash-live", "livenet"))
@@ -56,7 +56,7 @@ def test_dracut_ng_module_names(tmp_path: Path) -> None:
 
 def test_missing_live_modules_name_the_package(tmp_path: Path) -> None:
     modules = {k: v for k, v in MODULES.items() if k not in ("dmsquash-live", "livenet", "dmsquash-live-ntfs")}
-    fs = HostTree(make_guest(tmp_path, modules=modules))
+    fs = GuestTree(HostFS(make_guest(tmp_path, modules=modules)))
     with pytest.raises(InvalidImage, match="no dracut module dmsquash-live") as info:
         select_modules(fs, wanted=LORAX, required=("dmsquash-live", "livenet"))
     assert info.value.hint == "install dracut-live in the image"
@@ -64,7 +64,7 @@ def test_missing_live_modules_name_the_package(tmp_path: Path) -> None:
 
 def test_missing_network_modules_name_dracut_network(tmp_path: Path) -> None:
     modules = {k: v for k, v in MODULES.items() if k not in ("network", "url-lib")}
-    fs = HostTree(make_guest(tmp_path, modules=modules))
+    fs = GuestTree(HostFS(make_guest(tmp_path, modules=modules)))
     with pytest.raises(InvalidImage) as info:
         select_modules(fs, wanted=(), required=("dmsquash-live", "livenet"))
     assert "livenet depends on network" in str(info.value)
@@ -72,7 +72,7 @@ def test_missing_network_modules_name_dracut_network(tmp_path: Path) -> None:
 
 
 def test_missing_program_of_a_dependency(tmp_path: Path) -> None:
-    fs = HostTree(make_guest(tmp_path, programs=tuple(p for p in PROGRAMS if p != "curl")))
+    fs = GuestTree(HostFS(make_guest(tmp_path, programs=tuple(p for p in PROGRAMS if p != "curl"))))
     with pytest.raises(InvalidImage, match=r"module url-lib needs curl.*livenet depends on url-lib") as info:
         select_modules(fs, wanted=(), required=("livenet",))
     assert info.value.hint == "install curl in the image"
@@ -80,7 +80,7 @@ def test_missing_program_of_a_dependency(tmp_path: Path) -> None:
 
 def test_ostree_module_required_on_ostree(tmp_path: Path) -> None:
     modules = {k: v for k, v in MODULES.items() if k != "ostree"}
-    fs = HostTree(make_guest(tmp_path, modules=modules))
+    fs = GuestTree(HostFS(make_guest(tmp_path, modules=modules)))
     with pytest.raises(InvalidImage, match="no dracut module ostree") as info:
         select_modules(fs, wanted=(), required=("dmsquash-live", "livenet", "ostree"))
     assert "ostree-boot (Debian) or ostree (Fedora)" in str(info.value.hint)
@@ -89,12 +89,12 @@ def test_ostree_module_required_on_ostree(tmp_path: Path) -> None:
 def test_no_dracut_modules_at_all(tmp_path: Path) -> None:
     (tmp_path / "usr/bin").mkdir(parents=True)
     with pytest.raises(InvalidImage, match="no dracut modules"):
-        select_modules(HostTree(tmp_path), wanted=LORAX, required=("dmsquash-live",))
+        select_modules(GuestTree(HostFS(tmp_path)), wanted=LORAX, required=("dmsquash-live",))
 
 
 def test_dependency_cycles_terminate(tmp_path: Path) -> None:
     modules = {"a": ("return 0", "echo b"), "b": ("return 0", "echo a"), "c": ("return 0", "echo a missing")}
-    checker = ModuleChecker(HostTree(make_guest(tmp_path, modules=modules)))
+    checker = ModuleChecker(GuestTree(HostFS(make_guest(tmp_path, modules=modules))))
     assert checker.problem("a") is None
     problem = checker.problem("c")
     assert problem is not None and problem.reason == "the image has no dracut module missing; c depends on missing"
@@ -106,8 +106,15 @@ def test_programs_found_through_guest_symlinks(tmp_path: Path) -> None:
     (root / "usr/sbin/dmsetup.static").write_text("#!/bin/sh\n")
     (root / "usr/sbin/dmsetup.static").chmod(0o755)
     (root / "usr/sbin/dmsetup").symlink_to("/sbin/dmsetup.static")
-    assert ModuleChecker(HostTree(root)).problem("dm") is None
+    assert ModuleChecker(GuestTree(HostFS(root))).problem("dm") is None
     (root / "usr/sbin/dmsetup.static").chmod(0o644)
-    problem = ModuleChecker(HostTree(root)).problem("dm")
+    problem = ModuleChecker(GuestTree(HostFS(root))).problem("dm")
     assert problem is not None and "needs dmsetup" in problem.reason
     assert problem.package == "dmsetup (Debian) or device-mapper (Fedora)"
+
+
+def test_a_program_linked_out_of_the_guest_does_not_count(tmp_path: Path) -> None:
+    root = make_guest(tmp_path, programs=tuple(p for p in PROGRAMS if p != "curl"))
+    (root / "usr/bin/curl").symlink_to("../../../../../../../usr/bin/curl")  # the host's curl
+    problem = ModuleChecker(GuestTree(HostFS(root))).problem("url-lib")
+    assert problem is not None and "needs curl" in problem.reason

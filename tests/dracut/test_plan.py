@@ -8,8 +8,8 @@ import pytest
 
 from liveimg.dracut.compress import Compression
 from liveimg.dracut.plan import DracutOptions, lorax_dracut_args, plan_dracut
-from liveimg.dracut.tree import HostTree
 from liveimg.errors import InvalidImage, InvalidOptions
+from liveimg.fsview import GuestTree, HostFS
 from tests.dracut.fake_guest import PROGRAMS, make_guest
 
 KVER = "6.1.0-50-amd64"
@@ -17,7 +17,7 @@ KVER = "6.1.0-50-amd64"
 
 def plan(root: Path, *, ostree: bool = True, **options: object) -> tuple[str, ...]:
     return plan_dracut(
-        HostTree(root),
+        GuestTree(HostFS(root)),
         kver=KVER,
         ostree=ostree,
         options=DracutOptions(**options),  # type: ignore[arg-type]
@@ -92,7 +92,7 @@ def test_no_kernel_modules_for_the_version(tmp_path: Path) -> None:
     with pytest.raises(InvalidImage, match=f"no kernel modules for {KVER}.*it has: 6.1.0-48-amd64, 6.1.0-49-amd64"):
         plan(root)
     with pytest.raises(InvalidOptions, match="not valid"):
-        plan_dracut(HostTree(root), kver="../../etc", ostree=False, options=DracutOptions(), output="/x")
+        plan_dracut(GuestTree(HostFS(root)), kver="../../etc", ostree=False, options=DracutOptions(), output="/x")
 
 
 def test_kernel_modules_in_lib(tmp_path: Path) -> None:
@@ -122,7 +122,7 @@ def test_conf_name(tmp_path: Path) -> None:
     conf = tmp_path / "nfs"
     conf.write_text('add_dracutmodules+=" nfs "\n')
     result = plan_dracut(
-        HostTree(make_guest(tmp_path / "g")),
+        GuestTree(HostFS(make_guest(tmp_path / "g"))),
         kver=KVER,
         ostree=False,
         options=DracutOptions(dracut_conf=conf, compression=Compression.GZIP),

@@ -135,8 +135,8 @@ def test_failure_carries_the_log_tail(tree: Path, tmp_path: Path) -> None:
 
 def test_timeout_kills_everything(tree: Path, tmp_path: Path) -> None:
     with pytest.raises(ToolTimeout):
-        run_in_sandbox(tree, ["/bin/sh", "-c", "sleep 300 & sleep 300"], log_path=tmp_path / "log", timeout=2)
-    left = subprocess.run(["pgrep", "-f", "sleep 300"], capture_output=True, text=True, check=False).stdout
+        run_in_sandbox(tree, ["/bin/sh", "-c", "sleep 2718 & sleep 2718"], log_path=tmp_path / "log", timeout=2)
+    left = subprocess.run(["pgrep", "-f", "sleep 2718"], capture_output=True, text=True, check=False).stdout
     assert not left.strip()
 
 

@@ -130,3 +130,12 @@ def test_stage_argument_errors(tmp_path: Path) -> None:
         build_initramfs(tree=tmp_path, kver=KVER, output=tmp_path / "missing/x")
     with pytest.raises(InvalidOptions, match="give rootfs, not tree"):
         build_initramfs(tree=tmp_path, kver=KVER, output=tmp_path / "x", options=DracutOptions(where=Where.APPLIANCE))
+
+
+def test_auto_falls_back_to_the_appliance(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from liveimg.dracut import stage
+
+    monkeypatch.setattr(stage, "sandbox_available", lambda: (False, "user namespaces are not available: test"))
+    # The appliance is chosen; it needs the rootfs image rather than a tree.
+    with pytest.raises(InvalidOptions, match="give rootfs, not tree"):
+        build_initramfs(tree=tmp_path, kver=KVER, output=tmp_path / "x")

@@ -1,21 +1,21 @@
-"""Stand-in for the rootfs stage in the dracut tests: ``LiveOS/rootfs.img`` made from a sample disk.
+"""``LiveOS/rootfs.img`` for the dracut tests, made from a sample disk by the rootfs stage.
 
-The rootfs stage (liveimg/rootfs.py) produces an ext4 image of the physical root with the boot
-partition's files merged into its /boot.  Until it is merged, the integration tests make the same
-thing from a sample disk, rootless and without mounting: the root partition's bytes are copied
-into a file (sparse), the boot partition is dumped with ``debugfs rdump`` and written into the
-copy's /boot with ``debugfs -w``.
+The root and boot partitions are found with sfdisk and debugfs (no libguestfs: the guest stage
+is not what these tests are about) and handed to :func:`liveimg.rootfs.from_partition`.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from liveimg import rootfs as rootfs_stage
 from liveimg import run as runner
+from liveimg.tree import HostTree as SourceTree
 
 SAMPLES = Path(os.environ.get("LIVEIMG_SAMPLES", Path.home() / ".cache" / "liveimg" / "samples"))
 
@@ -59,7 +59,8 @@ def _ls(spec: str, path: str) -> str:
 
 
 def rootfs_from_disk(disk: Path, dest: Path) -> Path:
-    """Write ``dest`` (an ext4 image file): the disk's root partition with its boot partition in /boot."""
+    """Write ``dest`` with the rootfs stage's partition method: the disk's root partition, with the
+    boot partition's files (dumped with debugfs) merged into its /boot."""
     root = boot = None
     for offset, size in _partitions(disk):
         spec = f"{disk}?offset={offset}"
@@ -69,44 +70,24 @@ def rootfs_from_disk(disk: Path, dest: Path) -> Path:
         elif "loader" in top.split() or "loader.1" in top.split() or "loader.0" in top.split():
             boot = (offset, size)
     assert root is not None, f"no root partition in {disk}"
-    mib = 1 << 20
-    assert root[0] % mib == 0 and root[1] % mib == 0
-    runner.run(
-        [
-            "dd",
-            f"if={disk}",
-            f"of={dest}",
-            "bs=1M",
-            f"skip={root[0] // mib}",
-            f"count={root[1] // mib}",
-            "conv=sparse",
-            "status=none",
-        ]
-    )
-    if boot is None:
-        return dest
     with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
-        bootdir = Path(tmp) / "boot"
-        bootdir.mkdir()
-        runner.run(["debugfs", "-R", f"rdump / {bootdir}", f"{disk}?offset={boot[0]}"])
-        commands = []
-        for dirpath, dirnames, filenames in os.walk(bootdir):
-            rel = Path(dirpath).relative_to(bootdir)
-            if str(rel) == ".":
-                dirnames[:] = [d for d in dirnames if d != "lost+found"]
-            guest = "/boot" + ("" if str(rel) == "." else f"/{rel}")
-            commands.append(f'cd "{guest}"')
-            for name in sorted(dirnames + filenames):
-                host = Path(dirpath) / name
-                if host.is_symlink():
-                    commands.append(f'symlink "{name}" "{os.readlink(host)}"')
-                elif host.is_dir():
-                    commands.append(f'mkdir "{name}"')
-                else:
-                    commands.append(f'write "{host}" "{name}"')
-        script = Path(tmp) / "debugfs.cmds"
-        script.write_text("\n".join(commands) + "\n")
-        result = runner.run(["debugfs", "-w", "-f", os.fspath(script), os.fspath(dest)])
-        errors = [line for line in result.stderr.splitlines() if line.strip() and not line.startswith("debugfs ")]
-        assert not errors, errors
+        boot_tree = None
+        if boot is not None:
+            bootdir = Path(tmp) / "boot"
+            bootdir.mkdir()
+            runner.run(["debugfs", "-R", f"rdump / {bootdir}", f"{disk}?offset={boot[0]}"])
+            shutil.rmtree(bootdir / "lost+found", ignore_errors=True)
+            boot_tree = SourceTree(bootdir)
+        rootfs_stage.from_partition(
+            image=disk,
+            image_format="raw",
+            offset=root[0],
+            length=root[1],
+            boot=boot_tree,
+            boot_limit=None,
+            dest=dest,
+            options=rootfs_stage.RootfsOptions(),
+            workdir=Path(tmp),
+            what=f"the root partition of {disk}",
+        )
     return dest

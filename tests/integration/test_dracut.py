@@ -126,8 +126,10 @@ def _assert_live(path: Path, *, ostree: bool) -> None:
         for needed in ("dmsquash-live-root", "livenetroot", "curl"):
             assert needed in names, needed
         assert any("parse-livenet" in n for n in names) and any("parse-dmsquash-live" in n for n in names)
-        assert ("ostree-prepare-root" in names) is ostree
+        # Only required on ostree images; a classic image's own dracut.conf.d may add it too
+        # (the classic sample has ostree installed, whose dracut.conf.d asks for it).
         if ostree:
+            assert "ostree-prepare-root" in names
             assert any(n.startswith("ostree-prepare-root") and n.endswith(".service") for n in names)
 
 
@@ -274,7 +276,7 @@ def test_classic_initramfs_holds_the_live_modules(classic_initrd: Initrd) -> Non
 
 @pytest.mark.skipif(
     os.environ.get("LIVEIMG_TEST_APPLIANCE") != "1",
-    reason="dracut in the libguestfs appliance takes 10-15 min under TCG: set LIVEIMG_TEST_APPLIANCE=1",
+    reason="dracut in the libguestfs appliance takes 6-15 min under TCG: set LIVEIMG_TEST_APPLIANCE=1",
 )
 def test_atomic_initramfs_in_the_appliance(atomic_rootfs: Rootfs, atomic_initrd: Initrd, public_dir: Path) -> None:
     out = public_dir / "appliance-out"
