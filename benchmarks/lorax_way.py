@@ -99,7 +99,9 @@ def guest_has_module(tree: Path, name: str) -> bool:
     return not (name == "dmsquash-live-ntfs" and not any((tree / d / "ntfs-3g").exists() for d in ("usr/bin", "bin")))
 
 
-def run(image: Path, out: Path, *, keep_size: bool, bcj: str) -> dict[str, object]:
+def run(
+    image: Path, out: Path, *, keep_size: bool, bcj: str, compression: str = "xz", dracut_compress: str = "xz"
+) -> dict[str, object]:
     timer = Timer()
     out.mkdir(parents=True, exist_ok=False)
     work = Path(tempfile.mkdtemp(prefix="lorax-way-", dir=out))
@@ -149,7 +151,8 @@ def run(image: Path, out: Path, *, keep_size: bool, bcj: str) -> dict[str, objec
             raise SystemExit(f"lorax-way: fsck.ext4 exited {rc}")
     with timer.step("mksquashfs"):
         squash = out / "live-rootfs.squashfs.img"
-        args = ["-comp", "xz"] + (["-Xbcj", bcj] if bcj else [])
+        # lorax's squashfs_args(): BCJ only with xz.
+        args = ["-comp", compression] + (["-Xbcj", bcj] if bcj and compression == "xz" else [])
         sh("mksquashfs", squashfs_root, squash, *args, "-no-progress")
     with timer.step("dracut"), loop(rootfs) as dev, mounted(dev, mnt):
         deploy = (mnt / sys_root).resolve() if sys_root else mnt
@@ -169,9 +172,9 @@ def run(image: Path, out: Path, *, keep_size: bool, bcj: str) -> dict[str, objec
             left_out = [m for m in LORAX_MODULES if m not in modules]
             if sys_root:
                 modules.append("ostree")
-            sh("chroot", deploy, "dracut", "--nomdadmconf", "--nolvmconf", "--xz", "--add", " ".join(modules),
-               "--no-hostonly", "--debug", "--no-early-microcode", f"/results/initramfs-{kver}.img", kver,
-               check=True)  # fmt: skip
+            sh("chroot", deploy, "dracut", "--nomdadmconf", "--nolvmconf", f"--{dracut_compress}",
+               "--add", " ".join(modules), "--no-hostonly", "--debug", "--no-early-microcode",
+               f"/results/initramfs-{kver}.img", kver, check=True)  # fmt: skip
             shutil.copy2(kernel, out / kernel.name)
     shutil.rmtree(work)
     (out / "PXE_CONFIG").write_text(
@@ -198,10 +201,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-o", "--output", type=Path, required=True)
     parser.add_argument("--keep-size", action="store_true", help="lorax's --live-rootfs-keep-size")
     parser.add_argument("--bcj", default="x86", help="BCJ filter (lorax: the HOST's; empty for none)")
+    parser.add_argument("--compression", default="xz", help="lorax's --compression for mksquashfs (default xz)")
+    parser.add_argument("--dracut-compress", default="xz",
+                        help="dracut's compressor flag (lorax: --xz; others only for smoke runs)")  # fmt: skip
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         raise SystemExit("lorax-way: must run as root (loop devices and mounts), like livemedia-creator")
-    print(json.dumps(run(args.image, args.output, keep_size=args.keep_size, bcj=args.bcj), indent=2))
+    result = run(args.image, args.output, keep_size=args.keep_size, bcj=args.bcj, compression=args.compression,
+                 dracut_compress=args.dracut_compress)  # fmt: skip
+    print(json.dumps(result, indent=2))
     return 0
 
 
