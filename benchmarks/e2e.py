@@ -112,6 +112,16 @@ def parse_progress(lines: list[harness.Line]) -> list[dict[str, Any]]:
     return runs
 
 
+def stage_windows(begins: list[tuple[str, float]], wall: float) -> dict[str, tuple[float, float]]:
+    """Each stage's time window: from its first step's start to the start of the next stage's first step."""
+    firsts: list[tuple[str, float]] = []
+    for name, t in begins:
+        if name != "other" and name not in (n for n, _ in firsts):
+            firsts.append((name, t))
+    firsts.sort(key=lambda nt: nt[1])
+    return {name: (t, firsts[i + 1][1] if i + 1 < len(firsts) else wall) for i, (name, t) in enumerate(firsts)}
+
+
 def map_stages(parts: dict[str, float], mapping: dict[str, str], wall: float) -> dict[str, float]:
     """Sum the tool's own steps into :data:`STAGES`; ``other`` is the wall time not in any step."""
     out = dict.fromkeys(STAGES, 0.0)
@@ -154,21 +164,20 @@ def run_liveimg(image: Path, out: Path, work: Path, *, extra: list[str], nice: i
         tail = "\n".join(line.text for line in measured.stderr[-20:])
         raise SystemExit(f"liveimg build failed ({measured.returncode}); see {log}\n{tail}")
     runs = parse_progress(measured.stdout)
-    parts: dict[str, float] = {}
+    steps: dict[str, float] = {}
     for r in runs:
-        parts[r["stage"]] = parts.get(r["stage"], 0.0) + r["seconds"]
+        steps[r["stage"]] = round(steps.get(r["stage"], 0.0) + r["seconds"], 2)
     manifest = json.loads((out / "manifest.json").read_text())
-    windows: dict[str, list[float]] = {}
-    for r in runs:
-        name = LIVEIMG_STAGES.get(r["stage"], "other")
-        w = windows.setdefault(name, [r["begin"], r["end"]])
-        w[0], w[1] = min(w[0], r["begin"]), max(w[1], r["end"])
+    # The manifest's stage timings cover each stage whole (the dracut stage's clean-up and the
+    # kernel copy included); the appliance launch is only in the progress events.
+    parts = {"appliance": steps.get("appliance", 0.0), **manifest.get("stages", {})}
+    windows = stage_windows([(LIVEIMG_STAGES.get(r["stage"], "other"), r["begin"]) for r in runs], measured.wall)
     rootfs_run = next((r for r in runs if r["stage"] == "rootfs"), None)
     host_in_rootfs = _command_seconds(measured.stderr, rootfs_run["begin"], rootfs_run["end"]) if rootfs_run else 0.0
     return {
         **measured.summary(),
         "stages": map_stages(parts, LIVEIMG_STAGES, measured.wall),
-        "steps": {k: round(v, 2) for k, v in parts.items()},
+        "steps": steps,
         "timeline": runs,
         "rss_by_stage": {k: measured.rss.peak_between(*w) for k, w in windows.items()},
         "rootfs_host_commands_seconds": round(host_in_rootfs, 2),
@@ -207,16 +216,11 @@ def run_lorax(image: Path, out: Path, *, extra: list[str], nice: int, log: Path)
     steps: dict[str, float] = result["steps"]
     # Stage windows from lorax_way's "lorax-way: <step> ..." lines on stderr.
     marks = [
-        (line.t, line.text.removeprefix("lorax-way: ").removesuffix(" ..."))
+        (LORAX_STEPS.get(line.text.removeprefix("lorax-way: ").removesuffix(" ..."), "other"), line.t)
         for line in measured.stderr
-        if line.text.startswith("lorax-way: ")
+        if line.text.startswith("lorax-way: ") and line.text.endswith(" ...")
     ]
-    windows: dict[str, list[float]] = {}
-    for i, (t, step) in enumerate(marks):
-        end = marks[i + 1][0] if i + 1 < len(marks) else measured.wall
-        name = LORAX_STEPS.get(step, "other")
-        w = windows.setdefault(name, [t, end])
-        w[0], w[1] = min(w[0], t), max(w[1], end)
+    windows = stage_windows(marks, measured.wall)
     return {
         **measured.summary(),
         "stages": map_stages(steps, LORAX_STEPS, measured.wall),
@@ -319,7 +323,7 @@ def tcg_handicap(liveimg_run: dict[str, Any], host: dict[str, Any]) -> dict[str,
     return {
         "appliance_launch": launch,
         "inspection": inspect,
-        "rootfs_in_appliance": round(max(0.0, stages["rootfs"] - liveimg_run["rootfs_host_commands_seconds"]), 2),
+        "rootfs_in_appliance": round(max(0.0, stages["rootfs"] - host["rootfs_seconds"]), 2),
         "under_tcg": {"guest": stages["guest"], "rootfs": round(stages["rootfs"] - rootfs_kvm, 2)},
         "kvm_estimate": est,
         "host_equivalents": host,

@@ -4,7 +4,8 @@ This script reproduces lorax's post-install stage (../shared/docs/lorax-referenc
 §2, §3) with host tools, step for step, on a disk image, so that ``benchmarks/`` can time it
 side by side with ``liveimg build`` on the same machine in the same run:
 
-1. ``losetup --partscan`` (lorax: ``kpartx -a``); mount each partition until one has
+1. ``losetup --partscan`` (lorax: ``kpartx -a``; ``partx -a`` where the kernel does not
+   parse the table itself and has no device-mapper); mount each partition until one has
    ``ostree/deploy`` (or ``etc/passwd``); mount the one with ``loader*`` over its ``/boot``.
 2. Size as lorax estimates it (file sizes rounded to 4 KiB, plus 256 blocks; hard links
    counted once per name), or the partition's size (``--keep-size``).
@@ -63,8 +64,14 @@ def loop(image: Path, *, partscan: bool = False, readonly: bool = False) -> Iter
     dev = sh(*args, image, capture=True).strip()
     try:
         sh("udevadm", "settle", check=False)
+        if partscan and not list(Path("/dev").glob(Path(dev).name + "p*")):
+            # A kernel without the partition-table parsers (and without device-mapper, which kpartx
+            # needs) still accepts partitions from user space: partx reads the table, as kpartx does.
+            sh("partx", "-a", dev, check=False)
         yield dev
     finally:
+        if partscan:
+            sh("partx", "-d", dev, check=False)
         sh("losetup", "-d", dev, check=False)
 
 
