@@ -16,8 +16,8 @@ Measured, each as a measured run (wall, CPU, peak RSS of the process tree):
   mksquashfs), at 1 and 2 threads;
 * rootfs: liveimg's partition method (``liveimg.rootfs.from_partition``: sparse copy,
   e2fsck, resize2fs, tune2fs, discard) on the image as if it were the root partition, and
-  lorax's way (``mkfs.ext4`` + loop mounts + ``cp -a`` + ``fsck.ext4 -E discard``) with
-  ``--lorax-rootfs``.
+  lorax's way (``mkfs.ext4`` + loop mounts + ``cp -a`` + ``fsck.ext4 -E discard``, at the
+  source's size as with ``--live-rootfs-keep-size``) with ``--lorax-rootfs``.
 
 Then ``time = a + b * GiB`` is fitted per series (:func:`benchmarks.harness.linear_fit`).
 """
@@ -114,7 +114,8 @@ def prepare(sizes: Sequence[float] = SIZES_GIB, cache: Path = CACHE) -> dict[str
             size_mb = int(data * 1.3 / (1 << 20)) + 256
             print(f"scaling: building {image.name} ({data / GiB:.2f} GiB in {count} files)", flush=True)
             subprocess.run(
-                ["mkfs.ext4", "-q", "-F", "-L", "LiveOS", "-d", str(tree), str(image), f"{size_mb}M"], check=True
+                ["mkfs.ext4", "-q", "-F", "-b", "4096", "-L", "LiveOS", "-d", str(tree), str(image), f"{size_mb}M"],
+                check=True,
             )
             rc = subprocess.run(
                 ["e2fsck", "-fy", "-E", "discard", str(image)], check=False, capture_output=True
@@ -204,12 +205,17 @@ def _rootfs_liveimg(image: Path, dest: Path) -> None:
 
 
 def _rootfs_lorax(image: Path, dest: Path) -> None:
-    """lorax's mkrootfsimg + the discard step (lorax-reference.md §1.3-1.4), through lorax_way's helpers."""
+    """lorax's mkrootfsimg + the discard step (lorax-reference.md §1.3-1.4), through lorax_way's helpers.
+
+    The size is the source's (lorax's ``--live-rootfs-keep-size``): lorax's automatic estimate
+    (file sizes + 1 MiB) leaves no room for the journal and inode tables, so ``cp -a`` runs out
+    of space on these inputs, which have no hard links to over-count.
+    """
     from benchmarks import lorax_way
 
     work = dest.parent / "lorax-mnt"
     with lorax_way.loop(image, readonly=True) as src_dev, lorax_way.mounted(src_dev, work / "src", "-o", "ro"):
-        size = lorax_way.estimate_size(work / "src")
+        size = image.stat().st_size
         with open(dest, "wb") as f:
             f.truncate(size)
         with lorax_way.loop(dest) as dev:
