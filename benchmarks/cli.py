@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -129,10 +128,19 @@ def main(argv: list[str] | None = None) -> int:
     if which and os.geteuid() != 0:
         print("benchmarks: run as root (lorax's way needs loop devices and mounts)", file=sys.stderr)
         return 2
-    steps: list[Callable[[], object]] = [lambda n=n: run_one(n, args, args_list) for n in which]  # type: ignore[misc]
-    for step in steps:
-        step()
+    failed = []
+    for name in which:
+        try:
+            run_one(name, args, args_list)
+        except (SystemExit, Exception) as exc:  # one broken benchmark must not lose the others' results
+            if isinstance(exc, SystemExit) and exc.code in (0, None):
+                raise
+            print(f"{name}: FAILED: {exc}", file=sys.stderr, flush=True)
+            failed.append(name)
         render()
     if not which:
         render()
+    if failed:
+        print(f"benchmarks: failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
     return 0

@@ -99,7 +99,9 @@ def git_commit(repo: Path = REPO) -> dict[str, Any]:
 
     try:
         sha = git("rev-parse", "HEAD").strip()
-        dirty = bool(git("status", "--porcelain", "--untracked-files=no").strip())
+        # The generated report (README, plot, results) changes during a run: it does not make the code dirty.
+        generated = (":!benchmarks/results", ":!benchmarks/README.md")
+        dirty = bool(git("status", "--porcelain", "--untracked-files=no", "--", ".", *generated).strip())
         branch = git("rev-parse", "--abbrev-ref", "HEAD").strip()
     except (OSError, subprocess.CalledProcessError):
         return {"sha": "unknown", "short": "unknown", "dirty": None, "branch": None}

@@ -483,7 +483,8 @@ def _plot_e2e(ax: Any, data: dict[str, Any] | None) -> None:
         ax.text(total, i, f" {total:.0f} s", va="center")
     ax.set_xlabel("seconds")
     ax.set_title(title + (" [--quick]" if data.get("quick") else ""))
-    ax.legend(loc="lower right", fontsize=8)
+    ax.set_xlim(0, max(bottoms) * 1.15)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=len(stages), fontsize=8)
 
 
 def _plot_squashfs(ax: Any, data: dict[str, Any] | None) -> None:
