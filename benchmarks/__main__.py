@@ -1,7 +1,7 @@
-"""``python -m benchmarks`` (``make bench``): every macro benchmark in turn."""
+"""``python -m benchmarks`` (``make bench``): see :mod:`benchmarks.cli`."""
 
 from __future__ import annotations
 
-from benchmarks import squashfs
+from benchmarks.cli import main
 
-raise SystemExit(squashfs.main([]))
+raise SystemExit(main())

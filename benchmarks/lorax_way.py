@@ -4,7 +4,8 @@ This script reproduces lorax's post-install stage (../shared/docs/lorax-referenc
 §2, §3) with host tools, step for step, on a disk image, so that ``benchmarks/`` can time it
 side by side with ``liveimg build`` on the same machine in the same run:
 
-1. ``losetup --partscan`` (lorax: ``kpartx -a``); mount each partition until one has
+1. ``losetup --partscan`` (lorax: ``kpartx -a``; ``partx -a`` where the kernel does not
+   parse the table itself and has no device-mapper); mount each partition until one has
    ``ostree/deploy`` (or ``etc/passwd``); mount the one with ``loader*`` over its ``/boot``.
 2. Size as lorax estimates it (file sizes rounded to 4 KiB, plus 256 blocks; hard links
    counted once per name), or the partition's size (``--keep-size``).
@@ -63,8 +64,14 @@ def loop(image: Path, *, partscan: bool = False, readonly: bool = False) -> Iter
     dev = sh(*args, image, capture=True).strip()
     try:
         sh("udevadm", "settle", check=False)
+        if partscan and not list(Path("/dev").glob(Path(dev).name + "p*")):
+            # A kernel without the partition-table parsers (and without device-mapper, which kpartx
+            # needs) still accepts partitions from user space: partx reads the table, as kpartx does.
+            sh("partx", "-a", dev, check=False)
         yield dev
     finally:
+        if partscan:
+            sh("partx", "-d", dev, check=False)
         sh("losetup", "-d", dev, check=False)
 
 
@@ -99,7 +106,9 @@ def guest_has_module(tree: Path, name: str) -> bool:
     return not (name == "dmsquash-live-ntfs" and not any((tree / d / "ntfs-3g").exists() for d in ("usr/bin", "bin")))
 
 
-def run(image: Path, out: Path, *, keep_size: bool, bcj: str) -> dict[str, object]:
+def run(
+    image: Path, out: Path, *, keep_size: bool, bcj: str, compression: str = "xz", dracut_compress: str = "xz"
+) -> dict[str, object]:
     timer = Timer()
     out.mkdir(parents=True, exist_ok=False)
     work = Path(tempfile.mkdtemp(prefix="lorax-way-", dir=out))
@@ -149,7 +158,8 @@ def run(image: Path, out: Path, *, keep_size: bool, bcj: str) -> dict[str, objec
             raise SystemExit(f"lorax-way: fsck.ext4 exited {rc}")
     with timer.step("mksquashfs"):
         squash = out / "live-rootfs.squashfs.img"
-        args = ["-comp", "xz"] + (["-Xbcj", bcj] if bcj else [])
+        # lorax's squashfs_args(): BCJ only with xz.
+        args = ["-comp", compression] + (["-Xbcj", bcj] if bcj and compression == "xz" else [])
         sh("mksquashfs", squashfs_root, squash, *args, "-no-progress")
     with timer.step("dracut"), loop(rootfs) as dev, mounted(dev, mnt):
         deploy = (mnt / sys_root).resolve() if sys_root else mnt
@@ -169,9 +179,9 @@ def run(image: Path, out: Path, *, keep_size: bool, bcj: str) -> dict[str, objec
             left_out = [m for m in LORAX_MODULES if m not in modules]
             if sys_root:
                 modules.append("ostree")
-            sh("chroot", deploy, "dracut", "--nomdadmconf", "--nolvmconf", "--xz", "--add", " ".join(modules),
-               "--no-hostonly", "--debug", "--no-early-microcode", f"/results/initramfs-{kver}.img", kver,
-               check=True)  # fmt: skip
+            sh("chroot", deploy, "dracut", "--nomdadmconf", "--nolvmconf", f"--{dracut_compress}",
+               "--add", " ".join(modules), "--no-hostonly", "--debug", "--no-early-microcode",
+               f"/results/initramfs-{kver}.img", kver, check=True)  # fmt: skip
             shutil.copy2(kernel, out / kernel.name)
     shutil.rmtree(work)
     (out / "PXE_CONFIG").write_text(
@@ -198,10 +208,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-o", "--output", type=Path, required=True)
     parser.add_argument("--keep-size", action="store_true", help="lorax's --live-rootfs-keep-size")
     parser.add_argument("--bcj", default="x86", help="BCJ filter (lorax: the HOST's; empty for none)")
+    parser.add_argument("--compression", default="xz", help="lorax's --compression for mksquashfs (default xz)")
+    parser.add_argument("--dracut-compress", default="xz",
+                        help="dracut's compressor flag (lorax: --xz; others only for smoke runs)")  # fmt: skip
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         raise SystemExit("lorax-way: must run as root (loop devices and mounts), like livemedia-creator")
-    print(json.dumps(run(args.image, args.output, keep_size=args.keep_size, bcj=args.bcj), indent=2))
+    result = run(args.image, args.output, keep_size=args.keep_size, bcj=args.bcj, compression=args.compression,
+                 dracut_compress=args.dracut_compress)  # fmt: skip
+    print(json.dumps(result, indent=2))
     return 0
 
 
