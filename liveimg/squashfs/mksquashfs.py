@@ -24,7 +24,7 @@ from pathlib import Path
 from liveimg import run as runner
 from liveimg.errors import HostError, InvalidOptions, ToolError
 from liveimg.progress import Progress
-from liveimg.squashfs.options import SquashfsOptions, SquashfsResult, source_date_epoch
+from liveimg.squashfs.options import SquashfsOptions, SquashfsResult, clamp_to_epoch, source_date_epoch
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +156,8 @@ def mksquashfs_file(
 
     mksquashfs packs directories, so the file is staged in a temporary directory beside
     ``dest`` by a hard link (a reflink or sparse copy where linking fails).  The staged
-    directories get mode 0755 and the file's mtime, so the result is reproducible.
+    directories get mode 0755 and the file's mtime (clamped to ``$SOURCE_DATE_EPOCH``), so the
+    result is reproducible.
     """
     file, dest = Path(file), Path(dest)
     if not file.is_file():
@@ -164,7 +165,11 @@ def mksquashfs_file(
     parts = Path(arcname).parts
     if not parts or Path(arcname).is_absolute() or any(p in ("..", ".") for p in parts):
         raise InvalidOptions(f"bad name {arcname!r} for the packed file: give a relative path like LiveOS/rootfs.img")
-    mtime = file.stat().st_mtime_ns
+    mtime = clamp_to_epoch(int(file.stat().st_mtime))
+    o = options or SquashfsOptions()
+    if o.all_time is None and mtime != int(file.stat().st_mtime):
+        # The staged file is a hard link to the caller's file, whose mtime is not ours to change.
+        options = o.replace(all_time=mtime)
     try:
         stage_root = Path(tempfile.mkdtemp(prefix=f".{dest.name}.stage.", dir=dest.parent))
     except OSError as exc:
@@ -176,7 +181,7 @@ def mksquashfs_file(
         # Parents up to the root: reproducible modes and times, not mkdtemp's 0700 and "now".
         for path in [target.parent, *(stage_root / p for p in target.parent.relative_to(stage_root).parents)]:
             path.chmod(0o755)
-            os.utime(path, ns=(mtime, mtime))
+            os.utime(path, (mtime, mtime))
         return mksquashfs(stage_root, dest, options, progress)
     finally:
         shutil.rmtree(stage_root, ignore_errors=True)

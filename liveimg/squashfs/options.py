@@ -262,3 +262,9 @@ class SquashfsResult:
     options: SquashfsOptions
     inodes: int = 0
     stats: Mapping[str, int] = dataclasses.field(default_factory=dict)
+
+
+def clamp_to_epoch(mtime: int) -> int:
+    """``mtime``, or ``$SOURCE_DATE_EPOCH`` when that is set and older (reproducible builds' clamping)."""
+    sde = source_date_epoch()
+    return mtime if sde is None else min(mtime, sde)

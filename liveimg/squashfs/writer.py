@@ -53,7 +53,7 @@ from liveimg.squashfs.fstree import FsTree, Node, kind_of_mode, split_path
 from liveimg.squashfs.id_table import IdTable
 from liveimg.squashfs.inode import DevInode, DirInode, Inode, IpcInode, RegInode, SymlinkInode, encode_dev
 from liveimg.squashfs.meta_writer import MetaWriter, build_table, encode_meta_block
-from liveimg.squashfs.options import SquashfsOptions, SquashfsResult
+from liveimg.squashfs.options import SquashfsOptions, SquashfsResult, clamp_to_epoch
 from liveimg.squashfs.superblock import Superblock
 from liveimg.squashfs.xattr import XattrSet, XattrWriter, normalize
 
@@ -567,8 +567,9 @@ def pack_file(
 ) -> SquashfsResult:
     """Pack one file as ``arcname`` (directories made as needed), reading it in place.
 
-    The file and its directories take the file's mtime and are owned by root: the pipeline's
-    ``LiveOS/rootfs.img`` case, without staging copies.
+    The file and its directories take the file's mtime, clamped to ``$SOURCE_DATE_EPOCH`` when
+    that is set (a freshly built file is newer than any epoch), and are owned by root: the
+    pipeline's ``LiveOS/rootfs.img`` case, without staging copies.
     """
     path = Path(file)
     try:
@@ -577,7 +578,7 @@ def pack_file(
         raise InvalidOptions(f"{path}: {exc.strerror}") from exc
     if not stat.S_ISREG(st.st_mode):
         raise InvalidOptions(f"{path} is not a regular file")
-    mtime = int(st.st_mtime)
+    mtime = clamp_to_epoch(int(st.st_mtime))
     with SquashfsWriter(dest, options, progress, total_bytes=st.st_size) as writer:
         writer.add_directory("", mode=dir_mode, mtime=mtime)
         parts = arcname.strip("/").split("/")

@@ -7,6 +7,8 @@ import io
 import os
 from pathlib import Path
 
+import pytest
+
 from liveimg import run as runner
 from liveimg.squashfs.mksquashfs import mksquashfs_file
 from liveimg.squashfs.options import SquashfsOptions
@@ -69,3 +71,22 @@ def test_pack_file_matches_mksquashfs_file(tmp_path: Path) -> None:
     with SquashfsReader(ours) as r:
         got = hashlib.sha256(b"".join(r.iter_file(r.lookup("LiveOS/rootfs.img")))).digest()  # type: ignore[arg-type]
     assert got == hashlib.sha256(img.read_bytes()).digest()
+
+
+def test_pack_file_clamps_times_to_source_date_epoch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A freshly built rootfs.img is newer than SOURCE_DATE_EPOCH: both writers clamp, neither touches the file."""
+    support.need("mksquashfs", "unsquashfs")
+    img = tmp_path / "rootfs.img"
+    img.write_bytes(b"data" * 1000)
+    os.utime(img, (1_800_000_000, 1_800_000_000))
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    ours, theirs = tmp_path / "ours.sqfs", tmp_path / "theirs.sqfs"
+    pack_file(img, ours, "LiveOS/rootfs.img", SquashfsOptions(comp="gzip"))
+    mksquashfs_file(img, theirs, "LiveOS/rootfs.img", SquashfsOptions(comp="gzip"))
+    for image in (ours, theirs):
+        lines = runner.run(["unsquashfs", "-lln", image], env={"TZ": "UTC"}).stdout.splitlines()
+        assert all("2023-11-14 22:13" in line for line in lines), lines
+    assert img.stat().st_mtime == 1_800_000_000
+    os.utime(img, (1_600_000_000, 1_600_000_000))  # older than the epoch: kept
+    pack_file(img, ours, "LiveOS/rootfs.img", SquashfsOptions(comp="gzip"))
+    assert "2020-09-13 12:26" in runner.run(["unsquashfs", "-lln", ours], env={"TZ": "UTC"}).stdout
