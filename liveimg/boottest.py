@@ -21,10 +21,12 @@ initramfs -- the customisation feature of :mod:`liveimg.dracut.customize` -- hol
 ``pre-pivot`` hook.  The hook installs a oneshot unit in ``/run/systemd/system`` that the
 booted system starts once ``multi-user.target`` is reached; it prints, on the console, what
 ``/`` is (``/dev/mapper/live-rw`` or an overlay), whether ``/run/ostree-booted`` exists,
-``ostree admin status``, the device-mapper table, the block devices, the hostname and, if
-asked, the result of writing N MiB (to show an overlay's size).  No password, no login, and
-the system boots to its usual target.  The unit's last line ends the watch; a known failure
-(dracut's emergency shell, a kernel panic, a failed download, ...) ends it sooner.
+``ostree admin status``, the device-mapper table, the block devices, the hostname, whether a
+NoCloud seed named on the command line can be fetched (and, where the image has cloud-init,
+that the hostname is the seed's) and, if asked, the result of writing N MiB (to show an
+overlay's size).  No password, no login, and the system boots to its usual target.  The
+unit's last line ends the watch; a known failure (dracut's emergency shell, a kernel panic, a
+failed download, ...) ends it sooner.
 """
 
 from __future__ import annotations
@@ -73,6 +75,18 @@ if command -v dmsetup >/dev/null 2>&1; then
     dmsetup table 2>&1 | prefix DMTABLE
 fi
 lsblk -b -n -r -o NAME,MAJ:MIN,SIZE,TYPE 2>&1 | prefix BLOCK
+# A NoCloud seed on the command line (ds=nocloud-net;s=URL): can the live system fetch it?
+seed=$(tr ' ' '\\n' </proc/cmdline | sed -n 's/^ds=nocloud[a-z-]*;\\(s\\|seedfrom\\)=\\(.*\\)$/\\2/p' | head -n1)
+if [ -n "$seed" ]; then
+    if ! command -v curl >/dev/null 2>&1; then
+        say "seed=no-curl"
+    elif meta=$(curl -fsS --max-time 60 "${seed%/}/meta-data" 2>/dev/null); then
+        say "seed=ok seed-hostname=$(printf '%s\\n' "$meta" | sed -n 's/^local-hostname: *//p' | head -n1)"
+    else
+        say "seed=failed"
+    fi
+    if command -v cloud-init >/dev/null 2>&1; then say "cloud-init=yes"; else say "cloud-init=no"; fi
+fi
 write=$(sed -n 's/.*liveimg.check.write=\\([0-9][0-9]*\\).*/\\1/p' /proc/cmdline)
 if [ -n "$write" ]; then
     if dd if=/dev/zero of=/var/tmp/liveimg-check-fill bs=1M count="$write" conv=fsync 2>/dev/null; then
@@ -252,6 +266,12 @@ def judge(
             problems.append(f"booted deployment is {booted[0].strip()!r}, not {deployment['osname']} {wanted}")
     if "write" in fields and fields["write"] != "ok":
         problems.append(f"writing {fields.get('mib', '?')} MiB in the live system failed")
+    if fields.get("seed", "ok") != "ok":
+        problems.append(f"the live system could not fetch the cloud-init seed ({fields['seed']})")
+    elif fields.get("cloud-init") == "yes" and fields.get("seed-hostname"):
+        hostname, wanted = fields.get("hostname"), fields["seed-hostname"]
+        if hostname != wanted:
+            problems.append(f"hostname is {hostname!r}, not the seed's {wanted!r}")
     if not any(line.startswith("live-rw:") for line in dm_table) and fstype != "overlay":
         problems.append("device-mapper has no live-rw device")
     return problems

@@ -1,0 +1,68 @@
+"""The boot test's reading of the checker's console lines, and its verdict (no VM here)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from liveimg.boottest import judge, parse_checks
+
+DEPLOYMENT = {"osname": "debian-atomic", "checksum": "ab" * 32, "serial": 0}
+
+CONSOLE = f"""\
+[  OK  ] Reached target multi-user.target.
+\x1b[0mLIVEIMG-CHECK root=/dev/mapper/live-rw fstype=ext4
+LIVEIMG-CHECK ostree-booted=yes
+LIVEIMG-CHECK hostname=localhost
+LIVEIMG-CHECK-OSTREE * debian-atomic {"ab" * 32}.0
+LIVEIMG-CHECK-DMTABLE live-rw: 0 3145728 snapshot 7:1 7:2 P 8
+LIVEIMG-CHECK-BLOCK loop0 7:0 400000000 loop
+LIVEIMG-CHECK seed=ok seed-hostname=seeded
+LIVEIMG-CHECK cloud-init=no
+LIVEIMG-CHECK-END
+"""
+
+
+def _read(tmp_path: Path, text: str) -> tuple[dict[str, str], list[str], list[str], list[str]]:
+    log = tmp_path / "console.log"
+    log.write_text(text)
+    return parse_checks(log)
+
+
+def test_a_good_ostree_boot_has_no_problems(tmp_path: Path) -> None:
+    fields, status, table, blocks = _read(tmp_path, CONSOLE)
+    assert fields["root"] == "/dev/mapper/live-rw" and fields["seed-hostname"] == "seeded"
+    assert blocks == ["loop0 7:0 400000000 loop"]
+    assert judge({"deployment": DEPLOYMENT}, fields, status, table) == []
+
+
+def test_the_wrong_deployment_and_a_plain_root_are_problems(tmp_path: Path) -> None:
+    text = CONSOLE.replace("live-rw fstype", "vda3 fstype").replace(f"{'ab' * 32}.0", f"{'cd' * 32}.0")
+    fields, status, table, _ = _read(tmp_path, text.replace("live-rw:", "other:"))
+    problems = judge({"deployment": DEPLOYMENT}, fields, status, table)
+    assert any("not the live overlay" in p for p in problems)
+    assert any("booted deployment is" in p for p in problems)
+    assert any("no live-rw" in p for p in problems)
+
+
+def test_an_unreachable_seed_is_a_problem(tmp_path: Path) -> None:
+    fields, status, table, _ = _read(tmp_path, CONSOLE.replace("seed=ok seed-hostname=seeded", "seed=failed"))
+    assert judge({"deployment": DEPLOYMENT}, fields, status, table) == [
+        "the live system could not fetch the cloud-init seed (failed)"
+    ]
+
+
+def test_with_cloud_init_the_hostname_must_be_the_seeds(tmp_path: Path) -> None:
+    fields, status, table, _ = _read(tmp_path, CONSOLE.replace("cloud-init=no", "cloud-init=yes"))
+    assert judge({"deployment": DEPLOYMENT}, fields, status, table) == [
+        "hostname is 'localhost', not the seed's 'seeded'"
+    ]
+    fields, status, table, _ = _read(tmp_path, CONSOLE.replace("cloud-init=no", "cloud-init=yes").replace(
+        "hostname=localhost", "hostname=seeded"))  # fmt: skip
+    assert judge({"deployment": DEPLOYMENT}, fields, status, table) == []
+
+
+def test_without_a_seed_nothing_is_said_about_one(tmp_path: Path) -> None:
+    text = CONSOLE.replace("LIVEIMG-CHECK seed=ok seed-hostname=seeded\nLIVEIMG-CHECK cloud-init=no\n", "")
+    fields, status, table, _ = _read(tmp_path, text)
+    assert "seed" not in fields
+    assert judge({"deployment": None}, fields, status, table) == []
