@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import subprocess
+import sys
 from functools import cache
+from pathlib import Path
 
 import pytest
 
@@ -55,3 +58,20 @@ def need_file(path: str, package: str) -> None:
     """Skip (fail in CI) unless a file shipped by a Debian package exists."""
     if not os.path.exists(path):
         _missing(f"{path} is missing: install the Debian package {package}")
+
+
+#: The unprivileged user the rootless tests run as.
+NOBODY = 65534
+
+
+def run_python_as_nobody(code: str, *, timeout: float) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` in this interpreter as uid/gid 65534 with no capabilities (the rootless case)."""
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "PYTHONPATH": os.fspath(Path(__file__).parents[1]),
+        "HOME": "/nonexistent",
+    }
+    argv = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "--inh-caps=-all"]
+    return subprocess.run(
+        [*argv, sys.executable, "-c", code], env=env, capture_output=True, text=True, check=False, timeout=timeout
+    )

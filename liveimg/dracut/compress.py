@@ -36,7 +36,8 @@ from typing import BinaryIO
 
 from liveimg import run as runner
 from liveimg.dracut.initramfs import optional_module, plain_segments
-from liveimg.errors import HostError, InvalidOptions
+from liveimg.dracut.output import replaced_whole
+from liveimg.errors import InvalidOptions
 
 log = logging.getLogger(__name__)
 
@@ -144,10 +145,9 @@ def compress_initramfs(
         raise InvalidOptions(f"threads must be 0 (all cores) or more, not {threads}")
     segments = plain_segments(src)
     started = time.monotonic()
-    tmp = dst.with_name(f".{dst.name}.liveimg-tmp")
     last_start, last_end = segments[-1]
     what = "copy"
-    try:
+    with replaced_whole(dst) as tmp:
         with open(tmp, "wb") as out, open(src, "rb") as inp:
             # Early archives first, uncompressed, each padded to 4 bytes as the kernel wants.
             for start, end in segments[:-1]:
@@ -176,13 +176,6 @@ def compress_initramfs(
             if last != src:
                 last.unlink(missing_ok=True)
         os.chmod(tmp, 0o644)  # served over TFTP/HTTP: world-readable, like the kernel beside it
-        os.replace(tmp, dst)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise HostError(f"cannot write {dst}: {exc.strerror or exc}") from exc
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     seconds = time.monotonic() - started
     size = dst.stat().st_size
     unpacked = src.stat().st_size

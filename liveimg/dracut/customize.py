@@ -42,7 +42,8 @@ from pathlib import Path
 
 from liveimg.dracut import cpio
 from liveimg.dracut.initramfs import Initramfs
-from liveimg.errors import HostError, InvalidImage, InvalidOptions
+from liveimg.dracut.output import replaced_whole
+from liveimg.errors import InvalidImage, InvalidOptions
 
 log = logging.getLogger(__name__)
 
@@ -152,8 +153,7 @@ def append_cpio(
         archive = gzip.compress(archive, compresslevel=9, mtime=0)
     elif compression is AppendCompression.XZ:
         archive = lzma.compress(archive, format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC32)
-    tmp = dst.with_name(f".{dst.name}.liveimg-tmp")
-    try:
+    with replaced_whole(dst) as tmp:
         with open(tmp, "wb") as out:
             with open(src, "rb") as inp:
                 shutil.copyfileobj(inp, out, 1 << 20)
@@ -165,13 +165,6 @@ def append_cpio(
             tail = -(offset + pad + len(archive)) % 4
             out.write(b"\0" * tail)
         shutil.copymode(src, tmp)
-        os.replace(tmp, dst)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise HostError(f"cannot write {dst}: {exc.strerror or exc}") from exc
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     log.info("appended %d bytes (%s) to %s: %s", len(archive), compression, dst, ", ".join(e.name for e in entries))
     return Appended(
         path=dst,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,10 +14,9 @@ import pytest
 from liveimg import run as runner
 from liveimg.dracut.sandbox import Bind, Tmpfs, check_sandbox_result, log_tail, run_in_sandbox, sandbox_available
 from liveimg.errors import HostError, ToolError, ToolTimeout
-from tests.support import IN_CI, need
+from tests.support import IN_CI, NOBODY, need, run_python_as_nobody
 
 APPLETS = ("sh", "cat", "ls", "id", "echo", "mkdir", "touch", "sleep", "kill", "readlink", "stat", "wc")
-NOBODY = 65534
 
 
 def busybox_tree(root: Path) -> Path:
@@ -177,28 +175,7 @@ def test_works_as_an_unprivileged_user(tmp_path: Path, public_dir: Path) -> None
         f"mounts=[Tmpfs('/run'), Bind(pathlib.Path({os.fspath(out_dir)!r}), '/run/out')])\n"
         "sys.exit(r.returncode)\n"
     )
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "PYTHONPATH": os.fspath(Path(__file__).parents[2]),
-        "HOME": "/nonexistent",
-    }
-    proc = subprocess.run(
-        [
-            "setpriv",
-            f"--reuid={NOBODY}",
-            f"--regid={NOBODY}",
-            "--clear-groups",
-            "--inh-caps=-all",
-            sys.executable,
-            "-c",
-            code,
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
+    proc = run_python_as_nobody(code, timeout=120)
     assert proc.returncode == 0, proc.stderr
     uid, uid_map = (out_dir / "log").read_text().split("\n")[:2]
     assert uid == "0" and uid_map.split() == ["0", str(NOBODY), "1"]

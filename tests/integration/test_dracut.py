@@ -11,8 +11,6 @@ import hashlib
 import os
 import re
 import shutil
-import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,10 +28,9 @@ from liveimg.dracut.stage import Initrd, build_initramfs
 from liveimg.dracut.tree import ExtractedTree, extract_tree
 from liveimg.errors import InvalidImage, ToolError
 from tests.integration.sample_rootfs import Sample, find_sample, rootfs_from_disk
-from tests.support import IN_CI, need
+from tests.support import IN_CI, NOBODY, need, run_python_as_nobody
 
 FAST = DracutOptions(compression=Compression.ZSTD, level=3)
-NOBODY = 65534
 KARGS = ["rd.live.image", "root=live:http://10.0.2.100:8080/live-rootfs.squashfs.img"]
 
 
@@ -230,28 +227,7 @@ def test_build_as_an_unprivileged_user(atomic_rootfs: Rootfs, public_dir: Path) 
         "    options=DracutOptions(compression=Compression.NONE))\n"
         "print(r.where, r.dracut_seconds)\n"
     )
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": "/nonexistent",
-        "PYTHONPATH": os.fspath(Path(__file__).parents[2]),
-    }
-    proc = subprocess.run(
-        [
-            "setpriv",
-            f"--reuid={NOBODY}",
-            f"--regid={NOBODY}",
-            "--clear-groups",
-            "--inh-caps=-all",
-            sys.executable,
-            "-c",
-            code,
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=1800,
-    )
+    proc = run_python_as_nobody(code, timeout=1800)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.startswith("sandbox ")
     assert (out / "initrd.img").stat().st_uid == NOBODY
