@@ -22,6 +22,7 @@ import re
 import struct
 import threading
 import zlib
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from types import ModuleType
 from typing import Any, ClassVar
@@ -40,7 +41,7 @@ def _optional(module: str, package: str) -> ModuleType:
         ) from None
 
 
-class Compressor:
+class Compressor(ABC):
     """One block in, its compressed form out (None when it does not shrink)."""
 
     id: ClassVar[CompressionId]
@@ -59,11 +60,13 @@ class Compressor:
         """Compress a metadata block (no filters that only help machine code)."""
         return self.compress(data)
 
+    @abstractmethod
     def _compress(self, data: bytes | memoryview) -> bytes:
-        raise NotImplementedError
+        """The codec's raw output for one block."""
 
+    @abstractmethod
     def decompress(self, data: bytes, max_size: int) -> bytes:
-        raise NotImplementedError
+        """One block back, at most ``max_size`` bytes."""
 
     def options_bytes(self) -> bytes | None:
         return None

@@ -10,6 +10,7 @@ metadata stream (``read(n) -> bytes``).
 from __future__ import annotations
 
 import struct
+from abc import ABC, abstractmethod
 from array import array
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -41,7 +42,7 @@ def decode_dev(rdev: int) -> tuple[int, int]:
 
 
 @dataclass(slots=True)
-class Inode:
+class Inode(ABC):
     """Fields shared by every inode (``struct squashfs_base_inode``); ``mode`` holds permission bits only."""
 
     inode_type: InodeType
@@ -54,8 +55,9 @@ class Inode:
     def header(self) -> bytes:
         return BASE.pack(self.inode_type, self.mode & 0o7777, self.uid, self.guid, self.mtime, self.inode_number)
 
+    @abstractmethod
     def to_bytes(self) -> bytes:
-        raise NotImplementedError
+        """The whole on-disk inode: the base header, then the type's own fields."""
 
     @property
     def nlink_value(self) -> int:
