@@ -165,9 +165,10 @@ def mksquashfs_file(
     parts = Path(arcname).parts
     if not parts or Path(arcname).is_absolute() or any(p in ("..", ".") for p in parts):
         raise InvalidOptions(f"bad name {arcname!r} for the packed file: give a relative path like LiveOS/rootfs.img")
-    mtime = clamp_to_epoch(int(file.stat().st_mtime))
+    own_mtime = int(file.stat().st_mtime)
+    mtime = clamp_to_epoch(own_mtime)
     o = options or SquashfsOptions()
-    if o.all_time is None and mtime != int(file.stat().st_mtime):
+    if o.all_time is None and mtime != own_mtime:
         # The staged file is a hard link to the caller's file, whose mtime is not ours to change.
         options = o.replace(all_time=mtime)
     try:
