@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import enum
 import io
-import os
 import posixpath
 import stat
 from collections.abc import Iterable
@@ -47,6 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
+from liveimg import reproducible
 from liveimg.errors import InvalidOptions
 
 NEWC_MAGIC = b"070701"
@@ -162,16 +162,7 @@ def symlink(path: str, target: str, *, uid: int = 0, gid: int = 0) -> Entry:
 
 def source_date_epoch() -> int:
     """The fixed mtime of reproducible archives: ``$SOURCE_DATE_EPOCH``, else 0."""
-    value = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
-    if not value:
-        return 0
-    try:
-        epoch = int(value)
-    except ValueError:
-        raise InvalidOptions(f"SOURCE_DATE_EPOCH={value!r} is not a number of seconds") from None
-    if not 0 <= epoch <= _MAX_FIELD:
-        raise InvalidOptions(f"SOURCE_DATE_EPOCH={epoch} does not fit in a cpio header (0 to {_MAX_FIELD})")
-    return epoch
+    return reproducible.source_date_epoch(limit=_MAX_FIELD, what="a cpio header") or 0
 
 
 def header(

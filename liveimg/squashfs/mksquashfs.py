@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import shutil
 import tempfile
 import time
 from collections.abc import Iterator
@@ -25,6 +24,7 @@ from liveimg import run as runner
 from liveimg.errors import HostError, InvalidOptions, ToolError
 from liveimg.progress import Progress
 from liveimg.squashfs.options import SquashfsOptions, SquashfsResult, clamp_to_epoch, source_date_epoch
+from liveimg.staging import check_arcname, staged_file
 
 log = logging.getLogger(__name__)
 
@@ -135,16 +135,6 @@ def mksquashfs(
     return SquashfsResult(path=dest, size=size, seconds=seconds, backend="mksquashfs", options=opts)
 
 
-def _stage_file(src: Path, target: Path) -> None:
-    """Put ``src`` at ``target`` without copying data: a hard link, else a reflink or sparse copy."""
-    try:
-        os.link(src, target)
-        return
-    except OSError as exc:
-        log.debug("hard link %s -> %s failed (%s); copying", src, target, exc)
-    runner.run(["cp", "--reflink=auto", "--sparse=always", "--preserve=mode,timestamps", src, target], timeout=TIMEOUT)
-
-
 def mksquashfs_file(
     file: Path,
     dest: Path,
@@ -160,29 +150,14 @@ def mksquashfs_file(
     result is reproducible.
     """
     file, dest = Path(file), Path(dest)
+    check_arcname(arcname)
     if not file.is_file():
         raise InvalidOptions(f"{file} is not a regular file")
-    parts = Path(arcname).parts
-    if not parts or Path(arcname).is_absolute() or any(p in ("..", ".") for p in parts):
-        raise InvalidOptions(f"bad name {arcname!r} for the packed file: give a relative path like LiveOS/rootfs.img")
     own_mtime = int(file.stat().st_mtime)
     mtime = clamp_to_epoch(own_mtime)
     o = options or SquashfsOptions()
     if o.all_time is None and mtime != own_mtime:
         # The staged file is a hard link to the caller's file, whose mtime is not ours to change.
         options = o.replace(all_time=mtime)
-    try:
-        stage_root = Path(tempfile.mkdtemp(prefix=f".{dest.name}.stage.", dir=dest.parent))
-    except OSError as exc:
-        raise HostError(f"cannot create a staging directory beside {dest}: {exc.strerror}") from exc
-    try:
-        target = stage_root.joinpath(*parts)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        _stage_file(file, target)
-        # Parents up to the root: reproducible modes and times, not mkdtemp's 0700 and "now".
-        for path in [target.parent, *(stage_root / p for p in target.parent.relative_to(stage_root).parents)]:
-            path.chmod(0o755)
-            os.utime(path, (mtime, mtime))
+    with staged_file(file, dest, arcname, mtime) as stage_root:
         return mksquashfs(stage_root, dest, options, progress)
-    finally:
-        shutil.rmtree(stage_root, ignore_errors=True)

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from liveimg import reproducible
 from liveimg.errors import InvalidOptions
 
 #: Compressors by mksquashfs name -> on-disk id (squashfs_fs.h ``ZLIB_COMPRESSION`` ...).
@@ -187,16 +188,7 @@ def _valid_dict_size(size: int) -> bool:
 
 def source_date_epoch() -> int | None:
     """``$SOURCE_DATE_EPOCH`` as an int, None when unset; :class:`InvalidOptions` when malformed."""
-    value = os.environ.get("SOURCE_DATE_EPOCH")
-    if value is None or value == "":
-        return None
-    try:
-        sde = int(value)
-    except ValueError:
-        raise InvalidOptions(f"SOURCE_DATE_EPOCH={value!r} is not an integer") from None
-    if not 0 <= sde < 1 << 32:
-        raise InvalidOptions(f"SOURCE_DATE_EPOCH={value!r} does not fit squashfs's 32-bit times")
-    return sde
+    return reproducible.source_date_epoch(what="squashfs's 32-bit times")
 
 
 def _size_arg(text: str, block_size: int) -> int:
@@ -264,7 +256,4 @@ class SquashfsResult:
     stats: Mapping[str, int] = dataclasses.field(default_factory=dict)
 
 
-def clamp_to_epoch(mtime: int) -> int:
-    """``mtime``, or ``$SOURCE_DATE_EPOCH`` when that is set and older (reproducible builds' clamping)."""
-    sde = source_date_epoch()
-    return mtime if sde is None else min(mtime, sde)
+clamp_to_epoch = reproducible.clamp_to_epoch

@@ -82,5 +82,5 @@ def test_mkfs_time_from_source_date_epoch(monkeypatch: pytest.MonkeyPatch) -> No
     assert SquashfsOptions().effective_mkfs_time() == 1234
     assert SquashfsOptions(mkfs_time=7).effective_mkfs_time() == 7
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "soon")
-    with pytest.raises(InvalidOptions, match="SOURCE_DATE_EPOCH='soon' is not an integer"):
+    with pytest.raises(InvalidOptions, match="SOURCE_DATE_EPOCH='soon' is not a whole number of seconds"):
         SquashfsOptions().effective_mkfs_time()
