@@ -181,7 +181,10 @@ def resize(image: Path, blocks: int, block_size: int) -> None:
     current = image.stat().st_size
     if new_size > current:
         os.truncate(image, new_size)  # resize2fs grows a file system to its device's size
-    _run(["resize2fs", image, f"{new_size // 1024}K"], timeout=3600)
+    # -f: resize2fs refuses a filesystem mounted after its last full check (s_lastcheck <
+    # s_mtime), which is every root that has booted since.  liveimg has just checked its copy
+    # with e2fsck -f, and E2FSCK_TIME (SOURCE_DATE_EPOCH) may even predate that last mount.
+    _run(["resize2fs", "-f", image, f"{new_size // 1024}K"], timeout=3600)
     if new_size < current:
         os.truncate(image, new_size)
 

@@ -182,6 +182,30 @@ def test_partition_method_merges_boot(tmp_path: Path) -> None:
     assert not list(tmp_path.glob(".rootfs.img.tmp"))
 
 
+def test_a_root_mounted_since_its_last_check_is_resized(tmp_path: Path) -> None:
+    """Every booted root was mounted after its last full check: resize2fs alone would refuse it."""
+    need("mkfs.ext4", "debugfs", "e2fsck", "resize2fs", "sfdisk", "tune2fs")
+    root = tmp_path / "root"
+    (root / "etc").mkdir(parents=True)
+    (root / "etc" / "os-release").write_text("ID=test\n")
+    disk, offset, length = _disk(tmp_path, root)
+    # Stamp the root partition in place: last checked in 2001, last mounted in 2024.
+    part = tmp_path / "part.ext4"
+    runner.run(["dd", f"if={disk}", f"of={part}", "bs=1M", f"skip={offset // MiB}", f"count={length // MiB}"])
+    runner.run(["tune2fs", "-T", "20010101", part])
+    runner.run(["debugfs", "-w", "-R", "ssv mtime 20240101", part])
+    sb = runner.run(["dumpe2fs", "-h", part]).stdout
+    assert "Last checked:" in sb and "2001" in sb and "2024" in sb
+    runner.run(["dd", f"if={part}", f"of={disk}", "bs=1M", f"seek={offset // MiB}", "conv=notrunc"])
+    work = tmp_path / "work"
+    work.mkdir()
+    result = rootfs.from_partition(
+        image=disk, image_format="raw", offset=offset, length=length, boot=None, boot_limit=0,
+        dest=tmp_path / "rootfs.img", options=RootfsOptions(), workdir=work, what="test root",
+    )  # fmt: skip
+    assert e2fs.fsck(result.path, repair=False).clean
+
+
 def test_partition_method_fixed_and_keep(tmp_path: Path) -> None:
     need("mkfs.ext4", "debugfs", "e2fsck", "resize2fs", "sfdisk")
     root = tmp_path / "root"
