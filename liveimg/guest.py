@@ -50,7 +50,8 @@ from types import TracebackType
 from typing import Any
 
 from liveimg import run as runner
-from liveimg.accel import choose_accel
+from liveimg import tcg
+from liveimg.accel import Accel, choose_accel, default_cache_dir
 from liveimg.errors import HostError, ImageNotFound, InvalidImage, ToolError
 from liveimg.fsview import FileStat, GuestTree, MergedFS
 from liveimg.inspect import (
@@ -602,6 +603,19 @@ def _mount_error(exc: BaseException) -> str:
     return text.rsplit("mount: ", 1)[-1].replace("/sysroot", "") if "mount: " in text else text
 
 
+def _bound_tcg_cache(g: Any) -> None:
+    """Give the appliance's QEMU a bounded translation cache (see :mod:`liveimg.tcg`)."""
+    size = tcg.tb_size_mib()
+    if not size:
+        return
+    try:
+        wrapper = tcg.qemu_wrapper(g.get_hv(), size, default_cache_dir())
+    except OSError as exc:
+        log.warning("QEMU keeps its default TCG cache: cannot write its wrapper (%s)", exc)
+        return
+    g.set_hv(str(wrapper))
+
+
 def open_guest(
     image: Path,
     *,
@@ -635,6 +649,8 @@ def open_guest(
         g.set_identifier("liveimg")
         g.set_backend("direct")
         g.set_backend_settings(choice.libguestfs_settings())
+        if choice.accel is Accel.TCG:
+            _bound_tcg_cache(g)
         if memsize:
             g.set_memsize(memsize)
         g.add_drive(str(fmt.path), readonly=True, format=fmt.format)

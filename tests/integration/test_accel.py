@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from liveimg import accel
+from liveimg import accel, guest, tcg
 from liveimg import run as runner
-from tests.support import need
+from tests.support import need, need_module
 
 
 def test_probe_guest_runs_under_tcg(tmp_path: Path) -> None:
@@ -34,3 +34,17 @@ def test_probe_decides_within_its_bound(tmp_path: Path) -> None:
     # uncached probe (on these machines KVM guests hang, and the answer is TCG).
     again = accel.probe_kvm("qemu-system-x86_64") if Path(accel.KVM_DEVICE).exists() else "no device"
     assert (choice.accel is accel.Accel.KVM) == (again is None)
+
+
+def test_the_tcg_appliance_runs_with_a_bounded_translation_cache(tmp_path: Path) -> None:
+    """The appliance's QEMU really got -accel tcg,tb-size through liveimg's wrapper, and runs."""
+    need("qemu-system-x86_64", "mkfs.ext4")
+    need_module("guestfs", "Debian package python3-guestfs")
+    disk = tmp_path / "fs.raw"
+    runner.run(["mkfs.ext4", "-q", disk, "64M"])
+    with guest.open_guest(disk, accel="tcg") as opened:
+        pid = opened.g.get_pid()
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        assert opened.g.list_devices() == ["/dev/sda"]
+    assert f"tcg,tb-size={tcg.DEFAULT_TB_SIZE_MIB}".encode() in argv, argv
+    assert not any(b"accel=tcg" in a for a in argv), argv
