@@ -74,7 +74,7 @@ fi
 if command -v dmsetup >/dev/null 2>&1; then
     dmsetup table 2>&1 | prefix DMTABLE
 fi
-lsblk -b -n -r -o NAME,MAJ:MIN,SIZE,TYPE 2>&1 | prefix BLOCK
+lsblk -b -n -r -o NAME,MAJ:MIN,SIZE,TYPE,FSTYPE 2>&1 | prefix BLOCK
 # A NoCloud seed on the command line (ds=nocloud-net;s=URL): can the live system fetch it?
 seed=$(tr ' ' '\\n' </proc/cmdline | sed -n 's/^ds=nocloud[a-z-]*;\\(s\\|seedfrom\\)=\\(.*\\)$/\\2/p' | head -n1)
 if [ -n "$seed" ]; then
@@ -247,7 +247,11 @@ def parse_checks(console_log: Path) -> tuple[dict[str, str], list[str], list[str
 
 
 def judge(
-    manifest: Mapping[str, Any], fields: Mapping[str, str], ostree_status: Sequence[str], dm_table: Sequence[str]
+    manifest: Mapping[str, Any],
+    fields: Mapping[str, str],
+    ostree_status: Sequence[str],
+    dm_table: Sequence[str],
+    block_devices: Sequence[str] = (),
 ) -> list[str]:
     """What is wrong with the booted system, judged from the checker's report."""
     problems: list[str] = []
@@ -274,6 +278,10 @@ def judge(
             problems.append(f"hostname is {hostname!r}, not the seed's {wanted!r}")
     if not any(line.startswith("live-rw:") for line in dm_table) and fstype != "overlay":
         problems.append("device-mapper has no live-rw device")
+    # An EROFS live image must have been read as such (lsblk: NAME MAJ:MIN SIZE TYPE FSTYPE).
+    erofs_live = (manifest.get("rootfs") or {}).get("type") == "erofs"
+    if erofs_live and block_devices and not any(line.split()[4:5] == ["erofs"] for line in block_devices):
+        problems.append("no block device of the live system holds the erofs live image")
     return problems
 
 
@@ -326,7 +334,7 @@ def boot_test(outdir: Path, options: BootTestOptions | None = None) -> BootTestR
     if not opts.checks:
         return BootTestResult(result, workdir=work)
     fields, ostree_status, dm_table, blocks = parse_checks(result.console_log)
-    problems = judge(manifest, fields, ostree_status, dm_table) if result.ok else []
+    problems = judge(manifest, fields, ostree_status, dm_table, blocks) if result.ok else []
     return BootTestResult(
         boot=result,
         checks=MappingProxyType(fields),

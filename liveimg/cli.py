@@ -87,6 +87,8 @@ DOCTOR_TOOLS: tuple[tuple[str, str], ...] = (
     ("debugfs", "rootfs"),
     ("sfdisk", "partition tables"),
     ("mksquashfs", "squashfs (mksquashfs backend)"),
+    ("mkfs.erofs", "erofs rootfs type"),
+    ("fsck.erofs", "tests"),
     ("unsquashfs", "tests"),
     ("cpio", "initramfs"),
     ("unshare", "dracut sandbox"),
@@ -326,10 +328,15 @@ def _add_build(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--repair-source", action="store_true",
                    help="let e2fsck repair liveimg's copy of a damaged root filesystem (never the input)")  # fmt: skip
     g.add_argument("--rootfs-type", choices=[t.value for t in RootfsType], default=RootfsType.SQUASHFS_EXT4.value,
-                   help="squashfs-ext4: LiveOS/rootfs.img inside the squashfs, as lorax does")  # fmt: skip
+                   help="squashfs-ext4: LiveOS/rootfs.img inside the squashfs, as lorax does (default); "
+                   "squashfs: the root's tree itself, mounted under an overlay; erofs: LiveOS/rootfs.img inside "
+                   "an EROFS image (mkfs.erofs; the image's dracut must be dracut-ng)")  # fmt: skip
     g = parser.add_argument_group("squashfs")
     g.add_argument(
-        "--compression", default="xz", help="xz (default, with the image's BCJ filter), zstd, gzip, lz4, lzo"
+        "--compression",
+        default="xz",
+        help="xz (default, with the image's BCJ filter), zstd, gzip, lz4, lzo; "
+        "for erofs: xz means lzma where the image's kernel reads it (else lz4hc), lz4 means lz4hc, gzip deflate",
     )
     g.add_argument("--compress-arg", action="append", default=[], metavar="ARG",
                    help="compressor argument as lorax takes it, e.g. '-Xcompression-level 3' (repeatable)")  # fmt: skip

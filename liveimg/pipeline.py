@@ -6,6 +6,7 @@ of the ones before it::
     guest     liveimg.guest.open_guest / Guest.inspect  -> ImageInfo
     rootfs    liveimg.rootfs.build_rootfs               -> RootfsImage   (LiveOS/rootfs.img)
     squashfs  liveimg.squashfs.write_squashfs_file      -> SquashfsResult (live-rootfs.squashfs.img)
+      or erofs  liveimg.erofs.pack_file                 -> ErofsResult    (live-rootfs.erofs.img)
     dracut    liveimg.dracut.build_initramfs            -> Initrd        (initramfs-<kver>.img)
     pxe       liveimg.pxe.write_pxe                     -> PxeResult     (PXE_CONFIG, configs, seed)
 
@@ -16,6 +17,7 @@ renamed into place at the end, so a failed or interrupted build leaves OUTDIR as
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import enum
 import logging
 import os
@@ -29,7 +31,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from liveimg import __version__, e2fs, rootfs
+from liveimg import __version__, e2fs, erofs, rootfs
 from liveimg.dracut import (
     DracutOptions,
     EmbeddedFile,
@@ -66,6 +68,17 @@ class RootfsType(enum.StrEnum):
     SQUASHFS_EXT4 = "squashfs-ext4"
     #: The physical root's tree itself in the squashfs; dracut mounts it under an overlay.
     SQUASHFS = "squashfs"
+    #: ``LiveOS/rootfs.img`` inside an EROFS image (lorax's erofs-ext4); needs dracut-ng in the image.
+    EROFS = "erofs"
+
+    @property
+    def holds_rootfs_img(self) -> bool:
+        """Whether the live image holds ``LiveOS/rootfs.img`` (else the tree itself)."""
+        return self is not RootfsType.SQUASHFS
+
+    @property
+    def file_name(self) -> str:
+        return erofs.EROFS_NAME if self is RootfsType.EROFS else SQUASHFS_NAME
 
 
 @dataclass(frozen=True)
@@ -96,7 +109,7 @@ class BuildResult:
     outdir: Path
     info: ImageInfo
     rootfs: RootfsImage
-    squashfs: SquashfsResult
+    squashfs: SquashfsResult | erofs.ErofsResult  # the live image, whichever its type
     initramfs: Initrd
     pxe: PxeResult
     manifest: dict[str, Any]
@@ -195,6 +208,16 @@ class _Hasher(threading.Thread):
 def _preflight_dracut(tree: GuestTree, info: ImageInfo, options: DracutOptions) -> None:
     root = tree.subtree(info.deployment.path) if info.deployment is not None else tree
     plan_dracut(root, kver=info.kernel.version, ostree=info.ostree, options=options, output="/run/initramfs.cpio")
+
+
+def _preflight_erofs(tree: GuestTree, info: ImageInfo, opts: BuildOptions) -> erofs.ErofsOptions:
+    """The mkfs.erofs options, once the image is known to boot an EROFS live image."""
+    host = erofs.host_tool()  # missing erofs-utils: said now, not after the rootfs stage
+    root = tree.subtree(info.deployment.path) if info.deployment is not None else tree
+    support = erofs.guest_support(root, info.kernel.version)
+    erofs.check_guest(support, info.kernel.version)
+    compressor = erofs.choose_compressor(opts.compression, support, host, explicit=opts.compression != "xz")
+    return erofs.ErofsOptions.from_compress_args(compressor, opts.compress_args)
 
 
 def _tar_into(g: Any, directory: str, writer: SquashfsWriter, *, prefix: str, skip: frozenset[str]) -> int:
@@ -315,6 +338,10 @@ def build(
     is then as it was, and no temporary file is left behind.
     """
     opts = options or BuildOptions()
+    if opts.rootfs_type is RootfsType.EROFS:
+        # dracut-ng loads erofs itself; naming the driver also serves dracuts that mount with -t auto.
+        dracut_opts = dataclasses.replace(opts.dracut, extra_args=(*opts.dracut.extra_args, "--add-drivers", "erofs"))
+        opts = dataclasses.replace(opts, dracut=dracut_opts)
     if opts.rootfs_type is RootfsType.SQUASHFS and opts.squashfs_backend != "native":
         raise InvalidOptions(
             "the squashfs rootfs type streams the tree into liveimg's own writer: use --squashfs-backend native"
@@ -340,26 +367,35 @@ def build(
                 log.warning("%s", warning)
             # Refuse an image whose dracut cannot build a live initramfs before the long stages.
             _preflight_dracut(guest.tree(), info, opts.dracut)
+            pack_opts: SquashfsOptions | erofs.ErofsOptions
+            if opts.rootfs_type is RootfsType.EROFS:
+                pack_opts = _preflight_erofs(guest.tree(), info, opts)
+            else:
+                pack_opts = squashfs_options(opts, info)
             with _timed(timings, "rootfs"):
                 rootfs_img = rootfs.build_rootfs(
                     guest, info, rootfs_dir / "rootfs.img", opts.rootfs, workdir=staging.work,
                     work_drive=(drive, guest.work_devices[0]), progress=progress,
                 )  # fmt: skip
-            sq_opts = squashfs_options(opts, info)
-            squashfs_dest = staging.out / SQUASHFS_NAME
+            live_dest = staging.out / opts.rootfs_type.file_name
+            packed: SquashfsResult | erofs.ErofsResult
             if opts.rootfs_type is RootfsType.SQUASHFS:
+                assert isinstance(pack_opts, SquashfsOptions)
                 # The tree comes from the appliance; rootfs.img above still feeds the dracut stage.
                 with _timed(timings, "squashfs"):
-                    squashed = pack_guest_tree(guest, squashfs_dest, sq_opts, progress)
+                    packed = pack_guest_tree(guest, live_dest, pack_opts, progress)
         # The appliance is closed before the long host-side stages, to give them its memory.
-        if opts.rootfs_type is RootfsType.SQUASHFS_EXT4:
+        if isinstance(pack_opts, erofs.ErofsOptions):
+            with _timed(timings, "erofs"):
+                packed = erofs.pack_file(rootfs_img.path, live_dest, "LiveOS/rootfs.img", pack_opts, progress)
+        elif opts.rootfs_type is RootfsType.SQUASHFS_EXT4:
             with _timed(timings, "squashfs"):
-                squashed = write_squashfs_file(
-                    rootfs_img.path, squashfs_dest, "LiveOS/rootfs.img", sq_opts, progress,
+                packed = write_squashfs_file(
+                    rootfs_img.path, live_dest, "LiveOS/rootfs.img", pack_opts, progress,
                     backend=opts.squashfs_backend,
                 )  # fmt: skip
         result = _finish(
-            image=image, info=info, rootfs_img=rootfs_img, squashed=squashed, sq_opts=sq_opts, opts=opts,
+            image=image, info=info, rootfs_img=rootfs_img, packed=packed, pack_opts=pack_opts, opts=opts,
             staging=staging, timings=timings, progress=progress, hasher=hasher,
         )  # fmt: skip
         staging.commit()
@@ -378,8 +414,8 @@ def _finish(
     image: Path,
     info: ImageInfo,
     rootfs_img: RootfsImage,
-    squashed: SquashfsResult,
-    sq_opts: SquashfsOptions,
+    packed: SquashfsResult | erofs.ErofsResult,
+    pack_opts: SquashfsOptions | erofs.ErofsOptions,
     opts: BuildOptions,
     staging: _Staging,
     timings: dict[str, float],
@@ -415,12 +451,14 @@ def _finish(
         title=title,
         ostree_arg=deployment.ostree_arg if deployment is not None else None,
         image_args=tuple(deployment.options) if deployment is not None else (),
+        squashfs=opts.rootfs_type.file_name,
         seed_id=input_sha256,
     )
     with _timed(timings, "pxe"), progress.stage("pxe"):
         pxe_result = write_pxe(out, boot, opts.pxe)
     manifest = _manifest(
-        image=image, input_sha256=input_sha256, info=info, opts=opts, sq_opts=sq_opts, rootfs_img=rootfs_img,
+        image=image, input_sha256=input_sha256, info=info, opts=opts, packed=packed, pack_opts=pack_opts,
+        rootfs_img=rootfs_img,
         initrd=initrd, boot=boot, pxe_result=pxe_result, out=out, timings=timings,
     )  # fmt: skip
     write_manifest(out, manifest)
@@ -428,12 +466,21 @@ def _finish(
         outdir=staging.outdir,
         info=info,
         rootfs=rootfs_img,
-        squashfs=squashed,
+        squashfs=packed,
         initramfs=initrd,
         pxe=pxe_result,
         manifest=manifest,
         timings=timings,
     )
+
+
+def _packer_manifest(
+    packed: SquashfsResult | erofs.ErofsResult, pack_opts: SquashfsOptions | erofs.ErofsOptions, opts: BuildOptions
+) -> dict[str, Any]:
+    """The manifest's ``squashfs`` or ``erofs`` section: how the live image was packed."""
+    if isinstance(packed, erofs.ErofsResult):
+        return {"erofs": {"tool": f"mkfs.erofs {packed.tool_version}", **_jsonable(asdict(packed.options))}}
+    return {"squashfs": {"backend": opts.squashfs_backend, **_jsonable(asdict(pack_opts))}}
 
 
 def _jsonable(value: Any) -> Any:
@@ -454,7 +501,8 @@ def _manifest(
     input_sha256: str,
     info: ImageInfo,
     opts: BuildOptions,
-    sq_opts: SquashfsOptions,
+    packed: SquashfsResult | erofs.ErofsResult,
+    pack_opts: SquashfsOptions | erofs.ErofsOptions,
     rootfs_img: RootfsImage,
     initrd: Initrd,
     boot: LiveBoot,
@@ -494,15 +542,15 @@ def _manifest(
             "built_in": str(initrd.where),
         },
         "rootfs": {
-            "file": SQUASHFS_NAME,
+            "file": opts.rootfs_type.file_name,
             "type": str(opts.rootfs_type),
-            "image": "LiveOS/rootfs.img" if opts.rootfs_type is RootfsType.SQUASHFS_EXT4 else None,
+            "image": "LiveOS/rootfs.img" if opts.rootfs_type.holds_rootfs_img else None,
             "method": str(rootfs_img.method),
             "size": rootfs_img.size,
             "allocated": rootfs_img.allocated,
             "label": rootfs_img.label,
         },
-        "squashfs": {"backend": opts.squashfs_backend, **_jsonable(asdict(sq_opts))},
+        **_packer_manifest(packed, pack_opts, opts),
         # What the pxe stage was given, so that `liveimg boot-test` can write the same configs for its own URL.
         "boot": {
             **_jsonable(asdict(boot)),

@@ -66,3 +66,15 @@ def test_without_a_seed_nothing_is_said_about_one(tmp_path: Path) -> None:
     fields, status, table, _ = _read(tmp_path, text)
     assert "seed" not in fields
     assert judge({"deployment": None}, fields, status, table) == []
+
+
+def test_an_erofs_live_image_must_show_as_a_block_device(tmp_path: Path) -> None:
+    fields, status, table, _ = _read(tmp_path, CONSOLE)
+    manifest = {"deployment": DEPLOYMENT, "rootfs": {"type": "erofs"}}
+    squashfs_loop = ["loop0 7:0 300000000 loop squashfs", "loop1 7:1 4000000000 loop ext4"]
+    erofs_loop = ["loop0 7:0 300000000 loop erofs", "loop1 7:1 4000000000 loop ext4"]
+    assert judge(manifest, fields, status, table, erofs_loop) == []
+    assert judge(manifest, fields, status, table, squashfs_loop) == [
+        "no block device of the live system holds the erofs live image"
+    ]
+    assert judge({**manifest, "rootfs": {"type": "squashfs-ext4"}}, fields, status, table, squashfs_loop) == []

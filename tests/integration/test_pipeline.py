@@ -114,6 +114,19 @@ def test_image_without_dracut_live(tmp_path: Path) -> None:
     assert not (tmp_path / "out").exists()
 
 
+def test_erofs_is_refused_where_the_images_dracut_cannot_mount_it(tmp_path: Path) -> None:
+    """Debian 12's dracut 059 mounts only squashfs: the erofs type is refused before the rootfs stage."""
+    need_root()
+    need("mkfs.erofs")
+    result = liveimg("build", str(sample_image("classic")), "-o", str(tmp_path / "out"), "--rootfs-type", "erofs",
+                     "--progress", "json")  # fmt: skip
+    message = one_line_error(result)
+    assert "dracut 059" in message and "cannot boot an erofs live image" in message, message
+    assert "squashfs-ext4" in message, message
+    assert '"stage": "rootfs"' not in result.stdout, "refused only after the rootfs stage had started"
+    assert sorted(os.listdir(tmp_path)) == []
+
+
 def test_rootfs_and_squashfs_are_reproducible(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Two builds of the same image with the same SOURCE_DATE_EPOCH: the same bytes."""
     need_root()
