@@ -183,18 +183,24 @@ def check_guest(support: GuestSupport, kver: str) -> None:
         )
 
 
-def choose_compressor(requested: str, support: GuestSupport, host: HostTool, *, explicit: bool) -> str:
-    """The mkfs.erofs compressor for the pipeline's ``--compression`` (squashfs names or erofs names).
-
-    ``xz`` (the default) becomes lzma where both mkfs.erofs and the image's kernel have it,
-    else lz4hc, with a warning; any other choice that either side lacks is an error.
-    """
+def compressor_name(requested: str) -> str:
+    """The mkfs.erofs compressor for a ``--compression`` value; :class:`InvalidOptions` if there is none."""
     name = FROM_SQUASHFS_NAME.get(requested, requested)
     if name not in KERNEL_OPTION:
         raise InvalidOptions(
             f"compression {requested!r} does not exist for erofs",
             hint=f"choose one of {', '.join(sorted(KERNEL_OPTION))} (or xz, gzip for lzma, deflate)",
         )
+    return name
+
+
+def choose_compressor(requested: str, support: GuestSupport, host: HostTool, *, explicit: bool) -> str:
+    """The mkfs.erofs compressor for the pipeline's ``--compression`` (squashfs names or erofs names).
+
+    ``xz`` (the default) becomes lzma where both mkfs.erofs and the image's kernel have it,
+    else lz4hc, with a warning; any other choice that either side lacks is an error.
+    """
+    name = compressor_name(requested)
     kernel = support.kernel_compressors
     missing: list[str] = []
     if name not in host.compressors:
@@ -316,6 +322,7 @@ __all__ = [
     "HostTool",
     "check_guest",
     "choose_compressor",
+    "compressor_name",
     "guest_support",
     "host_tool",
     "mkfs_argv",

@@ -339,6 +339,9 @@ def build(
     """
     opts = options or BuildOptions()
     if opts.rootfs_type is RootfsType.EROFS:
+        # Said before the appliance starts: no erofs-utils, or a compression erofs does not have.
+        erofs.host_tool()
+        erofs.compressor_name(opts.compression)
         # dracut-ng loads erofs itself; naming the driver also serves dracuts that mount with -t auto.
         dracut_opts = dataclasses.replace(opts.dracut, extra_args=(*opts.dracut.extra_args, "--add-drivers", "erofs"))
         opts = dataclasses.replace(opts, dracut=dracut_opts)

@@ -233,3 +233,13 @@ def test_a_compressor_the_host_lacks_is_refused_before_running(ext4_image: Path,
     with pytest.raises(InvalidOptions, match=f"has no {missing[0]} compressor"):
         erofs.pack_file(ext4_image, tmp_path / "live.erofs", options=ErofsOptions(missing[0]))
     assert os.listdir(tmp_path) == []
+
+
+def test_the_build_refuses_a_compression_erofs_lacks_before_reading_anything(tmp_path: Path) -> None:
+    from liveimg.pipeline import BuildOptions, RootfsType, build
+
+    need("mkfs.erofs")
+    options = BuildOptions(rootfs_type=RootfsType.EROFS, compression="lzo")
+    with pytest.raises(InvalidOptions, match="'lzo' does not exist for erofs"):
+        build(tmp_path / "no-such.raw", tmp_path / "out", options)
+    assert list(tmp_path.iterdir()) == []
