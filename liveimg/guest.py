@@ -630,7 +630,8 @@ def open_guest(
     keeps it across stages calls :meth:`Guest.close` itself.  ``accel`` is passed to
     :func:`~liveimg.accel.choose_accel` (None: ``$LIVEIMG_ACCEL``, else the probe's cached
     answer).  ``work_drives`` are existing raw files attached writable as ``/dev/sdb``,
-    ``/dev/sdc``, ...  ``memsize`` is the appliance's RAM in MiB (libguestfs's default otherwise).
+    ``/dev/sdc``, ...  ``memsize`` is the appliance's RAM in MiB (libguestfs's default otherwise;
+    ``$LIBGUESTFS_MEMSIZE`` wins over both).
     """
     fmt = probe_image(Path(image))
     for drive in work_drives:
@@ -651,7 +652,7 @@ def open_guest(
         g.set_backend_settings(choice.libguestfs_settings())
         if choice.accel is Accel.TCG:
             _bound_tcg_cache(g)
-        if memsize:
+        if memsize and not os.environ.get("LIBGUESTFS_MEMSIZE"):  # the user's setting wins
             g.set_memsize(memsize)
         g.add_drive(str(fmt.path), readonly=True, format=fmt.format)
         for drive in work_drives:
