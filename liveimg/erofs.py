@@ -16,15 +16,13 @@ packed file's size and name instead of being random.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import re
 import shlex
-import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -35,7 +33,7 @@ from liveimg.errors import GuestPathEscapes, HostError, InvalidImage, InvalidOpt
 from liveimg.fsview import GuestTree
 from liveimg.progress import Progress
 from liveimg.reproducible import clamp_to_epoch
-from liveimg.staging import staged_file
+from liveimg.staging import source_stat, staged_file, temp_output
 
 log = logging.getLogger(__name__)
 
@@ -194,7 +192,7 @@ def compressor_name(requested: str) -> str:
     return name
 
 
-def choose_compressor(requested: str, support: GuestSupport, host: HostTool, *, explicit: bool) -> str:
+def choose_compressor(requested: str, support: GuestSupport, host: HostTool) -> str:
     """The mkfs.erofs compressor for the pipeline's ``--compression`` (squashfs names or erofs names).
 
     ``xz`` (the default) becomes lzma where both mkfs.erofs and the image's kernel have it,
@@ -210,7 +208,7 @@ def choose_compressor(requested: str, support: GuestSupport, host: HostTool, *, 
     if not missing:
         return name
     why = f"erofs compressor {name} is not supported by " + " nor by ".join(missing)
-    if not explicit and requested == "xz" and FALLBACK in host.compressors:
+    if requested == "xz" and FALLBACK in host.compressors:
         log.warning("%s: using %s", why, FALLBACK)
         return FALLBACK
     raise InvalidOptions(why, hint=f"use --compression {FALLBACK}")
@@ -262,16 +260,6 @@ def mkfs_argv(source: Path, dest: Path, options: ErofsOptions, *, timestamp: int
             *options.extra_args, os.fspath(dest), os.fspath(source)]  # fmt: skip
 
 
-@contextlib.contextmanager
-def _temp_output(dest: Path) -> Iterator[Path]:
-    tmp = Path(tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)[1])
-    try:
-        yield tmp
-        tmp.replace(dest)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def pack_file(
     file: Path,
     dest: Path,
@@ -289,14 +277,14 @@ def pack_file(
             hint=f"use one of {', '.join(sorted(tool.compressors))}",
         )
     progress = progress or Progress()
-    st = file.stat()
+    st = source_stat(file, arcname)
     timestamp = clamp_to_epoch(int(st.st_mtime))
     fs_uuid = str(uuid.uuid5(_UUID_NAMESPACE, f"{arcname}\0{st.st_size}\0{timestamp}"))
     started = time.monotonic()
     with (
         progress.stage("erofs", total=st.st_size, unit="bytes") as stage,
         staged_file(file, dest, arcname, timestamp) as source,
-        _temp_output(dest) as tmp,
+        temp_output(dest) as tmp,
     ):
         argv = mkfs_argv(source, tmp, options, timestamp=timestamp, fs_uuid=fs_uuid)
         try:

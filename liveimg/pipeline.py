@@ -222,7 +222,7 @@ def _preflight_erofs(tree: GuestTree, info: ImageInfo, opts: BuildOptions) -> er
     root = tree.subtree(info.deployment.path) if info.deployment is not None else tree
     support = erofs.guest_support(root, info.kernel.version)
     erofs.check_guest(support, info.kernel.version)
-    compressor = erofs.choose_compressor(opts.compression, support, host, explicit=opts.compression != "xz")
+    compressor = erofs.choose_compressor(opts.compression, support, host)
     return erofs.ErofsOptions.from_compress_args(compressor, opts.compress_args)
 
 

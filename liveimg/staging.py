@@ -1,9 +1,10 @@
-"""One file presented as a directory tree, for the tools that pack only directories.
+"""Where the packers (mksquashfs, mkfs.erofs) read and write beside their destination.
 
 mksquashfs and mkfs.erofs take a directory; the live image holds one file,
 ``LiveOS/rootfs.img``.  :func:`staged_file` builds that tree beside the destination with a
 hard link to the file (a reflink or sparse copy where linking fails), so no data is copied,
-and with reproducible modes and times on the directories.
+and with reproducible modes and times on the directories.  :func:`temp_output` is where the
+image is written until it is complete.
 """
 
 from __future__ import annotations
@@ -31,6 +32,34 @@ def check_arcname(arcname: str) -> tuple[str, ...]:
     if not parts or Path(arcname).is_absolute() or any(p in ("..", ".") for p in parts):
         raise InvalidOptions(f"bad name {arcname!r} for the packed file: give a relative path like LiveOS/rootfs.img")
     return parts
+
+
+def source_stat(file: Path, arcname: str) -> os.stat_result:
+    """Check the file to pack and the name it gets; its ``stat``."""
+    check_arcname(arcname)
+    if not file.is_file():
+        raise InvalidOptions(f"{file} is not a regular file")
+    return file.stat()
+
+
+@contextlib.contextmanager
+def temp_output(dest: Path) -> Iterator[Path]:
+    """A temporary path beside ``dest``; renamed over ``dest`` on success, removed on failure."""
+    parent = dest.parent
+    if not parent.is_dir():
+        raise HostError(f"cannot write {dest}: directory {parent} does not exist")
+    try:
+        fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=parent)
+    except OSError as exc:
+        raise HostError(f"cannot write {dest}: {exc.strerror}") from exc
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        os.replace(tmp, dest)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
 
 
 def _link_or_copy(src: Path, target: Path) -> None:

@@ -140,26 +140,26 @@ def _support(kernel: frozenset[str] | None) -> GuestSupport:
 
 
 def test_xz_means_lzma_where_both_sides_have_it() -> None:
-    assert erofs.choose_compressor("xz", _support(frozenset({"lz4", "lzma"})), HOST_NEW, explicit=False) == "lzma"
-    assert erofs.choose_compressor("lz4", _support(None), HOST_OLD, explicit=True) == "lz4hc"
-    assert erofs.choose_compressor("gzip", _support(None), HOST_NEW, explicit=True) == "deflate"
+    assert erofs.choose_compressor("xz", _support(frozenset({"lz4", "lzma"})), HOST_NEW) == "lzma"
+    assert erofs.choose_compressor("lz4", _support(None), HOST_OLD) == "lz4hc"
+    assert erofs.choose_compressor("gzip", _support(None), HOST_NEW) == "deflate"
 
 
 def test_xz_falls_back_to_lz4hc_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="liveimg.erofs"):
-        assert erofs.choose_compressor("xz", _support(frozenset({"lz4", "lz4hc"})), HOST_NEW, explicit=False) == "lz4hc"
-        assert erofs.choose_compressor("xz", _support(None), HOST_OLD, explicit=False) == "lz4hc"
+        assert erofs.choose_compressor("xz", _support(frozenset({"lz4", "lz4hc"})), HOST_NEW) == "lz4hc"
+        assert erofs.choose_compressor("xz", _support(None), HOST_OLD) == "lz4hc"
     assert "CONFIG_EROFS_FS_ZIP_LZMA is not set" in caplog.text
     assert "mkfs.erofs 1.5" in caplog.text
 
 
 def test_an_explicit_compressor_either_side_lacks_is_an_error() -> None:
     with pytest.raises(InvalidOptions, match=r"zstd is not supported by the host.s mkfs\.erofs 1\.5"):
-        erofs.choose_compressor("zstd", _support(None), HOST_OLD, explicit=True)
+        erofs.choose_compressor("zstd", _support(None), HOST_OLD)
     with pytest.raises(InvalidOptions, match="image's kernel"):
-        erofs.choose_compressor("lzma", _support(frozenset({"lz4"})), HOST_NEW, explicit=True)
+        erofs.choose_compressor("lzma", _support(frozenset({"lz4"})), HOST_NEW)
     with pytest.raises(InvalidOptions, match="'lzo' does not exist for erofs"):
-        erofs.choose_compressor("lzo", _support(None), HOST_NEW, explicit=True)
+        erofs.choose_compressor("lzo", _support(None), HOST_NEW)
 
 
 def test_options_refuse_what_liveimg_sets_itself() -> None:

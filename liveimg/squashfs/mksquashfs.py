@@ -15,16 +15,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 from liveimg import run as runner
 from liveimg.errors import HostError, InvalidOptions, ToolError
 from liveimg.progress import Progress
 from liveimg.squashfs.options import SquashfsOptions, SquashfsResult, clamp_to_epoch, source_date_epoch
-from liveimg.staging import check_arcname, staged_file
+from liveimg.staging import source_stat, staged_file, temp_output
 
 log = logging.getLogger(__name__)
 
@@ -69,26 +67,6 @@ def mksquashfs_argv(source: Path, dest: Path, options: SquashfsOptions) -> list[
     return argv
 
 
-@contextlib.contextmanager
-def _temp_output(dest: Path) -> Iterator[Path]:
-    """A temporary path beside ``dest``; renamed over ``dest`` on success, removed on failure."""
-    parent = dest.parent
-    if not parent.is_dir():
-        raise HostError(f"cannot write {dest}: directory {parent} does not exist")
-    try:
-        fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=parent)
-    except OSError as exc:
-        raise HostError(f"cannot write {dest}: {exc.strerror}") from exc
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        yield tmp
-        os.replace(tmp, dest)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-
-
 def _tree_bytes(source: Path) -> int:
     total = 0
     for root, _dirs, files in os.walk(source):
@@ -118,7 +96,7 @@ def mksquashfs(
     progress = progress or Progress()
     total = _tree_bytes(source)
     started = time.monotonic()
-    with progress.stage("squashfs", total=total, unit="bytes") as stage, _temp_output(dest) as tmp:
+    with progress.stage("squashfs", total=total, unit="bytes") as stage, temp_output(dest) as tmp:
         argv = mksquashfs_argv(source, tmp, opts)
         # -mkfs-time and SOURCE_DATE_EPOCH together are a fatal error in mksquashfs 4.5.
         env: dict[str, str | None] = {"SOURCE_DATE_EPOCH": None}
@@ -150,10 +128,7 @@ def mksquashfs_file(
     result is reproducible.
     """
     file, dest = Path(file), Path(dest)
-    check_arcname(arcname)
-    if not file.is_file():
-        raise InvalidOptions(f"{file} is not a regular file")
-    own_mtime = int(file.stat().st_mtime)
+    own_mtime = int(source_stat(file, arcname).st_mtime)
     mtime = clamp_to_epoch(own_mtime)
     o = options or SquashfsOptions()
     if o.all_time is None and mtime != own_mtime:
