@@ -42,9 +42,8 @@ def source_stat(file: Path, arcname: str) -> os.stat_result:
     return file.stat()
 
 
-@contextlib.contextmanager
-def temp_output(dest: Path) -> Iterator[Path]:
-    """A temporary path beside ``dest``; renamed over ``dest`` on success, removed on failure."""
+def temp_beside(dest: Path) -> Path:
+    """A new empty file beside ``dest`` (same filesystem, so it can be renamed over it); the caller removes it."""
     parent = dest.parent
     if not parent.is_dir():
         raise HostError(f"cannot write {dest}: directory {parent} does not exist")
@@ -53,7 +52,13 @@ def temp_output(dest: Path) -> Iterator[Path]:
     except OSError as exc:
         raise HostError(f"cannot write {dest}: {exc.strerror}") from exc
     os.close(fd)
-    tmp = Path(name)
+    return Path(name)
+
+
+@contextlib.contextmanager
+def temp_output(dest: Path) -> Iterator[Path]:
+    """A temporary path beside ``dest``; renamed over ``dest`` on success, removed on failure."""
+    tmp = temp_beside(dest)
     try:
         yield tmp
         os.replace(tmp, dest)

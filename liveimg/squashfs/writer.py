@@ -19,7 +19,6 @@ import contextlib
 import logging
 import os
 import stat
-import tempfile
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -56,6 +55,7 @@ from liveimg.squashfs.meta_writer import MetaWriter, build_table, encode_meta_bl
 from liveimg.squashfs.options import SquashfsOptions, SquashfsResult, clamp_to_epoch
 from liveimg.squashfs.superblock import Superblock
 from liveimg.squashfs.xattr import XattrSet, XattrWriter, normalize
+from liveimg.staging import temp_beside
 
 log = logging.getLogger(__name__)
 
@@ -95,15 +95,7 @@ class SquashfsWriter:
         self._progress = progress or Progress()
         self._stage_cm = self._progress.stage("squashfs", total=total_bytes, unit="bytes")
         self._stage: StageProgress | None = None
-        parent = self.dest.parent
-        if not parent.is_dir():
-            raise HostError(f"cannot write {self.dest}: directory {parent} does not exist")
-        try:
-            fd, name = tempfile.mkstemp(prefix=f".{self.dest.name}.", suffix=".tmp", dir=parent)
-        except OSError as exc:
-            raise HostError(f"cannot write {self.dest}: {exc.strerror}") from exc
-        os.close(fd)
-        self._tmp = Path(name)
+        self._tmp = temp_beside(self.dest)
         self._closed = False
         try:
             self.out = Output(self._tmp, str(self.dest))
