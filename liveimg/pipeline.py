@@ -147,14 +147,18 @@ class _Staging:
             if not self.outdir.is_dir() or self.outdir.is_symlink():
                 raise InvalidOptions(f"{self.outdir} exists and is not a directory")
         parent = self.outdir.parent
-        if not parent.is_dir():
-            raise InvalidOptions(f"cannot create {self.outdir}: {parent} does not exist")
+        # Missing parents are made, as `mkdir -p` and lorax's --resultdir (os.makedirs) do, and
+        # removed again if the build fails: a failed build leaves the file system as it was.
+        self.created_parents = _make_parents(parent)
         try:
             self.root = Path(tempfile.mkdtemp(prefix=f".{self.outdir.name}.liveimg-", dir=parent))
         except PermissionError as exc:
+            self._remove_created_parents()
             raise HostError(f"cannot write to {parent}: permission denied") from exc
         except OSError as exc:
+            self._remove_created_parents()
             raise HostError(f"cannot write to {parent}: {exc.strerror}") from exc
+        self.committed = False
         self.out = self.root / "out"
         self.out.mkdir()
         self.keep_workdir = keep_workdir
@@ -172,8 +176,14 @@ class _Staging:
             old = self.root / "previous"
             self.outdir.rename(old)
         self.out.rename(self.outdir)
+        self.committed = True
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
+
+    def _remove_created_parents(self) -> None:
+        for directory in reversed(self.created_parents):
+            with contextlib.suppress(OSError):  # not empty: someone else put something there
+                directory.rmdir()
 
     def cleanup(self) -> None:
         if self.keep_workdir:
@@ -185,6 +195,39 @@ class _Staging:
             self.work.rename(keep)
             log.warning("work files kept in %s", keep)
         shutil.rmtree(self.root, ignore_errors=True)
+        if not self.committed:
+            self._remove_created_parents()
+
+
+def _make_parents(directory: Path) -> list[Path]:
+    """Create ``directory`` and its missing parents; return those created, outermost first."""
+    missing: list[Path] = []
+    probe = directory
+    while not probe.exists() and not probe.is_symlink():
+        missing.append(probe)
+        probe = probe.parent
+    if probe.is_symlink() and not probe.exists():
+        raise InvalidOptions(f"cannot create {directory}: {probe} is a dangling symbolic link")
+    if not probe.is_dir():
+        raise InvalidOptions(f"cannot create {directory}: {probe} is not a directory")
+    created: list[Path] = []
+    for path in reversed(missing):
+        try:
+            path.mkdir()
+        except FileExistsError:
+            continue  # made meanwhile by someone else: not ours to remove
+        except PermissionError as exc:
+            for made in reversed(created):
+                with contextlib.suppress(OSError):
+                    made.rmdir()
+            raise HostError(f"cannot create {path}: permission denied") from exc
+        except OSError as exc:
+            for made in reversed(created):
+                with contextlib.suppress(OSError):
+                    made.rmdir()
+            raise HostError(f"cannot create {path}: {exc.strerror}") from exc
+        created.append(path)
+    return created
 
 
 class _Hasher(threading.Thread):
