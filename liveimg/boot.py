@@ -56,7 +56,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -220,12 +220,14 @@ def watch_console(
     grace: float = 30.0,
     poll: float = 0.25,
     tail: int = 20,
+    on_line: Callable[[str], None] | None = None,
 ) -> BootResult:
     """Follow ``console_log`` until a success or failure pattern, QEMU's exit, or ``timeout`` seconds.
 
     ``success`` is ordered best first: the first one ends the watch at once; a later one
     (a login prompt, say) ends it after ``grace`` seconds unless a better one shows up.
-    A line matching a failure pattern ends the watch at once.
+    A line matching a failure pattern ends the watch at once.  ``on_line`` is given every
+    non-empty console line as it is read (for progress reports).
     """
     started = time.monotonic()
     reader = ConsoleReader(console_log)
@@ -262,6 +264,8 @@ def watch_console(
                     continue
                 recent.append(line)
                 del recent[: -tail * 4]
+                if on_line is not None:
+                    on_line(line)
                 for pattern in failures:
                     if pattern.search(line):
                         return result(Outcome.FAILURE, pattern.name, line, now)
@@ -401,11 +405,13 @@ def boot(
     failures: Sequence[Pattern] = DEFAULT_FAILURES,
     grace: float = 30.0,
     accel: AccelChoice | None = None,
+    on_line: Callable[[str], None] | None = None,
 ) -> BootResult:
     """Start ``machine``, watch its console until it succeeds, fails or times out, then stop it.
 
     ``workdir`` receives ``console.log`` (the serial console) and ``qemu.log`` (QEMU's own
-    messages).  The machine is always stopped when this returns.
+    messages).  The machine is always stopped when this returns.  ``on_line`` sees each
+    console line (see :func:`watch_console`).
     """
     workdir.mkdir(parents=True, exist_ok=True)
     console = workdir / "console.log"
@@ -413,7 +419,9 @@ def boot(
     argv = qemu_argv(machine, console, accel)
     log.info("booting: %s", " ".join(argv))
     with open(workdir / "qemu.log", "wb") as qemu_log, runner.spawn(argv, stdout=qemu_log, stderr=qemu_log) as proc:
-        result = watch_console(console, timeout=timeout, process=proc, success=success, failures=failures, grace=grace)
+        result = watch_console(
+            console, timeout=timeout, process=proc, success=success, failures=failures, grace=grace, on_line=on_line
+        )
     if result.outcome is Outcome.EXITED:
         with contextlib.suppress(OSError):
             err = (workdir / "qemu.log").read_text(errors="replace").strip().splitlines()

@@ -48,6 +48,7 @@ from liveimg import boot as qemu
 from liveimg.accel import AccelChoice, choose_accel
 from liveimg.dracut import EmbeddedFile, append_cpio, hook_dir
 from liveimg.errors import InvalidImage, InvalidOptions
+from liveimg.progress import Progress, StageProgress
 from liveimg.pxe import LiveBoot, PxeOptions, kernel_args, write_pxe
 
 log = logging.getLogger(__name__)
@@ -176,6 +177,35 @@ class BootTestResult:
         return text
 
 
+#: The steps of a boot as the serial console shows them, in order: what the progress reports.
+#: A step seen implies the ones before it (the firmware and the boot loader print nothing there).
+BOOT_STEPS: tuple[tuple[str, re.Pattern[str]], ...] = (
+    ("kernel", re.compile(r"Linux version \d")),
+    ("initramfs", re.compile(r"Run /init as init process|Running in initrd|dracut-cmdline")),
+    ("live root", re.compile(r"Reached target .*Initrd Root File System|Mounted .*sysroot|live-rw")),
+    ("switch root", re.compile(r"Switching root|Reached target .*Switch Root")),
+    ("system", re.compile(r"Reached target .*Multi-User System|\blogin: ?$")),
+    ("checks", re.compile(rf"^{CHECK}")),
+)
+
+
+class _BootSteps:
+    """Turns console lines into progress: the step reached, as done/total, and a message each."""
+
+    def __init__(self, stage: StageProgress) -> None:
+        self.stage = stage
+        self.reached = 0
+
+    def __call__(self, line: str) -> None:
+        for index in range(len(BOOT_STEPS) - 1, self.reached - 1, -1):
+            name, pattern = BOOT_STEPS[index]
+            if pattern.search(line):
+                self.reached = index + 1
+                self.stage.update(self.reached)
+                self.stage.message(f"{name} after {self.stage.seconds:.0f} s")
+                return
+
+
 def _read_manifest(outdir: Path) -> dict[str, Any]:
     path = outdir / "manifest.json"
     try:
@@ -292,9 +322,13 @@ def _place(src: Path, dest: Path) -> None:
         os.symlink(src.absolute(), dest)
 
 
-def boot_test(outdir: Path, options: BootTestOptions | None = None) -> BootTestResult:
-    """Boot the artifacts in ``outdir`` (made by ``liveimg build``) and check the booted system."""
+def boot_test(outdir: Path, options: BootTestOptions | None = None, progress: Progress | None = None) -> BootTestResult:
+    """Boot the artifacts in ``outdir`` (made by ``liveimg build``) and check the booted system.
+
+    ``progress`` gets a ``boot`` stage counting :data:`BOOT_STEPS`, with a message per step.
+    """
     opts = options or BootTestOptions()
+    progress = progress or Progress()
     outdir = Path(outdir).absolute()
     manifest = _read_manifest(outdir)
     live = _live_boot(manifest)
@@ -328,7 +362,10 @@ def boot_test(outdir: Path, options: BootTestOptions | None = None) -> BootTestR
         machine = _machine(opts, live, serve, pxe_options, server)
         success = [qemu.Pattern("checks", rf"^{CHECK_END}\b")] if opts.checks else list(qemu.DEFAULT_SUCCESS)
         log.info("boot-test %s via %s: %s", outdir, opts.via, " ".join(args))
-        result = qemu.boot(machine, work, timeout=opts.timeout, success=success, accel=_accel(opts))
+        with progress.stage(f"boot via {opts.via}", total=len(BOOT_STEPS), unit="steps") as stage:
+            result = qemu.boot(
+                machine, work, timeout=opts.timeout, success=success, accel=_accel(opts), on_line=_BootSteps(stage)
+            )
         requests = server.requests
     (work / "http.log").write_text("".join(f"{r.method} {r.path} {r.status} {r.bytes_sent}\n" for r in requests))
     if not opts.checks:

@@ -27,7 +27,7 @@ from liveimg.dracut.customize import DEFAULT_CMDLINE_NAME, AppendCompression, Em
 from liveimg.dracut.initramfs import Initramfs
 from liveimg.errors import InvalidOptions, LiveImgError
 from liveimg.pipeline import BuildOptions, RootfsType, build
-from liveimg.progress import JsonLines, Progress, TerminalBar
+from liveimg.progress import JsonLines, Progress, StageLines, TerminalBar
 from liveimg.pxe import CloudInitSeed, PxeOptions
 from liveimg.rootfs import Method, RootfsOptions, SizeMode, parse_size
 from liveimg.squashfs import SquashfsOptions, parse_compress_args
@@ -61,9 +61,10 @@ def _add_common(parser: argparse.ArgumentParser, *, top: bool) -> None:
     group.add_argument("-q", "--quiet", action="store_true", default=default(False), help="only errors")
     group.add_argument(
         "--progress",
-        choices=("auto", "bar", "json", "none"),
+        choices=("auto", "bar", "lines", "json", "none"),
         default=default("auto"),
-        help="progress: a bar on a terminal (auto), JSON lines on stdout for programs, or none",
+        help="progress on stderr: a bar, or one line per finished stage (auto: a bar on a terminal, lines "
+        "otherwise); JSON lines on stdout for programs; or none",
     )
     group.add_argument(
         "--accel",
@@ -485,7 +486,7 @@ def _cmd_boot_test(args: argparse.Namespace, ctx: Context) -> int:
         via=args.via, timeout=args.timeout, memory_mib=args.memory, kernel_args=tuple(args.kernel_arg),
         checks=not args.no_checks, write_mib=args.write, workdir=args.workdir, accel=ctx.accel,
     )  # fmt: skip
-    result = boot_test(args.outdir, options)
+    result = boot_test(args.outdir, options, ctx.progress)
     if args.json:
         print(json.dumps({
             "ok": result.ok, "outcome": str(result.boot.outcome), "reason": result.boot.reason,
@@ -565,11 +566,13 @@ def _setup_logging(args: argparse.Namespace) -> None:
 def _progress(args: argparse.Namespace) -> Progress:
     mode = args.progress
     if mode == "auto":
-        mode = "bar" if sys.stderr.isatty() and not args.quiet else "none"
+        mode = "none" if args.quiet else "bar" if sys.stderr.isatty() else "lines"
     if mode == "json":
         return Progress(JsonLines(sys.stdout), rate=2.0)
     if mode == "bar":
         return Progress(TerminalBar(sys.stderr))
+    if mode == "lines":
+        return Progress(StageLines(sys.stderr))
     return Progress()
 
 

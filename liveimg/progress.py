@@ -6,6 +6,8 @@ as st: st.advance(k)``.  What becomes of the events depends on the sink the call
 * nothing (the default for library callers);
 * any callable taking an :class:`Event` (build tools embedding liveimg);
 * :class:`TerminalBar`, a one-line bar redrawn on a terminal (the CLI on a tty);
+* :class:`StageLines`, one plain line per finished stage and per message (the CLI when its
+  output is piped or logged: nothing is redrawn, and a long step still shows it is alive);
 * :class:`JsonLines`, one JSON object per line (``--progress=json``), for build systems.
 
 JSON-lines format (one object per line, keys always present)::
@@ -137,6 +139,28 @@ class JsonLines:
     def __call__(self, event: Event) -> None:
         with self._lock:
             self.stream.write(event.to_json() + "\n")
+            self.stream.flush()
+
+
+class StageLines:
+    """A sink for logs and pipes: one line when a stage ends (with its amount and time) and one
+    per message; progress events are dropped, so the output has no carriage returns."""
+
+    def __init__(self, stream: IO[str] | None = None) -> None:
+        self.stream = stream if stream is not None else sys.stderr
+        self._lock = threading.Lock()
+
+    def __call__(self, event: Event) -> None:
+        if event.event == "message":
+            line = f"{event.stage}: {event.message}"
+        elif event.event == "end":
+            state = "failed" if event.message == "failed" else "done"
+            amount = f", {_human(event.done, event.unit)}" if event.done and event.unit == "bytes" else ""
+            line = f"{event.stage}: {state} in {event.seconds:.1f} s{amount}"
+        else:
+            return
+        with self._lock:
+            self.stream.write(line + "\n")
             self.stream.flush()
 
 

@@ -17,11 +17,28 @@ from liveimg.accel import AccelChoice, choose_accel
 #: In CI a missing tool fails the test; elsewhere it skips it, naming the package.
 IN_CI = os.environ.get("CI") == "true"
 
+#: The opt-in tests: the environment variable that runs each, and why it is not run by default.
+#: The README's "Opt-in tests" lists every one (tests/test_skips.py checks both ways).
+OPT_IN: dict[str, str] = {
+    "LIVEIMG_TEST_APPLIANCE": "dracut inside the libguestfs appliance takes 6-15 min under TCG; "
+    "the default path (the sandbox) is tested by every build",
+}
 
-def _missing(what: str) -> None:
+
+def unavailable(what: str) -> None:
+    """This machine lacks what the test needs: skip, naming it -- but under ``CI=true`` fail.
+
+    The only way a test may skip besides :func:`opt_in`: tests/test_skips.py rejects any other
+    ``pytest.skip``, ``importorskip`` or ``skipif`` in the test suite.
+    """
     if IN_CI:
         pytest.fail(what, pytrace=False)
     pytest.skip(what)
+
+
+def opt_in(variable: str) -> pytest.MarkDecorator:
+    """Mark a test that runs only with ``variable=1`` (listed in :data:`OPT_IN` and the README)."""
+    return pytest.mark.skipif(os.environ.get(variable) != "1", reason=f"opt-in, set {variable}=1: {OPT_IN[variable]}")
 
 
 def need(*programs: str) -> None:
@@ -29,18 +46,18 @@ def need(*programs: str) -> None:
     for program in programs:
         if runner.which(program) is None:
             package = runner.PACKAGES.get(program, "?")
-            _missing(f"{program} is not installed: install the Debian package {package}")
+            unavailable(f"{program} is not installed: install the Debian package {package}")
 
 
 def need_module(module: str, package: str) -> None:
     """Skip (fail in CI) unless a Python module imports; ``package`` says where it comes from."""
     if importlib.util.find_spec(module) is None:
-        _missing(f"Python module {module} is missing: install {package}")
+        unavailable(f"Python module {module} is missing: install {package}")
 
 
 def need_root() -> None:
     if os.geteuid() != 0:
-        _missing("this test must run as root")
+        unavailable("this test must run as root")
 
 
 @cache
@@ -57,7 +74,7 @@ def guestfs_env() -> dict[str, str]:
 def need_file(path: str, package: str) -> None:
     """Skip (fail in CI) unless a file shipped by a Debian package exists."""
     if not os.path.exists(path):
-        _missing(f"{path} is missing: install the Debian package {package}")
+        unavailable(f"{path} is missing: install the Debian package {package}")
 
 
 #: The unprivileged user the rootless tests run as.

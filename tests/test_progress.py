@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import io
 import json
+import re
 
 import pytest
 
-from liveimg.progress import Event, JsonLines, Progress, TerminalBar
+from liveimg.progress import Event, JsonLines, Progress, StageLines, TerminalBar
 
 
 def test_stage_events_in_order() -> None:
@@ -65,3 +66,40 @@ def test_terminal_bar() -> None:
 def test_no_sink_discards() -> None:
     with Progress().stage("x", total=1) as st:
         st.advance(1)
+
+
+def test_stage_lines_print_one_line_per_finished_stage_and_per_message() -> None:
+    out = io.StringIO()
+    progress = Progress(StageLines(out), rate=1e9)
+    with progress.stage("squashfs", total=3 * 1024**2, unit="bytes") as st:
+        for _ in range(3):
+            st.advance(1024**2)
+        st.message("wrote the fragment table")
+    with pytest.raises(RuntimeError), progress.stage("dracut", unit="steps"):
+        raise RuntimeError("boom")
+    lines = out.getvalue().splitlines()
+    assert "\r" not in out.getvalue() and len(lines) == 3
+    assert lines[0] == "squashfs: wrote the fragment table"
+    assert re.fullmatch(r"squashfs: done in \d+\.\d s, 3\.0 MiB", lines[1])
+    assert re.fullmatch(r"dracut: failed in \d+\.\d s", lines[2])
+
+
+@pytest.mark.parametrize(
+    ("argv", "tty", "sink"),
+    [
+        ([], True, TerminalBar),
+        ([], False, StageLines),
+        (["-q"], False, type(None)),
+        (["--progress", "json"], True, JsonLines),
+        (["--progress", "lines"], True, StageLines),
+        (["--progress", "none"], True, type(None)),
+    ],
+)
+def test_the_cli_chooses_a_bar_on_a_terminal_and_lines_in_a_pipe(
+    argv: list[str], tty: bool, sink: type, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from liveimg import cli
+
+    monkeypatch.setattr(cli.sys.stderr, "isatty", lambda: tty)
+    args = cli.build_parser().parse_args([*argv, "doctor"])
+    assert type(cli._progress(args).sink) is sink

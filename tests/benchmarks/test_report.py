@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from benchmarks import harness, report, scaling, stages
+from tests.support import need_module
 
 _STAGES = ("guest", "rootfs", "squashfs", "dracut", "other", "total")
 
@@ -142,7 +143,7 @@ def test_update_readme_keeps_the_rest(tmp_path: Path) -> None:
 
 
 def test_plot_writes_a_png(tmp_path: Path) -> None:
-    pytest.importorskip("matplotlib")
+    need_module("matplotlib", "the test extra: pip install -e '.[test]'")
     dest = report.plot(_results(), tmp_path / "b.png")
     assert dest is not None and dest.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert report.plot({}, tmp_path / "empty.png") is not None

@@ -17,7 +17,7 @@ from liveimg.dracut.sandbox import sandbox_available
 from liveimg.dracut.stage import DEVICE_NODES, add_device_nodes, build_initramfs
 from liveimg.errors import HostError, InvalidImage, InvalidOptions
 from tests.dracut.fake_guest import PROGRAMS, make_guest
-from tests.support import need
+from tests.support import need, unavailable
 
 KVER = "6.1.0-50-amd64"
 
@@ -74,7 +74,7 @@ cd $i && find . | cpio -o -H newc > "$out"
 def fake_guest(tmp_path: Path) -> Path:
     need("busybox")
     if not sandbox_available()[0]:
-        pytest.skip(sandbox_available()[1])
+        unavailable(sandbox_available()[1])
     root = make_guest(tmp_path / "guest", programs=tuple(p for p in PROGRAMS if p not in ("sh", "dracut")))
     shutil.copy2(runner.require("busybox"), root / "usr/bin/busybox")
     for applet in ("sh", "echo", "mkdir", "cat", "ls", "find", "cpio"):

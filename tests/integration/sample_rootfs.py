@@ -17,8 +17,6 @@ from liveimg import rootfs as rootfs_stage
 from liveimg import run as runner
 from liveimg.tree import HostTree as SourceTree
 
-SAMPLES = Path(os.environ.get("LIVEIMG_SAMPLES", Path.home() / ".cache" / "liveimg" / "samples"))
-
 
 @dataclass(frozen=True)
 class Sample:
@@ -30,22 +28,12 @@ class Sample:
         return str(self.meta["kernel_version"])
 
 
-def find_sample(variant: str) -> Sample | None:
-    """The sample disk ``variant`` (``atomic``, ``classic``): from tests/samples.py (which builds it
-    if needed) once that is merged, else the newest complete one in the cache, else None."""
-    try:
-        from tests import samples  # type: ignore[attr-defined, unused-ignore]
-    except ImportError:
-        pass
-    else:
-        disk = samples.sample_image(variant)
-        return Sample(disk, samples.manifest(disk))
-    found = []
-    for meta_path in SAMPLES.glob(f"*/{variant}.raw.json"):
-        disk = meta_path.with_name(f"{variant}.raw")
-        if disk.is_file():
-            found.append((meta_path.stat().st_mtime, Sample(disk, json.loads(meta_path.read_text()))))
-    return max(found, key=lambda x: x[0])[1] if found else None
+def find_sample(variant: str) -> Sample:
+    """The sample disk ``variant`` (``atomic``, ``classic``), built by tests/samples.py if needed."""
+    from tests import samples
+
+    disk = samples.sample_image(variant)
+    return Sample(disk, samples.manifest(disk))
 
 
 def _partitions(disk: Path) -> list[tuple[int, int]]:

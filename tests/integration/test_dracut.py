@@ -28,7 +28,7 @@ from liveimg.dracut.stage import Initrd, build_initramfs
 from liveimg.dracut.tree import ExtractedTree, extract_tree
 from liveimg.errors import InvalidImage, ToolError
 from tests.integration.sample_rootfs import Sample, find_sample, rootfs_from_disk
-from tests.support import IN_CI, NOBODY, need, run_python_as_nobody
+from tests.support import NOBODY, need, need_root, opt_in, run_python_as_nobody
 
 FAST = DracutOptions(compression=Compression.ZSTD, level=3)
 KARGS = ["rd.live.image", "root=live:http://10.0.2.100:8080/live-rootfs.squashfs.img"]
@@ -48,13 +48,7 @@ class Rootfs:
 
 def _sample(variant: str) -> Sample:
     need("debugfs", "sfdisk", "unshare")
-    sample = find_sample(variant)
-    if sample is None:
-        message = f"no {variant} sample disk in the cache (tests/integration/sample_rootfs.py: SAMPLES)"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
-    return sample
+    return find_sample(variant)
 
 
 def _deployment(image: Path, sample: Sample) -> str:
@@ -211,8 +205,7 @@ def test_unknown_kernel_version(atomic_tree: ExtractedTree, atomic_rootfs: Rootf
 
 def test_build_as_an_unprivileged_user(atomic_rootfs: Rootfs, public_dir: Path) -> None:
     """The whole stage -- extraction and dracut -- run by user nobody, without any capability."""
-    if os.geteuid() != 0:
-        pytest.skip("already unprivileged: the other tests cover it")
+    need_root()  # to become user nobody
     need("setpriv")
     out = public_dir / "nobody-out"
     out.mkdir()
@@ -250,10 +243,7 @@ def test_classic_initramfs_holds_the_live_modules(classic_initrd: Initrd) -> Non
     _assert_live(classic_initrd.path, ostree=False)
 
 
-@pytest.mark.skipif(
-    os.environ.get("LIVEIMG_TEST_APPLIANCE") != "1",
-    reason="dracut in the libguestfs appliance takes 6-15 min under TCG: set LIVEIMG_TEST_APPLIANCE=1",
-)
+@opt_in("LIVEIMG_TEST_APPLIANCE")
 def test_atomic_initramfs_in_the_appliance(atomic_rootfs: Rootfs, atomic_initrd: Initrd, public_dir: Path) -> None:
     out = public_dir / "appliance-out"
     out.mkdir()

@@ -273,15 +273,9 @@ SAMPLE_VARIANTS = ("atomic", "atomic-xfs-lvm", "atomic-2deploy", "classic")
 
 
 def _sample(variant: str) -> Path:
-    try:
-        from tests.samples import sample_image  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        found = sorted(Path.home().glob(f".cache/liveimg/samples/*/{variant}.raw"), key=lambda p: p.stat().st_mtime)
-        if not found:
-            pytest.skip(f"the {variant} sample image is not built")
-        return found[-1]
-    path: Path = sample_image(variant)
-    return path
+    from tests.samples import sample_image
+
+    return sample_image(variant)
 
 
 @pytest.mark.parametrize("variant", SAMPLE_VARIANTS)
