@@ -182,7 +182,7 @@ class BootTestResult:
 BOOT_STEPS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("kernel", re.compile(r"Linux version \d")),
     ("initramfs", re.compile(r"Run /init as init process|Running in initrd|dracut-cmdline")),
-    ("live root", re.compile(r"Reached target .*Initrd Root File System|Mounted .*sysroot|live-rw")),
+    ("live image", re.compile(r"Found device .*/dev/mapper/live-rw|Reached target .*Initrd Root File System")),
     ("switch root", re.compile(r"Switching root|Reached target .*Switch Root")),
     ("system", re.compile(r"Reached target .*Multi-User System|\blogin: ?$")),
     ("checks", re.compile(rf"^{CHECK}")),

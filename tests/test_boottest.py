@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from liveimg.boottest import judge, parse_checks
+from liveimg.boottest import BOOT_STEPS, _BootSteps, judge, parse_checks
+from liveimg.progress import Event, Progress
 
 DEPLOYMENT = {"osname": "debian-atomic", "checksum": "ab" * 32, "serial": 0}
 
@@ -78,3 +79,44 @@ def test_an_erofs_live_image_must_show_as_a_block_device(tmp_path: Path) -> None
         "no block device of the live system holds the erofs live image"
     ]
     assert judge({**manifest, "rootfs": {"type": "squashfs-ext4"}}, fields, status, table, squashfs_loop) == []
+
+
+#: Lines of a real pxelinux boot of the atomic sample's live build (console.log, ANSI removed),
+#: with the ones that could be mistaken for a later step.
+BOOT_CONSOLE = """\
+[    0.000000] Linux version 6.1.0-50-amd64 (debian-kernel@lists.debian.org) (gcc-12 (Debian 12.2.0-14+deb12u1)
+[    0.000000] Command line: BOOT_IMAGE=vmlinuz-6.1.0-50-amd64 root=live:http://10.0.2.100:8080/live-rootfs.squashfs.img
+[   12.706293] Run /init as init process
+[   13.197167] systemd[1]: Running in initrd.
+[   15.498165] systemd[1]: Expecting device dev-mapper-live\\x2drw.device - /dev/mapper/live-rw...
+[  OK  ] Found device dev-mapper-li….device - /dev/mapper/live-rw.
+[  OK  ] Mounted sysroot.mount - /sysroot.
+[  OK  ] Reached target initrd-root…get - Initrd Root File System.
+[  OK  ] Reached target initrd-switch-root.target - Switch Root.
+[   51.541575] systemd[1]: Stopped target initrd-switch-root.target - Switch Root.
+[  OK  ] Reached target multi-user.target - Multi-User System.
+LIVEIMG-CHECK root=/dev/mapper/live-rw fstype=ext4
+LIVEIMG-CHECK-END
+"""
+
+
+def test_boot_steps_follow_the_console() -> None:
+    events: list[Event] = []
+    with Progress(events.append, rate=1e9).stage("boot", total=len(BOOT_STEPS), unit="steps") as stage:
+        steps = _BootSteps(stage)
+        seen = []
+        for line in BOOT_CONSOLE.splitlines():
+            steps(line)
+            seen.append(steps.reached)
+    assert seen == [1, 1, 2, 2, 2, 3, 3, 3, 4, 4, 5, 6, 6]
+    messages = [e.message.split(" after ")[0] for e in events if e.event == "message"]
+    assert messages == [name for name, _ in BOOT_STEPS]
+    assert events[-1].event == "end" and events[-1].done == len(BOOT_STEPS)
+
+
+def test_a_later_step_implies_the_earlier_ones() -> None:
+    with Progress().stage("boot", total=len(BOOT_STEPS)) as stage:
+        steps = _BootSteps(stage)
+        steps("[  OK  ] Reached target multi-user.target - Multi-User System.")
+        steps("[    0.000000] Linux version 6.1.0-50-amd64")  # a reboot's kernel does not go back
+    assert steps.reached == 5
