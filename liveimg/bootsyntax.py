@@ -221,6 +221,8 @@ def _why_not(arg: str, source: Source) -> str | None:
     """Why ``arg`` cannot be one kernel argument in every syntax, or None if it can."""
     if not arg:
         return "it is empty"
+    if len(arg) > MAX_CMDLINE:
+        return f"it is longer than {MAX_CMDLINE} bytes, the limit of the whole command line"
     why = _unsafe_char(arg)
     if why:
         return f"it has {why}"
