@@ -79,9 +79,9 @@ class Source(enum.Enum):
     CALLER = "caller"  # the options: InvalidOptions
 
 
-def _show(value: str, limit: int = 60) -> str:
+def _show(value: object, limit: int = 60) -> str:
     """A value as an error message shows it: repr (so one line), cut if long."""
-    if len(value) > limit:
+    if isinstance(value, str) and len(value) > limit:
         return repr(value[:limit]) + f"... ({len(value)} characters)"
     return repr(value)
 
@@ -97,14 +97,19 @@ def _refuse(source: Source, message: str, hint: str | None = None) -> LiveImgErr
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+~-]*")
 
 
-def is_kernel_version(version: str) -> bool:
-    """Whether ``version`` is a kernel version liveimg puts into paths and configurations.
+def is_plain_name(name: str) -> bool:
+    """Whether ``name`` is one path component no syntax reads specially: letters, digits and
+    ``. _ + ~ -``, starting with a letter or digit (so never ``.``, ``..`` or an option)."""
+    return isinstance(name, str) and len(name) <= MAX_NAME and _NAME.fullmatch(name) is not None
 
-    Real ones: ``6.1.0-28-amd64`` (Debian), ``6.11.4-301.fc41.x86_64`` (Fedora),
+
+def is_kernel_version(version: str) -> bool:
+    """Whether ``version`` is a kernel version liveimg puts into paths and configurations: a
+    plain name.  Real ones: ``6.1.0-28-amd64`` (Debian), ``6.11.4-301.fc41.x86_64`` (Fedora),
     ``5.14.0-427.el9_4.x86_64+debug`` (RHEL), ``6.8.0-45-generic`` (Ubuntu),
     ``6.4.0-150600.23.25-default`` (SUSE), ``6.12.0-rc7+`` (a local build).
     """
-    return len(version) <= MAX_NAME and _NAME.fullmatch(version) is not None
+    return is_plain_name(version)
 
 
 def kernel_version(version: str, *, where: str) -> str:
@@ -119,7 +124,7 @@ def kernel_version(version: str, *, where: str) -> str:
 
 def file_name(name: str, *, what: str, source: Source = Source.GUEST) -> str:
     """``name``, a file name written into configurations, if it is a plain one."""
-    if len(name) > MAX_NAME or not _NAME.fullmatch(name):
+    if not is_plain_name(name):
         raise _refuse(source, f"{what} {_show(name)} is not a plain file name (letters, digits and . _ + ~ -)")
     return name
 
@@ -148,7 +153,7 @@ _OSTREE_PATH = re.compile(r"/ostree/boot\.[0-9]+/[A-Za-z0-9._+~-]+/[A-Za-z0-9._+
 def ostree_path(value: str) -> str:
     """The value of ``ostree=`` (``/ostree/boot.N/<os>/<bootcsum>/<serial>``) from the image's
     boot entry, if its names are plain (else InvalidImage)."""
-    if len(value) > MAX_DIR or not _OSTREE_PATH.fullmatch(value):
+    if not isinstance(value, str) or len(value) > MAX_DIR or not _OSTREE_PATH.fullmatch(value):
         raise InvalidImage(
             f"the deployment's ostree={_show(value)} is not /ostree/boot.N/OSNAME/BOOTCSUM/SERIAL "
             "with plain names (letters, digits and . _ + ~ -)"
@@ -245,7 +250,7 @@ def _why_not(arg: str, source: Source) -> str | None:
 
 def kernel_arg(arg: str, *, what: str, source: Source, hint: str | None = None) -> str:
     """``arg`` if it is one kernel argument that every syntax carries unchanged (see the module)."""
-    why = _why_not(arg, source)
+    why = _why_not(arg, source) if isinstance(arg, str) else "it is not a string"
     if why is not None:
         raise _refuse(source, f"{what} {_show(arg)} cannot be put on a kernel command line: {why}", hint)
     return arg
@@ -452,6 +457,7 @@ __all__ = [
     "hostname",
     "ipxe_words",
     "is_kernel_version",
+    "is_plain_name",
     "kernel_arg",
     "kernel_arg_key",
     "kernel_arg_meaning",

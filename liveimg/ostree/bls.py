@@ -184,7 +184,8 @@ def parse_entry(text: str, path: str) -> BootEntry:
         fields[key] = value
     return BootEntry(
         path=path,
-        title=fields.get("title"),
+        # Only shown (liveimg inspect, logs): a control character or terminal escape is dropped.
+        title="".join(c for c in fields["title"] if c.isprintable()) if "title" in fields else None,
         version=fields.get("version"),
         linux=fields.get("linux"),
         initrd=tuple(initrds),

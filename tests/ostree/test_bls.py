@@ -169,3 +169,8 @@ def test_hostile_options_reach_no_configuration(tmp_path: Path) -> None:
         write_pxe(tmp_path, boot, PxeOptions(url="http://h"))
     result = write_pxe(tmp_path, boot, PxeOptions(url="http://h", keep_image_args=False))
     assert "&&" not in (tmp_path / "boot.ipxe").read_text() and "quiet" not in result.kernel_args
+
+
+def test_the_title_is_printable() -> None:
+    entry = parse_entry("title Evil\x1b[2J\x07 OS\u202e\n", "/e/x.conf")
+    assert entry.title == "Evil[2J OS"
