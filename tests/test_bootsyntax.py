@@ -229,7 +229,7 @@ def test_a_label_is_safe_in_every_menu(title: str) -> None:
 # --- the real readers -----------------------------------------------------------------------------
 
 
-@settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(candidates)
 def test_dracut_reads_an_accepted_argument_as_written(tmp_path: Path, arg: str) -> None:
     """dracut's getargs (the kernel's next_arg() in dracut-util) on the raw command line (what
