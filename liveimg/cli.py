@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from liveimg import __version__, squashfs
+from liveimg import __version__, bootsyntax, squashfs
 from liveimg import run as runner
 from liveimg.accel import choose_accel
 from liveimg.boottest import VIAS, BootTestOptions, boot_test
@@ -375,13 +375,20 @@ def _add_build(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--keep-workdir", action="store_true", help="keep the temporary files (rootfs.img, dracut log)")
 
 
-def _ssh_key(value: str) -> str:
+def _ssh_keys(value: str) -> list[str]:
+    """``--ci-ssh-key``: a key, or ``@FILE`` with one key a line (an ``authorized_keys`` file:
+    blank and ``#`` lines skipped).  Each key is checked to be one line by :class:`CloudInitSeed`."""
     if value.startswith("@"):
         try:
-            return Path(value[1:]).read_text().strip()
-        except OSError as exc:
-            raise InvalidOptions(f"cannot read the ssh key file {value[1:]}: {exc.strerror}") from None
-    return value.strip()
+            text = Path(value[1:]).read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+            raise InvalidOptions(f"cannot read the ssh key file {value[1:]}: {why}") from None
+        keys = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+        if not keys:
+            raise InvalidOptions(f"the ssh key file {value[1:]} has no key")
+        return keys
+    return [value.strip()]
 
 
 def build_options(args: argparse.Namespace, accel: str | None) -> BuildOptions:
@@ -414,11 +421,12 @@ def build_options(args: argparse.Namespace, accel: str | None) -> BuildOptions:
         if args.ci_user_data:
             try:
                 user_data = args.ci_user_data.read_text()
-            except OSError as exc:
-                raise InvalidOptions(f"cannot read {args.ci_user_data}: {exc.strerror}") from None
+            except (OSError, UnicodeDecodeError) as exc:
+                why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+                raise InvalidOptions(f"cannot read {args.ci_user_data}: {why}") from None
         seed = CloudInitSeed(
             hostname=args.ci_hostname,
-            ssh_authorized_keys=tuple(_ssh_key(k) for k in args.ci_ssh_key),
+            ssh_authorized_keys=tuple(key for k in args.ci_ssh_key for key in _ssh_keys(k)),
             password=args.ci_password,
             runcmd=tuple(args.ci_runcmd),
             user_data=user_data,
@@ -482,6 +490,8 @@ def _add_boot_test(parser: argparse.ArgumentParser) -> None:
 
 
 def _cmd_boot_test(args: argparse.Namespace, ctx: Context) -> int:
+    # Said now, before the manifest is read and a work directory made.
+    bootsyntax.kernel_args(args.kernel_arg, what="--kernel-arg", source=bootsyntax.Source.CALLER)
     options = BootTestOptions(
         via=args.via, timeout=args.timeout, memory_mib=args.memory, kernel_args=tuple(args.kernel_arg),
         checks=not args.no_checks, write_mib=args.write, workdir=args.workdir, accel=ctx.accel,

@@ -10,6 +10,11 @@ they name regular files and never symlinks.  Layouts understood:
 * a BLS entry's ``linux``/``initrd`` (ostree: ``/ostree/<os>-<bootcsum>/vmlinuz-<kver>`` in
   the boot filesystem).
 
+A kernel version is taken from a file or directory name of the image, and becomes part of
+file names, paths and boot configurations: a name whose version is not plain
+(:func:`liveimg.bootsyntax.is_kernel_version`: letters, digits and ``. _ + ~ -``) is not
+taken for a kernel, and said so in a warning.
+
 Rescue kernels (``vmlinuz-0-rescue-<machine-id>``) are skipped, as lorax does.  Unlike lorax,
 any ``vmlinuz-<kver>`` counts (lorax's pattern wants an ``.<arch>`` suffix and so misses Debian
 kernels such as ``6.1.0-13-amd64``), and the newest comes first, by a natural version order.
@@ -23,6 +28,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from liveimg.bootsyntax import is_kernel_version, kernel_version
 from liveimg.errors import InvalidImage, InvalidOptions
 from liveimg.fsview import FileType, GuestTree
 
@@ -95,7 +101,9 @@ def make_kernel(
     tree: GuestTree, version: str, kernel: str, initramfs: str | None, *, boot_separate: bool, prefix: str = ""
 ) -> Kernel | None:
     """A :class:`Kernel` for files of ``tree`` (paths prefixed with ``prefix``, the tree's place in
-    the physical root, for deployment subtrees); None if the kernel is not a regular file."""
+    the physical root, for deployment subtrees); None if the kernel is not a regular file.
+    :class:`InvalidImage` if ``version`` is not a plain kernel version."""
+    kernel_version(version, where=f"{tree.label}: {kernel}")
     found = _regular(tree, kernel, KERNEL_LIMIT)
     if found is None:
         return None
@@ -133,7 +141,9 @@ def kernel_in_boot(
     """
     version = _version_of(linux)
     if version is None:
-        return None, f"cannot tell the kernel version from the name {linux}"
+        return None, f"cannot tell the kernel version from the name {linux!r}"
+    if not is_kernel_version(version):
+        return None, f"the kernel {linux!r} has a version that is not plain (letters, digits and . _ + ~ -)"
     # "/boot" + path first (paths are relative to the boot filesystem); then the path as written,
     # for entries made with ostree's bootprefix option ("/boot/ostree/..."), which on a separate
     # /boot ostree's "boot -> ." link also serves.
@@ -155,7 +165,7 @@ def kernel_from_modules(tree: GuestTree, prefix: str, version: str | None, boot_
     ``prefix`` is the tree's path in the physical root (a deployment directory), prepended to
     the paths returned; "" for the root itself.
     """
-    versions = [version] if version else sorted(tree.listdir("/usr/lib/modules"), key=version_key, reverse=True)
+    versions = [version] if version else sorted(_plain_versions(tree), key=version_key, reverse=True)
     for kver in versions:
         base = f"/usr/lib/modules/{kver}"
         initramfs = next(
@@ -169,6 +179,15 @@ def kernel_from_modules(tree: GuestTree, prefix: str, version: str | None, boot_
     return None
 
 
+def _plain_versions(tree: GuestTree) -> list[str]:
+    """The names in ``/usr/lib/modules`` that are plain kernel versions (a warning for the others)."""
+    names = tree.listdir("/usr/lib/modules")
+    for name in names:
+        if not is_kernel_version(name):
+            log.warning("%s: /usr/lib/modules/%r is not a plain kernel version; ignored", tree.label, name)
+    return [name for name in names if is_kernel_version(name)]
+
+
 def find_kernels(tree: GuestTree, *, boot_separate: bool) -> list[Kernel]:
     """Every kernel of a classic root (``/boot`` merged), newest first."""
     kernels: dict[str, Kernel] = {}
@@ -177,6 +196,9 @@ def find_kernels(tree: GuestTree, *, boot_separate: bool) -> list[Kernel]:
         if not m or name.endswith(_SKIP_SUFFIXES) or "-rescue-" in name:
             continue
         version = m.group(1)
+        if not is_kernel_version(version):
+            log.warning("%s: /boot/%r has a kernel version that is not plain; ignored", tree.label, name)
+            continue
         if version in kernels:
             continue
         initramfs = next(
@@ -188,7 +210,7 @@ def find_kernels(tree: GuestTree, *, boot_separate: bool) -> list[Kernel]:
         kernel = make_kernel(tree, version, f"/boot/{name}", initramfs, boot_separate=boot_separate)
         if kernel is not None:
             kernels[version] = kernel
-    for version in tree.listdir("/usr/lib/modules"):
+    for version in _plain_versions(tree):
         if version not in kernels:
             kernel = kernel_from_modules(tree, "", version, boot_separate)
             if kernel is not None:

@@ -3,7 +3,9 @@
 os-release (``os-release(5)``): lines ``KEY=value``, the value optionally in single or double
 quotes with shell escapes; ``#`` starts a comment.  ostree deployments are read from
 ``/usr/lib/os-release`` first (as ostree does for its BLS titles), classic roots from
-``/etc/os-release`` first (as systemd does).
+``/etc/os-release`` first (as systemd does).  The specification says "non-printable characters
+should not be used": they are dropped, so that no value (``PRETTY_NAME`` becomes a menu title,
+and ``liveimg inspect`` prints it) carries a control character or a terminal escape.
 
 Architecture, normalised to ``uname -m`` names (``x86_64``, ``aarch64``, ``ppc64le``,
 ``s390x``, ...), is needed for the squashfs BCJ filter, which lorax wrongly takes from the
@@ -88,7 +90,7 @@ def parse_os_release(text: str) -> dict[str, str]:
             words = shlex.split(value, comments=False, posix=True)
         except ValueError:
             words = [value.strip("\"'")]
-        fields[key] = " ".join(words)
+        fields[key] = "".join(c for c in " ".join(words) if c.isprintable())
     return fields
 
 

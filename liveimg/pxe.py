@@ -14,6 +14,10 @@ will be served), ready configurations as well:
 and, when asked, a cloud-init NoCloud seed (``cloud-init/meta-data``, ``user-data``,
 ``vendor-data``) with ``ds=nocloud-net;s=<URL>/cloud-init/`` on the command line.
 
+Every value goes into these files through :mod:`liveimg.bootsyntax`, which checks or quotes it
+for each syntax: a value from the image that cannot be written safely is an
+:class:`~liveimg.errors.InvalidImage`, one from the options an :class:`InvalidOptions`.
+
 The kernel command line of the ready configurations::
 
     root=live:<URL>/live-rootfs.squashfs.img rd.live.image ip=dhcp [ostree=...]
@@ -24,7 +28,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,12 +35,14 @@ from typing import Any
 
 import yaml
 
+from liveimg import bootsyntax
+from liveimg.bootsyntax import GrubConfig, IpxeScript, PxelinuxConfig, Source
 from liveimg.errors import InvalidOptions
 
 SQUASHFS_NAME = "live-rootfs.squashfs.img"
 PXE_CONFIG = "PXE_CONFIG"
 #: x86's COMMAND_LINE_SIZE: a longer command line is cut off by the kernel.
-MAX_CMDLINE = 2048
+MAX_CMDLINE = bootsyntax.MAX_CMDLINE
 
 #: Arguments of the installed system that name its disks: the live system has none of them.
 DISK_ARGS = frozenset(
@@ -62,22 +67,23 @@ DISK_ARGS = frozenset(
 
 
 def arg_key(arg: str) -> str:
-    return arg.split("=", 1)[0]
+    """The parameter an argument sets (``ip`` of ``ip=dhcp``, also of ``"ip=a b"``)."""
+    return bootsyntax.kernel_arg_key(arg)
 
 
 def image_args(options: Sequence[str]) -> list[str]:
-    """The installed system's kernel arguments that still make sense for a live boot."""
-    return [a for a in options if arg_key(a) not in DISK_ARGS]
-
-
-_URL = re.compile(r"^(https?|ftp|tftp|nfs4?)://[^\s]+$")
+    """The installed system's kernel arguments that still make sense for a live boot, checked
+    (:class:`~liveimg.errors.InvalidImage` for one that no configuration can carry)."""
+    kept = [a for a in options if arg_key(a) not in DISK_ARGS]
+    return bootsyntax.kernel_args(
+        kept, what="the image's kernel argument", source=Source.GUEST,
+        hint="use --no-image-kargs to leave the image's arguments out",
+    )  # fmt: skip
 
 
 def check_url(url: str) -> str:
     """The base URL where the artifacts will be served, without a trailing slash."""
-    if not _URL.match(url):
-        raise InvalidOptions(f"invalid --url {url!r}", hint="give an http://, https://, ftp://, tftp:// or nfs:// URL")
-    return url.rstrip("/")
+    return bootsyntax.base_url(url)
 
 
 @dataclass(frozen=True)
@@ -91,6 +97,22 @@ class CloudInitSeed:
     write_files: tuple[tuple[str, str], ...] = ()  # (path, content)
     runcmd: tuple[str, ...] = ()
     user_data: str | None = None
+
+    def __post_init__(self) -> None:
+        bootsyntax.hostname(self.hostname)
+        if self.instance_id is not None:
+            bootsyntax.single_line(self.instance_id, what="the cloud-init instance-id")
+        for key in self.ssh_authorized_keys:
+            bootsyntax.single_line(key, what="--ci-ssh-key")
+        if self.password is not None:
+            bootsyntax.single_line(self.password, what="--ci-password")
+        for path, _ in self.write_files:
+            bootsyntax.single_line(path, what="a cloud-init write_files path")
+        for command in self.runcmd:
+            # A command is a shell script line (or lines); YAML quotes anything, but a NUL
+            # would end the command where the shell reads it.
+            if "\0" in command:
+                raise InvalidOptions(f"--ci-runcmd {command[:60]!r} has a NUL character")
 
     def meta_data(self, seed: str) -> dict[str, str]:
         instance = self.instance_id or "liveimg-" + hashlib.sha256(f"{seed}\0{self.hostname}".encode()).hexdigest()[:16]
@@ -140,10 +162,8 @@ class PxeOptions:
     def __post_init__(self) -> None:
         if self.url is not None:
             object.__setattr__(self, "url", check_url(self.url))
-        object.__setattr__(self, "pxe_dir", self.pxe_dir.rstrip("/"))
-        for arg in self.kernel_args:
-            if not arg or (any(c.isspace() for c in arg) and '"' not in arg):
-                raise InvalidOptions(f"invalid kernel argument {arg!r}: one argument per --kernel-arg, no spaces")
+        object.__setattr__(self, "pxe_dir", bootsyntax.tftp_dir(self.pxe_dir))
+        bootsyntax.kernel_args(self.kernel_args, what="--kernel-arg", source=Source.CALLER)
 
 
 @dataclass(frozen=True)
@@ -159,6 +179,15 @@ class LiveBoot:
     squashfs: str = SQUASHFS_NAME
     seed_id: str = ""  # something that identifies the input, for a stable cloud-init instance id
 
+    def __post_init__(self) -> None:
+        # All of these come from the image (or from a manifest.json read back): InvalidImage.
+        bootsyntax.kernel_version(self.kver, where="the live boot")
+        bootsyntax.file_name(self.kernel, what="the kernel file")
+        bootsyntax.file_name(self.initramfs, what="the initramfs file")
+        bootsyntax.file_name(self.squashfs, what="the live image file")
+        if self.ostree_arg is not None:
+            bootsyntax.ostree_path(self.ostree_arg)
+
 
 @dataclass(frozen=True)
 class PxeResult:
@@ -170,35 +199,36 @@ class PxeResult:
 
 def kernel_args(boot: LiveBoot, options: PxeOptions, url: str) -> list[str]:
     """The live command line, ``root=live:`` first, each argument once (the user's win)."""
-    args = [f"root=live:{url}/{boot.squashfs}", "rd.live.image", "ip=dhcp"]
+    url = check_url(url)
+    head = [f"root=live:{url}/{boot.squashfs}", "rd.live.image", "ip=dhcp"]
     if boot.ostree_arg:
-        args.append(f"ostree={boot.ostree_arg}")
+        head.append(f"ostree={boot.ostree_arg}")
+    tail = [f"ds=nocloud-net;s={url}/cloud-init/"] if options.cloud_init is not None else []
+    # Made of checked parts, and checked as arguments all the same.
+    args = bootsyntax.kernel_args(head, what="the live kernel argument", source=Source.CALLER)
     if options.keep_image_args:
         args += image_args(boot.image_args)
-    if options.cloud_init is not None:
-        args.append(f"ds=nocloud-net;s={url}/cloud-init/")
-    user_keys = {arg_key(a) for a in options.kernel_args}
+    args += bootsyntax.kernel_args(tail, what="the live kernel argument", source=Source.CALLER)
+    user = bootsyntax.kernel_args(options.kernel_args, what="--kernel-arg", source=Source.CALLER)
+    user_keys = {arg_key(a) for a in user}
     # An argument the user gives replaces ours with the same key (e.g. ip=, console=).
-    args = [a for a in args if arg_key(a) not in user_keys or arg_key(a) == "root"] + list(options.kernel_args)
+    args = [a for a in args if arg_key(a) not in user_keys or arg_key(a) == "root"] + user
     deduped: list[str] = []
     for arg in args:
         if arg not in deduped:
             deduped.append(arg)
-    if len(" ".join(deduped)) > MAX_CMDLINE:
-        raise InvalidOptions(f"the kernel command line is longer than {MAX_CMDLINE} bytes")
+    bootsyntax.command_line(deduped)
     return deduped
 
 
 def lorax_pxe_config(boot: LiveBoot, options: PxeOptions) -> tuple[str, list[str]]:
     """lorax's PXE_CONFIG text (its template, placeholders kept) and the arguments after root=."""
     add = [f"ostree={boot.ostree_arg}"] if boot.ostree_arg else []
-    add += list(options.kernel_args)
-    text = (
-        "# PXE configuration template generated by liveimg (livemedia-creator compatible)\n"
-        f"kernel <PXE_DIR>/{boot.kernel}\n"
-        f"append initrd=<PXE_DIR>/{boot.initramfs} root=live:<URL>/{boot.squashfs} {' '.join(add)}\n"
-    )
-    return text, add
+    add += bootsyntax.kernel_args(options.kernel_args, what="--kernel-arg", source=Source.CALLER)
+    config = PxelinuxConfig("PXE configuration template generated by liveimg (livemedia-creator compatible)")
+    config.directive("kernel", f"<PXE_DIR>/{boot.kernel}")
+    config.directive("append", f"initrd=<PXE_DIR>/{boot.initramfs}", f"root=live:<URL>/{boot.squashfs}", *add)
+    return config.text(), add
 
 
 def _path(pxe_dir: str, name: str) -> str:
@@ -206,50 +236,43 @@ def _path(pxe_dir: str, name: str) -> str:
 
 
 def pxelinux_config(boot: LiveBoot, args: Sequence[str], pxe_dir: str) -> str:
-    return (
-        "# pxelinux configuration generated by liveimg\n"
-        "DEFAULT live\n"
-        "PROMPT 0\n"
-        "TIMEOUT 50\n"
-        "LABEL live\n"
-        f"  MENU LABEL {boot.title} (live)\n"
-        f"  KERNEL {_path(pxe_dir, boot.kernel)}\n"
-        f"  APPEND initrd={_path(pxe_dir, boot.initramfs)} {' '.join(args)}\n"
-        "  IPAPPEND 2\n"
-    )
+    """``pxelinux.cfg/default``: one entry, booted after 5 s; ``args`` are checked kernel arguments."""
+    config = PxelinuxConfig("pxelinux configuration generated by liveimg")
+    config.directive("DEFAULT", "live")
+    config.directive("PROMPT", "0")
+    config.directive("TIMEOUT", "50")
+    config.directive("LABEL", "live")
+    config.directive("MENU LABEL", bootsyntax.label(boot.title), "(live)", indent=2)
+    config.directive("KERNEL", _path(bootsyntax.tftp_dir(pxe_dir), boot.kernel), indent=2)
+    config.directive("APPEND", f"initrd={_path(bootsyntax.tftp_dir(pxe_dir), boot.initramfs)}", *args, indent=2)
+    config.directive("IPAPPEND", "2", indent=2)
+    return config.text()
 
 
 def ipxe_script(boot: LiveBoot, args: Sequence[str], url: str) -> str:
+    """``boot.ipxe``: kernel and initramfs over HTTP from ``url``; ``args`` are checked kernel arguments."""
+    url = check_url(url)
+    script = IpxeScript("iPXE script generated by liveimg")
+    script.command("echo", "Booting", bootsyntax.label(boot.title), "(live)")
     # initrd= names the initramfs for kernels booted through EFI stubs; harmless on BIOS.
-    return (
-        "#!ipxe\n"
-        "# iPXE script generated by liveimg\n"
-        f"echo Booting {boot.title} (live)\n"
-        f"kernel {url}/{boot.kernel} initrd={boot.initramfs} {' '.join(args)}\n"
-        f"initrd {url}/{boot.initramfs}\n"
-        "boot\n"
-    )
-
-
-def _grub_quote(arg: str) -> str:
-    # GRUB's script language splits on ; and expands $; single quotes keep them literal.
-    if re.fullmatch(r"[A-Za-z0-9_.,:/=@%+-]+", arg):
-        return arg
-    return "'" + arg.replace("'", "'\\''") + "'"
+    script.command("kernel", f"{url}/{boot.kernel}", f"initrd={boot.initramfs}", *args)
+    script.command("initrd", f"{url}/{boot.initramfs}")
+    script.command("boot")
+    return script.text()
 
 
 def grub_config(boot: LiveBoot, args: Sequence[str], pxe_dir: str) -> str:
+    """``grub.cfg`` for UEFI PXE and HTTP boot; ``args`` are checked kernel arguments."""
+    pxe_dir = bootsyntax.tftp_dir(pxe_dir)
     prefix = f"/{pxe_dir.lstrip('/')}" if pxe_dir else ""
-    title = boot.title.replace("'", "")
-    return (
-        "# GRUB configuration generated by liveimg (UEFI PXE and HTTP boot)\n"
-        "set default=0\n"
-        "set timeout=5\n"
-        f"menuentry '{title} (live)' {{\n"
-        f"    linux {prefix}/{boot.kernel} {' '.join(_grub_quote(a) for a in args)}\n"
-        f"    initrd {prefix}/{boot.initramfs}\n"
-        "}\n"
-    )
+    config = GrubConfig("GRUB configuration generated by liveimg (UEFI PXE and HTTP boot)")
+    config.command("set", "default=0")
+    config.command("set", "timeout=5")
+    config.begin("menuentry", f"{bootsyntax.label(boot.title)} (live)")
+    config.command("linux", f"{prefix}/{boot.kernel}", *(bootsyntax.grub_linux_word(a) for a in args))
+    config.command("initrd", f"{prefix}/{boot.initramfs}")
+    config.end()
+    return config.text()
 
 
 def write_pxe(outdir: Path, boot: LiveBoot, options: PxeOptions) -> PxeResult:
@@ -289,5 +312,7 @@ def sha256_file(path: Path) -> str:
 def write_manifest(outdir: Path, manifest: Mapping[str, Any]) -> Path:
     """Write ``manifest.json`` (keys sorted, so that equal builds give equal files)."""
     path = outdir / "manifest.json"
-    path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    # json.dumps escapes every control and non-ASCII character (guest strings included): the
+    # file is ASCII JSON whatever the image holds; NaN is not JSON, so it is refused.
+    path.write_text(json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=True, allow_nan=False) + "\n")
     return path

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -55,3 +56,51 @@ def test_doctor_json(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixt
 def test_python_dash_m() -> None:
     result = subprocess.run([sys.executable, "-m", "liveimg", "--version"], capture_output=True, text=True, check=True)
     assert result.stdout.startswith("liveimg ")
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--kernel-arg", "quiet", "--kernel-arg", "a\nchain http://elsewhere/"],
+         "liveimg: error: --kernel-arg 'a\\nchain http://elsewhere/' cannot be put on a kernel command line: "
+         "it has a control character ('\\n')\n"),
+        (["--kernel-arg", "a\x00b"], "--kernel-arg 'a\\x00b' cannot be put on a kernel command line: it has a control"),
+        (["--kernel-arg", "x=${filename}"], "iPXE expands it"),
+        (["--kernel-arg", "a b"], "blank outside double quotes"),
+        (["--url", "http://h/x && chain http://elsewhere/"], "liveimg: error: invalid --url 'http://h/x && chain"),
+        (["--url", "http://h/\n"], "invalid --url 'http://h/\\n'"),
+        (["--url", "http://h", "--pxe-dir", "tftp;x"], "invalid --pxe-dir 'tftp;x'"),
+        (["--url", "http://h", "--cloud-init", "--ci-hostname", "a\nb"], "invalid --ci-hostname 'a\\nb'"),
+        (["--url", "http://h", "--cloud-init", "--ci-ssh-key", "ssh-ed25519 A a\nssh-rsa B evil"], "--ci-ssh-key"),
+        (["--url", "http://h", "--cloud-init", "--ci-password", "pw\nroot:x"], "--ci-password"),
+    ],
+)  # fmt: skip
+def test_bad_boot_options_are_one_line_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    """Said before anything is read (the image does not even exist), as one line, exit status 1
+    like every other invalid option."""
+    status = cli.main(["build", str(tmp_path / "missing.img"), "-o", str(tmp_path / "out"), *argv])
+    err = capsys.readouterr().err
+    assert status == cli.EXIT_FAILURE
+    assert err.count("\n") == 1 and err.startswith("liveimg: error: ") and message in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_boot_test_kernel_arg_is_checked_first(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    status = cli.main(["boot-test", str(tmp_path / "nothing"), "--kernel-arg", "a\nb"])
+    err = capsys.readouterr().err
+    assert status == cli.EXIT_FAILURE and err.startswith("liveimg: error: --kernel-arg 'a\\nb' cannot be put")
+    assert not (tmp_path / "nothing.boot-test").exists()
+
+
+def test_an_ssh_key_file_gives_one_key_a_line(tmp_path: Path) -> None:
+    keys = tmp_path / "authorized_keys"
+    keys.write_text("# mine\nssh-ed25519 AAAA one@h\n\nssh-rsa BBBB two@h\n")
+    args = cli.build_parser().parse_args(
+        ["build", "img", "-o", "out", "--url", "http://h", "--cloud-init", "--ci-ssh-key", f"@{keys}",
+         "--ci-ssh-key", "ssh-ed25519 CCCC three@h"]
+    )  # fmt: skip
+    seed = cli.build_options(args, None).pxe.cloud_init
+    assert seed is not None
+    assert seed.ssh_authorized_keys == ("ssh-ed25519 AAAA one@h", "ssh-rsa BBBB two@h", "ssh-ed25519 CCCC three@h")

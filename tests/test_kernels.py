@@ -11,7 +11,16 @@ from pyfakefs.fake_filesystem import FakeFilesystem
 
 from liveimg.errors import GuestPathEscapes, InvalidImage
 from liveimg.fsview import GuestTree, HostFS, MergedFS
-from liveimg.kernels import KernelNotFound, NoKernel, find_kernels, select_kernel, version_key
+from liveimg.kernels import (
+    KernelNotFound,
+    NoKernel,
+    find_kernels,
+    kernel_from_modules,
+    kernel_in_boot,
+    make_kernel,
+    select_kernel,
+    version_key,
+)
 from tests.ostree.layouts import symlink, write
 
 
@@ -105,3 +114,48 @@ def test_hostile_kernel_files(fs: FakeFilesystem) -> None:
     os.symlink("../../../../../secret", root / "boot/vmlinuz-5.0")
     with pytest.raises(GuestPathEscapes):
         find_kernels(GuestTree(HostFS(root)), boot_separate=False)
+
+
+HOSTILE_VERSIONS = ["6.1$(reboot)", "6.1 && chain elsewhere", "6.1\nDEFAULT evil", "6.1'x", "-6.1", "${x}"]
+
+
+def test_kernel_versions_that_are_not_plain_are_not_kernels(fs: object, caplog: pytest.LogCaptureFixture) -> None:
+    """A version becomes file names, paths and boot configurations: the image cannot choose it freely."""
+    root = Path("/r")
+    write(root / "boot/vmlinuz-5.14.0-427.el9_4.x86_64+debug", "good")
+    for bad in HOSTILE_VERSIONS:
+        write(root / f"boot/vmlinuz-{bad}", "bad")
+        write(root / f"usr/lib/modules/{bad}9/vmlinuz", "bad")  # "9": newer than anything
+    tree = GuestTree(HostFS(root))
+    assert [k.version for k in find_kernels(tree, boot_separate=False)] == ["5.14.0-427.el9_4.x86_64+debug"]
+    # each said once (but "vmlinuz-6.1\nDEFAULT evil", which is not even a kernel's name: vmlinuz-<one line>)
+    assert sum("plain" in r.getMessage() for r in caplog.records) == 2 * len(HOSTILE_VERSIONS) - 1
+    assert all("\n" not in r.getMessage() for r in caplog.records)  # names are shown as repr()
+
+
+def test_only_hostile_kernels_is_no_kernel(fs: object) -> None:
+    root = Path("/r")
+    write(root / "boot/vmlinuz-6.1;reboot", "bad")
+    with pytest.raises(NoKernel):
+        select_kernel(find_kernels(GuestTree(HostFS(root)), boot_separate=False), None, "img")
+
+
+def test_a_boot_entry_naming_a_hostile_kernel(fs: object) -> None:
+    root = Path("/r")
+    write(root / "boot/ostree/os-abc/vmlinuz-6.1 && reboot", "k")
+    kernel, why = kernel_in_boot(GuestTree(HostFS(root)), "/ostree/os-abc/vmlinuz-6.1 && reboot", None, False)
+    assert kernel is None and why is not None and "not plain" in why
+    kernel, why = kernel_in_boot(GuestTree(HostFS(root)), "/$(x)/linux", None, False)  # BLS type 1: <kver>/linux
+    assert kernel is None and why is not None and "not plain" in why
+
+
+@pytest.mark.parametrize("version", HOSTILE_VERSIONS)
+def test_a_kernel_of_a_hostile_version_is_refused(fs: object, version: str) -> None:
+    root = Path("/r")
+    write(root / f"usr/lib/modules/{version}/vmlinuz", "k")
+    tree = GuestTree(HostFS(root))
+    assert kernel_from_modules(tree, "", None, False) is None  # listed: skipped
+    with pytest.raises(InvalidImage, match=r"is not a plain version"):
+        kernel_from_modules(tree, "", version, False)  # asked for: refused
+    with pytest.raises(InvalidImage, match=r"is not a plain version"):
+        make_kernel(tree, version, f"/usr/lib/modules/{version}/vmlinuz", None, boot_separate=False)

@@ -126,3 +126,12 @@ def test_detect_arch_prefers_programs_then_kernel_then_version(fs: object) -> No
     write(root / "boot/vmlinuz-junk", "not a kernel")
     assert detect_arch(empty, tree, "/boot/vmlinuz-junk", "6.1.0-13-s390x") == "s390x"
     assert detect_arch(empty, tree, None, None) is None
+
+
+def test_non_printable_characters_are_dropped() -> None:
+    """os-release(5): "non-printable characters should not be used"; PRETTY_NAME becomes a title."""
+    text = 'PRETTY_NAME="Evil\\x1b[2J \x1b]0;title\x07 OS\u202e"\nNAME=a\x00b\n'
+    fields = parse_os_release(text)
+    assert fields["PRETTY_NAME"] == "Evil\\x1b[2J ]0;title OS"
+    assert fields["NAME"] == "ab"
+    assert all(v.isprintable() for v in fields.values())

@@ -2,14 +2,32 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from liveimg import pxe
-from liveimg.errors import InvalidOptions
+from liveimg import bootsyntax, pxe
+from liveimg.errors import InvalidImage, InvalidOptions
 from liveimg.pxe import CloudInitSeed, LiveBoot, PxeOptions
+from tests.bootparsers import (
+    DRACUT_UTIL,
+    dracut_getargs,
+    grub_emu_boot,
+    grub_loader_cmdline,
+    grub_script_check,
+    ipxe_commands,
+    ipxe_expansions,
+    kernel_split,
+    pxelinux_directives,
+)
+from tests.support import need, need_file
 
 OSTREE = "/ostree/boot.1/debian-atomic/0f3c/0"
 BOOT = LiveBoot(
@@ -138,3 +156,179 @@ def test_manifest_and_checksum(tmp_path: Path) -> None:
     assert pxe.sha256_file(tmp_path / "a") == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
     path = pxe.write_manifest(tmp_path, {"b": 1, "a": {"z": 1, "y": 2}})
     assert path.read_text() == '{\n  "a": {\n    "y": 2,\n    "z": 1\n  },\n  "b": 1\n}\n'
+
+
+# --- guest and caller strings in every file, read back by the readers -----------------------------
+
+HOSTILE_TITLE = "Evil && chain http://elsewhere/ #\nDEFAULT evil\r' } menuentry 'x' { ${net0/mac} ^H"
+
+
+def _read_all(tmp_path: Path, result: pxe.PxeResult, *, pxe_dir: str, url: str) -> None:
+    """Every ready configuration holds exactly its commands, and each passes exactly the
+    kernel command line of ``result`` (as its reader reads it)."""
+    line = " ".join(result.kernel_args)
+    kernel, initramfs = "vmlinuz-6.1.0-9-amd64", "initramfs-6.1.0-9-amd64.img"
+    label = bootsyntax.label(BOOT_HOSTILE.title)
+    prefix = f"{pxe_dir}/" if pxe_dir else ""
+    assert pxelinux_directives((tmp_path / "pxelinux.cfg/default").read_text()) == [
+        ("default", "live"), ("prompt", "0"), ("timeout", "50"), ("label", "live"),
+        ("menu label", f"{label} (live)"), ("kernel", prefix + kernel),
+        ("append", f"initrd={prefix}{initramfs} {line}"), ("ipappend", "2"),
+    ]  # fmt: skip
+    commands = ipxe_commands((tmp_path / "boot.ipxe").read_text())
+    assert commands == [
+        ["echo", "Booting", *label.split(), "(live)"],
+        ["kernel", f"{url}/{kernel}", f"initrd={initramfs}", *line.split(" ")],
+        ["initrd", f"{url}/{initramfs}"],
+        ["boot"],
+    ]
+    assert not any(ipxe_expansions(w) for c in commands for w in c)
+    cfg = tmp_path / "grub.cfg"
+    need("grub-script-check", "grub-emu")
+    assert grub_script_check(cfg) == ""
+    title, grub = grub_emu_boot(cfg, tmp_path / "emu")
+    assert title == f"{label} (live)"
+    assert grub[0][:2] == ["linux", f"/{prefix}{kernel}"] and grub[1] == ["initrd", f"/{prefix}{initramfs}"]
+    meanings = [bootsyntax.kernel_arg_meaning(a) for a in result.kernel_args]
+    assert kernel_split(line) == meanings
+    assert kernel_split(grub_loader_cmdline(grub[0][2:])) == meanings
+
+
+BOOT_HOSTILE = LiveBoot(
+    kernel="vmlinuz-6.1.0-9-amd64",
+    initramfs="initramfs-6.1.0-9-amd64.img",
+    kver="6.1.0-9-amd64",
+    title=HOSTILE_TITLE,
+    ostree_arg=OSTREE,
+    image_args=("root=UUID=1234", "x=$(reboot)", "a;b", "}", 'acpi_osi="Windows 2009"', "quiet"),
+    seed_id="abc",
+)
+
+
+def test_a_hostile_title_and_odd_image_args_stay_in_place(tmp_path: Path) -> None:
+    url = "http://10.0.2.2:8080/live"
+    opts = PxeOptions(
+        url=url + "/", pxe_dir="images", kernel_args=('"rd.x=a b"', "console=ttyS0,115200"),
+        cloud_init=CloudInitSeed(hostname="node1"),
+    )  # fmt: skip
+    result = pxe.write_pxe(tmp_path, BOOT_HOSTILE, opts)
+    assert result.kernel_args[3:8] == (f"ostree={OSTREE}", "x=$(reboot)", "a;b", "}", 'acpi_osi="Windows 2009"')
+    _read_all(tmp_path, result, pxe_dir="images", url=url)
+    # PXE_CONFIG is pxelinux's syntax too
+    assert pxelinux_directives((tmp_path / "PXE_CONFIG").read_text()) == [
+        ("kernel", "<PXE_DIR>/vmlinuz-6.1.0-9-amd64"),
+        ("append", "initrd=<PXE_DIR>/initramfs-6.1.0-9-amd64.img root=live:<URL>/live-rootfs.squashfs.img "
+         f'ostree={OSTREE} "rd.x=a b" console=ttyS0,115200'),
+    ]  # fmt: skip
+
+
+def test_dracut_reads_the_live_command_line(tmp_path: Path) -> None:
+    """dracut's own reader finds root=live: and the rest in what the configs pass."""
+    need_file(DRACUT_UTIL, "dracut-core")
+    opts = PxeOptions(url="http://h:1", kernel_args=('rd.x="a b"',), cloud_init=CloudInitSeed())
+    args = pxe.kernel_args(BOOT_HOSTILE, opts, "http://h:1")
+    line = " ".join(args)
+    assert dracut_getargs(tmp_path, line, "root") == ["live:http://h:1/live-rootfs.squashfs.img"]
+    assert dracut_getargs(tmp_path, line, "ds") == ["nocloud-net;s=http://h:1/cloud-init/"]
+    assert dracut_getargs(tmp_path, line, "rd.x") == ["a b"]
+    assert dracut_getargs(tmp_path, line, "x") == ["$(reboot)"]
+    assert dracut_getargs(tmp_path, line, "ostree") == [OSTREE]
+
+
+@pytest.mark.parametrize(
+    "arg", ["a\nb", "x=1 && chain http://elsewhere/", "${filename}", "it's", "a\\b", "--", 'x="a #b"', "\u00e0"]
+)
+def test_an_image_argument_no_config_can_carry_is_refused(tmp_path: Path, arg: str) -> None:
+    boot = dataclasses.replace(BOOT, image_args=("quiet", arg))
+    with pytest.raises(InvalidImage, match=r"^the image's kernel argument .*--no-image-kargs") as excinfo:
+        pxe.write_pxe(tmp_path, boot, PxeOptions(url="http://h"))
+    assert "\n" not in str(excinfo.value)
+    # without the image's arguments there is nothing to refuse
+    pxe.write_pxe(tmp_path, boot, PxeOptions(url="http://h", keep_image_args=False))
+    # an argument that names the image's disks is dropped before it is looked at
+    pxe.write_pxe(tmp_path, dataclasses.replace(BOOT, image_args=(f"root={arg}",)), PxeOptions(url="http://h"))
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("kver", "6.1;reboot", "kernel version"),
+        ("kver", "../../etc", "kernel version"),
+        ("kernel", "vmlinuz-6 && chain http://x/", "kernel file"),
+        ("kernel", "../vmlinuz", "kernel file"),
+        ("initramfs", "initrd\nDEFAULT evil", "initramfs file"),
+        ("squashfs", "a b.img", "live image file"),
+        ("ostree_arg", "/ostree/boot.1/x/y/0 init=/bin/sh", "ostree="),
+        ("ostree_arg", "/ostree/boot.1/${x}/y/0", "ostree="),
+    ],
+)
+def test_guest_names_are_checked(field: str, value: str, message: str) -> None:
+    with pytest.raises(InvalidImage, match=re.escape(message)):
+        dataclasses.replace(BOOT, **{field: value})  # type: ignore[arg-type]  # fields of str
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"kernel_args": ("a\nb",)}, "--kernel-arg 'a\\nb' cannot be put on a kernel command line: it has a control"),
+        ({"kernel_args": ("x=${y}",)}, "iPXE expands it"),
+        ({"kernel_args": ("a'b",)}, "GRUB passes it"),
+        ({"url": "http://h/x && chain http://y/"}, "invalid --url"),
+        ({"url": "http://h/${x}"}, "invalid --url"),
+        ({"pxe_dir": "a b"}, "invalid --pxe-dir"),
+    ],
+)
+def test_caller_values_are_checked(options: dict[str, Any], message: str) -> None:
+    with pytest.raises(InvalidOptions, match=re.escape(message)):
+        PxeOptions(**options)
+
+
+#: What str.isprintable() takes: no control, format, surrogate, private, unassigned or separator
+#: character but the space.
+_PRINTABLE_LINE = st.text(
+    st.one_of(st.just(" "), st.characters(exclude_categories=["Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp", "Zs"])),
+    min_size=1,
+    max_size=30,
+)
+
+
+@settings(deadline=None)
+@given(
+    keys=st.lists(_PRINTABLE_LINE, max_size=3),
+    password=_PRINTABLE_LINE,
+    runcmd=st.lists(st.text(st.characters(exclude_characters="\0", exclude_categories=["Cs"])), max_size=3),
+)
+def test_the_seed_is_yaml_that_reads_back(keys: list[str], password: str, runcmd: list[str]) -> None:
+    """Whatever the caller's strings, the seed's YAML reads back as exactly what was meant."""
+    seed = CloudInitSeed(hostname="node1", ssh_authorized_keys=tuple(keys), password=password, runcmd=tuple(runcmd))
+    user = seed.user_data_text()
+    assert user.startswith("#cloud-config\n")
+    assert yaml.safe_load(user) == seed.cloud_config()
+    meta = seed.meta_data("x")
+    assert yaml.safe_load(yaml.safe_dump(meta, sort_keys=True)) == meta
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"hostname": "node1\ninstance-id: evil"}, "invalid --ci-hostname"),
+        ({"ssh_authorized_keys": ("ssh-ed25519 AAAA a\nssh-rsa EVIL b",)}, "--ci-ssh-key"),
+        ({"password": "pw\nroot:other"}, "--ci-password"),
+        ({"runcmd": ("echo \0",)}, "NUL"),
+    ],
+)
+def test_seed_values_consumers_read_by_lines_are_one_line(fields: dict[str, Any], message: str) -> None:
+    with pytest.raises(InvalidOptions, match=re.escape(message)):
+        CloudInitSeed(**fields)
+
+
+def test_the_manifest_is_ascii_json_whatever_the_image_holds(tmp_path: Path) -> None:
+    hostile = {
+        "name": 'Evil\n\x1b[2J\u202e"}\\',
+        "warnings": ["/boot/vmlinuz-\udcff\udcfe is odd", "a\x00b"],
+        "nested": {"k\ny": ["\u2028", 1, None, True]},
+    }
+    text = pxe.write_manifest(tmp_path, hostile).read_text()
+    assert text.isascii() and json.loads(text) == hostile
+    with pytest.raises(ValueError):
+        pxe.write_manifest(tmp_path, {"x": float("nan")})

