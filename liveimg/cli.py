@@ -12,6 +12,7 @@ import dataclasses
 import importlib.util
 import json
 import logging
+import re
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -157,7 +158,7 @@ def _cmd_inspect(args: argparse.Namespace, ctx: Context) -> int:
     )
     for warning in info.warnings:
         log.info("%s: %s", args.image, warning)
-    print(json.dumps(info.to_dict(), indent=2) if args.json else info.summary())
+    print(json.dumps(info.to_dict(), indent=2) if args.json else printable(info.summary()))
     return EXIT_OK
 
 
@@ -225,7 +226,7 @@ def _cmd_squashfs(args: argparse.Namespace, ctx: Context) -> int:
             print(json.dumps(report, indent=2))
         else:
             for key, value in report.items():
-                print(f"{key:20} {value}")
+                print(printable(f"{key:20} {value}"))
         return EXIT_OK
     options = _squashfs_options(args)
     if args.file_as:
@@ -293,7 +294,7 @@ def _cmd_initramfs(args: argparse.Namespace, ctx: Context) -> int:
                     print(f"# segment {seg.index}: offset {seg.offset}, {seg.length} bytes, {seg.compression}, "
                           f"{seg.unpacked} bytes unpacked, {seg.archives} archive(s)")  # fmt: skip
             for member in ird.members:
-                print(member.describe())
+                print(printable(member.describe()))
         return EXIT_OK
     result = append_cpio(
         args.file,
@@ -558,6 +559,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: What a terminal would act on rather than show: C0 and C1 controls but newline and tab, DEL,
+#: and the bidirectional overrides (text that reads differently from what it is).
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: str, *, lines: bool = True) -> str:
+    """``text`` as it may reach a terminal: every control character written as an escape
+    (newlines too unless ``lines``).
+
+    Guest strings (names, os-release fields, file names in an initramfs) end up in what the CLI
+    prints and logs; an escape sequence among them must not drive the user's terminal.
+    """
+    text = _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
+    return text if lines else text.replace("\n", "\\n")
+
+
+class _PrintableFormatter(logging.Formatter):
+    """A log record is one line, its message made :func:`printable`; a traceback follows it."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 -- logging's name
+        return printable(super().formatMessage(record), lines=False)
+
+
 def _setup_logging(args: argparse.Namespace) -> None:
     level = logging.WARNING
     if args.verbose:
@@ -567,7 +591,7 @@ def _setup_logging(args: argparse.Namespace) -> None:
     if args.quiet:
         level = logging.ERROR
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s" if args.debug else "%(message)s"))
+    handler.setFormatter(_PrintableFormatter("%(levelname)s %(name)s: %(message)s" if args.debug else "%(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
@@ -597,7 +621,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except LiveImgError as exc:
         if args.debug:
             log.exception("liveimg %s failed", args.command)
-        print(f"liveimg: error: {exc}", file=sys.stderr)
+        print(printable(f"liveimg: error: {exc}"), file=sys.stderr)
         return EXIT_FAILURE
     except KeyboardInterrupt:
         print("liveimg: interrupted", file=sys.stderr)

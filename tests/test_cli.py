@@ -104,3 +104,32 @@ def test_an_ssh_key_file_gives_one_key_a_line(tmp_path: Path) -> None:
     seed = cli.build_options(args, None).pxe.cloud_init
     assert seed is not None
     assert seed.ssh_authorized_keys == ("ssh-ed25519 AAAA one@h", "ssh-rsa BBBB two@h", "ssh-ed25519 CCCC three@h")
+
+
+def test_guest_text_cannot_drive_the_terminal(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    hostile = tmp_path / "image\x1b]0;owned\x07\x1b[2J\u202e.raw"
+    assert cli.main(["inspect", str(hostile)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "\x1b" not in err and "\x07" not in err and "\u202e" not in err
+    assert "image\\x1b]0;owned\\x07\\x1b[2J\\u202e.raw" in err
+
+
+def test_log_lines_escape_controls_but_tracebacks_keep_their_lines() -> None:
+    import io
+    import logging
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(cli._PrintableFormatter("%(message)s"))
+    logger = logging.getLogger("liveimg.test-printable")
+    logger.addHandler(handler)
+    try:
+        try:
+            raise ValueError("boom")
+        except ValueError:
+            logger.exception("module %s\x1b[31m left out", "x\ny")
+    finally:
+        logger.removeHandler(handler)
+    first, *rest = stream.getvalue().splitlines()
+    assert first == "module x\\ny\\x1b[31m left out"
+    assert rest[0] == "Traceback (most recent call last):" and rest[-1] == "ValueError: boom"
