@@ -578,7 +578,7 @@ def printable(text: str, *, lines: bool = True) -> str:
 class _PrintableFormatter(logging.Formatter):
     """A log record is one line, its message made :func:`printable`; a traceback follows it."""
 
-    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 -- logging's name
+    def formatMessage(self, record: logging.LogRecord) -> str:
         return printable(super().formatMessage(record), lines=False)
 
 
