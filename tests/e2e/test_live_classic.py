@@ -9,6 +9,7 @@ non-root user" says what such a user needs; this test is what backs it.
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import stat
@@ -35,6 +36,9 @@ def _kvm_open_to_others() -> bool:
 def test_classic_built_and_boot_tested_by_an_unprivileged_user() -> None:
     need_root()  # to become the throw-away user
     need("qemu-system-x86_64", "setpriv")
+    # supermin makes the libguestfs appliance from the host's kernel: the user must be able to read one.
+    kernels = glob.glob("/boot/vmlinuz-*")
+    assert any(os.stat(k).st_mode & stat.S_IROTH for k in kernels), f"no kernel in /boot readable by all: {kernels}"
     image = sample_image("classic")
     with unprivileged_user() as user:
         assert not has_subordinate_ids(user.uid)
