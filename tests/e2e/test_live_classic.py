@@ -13,6 +13,7 @@ import glob
 import json
 import os
 import stat
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from liveimg.pxe import sha256_file
 from liveimg.squashfs.reader import SquashfsReader
 from tests.e2e.live import FAST_ARGS
 from tests.samples import sample_image
-from tests.support import has_subordinate_ids, need, need_root, owners, unprivileged_user
+from tests.support import has_subordinate_ids, need, need_root, owners, unavailable, unprivileged_user
 
 BUILD_TIMEOUT = 3600.0
 
@@ -42,6 +43,11 @@ def test_classic_built_and_boot_tested_by_an_unprivileged_user() -> None:
     image = sample_image("classic")
     with unprivileged_user() as user:
         assert not has_subordinate_ids(user.uid)
+        probe = user.run([sys.executable, "-c", "import liveimg"], timeout=120)
+        if probe.returncode != 0:
+            last = (probe.stderr.strip().splitlines() or ["?"])[-1]
+            unavailable(f"an unprivileged user cannot run {sys.executable} on this checkout ({last}): "
+                        "the checkout and its venv must be readable by all users")  # fmt: skip
         source = user.share(image)
         before = sha256_file(source)
         out = user.home / "out"
