@@ -69,6 +69,15 @@ def provenance_line(data: dict[str, Any]) -> str:
     return "_" + "; ".join(parts) + "._" + quick
 
 
+def liveimg_runner(data: dict[str, Any]) -> str:
+    """Who ran liveimg in an e2e result.  Results without ``liveimg_user`` predate it: liveimg ran as root then."""
+    user = data.get("liveimg_user")
+    if not user:
+        return "as root"
+    groups = f"group {', '.join(user['groups'])}" if user.get("groups") else "no group"
+    return f"as an unprivileged user (uid {user['uid']}, {groups}, no capability)"
+
+
 # --- sections -----------------------------------------------------------------------------------
 
 
@@ -98,7 +107,8 @@ def e2e_section(data: dict[str, Any]) -> list[str]:
         "",
         f"Image `{Path(data['image']['path']).name}` ({_mib(data['image']['apparent_bytes'])} apparent, "
         f"{_mib(data['image']['allocated_bytes'])} allocated); liveimg options: "
-        f"`{' '.join(data['liveimg_options'])}`; {rounds} round(s), min / median.",
+        f"`{' '.join(data['liveimg_options'])}`; {rounds} round(s), min / median. "
+        f"liveimg ran {liveimg_runner(data)}; lorax's way as root.",
         "",
         *_table(
             [
@@ -284,8 +294,8 @@ def dracut_section(data: dict[str, Any]) -> list[str]:
         "",
         provenance_line(data),
         "",
-        f"Sample `{Path(str(raw.get('sample'))).name}`, kernel {raw.get('kver')}; dracut in liveimg's rootless "
-        "sandbox with lorax's module list; peak RSS of the whole run "
+        f"Sample `{Path(str(raw.get('sample'))).name}`, kernel {raw.get('kver')}; dracut in liveimg's "
+        "user-namespace sandbox, run as root, with lorax's module list; peak RSS of the whole run "
         f"{data['measured']['rss']['tree_peak_mib']:.0f} MiB.",
         "",
         *_table(["way", "dracut", "compression", "total", "initramfs"], rows),
@@ -350,12 +360,13 @@ def targets_section(found: dict[str, dict[str, Any]]) -> list[str]:
     e2e = found.get("e2e")
     if e2e:
         s = e2e["summary"]
-        r = harness.ratio(s["liveimg"]["stages"]["total"]["median"], s["lorax"]["stages"]["total"]["median"])
+        total = harness.ratio(s["liveimg"]["stages"]["total"]["median"], s["lorax"]["stages"]["total"]["median"])
         rows.append(
             [
-                f"end-to-end wall ≤ {TARGET_E2E}× lorax's way (TCG, rootless)",
-                _r(r),
-                "met" if r is not None and r <= TARGET_E2E else "not met",
+                f"end-to-end wall ≤ {TARGET_E2E}× lorax's way (TCG; liveimg "
+                f"{'unprivileged' if e2e.get('liveimg_user') else 'as root'})",
+                _r(total),
+                "met" if total is not None and total <= TARGET_E2E else "not met",
             ]
         )
         kvm = e2e.get("tcg", {}).get("kvm_estimate", {}).get("total")

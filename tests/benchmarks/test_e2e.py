@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import pytest
 
@@ -75,3 +77,16 @@ def test_tcg_handicap_estimate() -> None:
     assert tcg["kvm_estimate"]["guest"] == 6.2 and tcg["kvm_estimate"]["rootfs"] == 3.0
     assert tcg["kvm_estimate"]["total"] == pytest.approx(205.0 - 26.8 - 5.0)
     assert tcg["rootfs_in_appliance"] == 5.0 and tcg["kvm_estimate"]["squashfs"] == 100.0
+
+
+def test_kvm_groups_is_the_group_that_may_read_and_write_the_device(tmp_path: Path) -> None:
+    device = tmp_path / "kvm"
+    device.touch()
+    if os.geteuid() == 0:
+        os.chown(device, -1, 4242)
+    gid = device.stat().st_gid
+    device.chmod(0o660)
+    assert e2e.kvm_groups(str(device)) == ((gid,) if gid != 0 else ())
+    device.chmod(0o640)  # the group may read only: it cannot run a VM
+    assert e2e.kvm_groups(str(device)) == ()
+    assert e2e.kvm_groups(str(tmp_path / "missing")) == ()

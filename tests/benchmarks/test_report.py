@@ -125,6 +125,18 @@ def test_render_has_every_table_and_the_targets() -> None:
     assert "results/benchmarks.png" in text
 
 
+def test_render_says_who_ran_liveimg() -> None:
+    found = _results()
+    text = report.render(found)
+    assert "liveimg ran as root; lorax's way as root." in text  # results made before liveimg_user existed
+    assert "lorax's way (TCG; liveimg as root) |" in text
+    found["e2e"]["liveimg_user"] = {"uid": 123456789, "groups": ["kvm"], "capabilities": "none"}
+    text = report.render(found)
+    assert "liveimg ran as an unprivileged user (uid 123456789, group kvm, no capability); lorax's way as root." in text
+    assert "lorax's way (TCG; liveimg unprivileged) |" in text
+    assert "dracut in liveimg's user-namespace sandbox, run as root," in text
+
+
 def test_render_without_results() -> None:
     assert "No results yet" in report.render({}, plot_name=None)
 

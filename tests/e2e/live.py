@@ -14,6 +14,8 @@ from tests.support import need, need_root
 
 #: The codecs are not the point here; lorax's defaults are exercised by test_live_atomic.
 FAST: dict[str, Any] = {"compression": "lz4", "dracut": DracutOptions(compression=Compression.ZSTD, level=3)}
+#: The same, as ``liveimg build`` options.
+FAST_ARGS = ("--compression", "lz4", "--initramfs-compression", "zstd", "--initramfs-level", "3")
 
 
 def build_sample(variant: str, out: Path, **options: Any) -> dict[str, Any]:
