@@ -308,17 +308,19 @@ class OutdirTransaction:
         """Run a stage of the build: a full disk under it becomes one :class:`HostError`.
 
         The error names the directory the user chose (OUTDIR's, or ``--workdir``) and the stage,
-        whichever module ran out of space: an ``OSError`` ENOSPC or EDQUOT, or a tool (a
-        :class:`ToolError`, or an :class:`InvalidImage` made from one) that failed with "No
-        space left on device", or failed while a filesystem of the build is (nearly) full --
-        rather than blame the input image.  A libguestfs failure that a stage let escape as
-        a bare ``RuntimeError`` becomes a :class:`ToolError` naming the stage.
+        whichever module ran out of space and however it said so: an ``OSError`` ENOSPC or
+        EDQUOT (bare, or the cause of a stage's own error), or a tool (a :class:`ToolError`, or
+        an :class:`InvalidImage` made from one) that failed with "No space left on device", or
+        failed while a filesystem of the build is (nearly) full -- rather than blame the input
+        image.  Other errors, a stage's own space check among them, pass unchanged.  A
+        libguestfs failure that a stage let escape as a bare ``RuntimeError`` becomes a
+        :class:`ToolError` naming the stage.
         """
         try:
             yield
-        except (HostError, Cancelled):
-            raise  # already says what the machine lacks; a cancellation is not a failure
-        except (OSError, ToolError, InvalidImage) as exc:
+        except Cancelled:
+            raise
+        except (OSError, ToolError, InvalidImage) as exc:  # HostError is an OSError
             place = self._full_place(exc)
             if place is None:
                 raise
@@ -354,7 +356,7 @@ class OutdirTransaction:
         text = " ".join(f"{cause} {cause.stderr if isinstance(cause, ToolError) else ''}" for cause in _chain(exc))
         if any(phrase in text for phrase in _NO_SPACE):
             return _fullest(places)
-        if isinstance(exc, ToolError | InvalidImage):
+        if isinstance(exc, ToolError | InvalidImage):  # not HostError: it would have said so
             return next((place for place in places if _nearly_full(place)), None)
         return None
 

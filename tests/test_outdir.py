@@ -533,6 +533,19 @@ def test_a_tool_failing_on_a_nearly_full_filesystem_is_a_host_error(
     txn.close()
 
 
+def test_a_stages_own_error_about_a_full_disk_is_said_the_same_way(tmp_path: Path) -> None:
+    txn = OutdirTransaction(tmp_path / "out")
+    try:  # as liveimg.dracut.output.replaced_whole says it
+        raise OSError(errno.ENOSPC, "No space left on device", str(txn.out / ".initramfs.img.liveimg-tmp"))
+    except OSError as exc:
+        try:
+            raise HostError(f"cannot write {txn.out}/initramfs.img: No space left on device") from exc
+        except HostError as own:
+            err = raise_in_stage(txn, "dracut", own)
+    assert str(err).startswith(f"no space left on device in {tmp_path} during the dracut stage (")
+    txn.close()
+
+
 def test_other_errors_pass_through_the_stage_guard(tmp_path: Path) -> None:
     txn = OutdirTransaction(tmp_path / "out")
     for exc in (
