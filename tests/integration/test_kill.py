@@ -1,0 +1,157 @@
+"""Real builds killed at random points in every stage: OUTDIR byte-identical, nothing left, no process left.
+
+Twelve builds of the classic sample over an existing OUTDIR (``--force``) are stopped with
+SIGINT, SIGTERM or SIGKILL at a seeded random point of a chosen stage -- the appliance's
+start, the guest's inspection, rootfs, squashfs, dracut (the image's own dracut in the
+sandbox, and the compression), and pxe/manifest/commit -- found through ``--progress json``.
+After each: the exit status is 130, 143 or -9 and stderr the one line that says so; OUTDIR
+is byte for byte the old one (or, if the signal came after the swap, the complete new
+build); nothing is left beside it (after a SIGKILL: once the next build has run, which
+says on one line that it removed the dead build's staging); and no process of the build
+runs any more -- every descendant it had when the signal was sent (its tools, the dracut
+sandbox, the appliance's QEMU and libguestfs's recovery process), and anything that names
+the test's directory.
+
+The classic sample with an lz4 squashfs and a zstd -1 initramfs is the fastest real build
+that goes through every stage.  ``LIVEIMG_KILL_SEED`` picks another plan.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+import random
+import signal
+import time
+from pathlib import Path
+
+from tests.integration.running_build import RunningBuild, descendants, still_running, tree_digest
+from tests.samples import sample_image
+from tests.support import need, need_root
+
+SEED = int(os.environ.get("LIVEIMG_KILL_SEED", "16"))
+#: The stages, in order, as the kills see them: "dracut" runs until "pxe" begins (the
+#: compression and the kernel's copy included), "pxe" until the end (the manifest, the swap).
+STAGES = ("appliance", "guest", "rootfs", "squashfs", "dracut", "pxe")
+#: Builds killed in each stage.
+KILLS = {"appliance": 4, "guest": 1, "rootfs": 2, "squashfs": 2, "dracut": 2, "pxe": 1}
+#: Seconds: the pxe stage's window, from its begin to the swap (hashing the artifacts for the
+#: manifest takes most of it), is not measured; the other stages' windows are, by the first build.
+PXE_WINDOW = 0.3
+OPTIONS = ("--compression", "lz4", "--initramfs-compression", "zstd", "--initramfs-level", "1")
+EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143, signal.SIGKILL: -signal.SIGKILL}
+
+
+def window_stage(progress_stage: str) -> str:
+    return "dracut" if progress_stage == "compress initramfs" else progress_stage
+
+
+def plan(rng: random.Random) -> list[tuple[str, signal.Signals]]:
+    """Which stage and which signal, build after build: the first is killed in pxe, the last not by SIGKILL."""
+    others = [stage for stage, count in KILLS.items() if stage != "pxe" for _ in range(count)]
+    rng.shuffle(others)
+    stages = ["pxe"] * KILLS["pxe"] + others
+    signals = [signal.SIGINT, signal.SIGTERM, signal.SIGKILL] * (len(stages) // 3)
+    rng.shuffle(signals)
+    if signals[-1] is signal.SIGKILL:  # a SIGKILL's leftovers are checked by the next build
+        first = next(i for i, s in enumerate(signals) if s is not signal.SIGKILL)
+        signals[first], signals[-1] = signals[-1], signals[first]
+    return list(zip(stages, signals, strict=True))
+
+
+def measure(build: RunningBuild, windows: dict[str, float]) -> None:
+    """Each stage's length, from one stage's begin to the next one's."""
+    begins: dict[str, float] = {}
+    for seen in build.seen:
+        if seen.event.get("event") == "begin":
+            begins.setdefault(window_stage(str(seen.event["stage"])), seen.at)
+    for stage, following in itertools.pairwise(STAGES):
+        if stage in begins and following in begins:
+            windows[stage] = begins[following] - begins[stage]
+
+
+def kill_in(
+    build: RunningBuild, stage: str, sig: signal.Signals, delay: float
+) -> tuple[str | None, set[tuple[int, int]]]:
+    """Send ``sig`` ``delay`` s into ``stage`` (at its end if it is shorter).
+
+    Returns the stage it hit (None if the build had ended) and the build's processes then.
+    """
+    build.wait_for("begin", stage)
+    deadline = time.monotonic() + delay
+    while time.monotonic() < deadline and not build.ended:
+        seen = build.next_event(deadline - time.monotonic())
+        if seen is not None and seen.event.get("event") == "begin" and window_stage(seen.event["stage"]) != stage:
+            break  # the stage ended first: kill at its end
+    processes = descendants(build.proc.pid)
+    if build.proc.poll() is not None:
+        return None, processes
+    build.proc.send_signal(sig)
+    return window_stage(build.stage or "?"), processes
+
+
+def check_new_outdir(out: Path) -> None:
+    """A complete build: every artifact the manifest lists, with its checksum."""
+    manifest = json.loads((out / "manifest.json").read_text())
+    for name, artifact in manifest["artifacts"].items():
+        assert hashlib.sha256((out / name).read_bytes()).hexdigest() == artifact["sha256"], name
+
+
+def test_builds_killed_in_every_stage_leave_outdir_and_the_machine_as_they_were(tmp_path: Path) -> None:
+    need_root()
+    need("debugfs", "e2fsck", "resize2fs", "unshare", "zstd")
+    image = sample_image("classic")
+    parent = tmp_path / "pxe"
+    out = parent / "out"
+    (out / "pxelinux.cfg").mkdir(parents=True)
+    (out / "live-rootfs.squashfs.img").write_bytes(os.urandom(1 << 20))
+    (out / "pxelinux.cfg" / "default").write_text("the old build\n")
+    (out / "latest").symlink_to("live-rootfs.squashfs.img")
+    reference = tree_digest(out)
+    rng = random.Random(SEED)
+    windows: dict[str, float] = {}
+    dead: RunningBuild | None = None  # the last build killed by SIGKILL, whose leftovers the next one removes
+    report = [f"seed {SEED}"]
+    hit: list[str | None] = []
+    for number, (stage, sig) in enumerate(plan(rng)):
+        build = RunningBuild("build", str(image), "-o", str(out), "--force", *OPTIONS)
+        try:
+            delay = rng.uniform(0.05, 0.9) * windows.get(stage, PXE_WINDOW)
+            landed, processes = kill_in(build, stage, sig, delay)
+            status = build.finish(180)
+        finally:
+            if build.proc.poll() is None:
+                build.kill_all()
+        measure(build, windows)
+        hit.append(landed)
+        what = f"#{number} {sig.name} {delay:.1f} s into {stage} (hit {landed}): exit {status}"
+        report.append(what)
+        lines = build.stderr_lines()
+        if dead is not None:  # the build before was killed by SIGKILL: this one found its staging
+            assert lines[:1] == [
+                f"removed {parent / '.out.liveimg'}, left by a liveimg build (pid {dead.proc.pid}) that did not finish"
+            ], (what, lines)
+            lines = lines[1:]
+        if tree_digest(out) != reference:  # the signal came after the swap: the new build is whole
+            assert stage == "pxe" and status in (0, EXIT[sig]), (what, lines)
+            check_new_outdir(out)
+            reference = tree_digest(out)
+        else:
+            assert status == EXIT[sig], (what, build.stderr())
+            expected = [] if sig is signal.SIGKILL else [f"liveimg: interrupted by {sig.name}: {out} left as it was"]
+            assert lines == expected, (what, build.stderr())
+            assert tree_digest(out) == reference, what
+        left = sorted(p.name for p in parent.iterdir())
+        if sig is signal.SIGKILL:
+            assert set(left) <= {"out", ".out.liveimg", ".out.liveimg.lock"}, (what, left)
+            dead = build if ".out.liveimg" in left else None
+        else:
+            assert left == ["out"], (what, left)
+            dead = None
+        survivors = still_running(processes, str(tmp_path))
+        assert survivors == [], (what, survivors)
+    print("\n".join(report))
+    assert set(hit) >= set(STAGES), report  # each stage got its signal while it ran
+    assert None not in hit, report
