@@ -24,9 +24,15 @@ import json
 import os
 import random
 import signal
+import threading
 import time
 from pathlib import Path
 
+import pytest
+
+from liveimg.errors import Cancelled
+from liveimg.pipeline import BuildOptions, build
+from liveimg.progress import Event, Progress
 from tests.integration.running_build import RunningBuild, descendants, still_running, tree_digest
 from tests.samples import sample_image
 from tests.support import need, need_root
@@ -155,3 +161,31 @@ def test_builds_killed_in_every_stage_leave_outdir_and_the_machine_as_they_were(
     print("\n".join(report))
     assert set(hit) >= set(STAGES), report  # each stage got its signal while it ran
     assert None not in hit, report
+
+
+def test_a_library_caller_gets_cancelled_and_the_appliance_dies_mid_launch(tmp_path: Path) -> None:
+    """build() from the main thread: SIGTERM while libguestfs starts QEMU (a C call Python cannot interrupt)."""
+    need_root()
+    image = sample_image("classic")
+    out = tmp_path / "out"
+    (out / "keep").parent.mkdir()
+    (out / "keep").write_text("the old build\n")
+    reference = tree_digest(out)
+    sent: list[float] = []
+
+    def on_event(event: Event) -> None:
+        if (event.event, event.stage) == ("begin", "appliance"):  # the launch starts right after this
+            timer = threading.Timer(3.0, lambda: (sent.append(time.monotonic()), os.kill(os.getpid(), signal.SIGTERM)))
+            timer.start()
+
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    with pytest.raises(Cancelled) as excinfo:
+        build(image, out, BuildOptions(force=True, accel="tcg", compression="lz4"), Progress(on_event))
+    stopped = time.monotonic()
+    assert excinfo.value.signum == signal.SIGTERM
+    assert str(excinfo.value) == f"interrupted by SIGTERM: {out} left as it was"
+    assert sent and stopped - sent[0] < 8, "the launch was not cut short"
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # restored
+    assert tree_digest(out) == reference
+    assert os.listdir(tmp_path) == ["out"]
+    assert still_running(descendants(os.getpid()), str(tmp_path)) == []
