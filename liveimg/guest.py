@@ -667,6 +667,7 @@ def open_guest(
     work_drives: Sequence[Path] = (),
     memsize: int | None = None,
     progress: Progress | None = None,
+    tmpdir: Path | None = None,
 ) -> Guest:
     """Open ``image`` read-only in a libguestfs appliance, launched now and once.
 
@@ -675,7 +676,10 @@ def open_guest(
     :func:`~liveimg.accel.choose_accel` (None: ``$LIVEIMG_ACCEL``, else the probe's cached
     answer).  ``work_drives`` are existing raw files attached writable as ``/dev/sdb``,
     ``/dev/sdc``, ...  ``memsize`` is the appliance's RAM in MiB (libguestfs's default otherwise;
-    ``$LIBGUESTFS_MEMSIZE`` wins over both).
+    ``$LIBGUESTFS_MEMSIZE`` wins over both).  ``tmpdir`` is where libguestfs keeps its
+    temporary files (the input's overlay): a build gives its own work directory, so that
+    what a killed build leaves is removed with it (only the socket directory stays in
+    ``$XDG_RUNTIME_DIR`` or /tmp: these bindings cannot move it).
     """
     fmt = probe_image(Path(image))
     for drive in work_drives:
@@ -701,6 +705,8 @@ def open_guest(
         # within 2 s of liveimg's death, even by SIGKILL, when nobody closed the handle.
         g.set_pgroup(True)
         g.set_recovery_proc(True)
+        if tmpdir is not None:
+            g.set_tmpdir(str(Path(tmpdir).absolute()))
         hypervisor = g.get_hv()
         if choice.accel is Accel.TCG:
             _bound_tcg_cache(g)

@@ -13,9 +13,10 @@ on the same filesystem:
 
 ``P/.NAME.liveimg/``
     the staging directory: ``out/`` becomes the new OUTDIR, ``work/`` holds the temporary
-    files (unless ``--workdir``).  Only the lock's holder touches it, so a build that takes
-    the lock and finds one knows that the build which made it died (SIGKILL, a power cut):
-    it removes it, saying so on one log line, before it starts.
+    files (with ``--workdir``, a ``liveimg-work-*`` directory there, whose path the file
+    ``workdir`` notes).  Only the lock's holder touches it, so a build that takes the lock
+    and finds one knows that the build which made it died (SIGKILL, a power cut): it
+    removes it (and the noted work directory), saying so on one log line, before it starts.
 
 The swap is one ``renameat2(2)``: ``RENAME_EXCHANGE`` swaps ``out/`` with an existing OUTDIR
 (``--force``), so that there is no moment without an OUTDIR, and the old tree -- now in the
@@ -59,6 +60,9 @@ RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
 #: renameat2's system call number, for a C library without the wrapper (glibc before 2.28).
 _SYSCALL_NUMBERS = {"x86_64": 316, "aarch64": 276, "riscv64": 276, "ppc64le": 357, "s390x": 347}
+#: The name of a work directory made in ``--workdir``, and the staging file that says where it is.
+WORK_PREFIX = "liveimg-work-"
+WORK_NOTE = "workdir"
 #: What renameat2 answers where the filesystem or the kernel lacks it.
 _UNSUPPORTED = frozenset({errno.EINVAL, errno.ENOSYS})
 
@@ -272,8 +276,13 @@ class OutdirTransaction:
                     hint=f"move it back by hand: mv {previous} {self.outdir}",
                 ) from exc
             log.warning("put %s back: %s was killed while replacing it", self.outdir, who)
+        removed = [staging]
+        work = _noted_work(staging / WORK_NOTE)
+        if work is not None:
+            _remove_tree(work, what=f"{work}, left by {who} that did not finish")
+            removed.append(work)
         _remove_tree(staging, what=f"{staging}, left by {who} that did not finish")
-        log.warning("removed %s, left by %s that did not finish", staging, who)
+        log.warning("removed %s, left by %s that did not finish", " and ".join(map(str, removed)), who)
 
     def _make_staging(self) -> None:
         try:
@@ -291,7 +300,9 @@ class OutdirTransaction:
                 return
             self.created_work_parents = make_parents(self.workdir)
             try:
-                self.work = Path(tempfile.mkdtemp(prefix="liveimg-work-", dir=self.workdir))
+                self.work = Path(tempfile.mkdtemp(prefix=WORK_PREFIX, dir=self.workdir)).absolute()
+                # Where it is, for the next build if this one dies: it removes it with the staging directory.
+                (self.staging_dir / WORK_NOTE).write_text(f"{self.work}\n")
             except PermissionError as exc:
                 raise HostError(f"cannot write to {self.workdir}: permission denied") from exc
             except OSError as exc:
@@ -506,6 +517,17 @@ def _from_libguestfs(exc: RuntimeError) -> bool:
     while tb is not None and tb.tb_next is not None:
         tb = tb.tb_next
     return tb is not None and os.path.basename(tb.tb_frame.f_code.co_filename) == "guestfs.py"
+
+
+def _noted_work(note: Path) -> Path | None:
+    """The work directory a dead build noted in its staging directory, if it is one liveimg made."""
+    try:
+        work = Path(note.read_text().strip())
+    except (OSError, UnicodeDecodeError):
+        return None
+    if work.is_absolute() and work.name.startswith(WORK_PREFIX) and work.is_dir() and not work.is_symlink():
+        return work
+    return None
 
 
 def _remove_tree(path: Path, *, what: str) -> None:

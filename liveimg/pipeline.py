@@ -366,7 +366,12 @@ def _build(image: Path, txn: OutdirTransaction, opts: BuildOptions, progress: Pr
     with (
         txn.stage("appliance"),
         open_guest(
-            image, accel=opts.accel, work_drives=[drive], memsize=APPLIANCE_MEMORY_MIB, progress=progress
+            image,
+            accel=opts.accel,
+            work_drives=[drive],
+            memsize=APPLIANCE_MEMORY_MIB,
+            progress=progress,
+            tmpdir=txn.work,
         ) as guest,
     ):
         with txn.stage("guest"), _timed(timings, "guest"), progress.stage("guest"):

@@ -265,8 +265,9 @@ HOLD = textwrap.dedent(
     import os, signal, sys, time
     from pathlib import Path
     from liveimg.outdir import OutdirTransaction
-    txn = OutdirTransaction(Path(sys.argv[1]), force=True)
+    txn = OutdirTransaction(Path(sys.argv[1]), force=True, workdir=Path(sys.argv[3]) if sys.argv[3:] else None)
     (txn.out / "half").write_bytes(b"x" * 65536)
+    (txn.work / "rootfs.img").write_bytes(b"x" * 65536)
     print("ready", flush=True)
     if sys.argv[2] == "die":
         os.kill(os.getpid(), signal.SIGKILL)
@@ -275,9 +276,9 @@ HOLD = textwrap.dedent(
 )
 
 
-def hold(out: Path, mode: str) -> subprocess.Popen[str]:
+def hold(out: Path, mode: str, *workdir: Path) -> subprocess.Popen[str]:
     proc = subprocess.Popen(
-        [sys.executable, "-c", HOLD, str(out), mode], stdout=subprocess.PIPE, text=True,
+        [sys.executable, "-c", HOLD, str(out), mode, *map(str, workdir)], stdout=subprocess.PIPE, text=True,
         env={**os.environ, "PYTHONPATH": str(REPO)},
     )  # fmt: skip
     assert proc.stdout is not None
@@ -321,6 +322,26 @@ def test_stale_staging_of_a_killed_build_is_removed_by_the_next(
     assert tree(txn.staging_dir) == {"out": None, "work": None}
     txn.close()
     assert tree(out) == before
+    assert litter(tmp_path) == []
+
+
+def test_the_work_directory_of_a_killed_build_is_removed_with_its_staging(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    out = tmp_path / "out"
+    workdir = tmp_path / "scratch"
+    workdir.mkdir()
+    (workdir / "liveimg-work-not-noted").mkdir()  # another build's: not in the staging's note
+    dead = hold(out, "die", workdir)
+    dead.wait()
+    [work] = [p for p in workdir.iterdir() if p.name != "liveimg-work-not-noted"]
+    assert (work / "rootfs.img").exists()
+    with caplog.at_level(logging.WARNING, logger="liveimg.outdir"):
+        OutdirTransaction(out, workdir=workdir).close()
+    assert caplog.messages == [
+        f"removed {tmp_path / '.out.liveimg'} and {work}, left by a liveimg build (pid {dead.pid}) that did not finish"
+    ]
+    assert [p.name for p in workdir.iterdir()] == ["liveimg-work-not-noted"]
     assert litter(tmp_path) == []
 
 

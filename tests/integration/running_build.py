@@ -36,9 +36,9 @@ class Seen:
 class RunningBuild:
     """``python -m liveimg [--progress json] ARGS...`` in its own session; its stdout read as events."""
 
-    def __init__(self, *args: str, wrap: list[str] | None = None) -> None:
+    def __init__(self, *args: str, wrap: list[str] | None = None, env: dict[str, str] | None = None) -> None:
         cmd = [sys.executable, "-m", "liveimg", "--progress", "json", *args]
-        env = {**os.environ, "PYTHONPATH": str(REPO), "LIVEIMG_ACCEL": "tcg"}
+        env = {**os.environ, "PYTHONPATH": str(REPO), "LIVEIMG_ACCEL": "tcg", **(env or {})}
         self.started = time.monotonic()
         self.proc = subprocess.Popen(
             [*(wrap or []), *cmd], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO,

@@ -23,6 +23,7 @@ import itertools
 import json
 import os
 import random
+import re
 import signal
 import threading
 import time
@@ -55,16 +56,23 @@ def window_stage(progress_stage: str) -> str:
 
 
 def plan(rng: random.Random) -> list[tuple[str, signal.Signals]]:
-    """Which stage and which signal, build after build: the first is killed in pxe, the last not by SIGKILL."""
-    others = [stage for stage, count in KILLS.items() if stage != "pxe" for _ in range(count)]
-    rng.shuffle(others)
-    stages = ["pxe"] * KILLS["pxe"] + others
-    signals = [signal.SIGINT, signal.SIGTERM, signal.SIGKILL] * (len(stages) // 3)
-    rng.shuffle(signals)
-    if signals[-1] is signal.SIGKILL:  # a SIGKILL's leftovers are checked by the next build
-        first = next(i for i, s in enumerate(signals) if s is not signal.SIGKILL)
-        signals[first], signals[-1] = signals[-1], signals[first]
-    return list(zip(stages, signals, strict=True))
+    """Which stage and which signal, build after build.
+
+    The three signals take turns through the stages (a stage killed twice or more sees two of
+    them); the first build is the one killed in pxe (it measures the other stages on its way),
+    the order of the others is shuffled, and the last is not killed by SIGKILL (whose leftovers
+    the next build must remove).
+    """
+    turns = [signal.SIGINT, signal.SIGTERM, signal.SIGKILL]
+    start = rng.randrange(len(turns))
+    kills = [stage for stage in STAGES for _ in range(KILLS[stage])]
+    pairs = [(stage, turns[(start + i) % len(turns)]) for i, stage in enumerate(kills)]
+    first = pairs.pop(kills.index("pxe"))
+    rng.shuffle(pairs)
+    if pairs[-1][1] is signal.SIGKILL:
+        other = next(i for i, (_, sig) in enumerate(pairs) if sig is not signal.SIGKILL)
+        pairs[other], pairs[-1] = pairs[-1], pairs[other]
+    return [first, *pairs]
 
 
 def measure(build: RunningBuild, windows: dict[str, float]) -> None:
@@ -116,13 +124,19 @@ def test_builds_killed_in_every_stage_leave_outdir_and_the_machine_as_they_were(
     (out / "pxelinux.cfg" / "default").write_text("the old build\n")
     (out / "latest").symlink_to("live-rootfs.squashfs.img")
     reference = tree_digest(out)
+    # The build's temporary directories, to see what it leaves there: TMPDIR, and libguestfs's sockets
+    # (its appliance stays cached where it was: its cache directory would follow TMPDIR).
+    cache = os.environ.get("LIBGUESTFS_CACHEDIR") or os.environ.get("TMPDIR") or "/var/tmp"
+    env = {"TMPDIR": str(tmp_path / "tmp"), "XDG_RUNTIME_DIR": str(tmp_path / "run"), "LIBGUESTFS_CACHEDIR": cache}
+    (tmp_path / "tmp").mkdir()
+    (tmp_path / "run").mkdir()
     rng = random.Random(SEED)
     windows: dict[str, float] = {}
     dead: RunningBuild | None = None  # the last build killed by SIGKILL, whose leftovers the next one removes
     report = [f"seed {SEED}"]
     hit: list[str | None] = []
     for number, (stage, sig) in enumerate(plan(rng)):
-        build = RunningBuild("build", str(image), "-o", str(out), "--force", *OPTIONS)
+        build = RunningBuild("build", str(image), "-o", str(out), "--force", *OPTIONS, env=env)
         try:
             delay = rng.uniform(0.05, 0.9) * windows.get(stage, PXE_WINDOW)
             landed, processes = kill_in(build, stage, sig, delay)
@@ -158,6 +172,15 @@ def test_builds_killed_in_every_stage_leave_outdir_and_the_machine_as_they_were(
             dead = None
         survivors = still_running(processes, str(tmp_path))
         assert survivors == [], (what, survivors)
+        temporary = sorted(p.relative_to(tmp_path).as_posix() for p in (tmp_path / "tmp").rglob("*"))
+        temporary += sorted(p.relative_to(tmp_path).as_posix() for p in (tmp_path / "run").rglob("*"))
+        if sig is signal.SIGKILL:  # libguestfs's socket directory is all it may leave (see liveimg.guest)
+            assert all(re.fullmatch(r"run/libguestfs\w{6}(/(guestfsd|console)\.sock)?", t) for t in temporary), (
+                what,
+                temporary,
+            )
+        else:
+            assert temporary == [], (what, temporary)
     print("\n".join(report))
     assert set(hit) >= set(STAGES), report  # each stage got its signal while it ran
     assert None not in hit, report
