@@ -1,32 +1,38 @@
 """The ``liveimg`` command line: a thin front end over the library.
 
-Exit status: 0 success, 1 failure (a :class:`~liveimg.errors.LiveImgError`, printed as one
-line; ``--debug`` adds the traceback), 2 usage error, 130 interrupted.  Only this module
-maps errors to exit codes; the library raises.
+Exit status: 0 success, 1 failure, 2 usage error, 128 + the signal when SIGINT (130), SIGTERM
+(143) or SIGHUP (129) stopped it (:mod:`liveimg.cancel`: its programs killed, its partial
+build removed).  Every failure is one line on stderr: ``liveimg: error: ...`` for a
+:class:`~liveimg.errors.LiveImgError` or an ``OSError`` (naming the path), ``liveimg:
+internal error: ...`` for anything else (a bug); ``--debug`` adds the traceback.  Only this
+module maps errors to exit codes; the library raises.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import importlib.util
 import json
 import logging
+import os
 import re
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from liveimg import __version__, bootsyntax, squashfs
+from liveimg import __version__, bootsyntax, cancel, squashfs
 from liveimg import run as runner
 from liveimg.accel import choose_accel
 from liveimg.boottest import VIAS, BootTestOptions, boot_test
 from liveimg.dracut import Compression, DracutOptions, Where
 from liveimg.dracut.customize import DEFAULT_CMDLINE_NAME, AppendCompression, EmbeddedFile, append_cpio
 from liveimg.dracut.initramfs import Initramfs
-from liveimg.errors import InvalidOptions, LiveImgError
+from liveimg.errors import Cancelled, InvalidOptions, LiveImgError, signal_name
 from liveimg.pipeline import BuildOptions, RootfsType, build
 from liveimg.progress import JsonLines, Progress, StageLines, TerminalBar
 from liveimg.pxe import CloudInitSeed, PxeOptions
@@ -35,7 +41,10 @@ from liveimg.squashfs import SquashfsOptions, parse_compress_args
 
 log = logging.getLogger("liveimg")
 
-EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+#: A signal that stopped liveimg: 128 + its number, as a shell reports it (130 for SIGINT).
+EXIT_SIGNAL = 128
+EXIT_INTERRUPTED = EXIT_SIGNAL + signal.SIGINT
 
 
 @dataclass(frozen=True)
@@ -611,18 +620,54 @@ def _progress(args: argparse.Namespace) -> Progress:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit status (see the module's docstring)."""
     parser = build_parser()
     args = parser.parse_args(argv)  # exits 2 on a usage error
     _setup_logging(args)
-    ctx = Context(progress=_progress(args), accel=args.accel, debug=args.debug)
     handler: Handler = args.handler
-    try:
-        return handler(args, ctx)
-    except LiveImgError as exc:
-        if args.debug:
-            log.exception("liveimg %s failed", args.command)
+    with cancel.handling():
+        try:
+            try:
+                ctx = Context(progress=_progress(args), accel=args.accel, debug=args.debug)
+                return handler(args, ctx)
+            except BaseException as exc:  # every way out is one line and an exit status
+                return _report(exc, args)
+        except cancel.Interrupt as exc:  # the signal came while another error was being reported
+            return _report(exc, args)
+
+
+def _report(exc: BaseException, args: argparse.Namespace) -> int:
+    """Say on one line why the command failed, and return its exit status; tracebacks only with --debug."""
+    if isinstance(exc, SystemExit):
+        raise exc
+    signum = cancel.requested()
+    if isinstance(exc, Cancelled | cancel.Interrupt):
+        signum = exc.signum
+    elif isinstance(exc, KeyboardInterrupt):
+        signum = signal.SIGINT
+    if args.debug:
+        log.error("liveimg %s failed", args.command, exc_info=exc)
+    if signum is not None:
+        # A failure caused by the cancellation itself (a tool killed on purpose) is the cancellation.
+        text = str(exc) if isinstance(exc, Cancelled | cancel.Interrupt) else f"interrupted by {signal_name(signum)}"
+        print(printable(f"liveimg: {text}"), file=sys.stderr)
+        return EXIT_SIGNAL + signum
+    if isinstance(exc, LiveImgError):
         print(printable(f"liveimg: error: {exc}"), file=sys.stderr)
-        return EXIT_FAILURE
-    except KeyboardInterrupt:
-        print("liveimg: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    elif isinstance(exc, OSError):
+        print(printable(f"liveimg: error: {describe_os_error(exc)}"), file=sys.stderr)
+    else:
+        text = " ".join(f"{type(exc).__name__}: {exc}".split())
+        print(printable(f"liveimg: internal error: {text} (a bug: please report it; --debug shows the traceback)"),
+              file=sys.stderr)  # fmt: skip
+    return EXIT_FAILURE
+
+
+def describe_os_error(exc: OSError) -> str:
+    """An ``OSError`` that no stage turned into a :class:`~liveimg.errors.HostError`, as one line naming the path."""
+    name = os.fsdecode(exc.filename) if isinstance(exc.filename, str | bytes) else None
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        where = os.path.dirname(os.path.abspath(name)) if name else None
+        return f"no space left on device in {where}" if where else "no space left on device"
+    text = " ".join((exc.strerror or str(exc)).split())
+    return f"{name}: {text}" if name else text

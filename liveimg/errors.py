@@ -8,7 +8,8 @@ has to act:
 * :class:`ToolError` -- an external program failed (command, exit status, tail of stderr);
   :class:`ToolNotFound` and :class:`ToolTimeout` are its special cases;
 * :class:`HostError` -- the machine we run on: no space, an unwritable directory, no KVM;
-* :class:`InternalError` -- a bug in liveimg itself.
+* :class:`InternalError` -- a bug in liveimg itself;
+* :class:`Cancelled` -- nobody's fault: a signal asked liveimg to stop, and it cleaned up.
 
 Where a builtin exception fits as well they inherit it too (``ImageNotFound`` is a
 ``FileNotFoundError``), so callers that already catch builtins keep working.
@@ -21,6 +22,7 @@ its last line goes into the message).
 from __future__ import annotations
 
 import shlex
+import signal
 from collections.abc import Sequence
 
 
@@ -66,8 +68,28 @@ class InternalError(LiveImgError):
     """An invariant of liveimg itself does not hold: a bug, please report it."""
 
 
+class OutdirBusy(HostError):
+    """Another liveimg build holds OUTDIR's lock: two builds never write the same OUTDIR."""
+
+
 class Cancelled(LiveImgError):
-    """The work was interrupted (Ctrl-C, SIGTERM) and cleaned up."""
+    """The work was interrupted by a signal (SIGINT, SIGTERM, SIGHUP) and cleaned up.
+
+    ``signum`` is the signal; the command line exits with ``128 + signum`` (130, 143, 129),
+    as a shell reports a program killed by it.
+    """
+
+    def __init__(self, signum: int, message: str | None = None) -> None:
+        self.signum = signum
+        super().__init__(message or f"interrupted by {signal_name(signum)}")
+
+
+def signal_name(signum: int) -> str:
+    """``SIGTERM`` for 15; ``signal 64`` for a number without a name."""
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
 
 
 def _tail(text: str, lines: int) -> str:

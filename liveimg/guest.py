@@ -42,15 +42,16 @@ import logging
 import os
 import posixpath
 import re
+import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from liveimg import cancel, tcg
 from liveimg import run as runner
-from liveimg import tcg
 from liveimg.accel import Accel, choose_accel, default_cache_dir
 from liveimg.errors import HostError, ImageNotFound, InvalidImage, ToolError
 from liveimg.fsview import FileStat, GuestTree, MergedFS
@@ -310,8 +311,11 @@ class Guest:
     appliance (``/dev/sda``), ``work_devices`` the writable work drives (``/dev/sdb``, ...).
     """
 
-    def __init__(self, g: Any, fmt: ImageFormat, work_drives: Sequence[Path]) -> None:
+    def __init__(
+        self, g: Any, fmt: ImageFormat, work_drives: Sequence[Path], resources: contextlib.ExitStack | None = None
+    ) -> None:
         self.g = g
+        self._resources = resources or contextlib.ExitStack()
         self.image = fmt.path
         self.format = fmt
         # libguestfs names drives /dev/sda, /dev/sdb, ... in the order they were added (guestfs(3)
@@ -333,9 +337,13 @@ class Guest:
         try:
             self.g.shutdown()
         except RuntimeError as exc:
-            log.warning("libguestfs shutdown: %s", exc)
+            # A cancelled build killed QEMU on purpose (liveimg.cancel): nothing to report then.
+            log.log(logging.DEBUG if cancel.requested() else logging.WARNING, "libguestfs shutdown: %s", exc)
         finally:
-            self.g.close()
+            try:
+                self.g.close()
+            finally:
+                self._resources.close()
 
     def __enter__(self) -> Guest:
         return self
@@ -616,6 +624,42 @@ def _bound_tcg_cache(g: Any) -> None:
     g.set_hv(str(wrapper))
 
 
+def _appliance_killer(programs: frozenset[str]) -> Callable[[], None]:
+    """Kill this process's children that run one of ``programs``: the appliance's QEMU (or its wrapper).
+
+    libguestfs forks QEMU itself and tells its pid only after the launch (its handle's lock
+    holds any other call until then), so a cancelled build finds it in ``/proc``: a child of
+    this process whose command starts with the hypervisor libguestfs was given.
+    """
+    parent = os.getpid()
+
+    def kill() -> None:
+        for pid in _children_running(parent, programs):
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+
+    return kill
+
+
+def _children_running(parent: int, programs: frozenset[str]) -> list[int]:
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as f:
+                ppid = int(f.read().rsplit(b")", 1)[1].split()[1])  # after "(comm)": state, ppid
+            if ppid != parent:
+                continue
+            with open(f"/proc/{entry.name}/cmdline", "rb") as f:
+                head = f.read().split(b"\0")[:3]  # a wrapper's script is its interpreter's first or second argument
+        except (OSError, ValueError, IndexError):
+            continue  # gone meanwhile
+        if any(os.fsdecode(arg) in programs for arg in head):
+            found.append(int(entry.name))
+    return found
+
+
 def open_guest(
     image: Path,
     *,
@@ -623,6 +667,7 @@ def open_guest(
     work_drives: Sequence[Path] = (),
     memsize: int | None = None,
     progress: Progress | None = None,
+    tmpdir: Path | None = None,
 ) -> Guest:
     """Open ``image`` read-only in a libguestfs appliance, launched now and once.
 
@@ -631,7 +676,10 @@ def open_guest(
     :func:`~liveimg.accel.choose_accel` (None: ``$LIVEIMG_ACCEL``, else the probe's cached
     answer).  ``work_drives`` are existing raw files attached writable as ``/dev/sdb``,
     ``/dev/sdc``, ...  ``memsize`` is the appliance's RAM in MiB (libguestfs's default otherwise;
-    ``$LIBGUESTFS_MEMSIZE`` wins over both).
+    ``$LIBGUESTFS_MEMSIZE`` wins over both).  ``tmpdir`` is where libguestfs keeps its
+    temporary files (the input's overlay): a build gives its own work directory, so that
+    what a killed build leaves is removed with it (only the socket directory stays in
+    ``$XDG_RUNTIME_DIR`` or /tmp: these bindings cannot move it).
     """
     fmt = probe_image(Path(image))
     for drive in work_drives:
@@ -646,12 +694,23 @@ def open_guest(
         ) from None
     choice = choose_accel(accel)
     g = guestfs.GuestFS(python_return_dict=True)
+    resources = contextlib.ExitStack()
     try:
         g.set_identifier("liveimg")
         g.set_backend("direct")
         g.set_backend_settings(choice.libguestfs_settings())
+        # How QEMU dies with liveimg.  Its own process group: a terminal's Ctrl-C reaches liveimg
+        # alone, which closes the appliance on its way out (liveimg.cancel kills it at once).
+        # libguestfs's recovery process (its default, asked for here all the same) kills QEMU
+        # within 2 s of liveimg's death, even by SIGKILL, when nobody closed the handle.
+        g.set_pgroup(True)
+        g.set_recovery_proc(True)
+        if tmpdir is not None:
+            g.set_tmpdir(str(Path(tmpdir).absolute()))
+        hypervisor = g.get_hv()
         if choice.accel is Accel.TCG:
             _bound_tcg_cache(g)
+        resources.enter_context(runner.killer(_appliance_killer(frozenset({hypervisor, g.get_hv()}))))
         if memsize and not os.environ.get("LIBGUESTFS_MEMSIZE"):  # the user's setting wins
             g.set_memsize(memsize)
         g.add_drive(str(fmt.path), readonly=True, format=fmt.format)
@@ -670,13 +729,15 @@ def open_guest(
     except RuntimeError as exc:  # add_drive and friends: an unexpected libguestfs refusal
         with contextlib.suppress(RuntimeError):
             g.close()
+        resources.close()
         raise HostError(f"{fmt.path}: libguestfs: {_one_line(exc)}") from None
     except BaseException:
         with contextlib.suppress(RuntimeError):
             g.close()
+        resources.close()
         raise
     log.debug("libguestfs appliance up in %.1f s (%s: %s)", time.monotonic() - started, choice.accel, choice.reason)
-    return Guest(g, fmt, work_drives)
+    return Guest(g, fmt, work_drives, resources)
 
 
 def inspect_image(

@@ -10,8 +10,11 @@ of the ones before it::
     dracut    liveimg.dracut.build_initramfs            -> Initrd        (initramfs-<kver>.img)
     pxe       liveimg.pxe.write_pxe                     -> PxeResult     (PXE_CONFIG, configs, seed)
 
-then writes ``manifest.json``.  Everything is built in a staging directory beside OUTDIR and
-renamed into place at the end, so a failed or interrupted build leaves OUTDIR as it was.
+then writes ``manifest.json``.  OUTDIR is a transaction (:mod:`liveimg.outdir`): everything
+is built in a staging directory beside it and swapped into place at the end in one atomic
+step, so a failed or interrupted build (:mod:`liveimg.cancel`) leaves OUTDIR as it was.
+Each stage runs under :meth:`~liveimg.outdir.OutdirTransaction.stage`, which turns a full
+disk into a :class:`~liveimg.errors.HostError` naming the directory and the stage.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import dataclasses
 import enum
 import logging
 import os
-import shutil
+import signal
 import tarfile
 import tempfile
 import threading
@@ -31,7 +34,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from liveimg import __version__, e2fs, erofs, rootfs
+from liveimg import __version__, cancel, e2fs, erofs, rootfs
 from liveimg.dracut import (
     DracutOptions,
     EmbeddedFile,
@@ -41,9 +44,10 @@ from liveimg.dracut import (
     hook_dir,
     plan_dracut,
 )
-from liveimg.errors import HostError, InvalidImage, InvalidOptions
+from liveimg.errors import Cancelled, HostError, InvalidImage, InvalidOptions, signal_name
 from liveimg.fsview import GuestTree
 from liveimg.guest import Guest, ImageInfo, open_guest, probe_image
+from liveimg.outdir import OutdirTransaction
 from liveimg.progress import Progress
 from liveimg.pxe import SQUASHFS_NAME, LiveBoot, PxeOptions, PxeResult, sha256_file, write_manifest, write_pxe
 from liveimg.rootfs import RootfsImage, RootfsOptions
@@ -134,100 +138,6 @@ def _check_input(image: Path) -> Path:
     if not os.access(image, os.R_OK):
         raise HostError(f"{image}: permission denied (cannot read it)")
     return image.absolute()
-
-
-class _Staging:
-    """A directory beside OUTDIR where the build happens; moved into place at the end."""
-
-    def __init__(self, outdir: Path, *, force: bool, workdir: Path | None, keep_workdir: bool) -> None:
-        self.outdir = outdir.absolute()
-        if self.outdir.exists() or self.outdir.is_symlink():
-            if not force:
-                raise InvalidOptions(f"{self.outdir} already exists", hint="use --force to replace it")
-            if not self.outdir.is_dir() or self.outdir.is_symlink():
-                raise InvalidOptions(f"{self.outdir} exists and is not a directory")
-        parent = self.outdir.parent
-        # Missing parents are made, as `mkdir -p` and lorax's --resultdir (os.makedirs) do, and
-        # removed again if the build fails: a failed build leaves the file system as it was.
-        self.created_parents = _make_parents(parent)
-        try:
-            self.root = Path(tempfile.mkdtemp(prefix=f".{self.outdir.name}.liveimg-", dir=parent))
-        except PermissionError as exc:
-            self._remove_created_parents()
-            raise HostError(f"cannot write to {parent}: permission denied") from exc
-        except OSError as exc:
-            self._remove_created_parents()
-            raise HostError(f"cannot write to {parent}: {exc.strerror}") from exc
-        self.committed = False
-        self.out = self.root / "out"
-        self.out.mkdir()
-        self.keep_workdir = keep_workdir
-        if workdir is not None:
-            workdir.mkdir(parents=True, exist_ok=True)
-            self.work = Path(tempfile.mkdtemp(prefix="liveimg-work-", dir=workdir))
-        else:
-            self.work = self.root / "work"
-            self.work.mkdir()
-
-    def commit(self) -> None:
-        """Put the result in place: OUTDIR, replaced only now if it existed (``--force``)."""
-        old: Path | None = None
-        if self.outdir.exists():
-            old = self.root / "previous"
-            self.outdir.rename(old)
-        self.out.rename(self.outdir)
-        self.committed = True
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-
-    def _remove_created_parents(self) -> None:
-        for directory in reversed(self.created_parents):
-            with contextlib.suppress(OSError):  # not empty: someone else put something there
-                directory.rmdir()
-
-    def cleanup(self) -> None:
-        if self.keep_workdir:
-            log.warning("work files kept in %s", self.work)
-        elif self.work.exists():
-            shutil.rmtree(self.work, ignore_errors=True)
-        if self.keep_workdir and self.work.is_relative_to(self.root):
-            keep = self.root.with_name(self.root.name + "-work")
-            self.work.rename(keep)
-            log.warning("work files kept in %s", keep)
-        shutil.rmtree(self.root, ignore_errors=True)
-        if not self.committed:
-            self._remove_created_parents()
-
-
-def _make_parents(directory: Path) -> list[Path]:
-    """Create ``directory`` and its missing parents; return those created, outermost first."""
-    missing: list[Path] = []
-    probe = directory
-    while not probe.exists() and not probe.is_symlink():
-        missing.append(probe)
-        probe = probe.parent
-    if probe.is_symlink() and not probe.exists():
-        raise InvalidOptions(f"cannot create {directory}: {probe} is a dangling symbolic link")
-    if not probe.is_dir():
-        raise InvalidOptions(f"cannot create {directory}: {probe} is not a directory")
-    created: list[Path] = []
-    for path in reversed(missing):
-        try:
-            path.mkdir()
-        except FileExistsError:
-            continue  # made meanwhile by someone else: not ours to remove
-        except PermissionError as exc:
-            for made in reversed(created):
-                with contextlib.suppress(OSError):
-                    made.rmdir()
-            raise HostError(f"cannot create {path}: permission denied") from exc
-        except OSError as exc:
-            for made in reversed(created):
-                with contextlib.suppress(OSError):
-                    made.rmdir()
-            raise HostError(f"cannot create {path}: {exc.strerror}") from exc
-        created.append(path)
-    return created
 
 
 class _Hasher(threading.Thread):
@@ -375,18 +285,8 @@ def _timed(timings: dict[str, float], name: str) -> Iterator[None]:
         timings[name] = round(time.monotonic() - started, 3)
 
 
-def build(
-    image: Path | str,
-    outdir: Path | str,
-    options: BuildOptions | None = None,
-    progress: Progress | None = None,
-) -> BuildResult:
-    """Build live PXE artifacts from ``image`` into ``outdir``.
-
-    Raises a :class:`~liveimg.errors.LiveImgError` subclass that says what is wrong; OUTDIR
-    is then as it was, and no temporary file is left behind.
-    """
-    opts = options or BuildOptions()
+def _check_options(opts: BuildOptions) -> BuildOptions:
+    """Options refused, or completed, before anything is touched."""
     if opts.rootfs_type is RootfsType.EROFS:
         # Said before the appliance starts: no erofs-utils, or a compression erofs does not have.
         erofs.host_tool()
@@ -398,69 +298,124 @@ def build(
         raise InvalidOptions(
             "the squashfs rootfs type streams the tree into liveimg's own writer: use --squashfs-backend native"
         )
+    return opts
+
+
+def build(
+    image: Path | str,
+    outdir: Path | str,
+    options: BuildOptions | None = None,
+    progress: Progress | None = None,
+) -> BuildResult:
+    """Build live PXE artifacts from ``image`` into ``outdir``.
+
+    OUTDIR is a transaction (:mod:`liveimg.outdir`): built beside it, swapped in at the end in
+    one atomic step, one build at a time.  A failure raises a
+    :class:`~liveimg.errors.LiveImgError` subclass that says what is wrong (a full disk is a
+    :class:`~liveimg.errors.HostError` naming the directory and the stage); OUTDIR is then as
+    it was, and no temporary file is left behind.
+
+    SIGINT, SIGTERM and SIGHUP stop it the same way (:mod:`liveimg.cancel`; called from the
+    main thread, it handles those that have their default disposition, and restores them
+    after): its programs are killed, its staging directory removed, and
+    :class:`~liveimg.errors.Cancelled` raised -- whose message says whether OUTDIR was
+    already replaced, for a signal after the swap does not undo it.
+    """
+    opts = _check_options(options or BuildOptions())
     progress = progress or Progress()
-    image = _check_input(Path(image))
-    staging = _Staging(Path(outdir), force=opts.force, workdir=opts.workdir, keep_workdir=opts.keep_workdir)
+    txn: OutdirTransaction | None = None
+    with cancel.handling():
+        try:
+            image = _check_input(Path(image))
+            txn = OutdirTransaction(
+                Path(outdir), force=opts.force, workdir=opts.workdir, keep_workdir=opts.keep_workdir
+            )
+            try:
+                return _build(image, txn, opts, progress)
+            finally:
+                txn.close()
+        except BaseException as exc:
+            signum = cancel.requested()
+            if signum is None and isinstance(exc, KeyboardInterrupt):
+                signum = signal.SIGINT
+            if signum is None:
+                raise
+            where = Path(outdir).absolute()
+            if txn is not None and txn.committed:
+                message = f"interrupted by {signal_name(signum)} once the build was complete: {where} holds it"
+            else:
+                message = f"interrupted by {signal_name(signum)}: {where} left as it was"
+            log.debug("cancelled: %s", exc)
+            raise Cancelled(signum, message) from (
+                None if isinstance(exc, cancel.Interrupt | KeyboardInterrupt) else exc
+            )
+
+
+def _build(image: Path, txn: OutdirTransaction, opts: BuildOptions, progress: Progress) -> BuildResult:
     timings: dict[str, float] = {}
     started = time.monotonic()
-    try:
-        hasher = _Hasher(image)
-        rootfs_dir = staging.work / "LiveOS"
+    hasher = _Hasher(image)
+    with txn.stage("appliance"):
+        rootfs_dir = txn.work / "LiveOS"
         rootfs_dir.mkdir()
         # A sparse, writable drive for the appliance, in case the root must be copied file by file
         # (libguestfs cannot add a drive after launch): it costs nothing unless written.
-        drive = staging.work / "appliance-rootfs.img"
+        drive = txn.work / "appliance-rootfs.img"
         with open(drive, "wb") as f:
             f.truncate(rootfs.work_drive_size(probe_image(image).virtual_size, opts.rootfs))
-        with open_guest(
-            image, accel=opts.accel, work_drives=[drive], memsize=APPLIANCE_MEMORY_MIB, progress=progress
-        ) as guest:
-            with _timed(timings, "guest"), progress.stage("guest"):
-                info = guest.inspect(deployment=opts.deployment, kernel=opts.kernel)
-            for warning in info.warnings:
-                log.warning("%s", warning)
+    with (
+        txn.stage("appliance"),
+        open_guest(
+            image,
+            accel=opts.accel,
+            work_drives=[drive],
+            memsize=APPLIANCE_MEMORY_MIB,
+            progress=progress,
+            tmpdir=txn.work,
+        ) as guest,
+    ):
+        with txn.stage("guest"), _timed(timings, "guest"), progress.stage("guest"):
+            info = guest.inspect(deployment=opts.deployment, kernel=opts.kernel)
+        for warning in info.warnings:
+            log.warning("%s", warning)
+        pack_opts: SquashfsOptions | erofs.ErofsOptions
+        with txn.stage("guest"):
             # Refuse an image whose dracut cannot build a live initramfs before the long stages.
             _preflight_dracut(guest.tree(), info, opts.dracut)
-            pack_opts: SquashfsOptions | erofs.ErofsOptions
             if opts.rootfs_type is RootfsType.EROFS:
                 pack_opts = _preflight_erofs(guest.tree(), info, opts)
             else:
                 pack_opts = squashfs_options(opts, info)
-            with _timed(timings, "rootfs"):
-                rootfs_img = rootfs.build_rootfs(
-                    guest, info, rootfs_dir / "rootfs.img", opts.rootfs, workdir=staging.work,
-                    work_drive=(drive, guest.work_devices[0]), progress=progress,
-                )  # fmt: skip
-            live_dest = staging.out / opts.rootfs_type.file_name
-            packed: SquashfsResult | erofs.ErofsResult
-            if opts.rootfs_type is RootfsType.SQUASHFS:
-                assert isinstance(pack_opts, SquashfsOptions)
-                # The tree comes from the appliance; rootfs.img above still feeds the dracut stage.
-                with _timed(timings, "squashfs"):
-                    packed = pack_guest_tree(guest, live_dest, pack_opts, progress)
-        # The appliance is closed before the long host-side stages, to give them its memory.
-        if isinstance(pack_opts, erofs.ErofsOptions):
-            with _timed(timings, "erofs"):
-                packed = erofs.pack_file(rootfs_img.path, live_dest, "LiveOS/rootfs.img", pack_opts, progress)
-        elif opts.rootfs_type is RootfsType.SQUASHFS_EXT4:
-            with _timed(timings, "squashfs"):
-                packed = write_squashfs_file(
-                    rootfs_img.path, live_dest, "LiveOS/rootfs.img", pack_opts, progress,
-                    backend=opts.squashfs_backend,
-                )  # fmt: skip
-        result = _finish(
-            image=image, info=info, rootfs_img=rootfs_img, packed=packed, pack_opts=pack_opts, opts=opts,
-            staging=staging, timings=timings, progress=progress, hasher=hasher,
-        )  # fmt: skip
-        staging.commit()
-        timings["total"] = round(time.monotonic() - started, 3)
-        log.info("built %s in %.1f s", result.outdir, timings["total"])
-        return result
-    except KeyboardInterrupt:
-        log.warning("interrupted: removing the partial build")
-        raise
-    finally:
-        staging.cleanup()
+        with txn.stage("rootfs"), _timed(timings, "rootfs"):
+            rootfs_img = rootfs.build_rootfs(
+                guest, info, rootfs_dir / "rootfs.img", opts.rootfs, workdir=txn.work,
+                work_drive=(drive, guest.work_devices[0]), progress=progress,
+            )  # fmt: skip
+        live_dest = txn.out / opts.rootfs_type.file_name
+        packed: SquashfsResult | erofs.ErofsResult
+        if opts.rootfs_type is RootfsType.SQUASHFS:
+            assert isinstance(pack_opts, SquashfsOptions)
+            # The tree comes from the appliance; rootfs.img above still feeds the dracut stage.
+            with txn.stage("squashfs"), _timed(timings, "squashfs"):
+                packed = pack_guest_tree(guest, live_dest, pack_opts, progress)
+    # The appliance is closed before the long host-side stages, to give them its memory.
+    if isinstance(pack_opts, erofs.ErofsOptions):
+        with txn.stage("erofs"), _timed(timings, "erofs"):
+            packed = erofs.pack_file(rootfs_img.path, live_dest, "LiveOS/rootfs.img", pack_opts, progress)
+    elif opts.rootfs_type is RootfsType.SQUASHFS_EXT4:
+        with txn.stage("squashfs"), _timed(timings, "squashfs"):
+            packed = write_squashfs_file(
+                rootfs_img.path, live_dest, "LiveOS/rootfs.img", pack_opts, progress,
+                backend=opts.squashfs_backend,
+            )  # fmt: skip
+    result = _finish(
+        image=image, info=info, rootfs_img=rootfs_img, packed=packed, pack_opts=pack_opts, opts=opts,
+        txn=txn, timings=timings, progress=progress, hasher=hasher,
+    )  # fmt: skip
+    txn.commit()
+    timings["total"] = round(time.monotonic() - started, 3)
+    log.info("built %s in %.1f s", result.outdir, timings["total"])
+    return result
 
 
 def _finish(
@@ -471,31 +426,31 @@ def _finish(
     packed: SquashfsResult | erofs.ErofsResult,
     pack_opts: SquashfsOptions | erofs.ErofsOptions,
     opts: BuildOptions,
-    staging: _Staging,
+    txn: OutdirTransaction,
     timings: dict[str, float],
     progress: Progress,
     hasher: _Hasher,
 ) -> BuildResult:
-    out = staging.out
+    out = txn.out
     kernel = info.kernel
     kver = kernel.version
     deployment = info.deployment
-    with _timed(timings, "dracut"):
+    with txn.stage("dracut"), _timed(timings, "dracut"):
         initrd = build_initramfs(
             kver=kver,
             output=out / f"initramfs-{kver}.img",
             rootfs=rootfs_img.path,
             deployment=deployment.path if deployment is not None else "/",
             options=opts.dracut,
-            workdir=staging.work,
-            log_path=staging.work / "dracut.log",
+            workdir=txn.work,
+            log_path=txn.work / "dracut.log",
             ostree=info.ostree,
             progress=progress,
         )
         if opts.rootfs_type is RootfsType.SQUASHFS:
-            _add_overlayfs_hook(initrd.path, staging.work)
+            _add_overlayfs_hook(initrd.path, txn.work)
         kernel_name = f"vmlinuz-{kver}"
-        _copy_kernel(rootfs_img.path, kernel.path, out / kernel_name, staging.work)
+        _copy_kernel(rootfs_img.path, kernel.path, out / kernel_name, txn.work)
     input_sha256 = hasher.result()
     title = info.os_release.get("PRETTY_NAME") or info.os_release.get("NAME") or "Linux"
     boot = LiveBoot(
@@ -508,16 +463,17 @@ def _finish(
         squashfs=opts.rootfs_type.file_name,
         seed_id=input_sha256,
     )
-    with _timed(timings, "pxe"), progress.stage("pxe"):
+    with txn.stage("pxe"), _timed(timings, "pxe"), progress.stage("pxe"):
         pxe_result = write_pxe(out, boot, opts.pxe)
-    manifest = _manifest(
-        image=image, input_sha256=input_sha256, info=info, opts=opts, packed=packed, pack_opts=pack_opts,
-        rootfs_img=rootfs_img,
-        initrd=initrd, boot=boot, pxe_result=pxe_result, out=out, timings=timings,
-    )  # fmt: skip
-    write_manifest(out, manifest)
+    with txn.stage("manifest"):
+        manifest = _manifest(
+            image=image, input_sha256=input_sha256, info=info, opts=opts, packed=packed, pack_opts=pack_opts,
+            rootfs_img=rootfs_img,
+            initrd=initrd, boot=boot, pxe_result=pxe_result, out=out, timings=timings,
+        )  # fmt: skip
+        write_manifest(out, manifest)
     return BuildResult(
-        outdir=staging.outdir,
+        outdir=txn.outdir,
         info=info,
         rootfs=rootfs_img,
         squashfs=packed,

@@ -8,19 +8,30 @@ passed through for reproducible tools); every command is logged at debug level a
 ``+ <command>``; a missing program is a :class:`~liveimg.errors.ToolNotFound` that names
 the Debian package to install; a non-zero exit is a :class:`~liveimg.errors.ToolError`
 with the tail of stderr; a timeout kills the program's whole process group.
+
+Every program runs in a session (and process group) of its own, so that a terminal's Ctrl-C
+reaches liveimg alone and liveimg decides what stops.  Until it is reaped, each is tracked:
+:func:`kill_children` kills the process group of every one (what a cancelled build does,
+see :mod:`liveimg.cancel`).  And each gets a parent-death signal (``PR_SET_PDEATHSIG``,
+prctl(2)): SIGKILL when liveimg dies, even by SIGKILL, so that no tool outlives a killed
+build.  The kernel sends it when the *thread* that started the program ends: :func:`run`
+waits in that thread, and a :func:`spawn` block must end in the thread that entered it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import itertools
 import logging
 import os
 import shlex
 import shutil
 import signal
 import subprocess
+import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -141,6 +152,101 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
         proc.kill()
 
 
+# --- the children: tracked until reaped, killed together, dying with liveimg -------------
+
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def _load_prctl() -> Callable[..., int] | None:
+    try:
+        prctl: Callable[..., int] = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):  # not Linux's C library
+        return None
+    return prctl
+
+
+_prctl = _load_prctl()
+_children_lock = threading.Lock()
+_children: dict[int, subprocess.Popen[bytes]] = {}  # pid (= its process group) -> the child
+_killers: dict[int, Callable[[], None]] = {}
+_killer_ids = itertools.count()
+
+
+def _die_with_us() -> Callable[[], None] | None:
+    """What the child runs between fork and exec: SIGKILL when this process dies.
+
+    If this process died before the child asked (the child's parent is then another process),
+    the signal would never come: the child exits at once instead.  Only a prctl call,
+    getppid and _exit happen here, as a forked child of a threaded process requires: nothing
+    that takes a lock another thread may have held at fork time.
+    """
+    prctl = _prctl
+    if prctl is None:
+        return None
+    parent = os.getpid()
+    kill = int(signal.SIGKILL)
+
+    def preexec() -> None:
+        prctl(_PR_SET_PDEATHSIG, kill, 0, 0, 0)
+        if os.getppid() != parent:
+            os._exit(128 + kill)
+
+    return preexec
+
+
+def _track(proc: subprocess.Popen[bytes]) -> None:
+    with _children_lock:
+        _children[proc.pid] = proc
+
+
+def _untrack(proc: subprocess.Popen[bytes]) -> None:
+    with _children_lock:
+        _children.pop(proc.pid, None)
+
+
+def running_children() -> list[int]:
+    """The pids of the programs :func:`run` and :func:`spawn` started and have not reaped."""
+    with _children_lock:
+        return [pid for pid, proc in _children.items() if proc.returncode is None]
+
+
+def kill_children() -> None:
+    """Kill every program liveimg runs now: each one's process group, and the registered killers.
+
+    Safe from any thread and from a signal handler's thread; never raises.  The programs are
+    reaped by the threads that started them (:func:`run` raises or returns as usual).
+    """
+    with _children_lock:
+        procs = [proc for proc in _children.values() if proc.returncode is None]
+        killers = list(_killers.values())
+    for proc in procs:
+        with contextlib.suppress(OSError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    for kill in killers:
+        try:
+            kill()
+        except Exception as exc:  # a killer is best effort: the others still run
+            log.debug("killer %r failed: %s", kill, exc)
+
+
+@contextlib.contextmanager
+def killer(kill: Callable[[], None]) -> Iterator[None]:
+    """Have :func:`kill_children` call ``kill`` too while the block runs.
+
+    For processes liveimg starts otherwise than through this module: libguestfs forks the
+    appliance's QEMU itself.  ``kill`` must be quick, safe from any thread, and never block
+    on a lock the main thread may hold.
+    """
+    key = next(_killer_ids)
+    with _children_lock:
+        _killers[key] = kill
+    try:
+        yield
+    finally:
+        with _children_lock:
+            _killers.pop(key, None)
+
+
 def run(
     argv: Sequence[str | os.PathLike[str]],
     *,
@@ -183,9 +289,11 @@ def run(
                 env=clean_env(env),
                 cwd=cwd,
                 start_new_session=True,  # so that a timeout kills its children too
+                preexec_fn=_die_with_us(),  # noqa: PLW1509  # only prctl, getppid, _exit: see _die_with_us
             )
         except FileNotFoundError as exc:
             raise ToolNotFound(args[0], package or PACKAGES.get(os.path.basename(args[0]))) from exc
+        _track(proc)
         try:
             raw_out, raw_err = proc.communicate(input, timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -196,6 +304,8 @@ def run(
             _kill_group(proc)
             proc.wait()
             raise
+        finally:
+            _untrack(proc)
     result = Completed(
         argv=tuple(args),
         returncode=proc.returncode,
@@ -226,7 +336,9 @@ def spawn(
 ) -> Iterator[subprocess.Popen[bytes]]:
     """Start a program beside us; it is terminated (then killed) when the block ends.
 
-    For programs whose life is managed by the caller: QEMU, a test HTTP server.
+    For programs whose life is managed by the caller: QEMU, a test HTTP server.  The block
+    must end in the thread that entered it (the program's parent-death signal is tied to
+    that thread, see the module's docstring).
     """
     args = [os.fspath(a) for a in argv]
     executable = require(args[0], package)
@@ -240,15 +352,29 @@ def spawn(
         env=clean_env(env),
         cwd=cwd,
         start_new_session=True,
+        preexec_fn=_die_with_us(),  # noqa: PLW1509  # only prctl, getppid, _exit: see _die_with_us
     )
+    _track(proc)
     try:
         yield proc
     finally:
+        try:
+            _stop(proc, stop_timeout)
+        finally:
+            _untrack(proc)
+
+
+def _stop(proc: subprocess.Popen[bytes], timeout: float) -> None:
+    """SIGTERM to the program's process group, SIGKILL after ``timeout`` seconds; reaped."""
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        pass
+    finally:  # also when the wait is interrupted: the program is never left running
         if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(stop_timeout)
-            except subprocess.TimeoutExpired:
-                _kill_group(proc)
-                proc.wait()
+            _kill_group(proc)
+            proc.wait()

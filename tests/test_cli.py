@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from liveimg import cli
+from liveimg import run as runner
+from liveimg.errors import Cancelled
 
 
 def test_help_lists_only_registered_subcommands(capsys: pytest.CaptureFixture[str]) -> None:
@@ -133,3 +139,105 @@ def test_log_lines_escape_controls_but_tracebacks_keep_their_lines() -> None:
     first, *rest = stream.getvalue().splitlines()
     assert first == "module x\\ny\\x1b[31m left out"
     assert rest[0] == "Traceback (most recent call last):" and rest[-1] == "ValueError: boom"
+
+
+def _with_doctor(monkeypatch: pytest.MonkeyPatch, handler: cli.Handler) -> None:
+    """Make `liveimg doctor` run ``handler``."""
+    commands = tuple((n, h, a, handler if n == "doctor" else f) for n, h, a, f in cli.COMMANDS)
+    monkeypatch.setattr(cli, "COMMANDS", commands)
+
+
+def _raises(exc: BaseException) -> cli.Handler:
+    def handler(args: object, ctx: object) -> int:
+        raise exc
+
+    return handler
+
+
+def test_a_bug_is_one_line_without_a_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _with_doctor(monkeypatch, _raises(ValueError("guest\nkey")))
+    assert cli.main(["doctor"]) == cli.EXIT_FAILURE
+    assert capsys.readouterr().err == (
+        "liveimg: internal error: ValueError: guest key (a bug: please report it; --debug shows the traceback)\n"
+    )
+    assert cli.main(["doctor", "--debug"]) == cli.EXIT_FAILURE
+    err = capsys.readouterr().err
+    assert "Traceback" in err and err.endswith("--debug shows the traceback)\n")
+
+
+@pytest.mark.parametrize(
+    ("exc", "line"),
+    [
+        (PermissionError(13, "Permission denied", "/srv/pxe/out"), "/srv/pxe/out: Permission denied"),
+        (OSError(28, "No space left on device", "/srv/pxe/.out.liveimg/out/x"), "no space left on device in "
+         "/srv/pxe/.out.liveimg/out"),
+        (OSError(122, "Disk quota exceeded"), "no space left on device"),
+        (OSError(5, "Input/output error"), "Input/output error"),
+    ],
+)  # fmt: skip
+def test_an_os_error_is_one_line_naming_the_path(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], exc: OSError, line: str
+) -> None:
+    _with_doctor(monkeypatch, _raises(exc))
+    assert cli.main(["doctor"]) == cli.EXIT_FAILURE
+    assert capsys.readouterr().err == f"liveimg: error: {line}\n"
+
+
+@pytest.fixture
+def default_signals() -> Iterator[None]:
+    """The dispositions of a fresh `liveimg` process (pytest may have its own), restored after."""
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+
+
+@pytest.mark.parametrize(("sig", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGHUP, 129)])
+@pytest.mark.usefixtures("default_signals")
+def test_a_signal_ends_any_command_with_128_plus_its_number(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], sig: signal.Signals, status: int
+) -> None:
+    def handler(args: object, ctx: object) -> int:
+        os.kill(os.getpid(), sig)
+        time.sleep(10)
+        return cli.EXIT_OK
+
+    _with_doctor(monkeypatch, handler)
+    assert cli.main(["doctor"]) == status
+    assert capsys.readouterr().err == f"liveimg: interrupted by {sig.name}\n"
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # restored
+
+
+@pytest.mark.usefixtures("default_signals")
+def test_a_failure_caused_by_the_cancellation_is_the_cancellation(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A tool killed on purpose fails; what the user hears is that liveimg was interrupted."""
+
+    def handler(args: object, ctx: object) -> int:
+        with runner.spawn(["sleep", "60"]) as proc:
+            os.kill(os.getpid(), signal.SIGTERM)
+            try:
+                time.sleep(10)
+            finally:
+                raise ValueError(f"sleep ended with {proc.wait()}")
+        return cli.EXIT_OK
+
+    _with_doctor(monkeypatch, handler)
+    assert cli.main(["doctor"]) == 143
+    assert capsys.readouterr().err == "liveimg: interrupted by SIGTERM\n"
+
+
+def test_cancelled_from_the_library_keeps_its_message(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _with_doctor(monkeypatch, _raises(Cancelled(signal.SIGHUP, "interrupted by SIGHUP: /x/out left as it was")))
+    assert cli.main(["doctor"]) == 129
+    assert capsys.readouterr().err == "liveimg: interrupted by SIGHUP: /x/out left as it was\n"

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
+import subprocess
+import sys
+import threading
 import time
 from pathlib import Path
 
@@ -127,3 +132,78 @@ def test_require() -> None:
     assert runner.require("sh").endswith("/sh")
     with pytest.raises(ToolNotFound):
         runner.require("liveimg-no-such-program")
+
+
+def _gone(pid: int, within: float = 5.0) -> bool:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        if stat.rsplit(")", 1)[1].split()[0] == "Z":  # a zombie waiting for its reaper: it is dead
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.mark.parametrize("how", ["run", "spawn"])
+def test_a_program_dies_when_liveimg_is_killed(tmp_path: Path, how: str) -> None:
+    """SIGKILL of the process that ran it: no cleanup runs, the parent-death signal kills the program."""
+    pidfile = tmp_path / "pid"
+    script = f"echo $$ > {pidfile}; exec sleep 60"
+    code = (
+        "import sys; from liveimg import run as runner\n"
+        f"if {how == 'run'}: runner.run(['sh', '-c', sys.argv[1]])\n"
+        "else:\n"
+        "    with runner.spawn(['sh', '-c', sys.argv[1]]) as proc: proc.wait()\n"
+    )
+    repo = Path(__file__).resolve().parents[1]
+    parent = subprocess.Popen([sys.executable, "-c", code, script], env={**os.environ, "PYTHONPATH": str(repo)})
+    deadline = time.monotonic() + 10
+    while not pidfile.exists() or not pidfile.read_text().strip():
+        assert time.monotonic() < deadline, "the program did not start"
+        time.sleep(0.05)
+    child = int(pidfile.read_text())
+    parent.kill()
+    parent.wait()
+    try:
+        assert _gone(child), "the program outlived liveimg"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child, signal.SIGKILL)
+
+
+def test_kill_children_kills_every_running_program_and_its_group(tmp_path: Path) -> None:
+    pidfile = tmp_path / "grandchild"
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            runner.run(["sh", "-c", f"sleep 60 & echo $! > {pidfile}; wait"], timeout=60)
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=work)
+    with runner.spawn(["sleep", "60"]) as spawned:
+        thread.start()
+        deadline = time.monotonic() + 10
+        while not pidfile.exists() or not pidfile.read_text().strip() or len(runner.running_children()) < 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert spawned.pid in runner.running_children()
+        runner.kill_children()
+        thread.join(10)
+        assert spawned.wait(5) == -signal.SIGKILL
+    assert _gone(int(pidfile.read_text()))
+    assert [str(e) for e in errors] == ["sh was killed by signal 9"]
+    assert runner.running_children() == []
+
+
+def test_registered_killers_run_only_while_registered() -> None:
+    calls: list[str] = []
+    with runner.killer(lambda: calls.append("qemu")):
+        runner.kill_children()
+    runner.kill_children()
+    assert calls == ["qemu"]

@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 
 from liveimg.errors import InvalidOptions
-from liveimg.pipeline import _Staging
+from liveimg.outdir import OutdirTransaction
 
 
-def _staging(outdir: Path) -> _Staging:
-    return _Staging(outdir, force=False, workdir=None, keep_workdir=False)
+def _staging(outdir: Path) -> OutdirTransaction:
+    return OutdirTransaction(outdir, force=False, workdir=None, keep_workdir=False)
 
 
 def test_missing_parents_are_made_and_kept_after_commit(tmp_path: Path) -> None:
@@ -20,7 +20,7 @@ def test_missing_parents_are_made_and_kept_after_commit(tmp_path: Path) -> None:
     assert (tmp_path / "a" / "b").is_dir()
     (staging.out / "file").write_text("x")
     staging.commit()
-    staging.cleanup()
+    staging.close()
     assert (outdir / "file").read_text() == "x"
     assert sorted(p.name for p in (tmp_path / "a" / "b").iterdir()) == ["c"]
 
@@ -29,7 +29,7 @@ def test_parents_made_for_a_failed_build_are_removed(tmp_path: Path) -> None:
     (tmp_path / "a").mkdir()
     staging = _staging(tmp_path / "a" / "b" / "c" / "out")
     assert (tmp_path / "a" / "b" / "c").is_dir()
-    staging.cleanup()  # no commit: the build failed
+    staging.close()  # no commit: the build failed
     assert list(tmp_path.iterdir()) == [tmp_path / "a"]
     assert list((tmp_path / "a").iterdir()) == []
 
@@ -37,7 +37,7 @@ def test_parents_made_for_a_failed_build_are_removed(tmp_path: Path) -> None:
 def test_a_parent_that_gained_other_files_is_kept(tmp_path: Path) -> None:
     staging = _staging(tmp_path / "a" / "out")
     (tmp_path / "a" / "mine").write_text("someone else's")
-    staging.cleanup()
+    staging.close()
     assert (tmp_path / "a" / "mine").exists()
 
 

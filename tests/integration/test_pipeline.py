@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def liveimg(*args: str, user: str | None = None, wrap: list[str] | None = None) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "-m", "liveimg", *args]
+    cmd = [sys.executable, "-m", "liveimg", "--progress", "none", *args]  # the error line alone on stderr
     if user is not None:
         cmd = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", *cmd]
     if wrap is not None:

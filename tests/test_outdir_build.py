@@ -1,0 +1,115 @@
+"""build() around its transaction: what a library caller gets when a signal or a failure ends it.
+
+The stages are replaced by small fakes (the real ones run in tests/integration/test_kill.py
+and test_outdir.py); the transaction, the signal handling and the conversions are real.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from liveimg import pipeline
+from liveimg import run as runner
+from liveimg.errors import Cancelled, ToolError
+from liveimg.outdir import OutdirTransaction
+from liveimg.pipeline import BuildOptions, build
+
+
+@pytest.fixture(autouse=True)
+def default_signals() -> Iterator[None]:
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+
+
+Stages = Callable[[Path, OutdirTransaction, BuildOptions, Any], Any]
+
+
+def with_stages(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, stages: Stages) -> tuple[Path, Path]:
+    image = tmp_path / "disk.raw"
+    image.write_bytes(b"\0" * 4096)
+    monkeypatch.setattr(pipeline, "_build", stages)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "old").write_text("the old build")
+    return image, out
+
+
+def signal_and_wait(sig: signal.Signals) -> None:
+    os.kill(os.getpid(), sig)
+    time.sleep(10)
+    pytest.fail("the signal did not stop the build")
+
+
+def test_a_signal_during_a_stage_is_cancelled_and_outdir_stays(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def stages(image: Path, txn: OutdirTransaction, opts: BuildOptions, progress: Any) -> Any:
+        (txn.out / "half").write_text("x")
+        with runner.spawn(["sleep", "60"]):
+            signal_and_wait(signal.SIGHUP)
+
+    image, out = with_stages(monkeypatch, tmp_path, stages)
+    with pytest.raises(Cancelled) as excinfo:
+        build(image, out, BuildOptions(force=True))
+    assert excinfo.value.signum == signal.SIGHUP
+    assert str(excinfo.value) == f"interrupted by SIGHUP: {out} left as it was"
+    assert excinfo.value.__cause__ is None  # no chain to show: the signal is the whole story
+    assert [p.name for p in out.iterdir()] == ["old"]
+    assert sorted(os.listdir(tmp_path)) == ["disk.raw", "out"]
+    assert signal.getsignal(signal.SIGHUP) is signal.SIG_DFL
+
+
+def test_a_failure_caused_by_the_cancellation_is_cancelled(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The helper thread killed the tool first: the ToolError it caused is the cancellation."""
+
+    def stages(image: Path, txn: OutdirTransaction, opts: BuildOptions, progress: Any) -> Any:
+        try:
+            signal_and_wait(signal.SIGTERM)
+        finally:
+            raise ToolError(["mksquashfs"], -9)
+
+    image, out = with_stages(monkeypatch, tmp_path, stages)
+    with pytest.raises(Cancelled) as excinfo:
+        build(image, out, BuildOptions(force=True))
+    assert str(excinfo.value) == f"interrupted by SIGTERM: {out} left as it was"
+    assert isinstance(excinfo.value.__cause__, ToolError)
+
+
+def test_a_signal_after_the_swap_says_the_build_is_complete(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def stages(image: Path, txn: OutdirTransaction, opts: BuildOptions, progress: Any) -> Any:
+        (txn.out / "new").write_text("the new build")
+        txn.commit()
+        signal_and_wait(signal.SIGINT)
+
+    image, out = with_stages(monkeypatch, tmp_path, stages)
+    with pytest.raises(Cancelled) as excinfo:
+        build(image, out, BuildOptions(force=True))
+    assert str(excinfo.value) == f"interrupted by SIGINT once the build was complete: {out} holds it"
+    assert [p.name for p in out.iterdir()] == ["new"]
+    assert sorted(os.listdir(tmp_path)) == ["disk.raw", "out"]
+
+
+def test_without_a_signal_errors_pass_unchanged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    failure = ToolError(["e2fsck"], 8)
+
+    def stages(image: Path, txn: OutdirTransaction, opts: BuildOptions, progress: Any) -> Any:
+        raise failure
+
+    image, out = with_stages(monkeypatch, tmp_path, stages)
+    with pytest.raises(ToolError) as excinfo:
+        build(image, out, BuildOptions(force=True))
+    assert excinfo.value is failure
+    assert [p.name for p in out.iterdir()] == ["old"]
+    assert sorted(os.listdir(tmp_path)) == ["disk.raw", "out"]
