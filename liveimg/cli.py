@@ -11,6 +11,7 @@ module maps errors to exit codes; the library raises.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import errno
 import importlib.util
@@ -640,6 +641,12 @@ def _report(exc: BaseException, args: argparse.Namespace) -> int:
     """Say on one line why the command failed, and return its exit status; tracebacks only with --debug."""
     if isinstance(exc, SystemExit):
         raise exc
+    if isinstance(exc, BrokenPipeError) and exc.filename is None:
+        # The reader of our output went away (`liveimg initramfs ls X | head`): stop quietly, as a
+        # program killed by SIGPIPE would, and keep the interpreter from complaining at exit.
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_SIGNAL + signal.SIGPIPE
     signum = cancel.requested()
     if isinstance(exc, Cancelled | cancel.Interrupt):
         signum = exc.signum

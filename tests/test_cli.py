@@ -241,3 +241,19 @@ def test_cancelled_from_the_library_keeps_its_message(
     _with_doctor(monkeypatch, _raises(Cancelled(signal.SIGHUP, "interrupted by SIGHUP: /x/out left as it was")))
     assert cli.main(["doctor"]) == 129
     assert capsys.readouterr().err == "liveimg: interrupted by SIGHUP: /x/out left as it was\n"
+
+
+def test_a_closed_pipe_ends_the_output_quietly(tmp_path: Path) -> None:
+    image = tmp_path / "initrd.img"
+    (tmp_path / "tree" / "etc").mkdir(parents=True)
+    for i in range(2000):
+        (tmp_path / "tree" / "etc" / f"file-{i}").write_text("x")
+    subprocess.run(
+        f"cd {tmp_path / 'tree'} && find . | cpio -o -H newc > {image}", shell=True, check=True, capture_output=True
+    )
+    done = subprocess.run(
+        f"{sys.executable} -m liveimg initramfs ls {image} | head -1; echo status=${{PIPESTATUS[0]}}",
+        shell=True, executable="/bin/bash", capture_output=True, text=True, check=False, cwd=Path(__file__).parents[1],
+    )  # fmt: skip
+    assert done.stderr == ""
+    assert done.stdout.splitlines()[-1] == "status=141"
