@@ -297,8 +297,6 @@ def _tar_into(g: Any, directory: str, writer: SquashfsWriter, *, prefix: str, sk
     a file: a file missing from the image, or zeros in its place, otherwise), a stream that is
     not a whole archive (cut short, a damaged header, a member's data missing), or ours.
     """
-    read_fd, write_fd = os.pipe()
-    stream = os.fdopen(read_fd, "rb")
     failure: list[BaseException] = []
     said = bytearray()
 
@@ -306,7 +304,7 @@ def _tar_into(g: Any, directory: str, writer: SquashfsWriter, *, prefix: str, sk
         if len(said) < 1 << 16:  # the Python bindings give str
             said.extend(buf.encode("utf-8", "surrogateescape") if isinstance(buf, str) else buf)
 
-    def produce() -> None:
+    def produce(write_fd: int) -> None:
         try:
             # libguestfs opens the file it is given: /dev/fd/N is the pipe (no FIFO to open in turn,
             # so a tar-out that fails before writing cannot leave the reader waiting).
@@ -316,23 +314,25 @@ def _tar_into(g: Any, directory: str, writer: SquashfsWriter, *, prefix: str, sk
         finally:
             os.close(write_fd)  # the end of the stream for the consumer
 
-    producer = threading.Thread(target=produce, name="liveimg-tar-out", daemon=True)
+    damaged: DamagedStream | None = None
     event = g.set_event_callback(appliance_said, _EVENT_APPLIANCE)
     try:
-        producer.start()
-    except BaseException:
-        g.delete_event_callback(event)
-        stream.close()
-        os.close(write_fd)
-        raise
-    damaged: DamagedStream | None = None
-    try:
-        count = add_tar_stream(writer, stream, prefix=prefix, skip=skip)
-    except DamagedStream as exc:
-        damaged = exc
+        read_fd, write_fd = os.pipe()
+        with os.fdopen(read_fd, "rb") as stream:
+            producer = threading.Thread(target=produce, args=(write_fd,), name="liveimg-tar-out", daemon=True)
+            try:
+                producer.start()
+            except BaseException:
+                os.close(write_fd)
+                raise
+            try:
+                count = add_tar_stream(writer, stream, prefix=prefix, skip=skip)
+            except DamagedStream as exc:
+                damaged = exc
+            finally:
+                stream.close()  # a producer still writing gets EPIPE and ends
+                producer.join()
     finally:
-        stream.close()  # a producer still writing gets EPIPE and ends
-        producer.join()
         g.delete_event_callback(event)
     if failure:  # the appliance's failure is the cause of a damaged stream, and fails an intact one
         raise _tar_out_failed(directory, failure[0], bytes(said)) from damaged

@@ -23,7 +23,7 @@ import logging
 import tarfile
 from typing import IO, BinaryIO, cast
 
-from liveimg.errors import InvalidImage
+from liveimg.errors import HostError, InvalidImage, LiveImgError
 from liveimg.squashfs.fstree import display
 from liveimg.squashfs.writer import SquashfsWriter
 
@@ -128,6 +128,10 @@ def add_tar_stream(
             _check_end(counted, tar.offset)
     except tarfile.TarError as exc:
         raise DamagedStream(f"the tar stream is damaged after {count} members: {exc}") from exc
+    except OSError as exc:
+        if isinstance(exc, LiveImgError):
+            raise
+        raise HostError(f"reading the tar stream failed after {count} members: {exc.strerror or exc}") from exc
     return count
 
 

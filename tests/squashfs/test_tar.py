@@ -204,3 +204,24 @@ def test_refused_member_is_the_error_not_the_broken_pipe(tmp_path: Path) -> None
         t.addfile(filler, io.BytesIO(bytes(filler.size)))
     with pytest.raises(InvalidImage, match=r"^a/\.\./etc: '\.\.' cannot be a name in the image$"):
         _tar_into_image(tmp_path, FakeGuestfs(buf.getvalue()))
+
+
+@pytest.mark.parametrize(
+    ("at", "message"),
+    [
+        (10240, r"^cannot read etc/big: Input/output error$"),  # inside a member's data: the writer names it
+        (-1, r"^reading the tar stream failed after 6 members: Input/output error$"),  # reading the end
+    ],
+)
+def test_stream_read_error(tmp_path: Path, gnu_tar: bytes, at: int, message: str) -> None:
+    limit = at if at >= 0 else len(gnu_tar)
+
+    class Failing(io.BytesIO):
+        def read(self, size: int | None = -1) -> bytes:
+            if self.tell() >= limit:
+                raise OSError(5, "Input/output error")
+            return super().read(size)
+
+    with pytest.raises(HostError, match=message), SquashfsWriter(tmp_path / "o.sqfs", FAST) as w:
+        add_tar_stream(w, Failing(gnu_tar))
+    assert _nothing_written(tmp_path)
