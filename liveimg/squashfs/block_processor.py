@@ -18,6 +18,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import stat
 import threading
 import time
 from array import array
@@ -34,7 +35,7 @@ from liveimg.squashfs.frag_table import FragmentTable
 
 #: A block of a file: its bytes, or None when it lies entirely in a hole.
 Chunk = bytes | bytearray | None
-ReadAt = Callable[[int, int], bytes]
+ReadAt = Callable[[int, int], bytes | None]
 
 
 def _data_ranges(fd: int, size: int) -> Iterator[tuple[int, int]]:
@@ -274,8 +275,17 @@ def block_sizes_array(count: int) -> array[int]:
     return array("I", bytes(4 * count))
 
 
+#: How file data is opened: never through a final symlink, and without blocking, so that a
+#: FIFO or device put in a file's place cannot hang the open (the caller's fstat refuses it).
+OPEN_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NOCTTY | os.O_NONBLOCK
+
+
 def open_for_reading(path: str | os.PathLike[str], where: str) -> int:
+    """An fd on the regular file ``path``; :class:`InvalidImage` for anything else (never opened)."""
     try:
-        return os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        st = os.lstat(path)
+        if not stat.S_ISREG(st.st_mode):
+            raise InvalidImage(f"{where}: not a regular file")
+        return os.open(path, OPEN_FLAGS)
     except OSError as exc:
         raise HostError(f"cannot read {where}: {exc.strerror}") from exc

@@ -29,6 +29,9 @@ SQUASHFS_INVALID_BLK = 0xFFFFFFFFFFFFFFFF
 #: Longest name a directory entry holds (its size field is name length - 1, the kernel caps it).
 SQUASHFS_NAME_LEN = 256
 MAX_NAME_LEN = 255  # what Linux file names allow, and what mksquashfs accepts
+#: Longest symlink target readers take: the kernel refuses a target longer than a page
+#: ("Corrupted symlink") and readlink(2) returns at most PATH_MAX - 1 bytes.
+MAX_SYMLINK_LEN = 4095
 #: Entries under one directory header at most.
 SQUASHFS_DIR_COUNT = 256
 

@@ -62,19 +62,44 @@ class Node:
     sorted_children: list[tuple[bytes, Node]] = field(default_factory=list)
 
 
+def display(path: str | bytes) -> str:
+    """``path`` for a one-line message: as it is when printable, else quoted with escapes.
+
+    Names come from the guest: a newline or a terminal escape in one must not reach a log as is.
+    """
+    text = path if isinstance(path, str) else path.decode("utf-8", "surrogateescape")
+    return text if text.isprintable() else repr(text)
+
+
 def split_path(path: str | bytes) -> list[bytes]:
-    """Components of a relative image path; :class:`InvalidOptions` for '..' or empty names."""
+    """The names in an image path: ``""`` is the root, anything else names joined by single slashes.
+
+    Every name is checked by :func:`check_name`: a path with an empty name (a leading,
+    trailing or doubled ``/``), ``.``, ``..``, a NUL byte or a name over 255 bytes is refused
+    with :class:`InvalidImage` naming it, so nothing a reader would reject enters the tree.
+    """
     raw = path if isinstance(path, bytes) else path.encode("utf-8", "surrogateescape")
-    parts = [p for p in raw.split(b"/") if p not in (b"", b".")]
+    if not raw:
+        return []
+    parts = raw.split(b"/")
     for part in parts:
-        if part == b"..":
-            raise InvalidOptions(f"path {raw.decode(errors='replace')!r} in the image contains '..'")
+        check_name(part, raw)
     return parts
 
 
-def check_name(name: bytes, where: str) -> None:
-    if len(name) > MAX_NAME_LEN:
-        raise InvalidImage(f"{where}: name is {len(name)} bytes long, squashfs allows at most {MAX_NAME_LEN}")
+def check_name(name: bytes, path: str | bytes) -> None:
+    """:class:`InvalidImage` naming ``path`` unless ``name`` can be a squashfs directory entry."""
+    problem = None
+    if not name:
+        problem = "empty name in the path (a leading, trailing or doubled '/')"
+    elif name in (b".", b".."):
+        problem = f"{name.decode()!r} cannot be a name in the image"
+    elif b"\0" in name:
+        problem = "name contains a NUL byte"
+    elif len(name) > MAX_NAME_LEN:
+        problem = f"name is {len(name)} bytes long, squashfs allows at most {MAX_NAME_LEN}"
+    if problem is not None:
+        raise InvalidImage(f"{display(path)}: {problem}")
 
 
 class FsTree:
@@ -99,7 +124,6 @@ class FsTree:
             assert node.children is not None
             child = node.children.get(part)
             if child is None:
-                check_name(part, where)
                 child = Node(InodeType.DIR, 0o755, 0, 0, self._default_mtime, children={}, nlink=1, implicit=True)
                 node.children[part] = child
             elif child.children is None:
@@ -109,7 +133,7 @@ class FsTree:
 
     def add(self, path: str | bytes, node: Node) -> Node:
         """File ``node`` under ``path``; a directory added over an implicit one takes its place."""
-        where = path if isinstance(path, str) else path.decode(errors="replace")
+        where = display(path)
         parts = split_path(path)
         if not parts:
             if node.kind != InodeType.DIR:
@@ -119,7 +143,6 @@ class FsTree:
             self.root = node
             return node
         name = parts[-1]
-        check_name(name, where)
         parent = self._parent(parts, where)
         assert parent.children is not None
         old = parent.children.get(name)
@@ -134,13 +157,12 @@ class FsTree:
 
     def link(self, path: str | bytes, existing: Node) -> None:
         """Another name for a non-directory inode (a hard link)."""
-        where = path if isinstance(path, str) else path.decode(errors="replace")
+        where = display(path)
         if existing.kind == InodeType.DIR:
             raise InvalidOptions(f"{where}: hard links to directories are not allowed")
         parts = split_path(path)
         if not parts:
             raise InvalidOptions("the image root cannot be a hard link")
-        check_name(parts[-1], where)
         parent = self._parent(parts, where)
         assert parent.children is not None
         if parts[-1] in parent.children:

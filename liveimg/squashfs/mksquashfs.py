@@ -4,10 +4,14 @@ The pipeline used it before the native writer existed and keeps it as a backend
 (``backend="mksquashfs"``).  Options come from the same :class:`SquashfsOptions` the
 native writer takes; :func:`mksquashfs_argv` renders them as mksquashfs arguments.
 
-Reproducibility: ``mkfs_time`` (or ``$SOURCE_DATE_EPOCH``) becomes ``-mkfs-time``, and
-``SOURCE_DATE_EPOCH`` is then removed from mksquashfs's environment, because mksquashfs
-4.5 refuses both at once.  The image is written beside ``dest`` under a temporary name and
-renamed when complete.
+Reproducibility: with ``$SOURCE_DATE_EPOCH`` set and neither ``mkfs_time`` nor ``all_time``
+given, mksquashfs gets the variable: it makes it the superblock's time and clamps later
+inode times to it (squashfs-tools 4.4 and later), as the native writer does.  mksquashfs
+refuses the variable next to ``-mkfs-time`` or ``-all-time``, so with either option it is
+removed from mksquashfs's environment (``-mkfs-time`` takes its value when only ``all_time``
+is given); ``mkfs_time`` with ``$SOURCE_DATE_EPOCH`` then leaves inode times unclamped here,
+where the native writer still clamps them.  The image is written beside ``dest`` under a
+temporary name and renamed when complete.
 """
 
 from __future__ import annotations
@@ -57,14 +61,25 @@ def mksquashfs_argv(source: Path, dest: Path, options: SquashfsOptions) -> list[
         argv += ["-force-uid", str(o.force_uid)]
     if o.force_gid is not None:
         argv += ["-force-gid", str(o.force_gid)]
-    mkfs_time = o.mkfs_time if o.mkfs_time is not None else source_date_epoch()
-    if mkfs_time is not None:
-        argv += ["-mkfs-time", str(mkfs_time)]
-    if o.all_time is not None:
-        argv += ["-all-time", str(o.all_time)]
+    if not _epoch_passed(o):
+        mkfs_time = o.mkfs_time if o.mkfs_time is not None else source_date_epoch()
+        if mkfs_time is not None:
+            argv += ["-mkfs-time", str(mkfs_time)]
+        if o.all_time is not None:
+            argv += ["-all-time", str(o.all_time)]
     if o.processors is not None:
         argv += ["-processors", str(o.processors)]
     return argv
+
+
+def _epoch_passed(options: SquashfsOptions) -> bool:
+    """Whether mksquashfs gets ``$SOURCE_DATE_EPOCH`` itself (set, and no time option to clash with it)."""
+    return options.mkfs_time is None and options.all_time is None and source_date_epoch() is not None
+
+
+def mksquashfs_env(options: SquashfsOptions) -> dict[str, str | None]:
+    """Changes to mksquashfs's environment: ``SOURCE_DATE_EPOCH`` removed unless it is passed on."""
+    return {} if _epoch_passed(options) else {"SOURCE_DATE_EPOCH": None}
 
 
 def _tree_bytes(source: Path) -> int:
@@ -98,10 +113,12 @@ def mksquashfs(
     started = time.monotonic()
     with progress.stage("squashfs", total=total, unit="bytes") as stage, temp_output(dest) as tmp:
         argv = mksquashfs_argv(source, tmp, opts)
-        # -mkfs-time and SOURCE_DATE_EPOCH together are a fatal error in mksquashfs 4.5.
-        env: dict[str, str | None] = {"SOURCE_DATE_EPOCH": None}
+        if dest.exists():
+            # mksquashfs leaves out the file it writes (the temporary one), not the previous image
+            # at dest: excluded by its absolute path, which mksquashfs matches by inode.
+            argv += ["-e", os.fspath(dest.absolute())]
         try:
-            runner.run(argv, timeout=TIMEOUT, env=env)
+            runner.run(argv, timeout=TIMEOUT, env=mksquashfs_env(opts))
         except ToolError as exc:
             if exc.returncode is not None and "No space left" in exc.stderr:
                 raise HostError(f"no space left on the device of {dest} while packing {source}") from exc

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from liveimg.errors import InvalidOptions
-from liveimg.squashfs.mksquashfs import mksquashfs_argv
+from liveimg.squashfs.mksquashfs import mksquashfs_argv, mksquashfs_env
 from liveimg.squashfs.options import SquashfsOptions
 
 SRC, DST = Path("/src"), Path("/out/img")
@@ -51,10 +51,20 @@ def test_argv_codecs(monkeypatch: pytest.MonkeyPatch) -> None:
     assert lz4[6:] == ["-comp", "lz4", "-b", "131072", "-Xhc", "-all-root"]
 
 
-def test_source_date_epoch_becomes_mkfs_time(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_source_date_epoch_is_passed_on_unless_a_time_option_clashes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """mksquashfs takes SOURCE_DATE_EPOCH itself (superblock time, inode times clamped), not next to -mkfs-time."""
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
-    assert mksquashfs_argv(SRC, DST, SquashfsOptions(comp="gzip"))[-2:] == ["-mkfs-time", "1700000000"]
-    assert mksquashfs_argv(SRC, DST, SquashfsOptions(comp="gzip", mkfs_time=5))[-2:] == ["-mkfs-time", "5"]
+    plain = SquashfsOptions(comp="gzip")
+    assert mksquashfs_argv(SRC, DST, plain)[-2:] == ["-b", "131072"]
+    assert mksquashfs_env(plain) == {}
+    timed = SquashfsOptions(comp="gzip", mkfs_time=5)
+    assert mksquashfs_argv(SRC, DST, timed)[-2:] == ["-mkfs-time", "5"]
+    assert mksquashfs_env(timed) == {"SOURCE_DATE_EPOCH": None}
+    forced = SquashfsOptions(comp="gzip", all_time=7)
+    assert mksquashfs_argv(SRC, DST, forced)[-4:] == ["-mkfs-time", "1700000000", "-all-time", "7"]
+    assert mksquashfs_env(forced) == {"SOURCE_DATE_EPOCH": None}
+    monkeypatch.delenv("SOURCE_DATE_EPOCH")
+    assert mksquashfs_env(plain) == {"SOURCE_DATE_EPOCH": None}
 
 
 def test_argv_validates() -> None:
