@@ -19,10 +19,9 @@ temporary overlay, ``readonly=on`` refuses them), and QEMU's user network with
 ``restrict=on``: the guest then reaches only QEMU's own DHCP and TFTP servers and the
 ``guestfwd`` ports, each of them forwarded by ``socat`` to one port on 127.0.0.1.
 
-Network boot: :func:`prepare_pxelinux` fills a TFTP directory with Debian's pxelinux (or
-lpxelinux, which also loads ``http://`` paths) and a ``pxelinux.cfg/default``;
-:func:`prepare_ipxe` writes an iPXE script for the NIC's own iPXE ROM.  Both return the
-:class:`NetworkBoot` to put in the machine.  :class:`HttpServer` serves a directory on
+Network boot: a :class:`NetworkBoot` names the TFTP root QEMU serves and the file its DHCP
+server offers (the TFTP root is filled by the caller: ``liveimg boot-test`` puts there the
+pxe stage's own configurations).  :class:`HttpServer` serves a directory on
 127.0.0.1 from a thread (GET and HEAD with ``Content-Length``, files of any size, single
 byte ranges), as dracut's livenet needs; ``server.forward()`` gives the
 :class:`GuestForward` and ``server.guest_url(name)`` the URL the guest must use.
@@ -51,7 +50,6 @@ import http.server
 import logging
 import os
 import re
-import shutil
 import socket
 import subprocess
 import threading
@@ -64,16 +62,13 @@ from typing import IO, Literal
 
 from liveimg import run as runner
 from liveimg.accel import Accel, AccelChoice, choose_accel
-from liveimg.errors import HostError, InvalidOptions
+from liveimg.errors import InvalidOptions
 
 log = logging.getLogger(__name__)
 
 QEMU = "qemu-system-x86_64"
 #: Where the restricted user network lets the guest reach forwarded host ports.
 GUEST_FORWARD_ADDR = "10.0.2.100"
-#: Debian's PXE loaders (packages pxelinux and syslinux-common).
-PXELINUX_DIR = Path("/usr/lib/PXELINUX")
-SYSLINUX_BIOS_DIR = Path("/usr/lib/syslinux/modules/bios")
 
 MARKER = "LIVEIMG-SAMPLE-READY"
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][A-Z0-9]|\x1b[=>]")
@@ -429,103 +424,6 @@ def boot(
                 result = dataclasses.replace(result, line=f"{result.line}: {err[-1]}")
     log.info("boot %s", result.summary())
     return result
-
-
-# ---------------------------------------------------------------------------------------------
-# network boot
-
-
-def pxelinux_config(*, kernel: str, initrd: str | None, append: str, label: str = "liveimg") -> str:
-    """A ``pxelinux.cfg/default`` that boots one entry at once, talking on the serial console too.
-
-    Paths may be TFTP names or (for lpxelinux) URLs.
-    """
-    if "\n" in append or "\n" in kernel or (initrd and "\n" in initrd):
-        raise InvalidOptions("kernel, initrd and command line must be single lines")
-    args = (f"initrd={initrd} " if initrd else "") + append
-    # SERIAL puts pxelinux's own messages ("Loading vmlinuz... ok") on the console log too.
-    return (
-        f"SERIAL 0 115200\nDEFAULT {label}\nPROMPT 0\nTIMEOUT 0\n\n"
-        f"LABEL {label}\n  KERNEL {kernel}\n  APPEND {args.strip()}\n"
-    )
-
-
-def ipxe_script(*, kernel: str, initrd: str | None, append: str) -> str:
-    """An iPXE script that loads a kernel and initramfs (names relative to the script, or URLs)."""
-    if "\n" in append:
-        raise InvalidOptions("the kernel command line must be a single line")
-    lines = ["#!ipxe", f"kernel {kernel} {append}".rstrip()]
-    if initrd:
-        lines.append(f"initrd {initrd}")
-    lines.append("boot")
-    return "\n".join(lines) + "\n"
-
-
-def _place(src: Path, dest: Path) -> None:
-    dest.unlink(missing_ok=True)
-    try:
-        os.link(src, dest)
-    except OSError:
-        shutil.copyfile(src, dest)
-
-
-def prepare_pxelinux(
-    tftp_root: Path,
-    *,
-    kernel: Path | str,
-    initrd: Path | str | None,
-    append: str,
-    http: bool = False,
-) -> NetworkBoot:
-    """Fill ``tftp_root`` for a PXE boot through Debian's pxelinux.
-
-    ``kernel``/``initrd`` given as files are placed in ``tftp_root`` (fetched over TFTP);
-    given as ``http://`` URLs (with ``http=True``, which selects lpxelinux.0) they are
-    fetched over HTTP.
-    """
-    loader = "lpxelinux.0" if http else "pxelinux.0"
-    needed = (PXELINUX_DIR / loader, SYSLINUX_BIOS_DIR / "ldlinux.c32")
-    for path in needed:
-        if not path.is_file():
-            package = "pxelinux" if path.parent == PXELINUX_DIR else "syslinux-common"
-            raise HostError(f"{path} is missing", hint=f"install the Debian package {package}")
-    tftp_root.mkdir(parents=True, exist_ok=True)
-    for path in needed:
-        shutil.copyfile(path, tftp_root / path.name)
-
-    def name(item: Path | str) -> str:
-        if isinstance(item, Path):
-            _place(item, tftp_root / item.name)
-            return item.name
-        if item.startswith("http://") and not http:
-            raise InvalidOptions("plain pxelinux cannot fetch over HTTP", hint="use http=True (lpxelinux)")
-        return item
-
-    cfg = tftp_root / "pxelinux.cfg"
-    cfg.mkdir(exist_ok=True)
-    text = pxelinux_config(kernel=name(kernel), initrd=name(initrd) if initrd is not None else None, append=append)
-    (cfg / "default").write_text(text)
-    return NetworkBoot(tftp_root, loader)
-
-
-def prepare_ipxe(
-    tftp_root: Path, *, kernel: Path | str, initrd: Path | str | None, append: str, script: str = "boot.ipxe"
-) -> NetworkBoot:
-    """Fill ``tftp_root`` for a PXE boot through the NIC's iPXE ROM and an iPXE script.
-
-    Files are placed in ``tftp_root`` and loaded over TFTP; ``http://`` URLs are loaded over HTTP.
-    """
-    tftp_root.mkdir(parents=True, exist_ok=True)
-
-    def name(item: Path | str) -> str:
-        if isinstance(item, Path):
-            _place(item, tftp_root / item.name)
-            return item.name
-        return item
-
-    text = ipxe_script(kernel=name(kernel), initrd=name(initrd) if initrd is not None else None, append=append)
-    (tftp_root / script).write_text(text)
-    return NetworkBoot(tftp_root, script)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -56,6 +56,10 @@ log = logging.getLogger(__name__)
 Via = Literal["pxelinux", "ipxe", "kernel", "disk"]
 VIAS: tuple[Via, ...] = ("pxelinux", "ipxe", "kernel", "disk")
 
+#: Debian's PXE loaders (packages pxelinux and syslinux-common), copied into the TFTP root.
+PXELINUX_DIR = Path("/usr/lib/PXELINUX")
+SYSLINUX_BIOS_DIR = Path("/usr/lib/syslinux/modules/bios")
+
 CHECK = "LIVEIMG-CHECK"
 CHECK_END = "LIVEIMG-CHECK-END"
 
@@ -405,7 +409,7 @@ def _machine(
     # Network boot with the pxe stage's own configs, written for the test URL into the TFTP root.
     write_pxe(serve, live, pxe_options)
     if opts.via == "pxelinux":
-        for src in (qemu.PXELINUX_DIR / "pxelinux.0", qemu.SYSLINUX_BIOS_DIR / "ldlinux.c32"):
+        for src in (PXELINUX_DIR / "pxelinux.0", SYSLINUX_BIOS_DIR / "ldlinux.c32"):
             if not src.is_file():
                 raise InvalidOptions(
                     f"{src} is missing", hint="install the Debian packages pxelinux and syslinux-common"

@@ -1,4 +1,4 @@
-"""Unit tests of liveimg.boot: the console watcher, the QEMU command line, PXE configs, the HTTP server."""
+"""Unit tests of liveimg.boot: the console watcher, the QEMU command line, the HTTP server."""
 
 from __future__ import annotations
 
@@ -254,66 +254,6 @@ def test_machine_must_boot_one_way(tmp_path: Path) -> None:
         )
     with pytest.raises(InvalidOptions, match="nothing to boot"):
         qemu_argv(Machine(), tmp_path / "c", TCG)
-
-
-# -- PXE configs -----------------------------------------------------------------------------------
-
-
-def test_pxelinux_config() -> None:
-    text = boot.pxelinux_config(kernel="vmlinuz", initrd="initramfs.img", append="root=live:x rd.live.image")
-    assert text == (
-        "SERIAL 0 115200\nDEFAULT liveimg\nPROMPT 0\nTIMEOUT 0\n\nLABEL liveimg\n  KERNEL vmlinuz\n"
-        "  APPEND initrd=initramfs.img root=live:x rd.live.image\n"
-    )
-    with pytest.raises(InvalidOptions):
-        boot.pxelinux_config(kernel="k", initrd=None, append="a\nDEFAULT evil")
-
-
-def test_prepare_pxelinux_over_tftp(tmp_path: Path) -> None:
-    support.need_file("/usr/lib/PXELINUX/pxelinux.0", "pxelinux")
-    support.need_file("/usr/lib/syslinux/modules/bios/ldlinux.c32", "syslinux-common")
-    kernel = tmp_path / "vmlinuz-6.1"
-    initrd = tmp_path / "initramfs-6.1.img"
-    kernel.write_bytes(b"k")
-    initrd.write_bytes(b"i")
-    netboot = boot.prepare_pxelinux(tmp_path / "tftp", kernel=kernel, initrd=initrd, append="quiet")
-    assert netboot == NetworkBoot(tmp_path / "tftp", "pxelinux.0")
-    root = tmp_path / "tftp"
-    assert sorted(p.name for p in root.iterdir()) == [
-        "initramfs-6.1.img", "ldlinux.c32", "pxelinux.0", "pxelinux.cfg", "vmlinuz-6.1",
-    ]  # fmt: skip
-    assert (root / "pxelinux.0").read_bytes() == Path("/usr/lib/PXELINUX/pxelinux.0").read_bytes()
-    cfg = (root / "pxelinux.cfg/default").read_text()
-    assert "KERNEL vmlinuz-6.1\n" in cfg
-    assert "APPEND initrd=initramfs-6.1.img quiet\n" in cfg
-    with pytest.raises(InvalidOptions, match="lpxelinux"):
-        boot.prepare_pxelinux(tmp_path / "t2", kernel="http://10.0.2.100:8080/k", initrd=None, append="")
-
-
-def test_prepare_lpxelinux_over_http(tmp_path: Path) -> None:
-    support.need_file("/usr/lib/PXELINUX/lpxelinux.0", "pxelinux")
-    support.need_file("/usr/lib/syslinux/modules/bios/ldlinux.c32", "syslinux-common")
-    url = "http://10.0.2.100:8080/"
-    netboot = boot.prepare_pxelinux(
-        tmp_path / "tftp", kernel=url + "vmlinuz", initrd=url + "initrd.img", append="a=b", http=True
-    )
-    assert netboot.bootfile == "lpxelinux.0"
-    cfg = (tmp_path / "tftp/pxelinux.cfg/default").read_text()
-    assert f"KERNEL {url}vmlinuz\n" in cfg
-    assert f"APPEND initrd={url}initrd.img a=b\n" in cfg
-
-
-def test_ipxe_script(tmp_path: Path) -> None:
-    kernel = tmp_path / "vmlinuz"
-    kernel.write_bytes(b"k")
-    netboot = boot.prepare_ipxe(
-        tmp_path / "tftp", kernel=kernel, initrd="http://10.0.2.100:8080/initrd.img", append="console=ttyS0"
-    )
-    assert netboot == NetworkBoot(tmp_path / "tftp", "boot.ipxe")
-    assert (tmp_path / "tftp/boot.ipxe").read_text() == (
-        "#!ipxe\nkernel vmlinuz console=ttyS0\ninitrd http://10.0.2.100:8080/initrd.img\nboot\n"
-    )
-    assert (tmp_path / "tftp/vmlinuz").read_bytes() == b"k"
 
 
 # -- the HTTP server -------------------------------------------------------------------------------

@@ -1,11 +1,21 @@
-"""The boot test's reading of the checker's console lines, and its verdict (no VM here)."""
+"""The boot test's reading of the checker's console lines, its verdict, and the machine it
+would boot with its TFTP root (no VM here)."""
 
 from __future__ import annotations
 
+import urllib.request
 from pathlib import Path
 
-from liveimg.boottest import BOOT_STEPS, _BootSteps, judge, parse_checks
+import pytest
+
+from liveimg import boottest
+from liveimg.boot import HttpServer, NetworkBoot
+from liveimg.boottest import BOOT_STEPS, BootTestOptions, _BootSteps, _machine, judge, parse_checks
+from liveimg.errors import InvalidOptions
 from liveimg.progress import Event, Progress
+from liveimg.pxe import SQUASHFS_NAME, LiveBoot, PxeOptions
+from tests.bootparsers import ipxe_commands, pxelinux_directives
+from tests.support import need_file
 
 DEPLOYMENT = {"osname": "debian-atomic", "checksum": "ab" * 32, "serial": 0}
 
@@ -120,3 +130,62 @@ def test_a_later_step_implies_the_earlier_ones() -> None:
         steps("[  OK  ] Reached target multi-user.target - Multi-User System.")
         steps("[    0.000000] Linux version 6.1.0-50-amd64")  # a reboot's kernel does not go back
     assert steps.reached == 5
+
+
+# --- the network boot's TFTP root: the pxe stage's configs plus Debian's loaders ------------------
+
+KERNEL, INITRAMFS = "vmlinuz-6.1.0-9-amd64", "initramfs-6.1.0-9-amd64.img"
+LIVE = LiveBoot(kernel=KERNEL, initramfs=INITRAMFS, kver="6.1.0-9-amd64", title="Debian Atomic")
+PXELINUX = "/usr/lib/PXELINUX/pxelinux.0"
+LDLINUX = "/usr/lib/syslinux/modules/bios/ldlinux.c32"
+
+
+def _served(tmp_path: Path) -> Path:
+    serve = tmp_path / "srv"
+    serve.mkdir()
+    for name in (KERNEL, INITRAMFS, SQUASHFS_NAME):
+        (serve / name).write_bytes(name.encode())
+    return serve
+
+
+def test_a_pxelinux_boot_gets_a_tftp_root_pxelinux_boots_from(tmp_path: Path) -> None:
+    need_file(PXELINUX, "pxelinux")
+    need_file(LDLINUX, "syslinux-common")
+    serve = _served(tmp_path)
+    with HttpServer(serve) as server:
+        url = server.guest_url().rstrip("/")
+        machine = _machine(BootTestOptions(via="pxelinux"), LIVE, serve, PxeOptions(url=url), server)
+        assert machine.forwards == (server.forward(),)
+    assert machine.netboot == NetworkBoot(serve, "pxelinux.0")
+    assert machine.kernel is None and machine.network
+    assert (serve / "pxelinux.0").read_bytes() == Path(PXELINUX).read_bytes()
+    assert (serve / "ldlinux.c32").read_bytes() == Path(LDLINUX).read_bytes()
+    # pxelinux.0 loads the kernel and initramfs over TFTP: named relative to the TFTP root, and there
+    directives = dict(pxelinux_directives((serve / "pxelinux.cfg/default").read_text()))
+    assert directives["kernel"] == KERNEL
+    append = directives["append"].split()
+    assert append[:2] == [f"initrd={INITRAMFS}", f"root=live:{url}/{SQUASHFS_NAME}"]
+    assert (serve / KERNEL).is_file() and (serve / INITRAMFS).is_file()
+
+
+def test_an_ipxe_boot_loads_kernel_and_initramfs_from_the_served_directory(tmp_path: Path) -> None:
+    serve = _served(tmp_path)
+    with HttpServer(serve) as server:
+        url = server.guest_url().rstrip("/")
+        machine = _machine(BootTestOptions(via="ipxe"), LIVE, serve, PxeOptions(url=url), server)
+        commands = ipxe_commands((serve / "boot.ipxe").read_text())
+        assert commands[1][:2] == ["kernel", f"{url}/{KERNEL}"]
+        assert commands[2] == ["initrd", f"{url}/{INITRAMFS}"]
+        # the guest's URLs are the host's files
+        for name in (KERNEL, INITRAMFS):
+            with urllib.request.urlopen(server.url(name)) as resp:
+                assert resp.read() == name.encode()
+    assert machine.netboot == NetworkBoot(serve, "boot.ipxe")
+    assert not (serve / "pxelinux.0").exists()
+
+
+def test_a_missing_pxe_loader_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(boottest, "PXELINUX_DIR", tmp_path / "PXELINUX")
+    serve = _served(tmp_path)
+    with HttpServer(serve) as server, pytest.raises(InvalidOptions, match=r"PXELINUX/pxelinux\.0 is missing"):
+        _machine(BootTestOptions(), LIVE, serve, PxeOptions(url=server.guest_url()), server)

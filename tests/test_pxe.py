@@ -276,6 +276,8 @@ def test_guest_names_are_checked(field: str, value: str, message: str) -> None:
         ({"url": "http://h/x && chain http://y/"}, "invalid --url"),
         ({"url": "http://h/${x}"}, "invalid --url"),
         ({"pxe_dir": "a b"}, "invalid --pxe-dir"),
+        # pxelinux.0 loads the kernel and initramfs over TFTP only: the directory is no URL
+        ({"pxe_dir": "http://10.0.2.100:8080/images"}, "invalid --pxe-dir"),
     ],
 )
 def test_caller_values_are_checked(options: dict[str, Any], message: str) -> None:
