@@ -45,6 +45,7 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 from liveimg import boot as qemu
+from liveimg import console
 from liveimg.accel import AccelChoice, choose_accel
 from liveimg.dracut import EmbeddedFile, append_cpio, hook_dir
 from liveimg.errors import InvalidImage, InvalidOptions
@@ -148,7 +149,7 @@ class BootTestOptions:
 class BootTestResult:
     """How the boot went and what the booted system said about itself."""
 
-    boot: qemu.BootResult
+    boot: console.BootResult
     checks: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     ostree_status: tuple[str, ...] = ()
     dm_table: tuple[str, ...] = ()
@@ -264,7 +265,7 @@ def parse_checks(console_log: Path) -> tuple[dict[str, str], list[str], list[str
     except OSError:
         return fields, [], [], []
     for raw in text.splitlines():
-        line = qemu.clean_line(raw)
+        line = console.clean_line(raw)
         for group, lines in groups.items():
             marker = f"{CHECK}-{group} "
             if marker in line:
@@ -364,7 +365,7 @@ def boot_test(outdir: Path, options: BootTestOptions | None = None, progress: Pr
         )
         args = kernel_args(live, pxe_options, url)
         machine = _machine(opts, live, serve, pxe_options, server)
-        success = [qemu.Pattern("checks", rf"^{CHECK_END}\b")] if opts.checks else list(qemu.DEFAULT_SUCCESS)
+        success = [console.Pattern("checks", rf"^{CHECK_END}\b")] if opts.checks else list(console.DEFAULT_SUCCESS)
         log.info("boot-test %s via %s: %s", outdir, opts.via, " ".join(args))
         with progress.stage(f"boot via {opts.via}", total=len(BOOT_STEPS), unit="steps") as stage:
             result = qemu.boot(

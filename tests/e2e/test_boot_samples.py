@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from liveimg.boot import BootResult, DirectKernel, Disk, Machine, boot
+from liveimg.boot import DirectKernel, Disk, Machine, boot
+from liveimg.console import BootResult
 from tests import samples, support
 
 log = logging.getLogger(__name__)
