@@ -45,7 +45,7 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 from liveimg import boot as qemu
-from liveimg import console
+from liveimg import console, httpserve
 from liveimg.accel import AccelChoice, choose_accel
 from liveimg.dracut import EmbeddedFile, append_cpio, hook_dir
 from liveimg.errors import InvalidImage, InvalidOptions
@@ -351,7 +351,7 @@ def boot_test(outdir: Path, options: BootTestOptions | None = None, progress: Pr
     _place(outdir / live.squashfs, serve / live.squashfs)
     if (outdir / "cloud-init").is_dir():
         shutil.copytree(outdir / "cloud-init", serve / "cloud-init")
-    with qemu.serve_directory(serve) as server:
+    with httpserve.serve_directory(serve) as server:
         url = server.guest_url().rstrip("/")
         extra = ["console=ttyS0,115200", *opts.kernel_args]
         if manifest["boot"].get("cloud_init"):
@@ -393,7 +393,7 @@ def _accel(opts: BootTestOptions) -> AccelChoice | None:
 
 
 def _machine(
-    opts: BootTestOptions, live: LiveBoot, serve: Path, pxe_options: PxeOptions, server: qemu.HttpServer
+    opts: BootTestOptions, live: LiveBoot, serve: Path, pxe_options: PxeOptions, server: httpserve.HttpServer
 ) -> qemu.Machine:
     url = server.guest_url().rstrip("/")
     args = kernel_args(live, pxe_options, url)

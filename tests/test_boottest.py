@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 from liveimg import boottest
-from liveimg.boot import HttpServer, NetworkBoot
+from liveimg.boot import NetworkBoot
 from liveimg.boottest import BOOT_STEPS, BootTestOptions, _BootSteps, _machine, judge, parse_checks
 from liveimg.errors import InvalidOptions
+from liveimg.httpserve import HttpServer
 from liveimg.progress import Event, Progress
 from liveimg.pxe import SQUASHFS_NAME, LiveBoot, PxeOptions
 from tests.bootparsers import ipxe_commands, pxelinux_directives
