@@ -3,7 +3,8 @@
 The pipeline, one module per stage: :mod:`liveimg.guest` (inspect the image, find the
 ostree deployment), :mod:`liveimg.rootfs` (``LiveOS/rootfs.img``), :mod:`liveimg.squashfs`,
 :mod:`liveimg.dracut` (the live initramfs), :mod:`liveimg.pxe` (boot configuration) and
-:mod:`liveimg.boot` (boot test), tied together by :mod:`liveimg.pipeline`.
+:mod:`liveimg.boottest` (boot test, on :mod:`liveimg.qemu`, :mod:`liveimg.console` and
+:mod:`liveimg.httpserve`), tied together by :mod:`liveimg.pipeline`.
 """
 
 from __future__ import annotations

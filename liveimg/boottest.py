@@ -44,8 +44,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
 
-from liveimg import boot as qemu
-from liveimg import console, httpserve
+from liveimg import console, httpserve, qemu
 from liveimg.accel import AccelChoice, choose_accel
 from liveimg.dracut import EmbeddedFile, append_cpio, hook_dir
 from liveimg.errors import InvalidImage, InvalidOptions

@@ -8,7 +8,7 @@ with ``sendfile``), and single byte ranges (``Range: bytes=A-B``, ``A-`` or ``-N
 fetch a live image with curl.  ``requests`` lists what was served.
 
 A guest on QEMU's restricted user network reaches the server only through the
-:class:`~liveimg.boot.GuestForward` that ``forward()`` gives, at the URL ``guest_url(name)``.
+:class:`~liveimg.qemu.GuestForward` that ``forward()`` gives, at the URL ``guest_url(name)``.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from liveimg.boot import GUEST_FORWARD_ADDR, GuestForward
 from liveimg.errors import InvalidOptions
+from liveimg.qemu import GUEST_FORWARD_ADDR, GuestForward
 
 log = logging.getLogger(__name__)
 

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 
 from liveimg import boottest
-from liveimg.boot import NetworkBoot
 from liveimg.boottest import BOOT_STEPS, BootTestOptions, _BootSteps, _machine, judge, parse_checks
 from liveimg.errors import InvalidOptions
 from liveimg.httpserve import HttpServer
 from liveimg.progress import Event, Progress
 from liveimg.pxe import SQUASHFS_NAME, LiveBoot, PxeOptions
+from liveimg.qemu import NetworkBoot
 from tests.bootparsers import ipxe_commands, pxelinux_directives
 from tests.support import need_file
 

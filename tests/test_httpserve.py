@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from liveimg import run as runner
-from liveimg.boot import GuestForward
 from liveimg.httpserve import HttpServer
+from liveimg.qemu import GuestForward
 from tests import support
 
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from liveimg.boot import DirectKernel, Disk, Machine, boot
 from liveimg.console import BootResult
+from liveimg.qemu import DirectKernel, Disk, Machine, boot
 from tests import samples, support
 
 log = logging.getLogger(__name__)

@@ -1,33 +1,34 @@
-"""Boot kernels and disks in QEMU, over PXE if asked, and watch the serial console.
+"""A QEMU x86-64 guest: describe it, start it, and stop it once its console decides the boot.
 
-This is the engine of ``liveimg boot-test``: it proves that artifacts really boot.  Nothing
-here touches the network beyond the host's loopback and QEMU's user-mode network.
-
-Describing a machine (frozen dataclasses)::
+This is the engine of ``liveimg boot-test``.  A machine is described by frozen dataclasses::
 
     Machine(memory_mib=2048, cpus=1, disks=(Disk(path, fmt="raw", mode="snapshot"),),
             kernel=DirectKernel(kernel, initrd, append) | None,
             netboot=NetworkBoot(tftp_root, bootfile) | None,
             network=True, restrict=True, forwards=(GuestForward(host_port, guest_port),))
 
-``qemu_argv(machine, console_log, accel=None) -> list[str]`` builds the command line:
-``qemu-system-x86_64 -machine pc`` (not q35: SeaBIOS did not offer the virtio NIC's iPXE ROM
-with q35) with the accelerator of :func:`liveimg.accel.choose_accel`, ``-nodefaults`` (so no
-unrestricted default NIC), ``-display none``, the serial console written to ``console_log``,
-disks as virtio drives that QEMU never writes to (``snapshot=on`` keeps guest writes in a
-temporary overlay, ``readonly=on`` refuses them), and QEMU's user network with
-``restrict=on``: the guest then reaches only QEMU's own DHCP and TFTP servers and the
-``guestfwd`` ports, each of them forwarded by ``socat`` to one port on 127.0.0.1.
+and boots one way: from its first disk, from a kernel given directly (QEMU's ``-kernel``), or
+over PXE (:class:`NetworkBoot`: QEMU's TFTP server serves ``tftp_root`` and its DHCP server
+offers ``bootfile``; the caller fills the TFTP root, and ``liveimg boot-test`` puts there the
+pxe stage's own configurations).  Asking for both a kernel and a network boot, or for
+nothing to boot, is an :class:`~liveimg.errors.InvalidOptions`.
 
-Network boot: a :class:`NetworkBoot` names the TFTP root QEMU serves and the file its DHCP
-server offers (the TFTP root is filled by the caller: ``liveimg boot-test`` puts there the
-pxe stage's own configurations).  :class:`HttpServer` serves a directory on
-127.0.0.1 from a thread (GET and HEAD with ``Content-Length``, files of any size, single
-byte ranges), as dracut's livenet needs; ``server.forward()`` gives the
-:class:`GuestForward` and ``server.guest_url(name)`` the URL the guest must use.
+``qemu_argv(machine, console_log, accel=None)`` builds the command line, and it promises:
 
-Watching: :func:`boot` starts a machine, watches its console with
-:func:`liveimg.console.watch_console` and stops it::
+* QEMU never writes a disk image: ``snapshot=on`` keeps the guest's writes in a temporary
+  overlay, ``readonly=on`` refuses them;
+* the guest's network is QEMU's user network with ``restrict=on`` unless asked otherwise:
+  the guest reaches only QEMU's own DHCP and TFTP servers and the ``guestfwd`` ports, each
+  forwarded by ``socat`` to one port on 127.0.0.1 (where :mod:`liveimg.httpserve` listens);
+  ``-nodefaults`` leaves no other network card;
+* no display and no monitor; the serial console is written to ``console_log``; a reboot of
+  the guest ends QEMU (``-no-reboot``);
+* ``-machine pc`` (not q35: SeaBIOS did not offer the virtio NIC's iPXE ROM with q35), with
+  the accelerator of :func:`liveimg.accel.choose_accel` (``-cpu max`` under TCG: x86-64-v2
+  and later kernels need more than qemu64).
+
+:func:`boot` starts a machine, watches its console with :func:`liveimg.console.watch_console`
+and always stops the machine before it returns::
 
     result = boot(machine, workdir, timeout=900)
     result.ok, result.outcome, result.seconds, result.marker["root"], result.last_lines
@@ -54,10 +55,6 @@ log = logging.getLogger(__name__)
 QEMU = "qemu-system-x86_64"
 #: Where the restricted user network lets the guest reach forwarded host ports.
 GUEST_FORWARD_ADDR = "10.0.2.100"
-
-
-# ---------------------------------------------------------------------------------------------
-# describing and starting a machine
 
 
 @dataclass(frozen=True)

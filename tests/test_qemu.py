@@ -1,4 +1,4 @@
-"""Unit tests of liveimg.boot: the QEMU command line."""
+"""Unit tests of liveimg.qemu: the QEMU command line."""
 
 from __future__ import annotations
 
@@ -8,15 +8,8 @@ import pytest
 
 from liveimg import run as runner
 from liveimg.accel import Accel, AccelChoice
-from liveimg.boot import (
-    DirectKernel,
-    Disk,
-    GuestForward,
-    Machine,
-    NetworkBoot,
-    qemu_argv,
-)
 from liveimg.errors import InvalidOptions
+from liveimg.qemu import DirectKernel, Disk, GuestForward, Machine, NetworkBoot, qemu_argv
 from tests import support
 
 TCG = AccelChoice(Accel.TCG, "test")
