@@ -47,7 +47,7 @@ from typing import Any, Literal
 from liveimg import console, httpserve, qemu
 from liveimg.accel import AccelChoice, choose_accel
 from liveimg.dracut import EmbeddedFile, append_cpio, hook_dir
-from liveimg.errors import InvalidImage, InvalidOptions
+from liveimg.errors import HostError, InvalidImage, InvalidOptions
 from liveimg.progress import Progress, StageProgress
 from liveimg.pxe import LiveBoot, PxeOptions, kernel_args, write_pxe
 
@@ -411,9 +411,7 @@ def _machine(
     if opts.via == "pxelinux":
         for src in (PXELINUX_DIR / "pxelinux.0", SYSLINUX_BIOS_DIR / "ldlinux.c32"):
             if not src.is_file():
-                raise InvalidOptions(
-                    f"{src} is missing", hint="install the Debian packages pxelinux and syslinux-common"
-                )
+                raise HostError(f"{src} is missing", hint="install the Debian packages pxelinux and syslinux-common")
             shutil.copyfile(src, serve / src.name)
         bootfile = "pxelinux.0"
     else:

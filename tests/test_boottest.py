@@ -10,7 +10,7 @@ import pytest
 
 from liveimg import boottest
 from liveimg.boottest import BOOT_STEPS, BootTestOptions, _BootSteps, _machine, judge, parse_checks
-from liveimg.errors import InvalidOptions
+from liveimg.errors import HostError
 from liveimg.httpserve import HttpServer
 from liveimg.progress import Event, Progress
 from liveimg.pxe import SQUASHFS_NAME, LiveBoot, PxeOptions
@@ -188,5 +188,5 @@ def test_an_ipxe_boot_loads_kernel_and_initramfs_from_the_served_directory(tmp_p
 def test_a_missing_pxe_loader_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(boottest, "PXELINUX_DIR", tmp_path / "PXELINUX")
     serve = _served(tmp_path)
-    with HttpServer(serve) as server, pytest.raises(InvalidOptions, match=r"PXELINUX/pxelinux\.0 is missing"):
+    with HttpServer(serve) as server, pytest.raises(HostError, match=r"PXELINUX/pxelinux\.0 is missing"):
         _machine(BootTestOptions(), LIVE, serve, PxeOptions(url=server.guest_url()), server)
