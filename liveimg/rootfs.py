@@ -41,8 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from liveimg import e2fs, sparse
-from liveimg import run as runner
+from liveimg import e2fs, sandbox, sparse
 from liveimg.errors import HostError, InternalError, InvalidImage, InvalidOptions
 from liveimg.progress import Progress
 from liveimg.tree import ApplianceTree, TreeEntry, TreeSource
@@ -246,11 +245,16 @@ def tree_commands(
     return cmds
 
 
+#: Where :func:`write_tree` shows the files it writes, inside debugfs's sandbox.
+_CONTENT_DIR = "/liveimg-in"
+
+
 def write_tree(image: Path, tree: TreeSource, dest: str, workdir: Path, *, limit: int | None = None) -> int:
     """Copy a tree into the directory ``dest`` of the ext4 filesystem in ``image``; return its entries.
 
     ``dest`` must exist and be empty.  ``limit`` bounds the total size of the files
-    (hostile guests can claim absurd sizes).
+    (hostile guests can claim absurd sizes).  The files are fetched into a directory below
+    ``workdir`` that debugfs, in its sandbox, sees read-only.
     """
     entries = tree.entries()
     total = sum(e.size for e in entries if e.kind == "file")
@@ -262,21 +266,22 @@ def write_tree(image: Path, tree: TreeSource, dest: str, workdir: Path, *, limit
         counter = iter(range(1 << 62))
 
         def content(entry: TreeEntry) -> Path:
-            host = tmpdir / f"f{next(counter)}"
-            tree.fetch(entry, host)
-            return host
+            name = f"f{next(counter)}"
+            tree.fetch(entry, tmpdir / name)
+            return Path(_CONTENT_DIR, name)
 
         xattr_files: dict[bytes, Path] = {}
 
         def xattr_file(value: bytes) -> Path:
             if value not in xattr_files:
-                host = tmpdir / f"x{next(counter)}"
-                host.write_bytes(value)
-                xattr_files[value] = host
+                name = f"x{next(counter)}"
+                (tmpdir / name).write_bytes(value)
+                xattr_files[value] = Path(_CONTENT_DIR, name)
             return xattr_files[value]
 
         cmds = tree_commands(entries, dest, content, extra_times=sb.inode_size > 128, xattr_file=xattr_file)
-        e2fs.debugfs_script(image, cmds, writable=True, workdir=tmpdir)
+        sandbox.hand_over(tmpdir, recursive=True)
+        e2fs.debugfs_script(image, cmds, writable=True, mounts=[sandbox.Bind(tmpdir, _CONTENT_DIR)])
     return len(entries)
 
 
@@ -304,18 +309,30 @@ def _source_problems(output: str) -> list[str]:
 
 
 def extract_partition(image: Path, image_format: str, offset: int, length: int, dest: Path) -> None:
-    """Copy ``length`` bytes at ``offset`` of a disk image's virtual disk into a sparse raw file."""
+    """Copy ``length`` bytes at ``offset`` of a disk image's virtual disk into a sparse raw file.
+
+    A raw image is copied on the host (``copy_file_range``: no parsing).  Other formats are
+    read by ``qemu-img convert`` in the sandbox, given the image as an open file and writing
+    into ``dest``, made here at its final size.
+    """
     if image_format == "raw":
         sparse.copy_range(image, offset, length, dest)
         return
-    spec = (
-        f"driver=raw,offset={offset},size={length},"
-        f"file.driver={image_format},file.file.driver=file,file.file.filename={image}"
-    )
-    if "," in str(image):
-        # Commas would break the option string; a symlink without them points at the same file.
-        raise InvalidOptions(f"{image}: a {image_format} image path must not contain a comma")
-    runner.run(["qemu-img", "convert", "-U", "-O", "raw", "--image-opts", spec, dest], timeout=3600)
+    spec = f"driver=raw,offset={offset},size={length},file.driver={image_format},file.file.driver=file,"
+    with open(dest, "wb") as f:
+        f.truncate(length)
+    try:
+        with e2fs.lend(dest, writable=True):
+            sandbox.run(
+                ["qemu-img", "convert", "-U", "-n", "--target-is-zero", "-O", "raw", "--image-opts",
+                 sandbox.File(image, template=spec + "file.file.filename={}"), sandbox.File(dest, writable=True)],
+                what="qemu-img convert",
+                limits=sandbox.Limits(seconds=3600, tasks=64, memory=2 * GiB, file_size=max(length, MiB),
+                                      disk=length),
+            )  # fmt: skip
+    except BaseException:
+        dest.unlink(missing_ok=True)
+        raise
 
 
 def check_source_copy(copy: Path, what: str, *, repair: bool) -> None:
@@ -338,7 +355,8 @@ def check_source_copy(copy: Path, what: str, *, repair: bool) -> None:
 
 def boot_is_empty(image: Path, directory: str, workdir: Path) -> bool:
     """Whether ``directory`` in the image exists and is empty (a mount point waiting for /boot)."""
-    out = e2fs.debugfs_script(image, [f"ls -p {_q(directory)}"], writable=False, workdir=workdir)
+    del workdir  # debugfs reads its commands from stdin now
+    out = e2fs.debugfs_script(image, [f"ls -p {_q(directory)}"], writable=False)
     names = [line.split("/")[5] for line in out.splitlines() if line.startswith("/") and line.count("/") >= 6]
     unexpected = [n for n in names if n not in (".", "..", "lost+found")]
     return not unexpected

@@ -8,6 +8,10 @@ passed through for reproducible tools); every command is logged at debug level a
 ``+ <command>``; a missing program is a :class:`~liveimg.errors.ToolNotFound` that names
 the Debian package to install; a non-zero exit is a :class:`~liveimg.errors.ToolError`
 with the tail of stderr; a timeout kills the program's whole process group.
+
+For :mod:`liveimg.sandbox`, :func:`run` also hands over open descriptors (``pass_fds``), starts
+the program as another user (``user``), and polls a ``watchdog`` while it runs: when the
+watchdog returns an error, the program's process group is killed and that error raised.
 """
 
 from __future__ import annotations
@@ -20,12 +24,12 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from liveimg.errors import ToolError, ToolNotFound, ToolTimeout
+from liveimg.errors import LiveImgError, ToolError, ToolNotFound, ToolTimeout
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +37,7 @@ log = logging.getLogger(__name__)
 PACKAGES: Mapping[str, str] = {
     "blkid": "util-linux",
     "busybox": "busybox-static",
+    "bwrap": "bubblewrap",
     "bzip2": "bzip2",
     "bsdtar": "libarchive-tools",
     "cpio": "cpio",
@@ -57,6 +62,7 @@ PACKAGES: Mapping[str, str] = {
     "mksquashfs": "squashfs-tools",
     "ostree": "ostree",
     "pigz": "pigz",
+    "prlimit": "util-linux",
     "qemu-img": "qemu-utils",
     "qemu-system-x86_64": "qemu-system-x86",
     "qemu-system-aarch64": "qemu-system-arm",
@@ -149,15 +155,23 @@ def run(
     ok_codes: Sequence[int] = (0,),
     input: bytes | None = None,
     stdout: Path | IO[bytes] | None = None,
+    stderr: IO[bytes] | int | None = None,
     env: Mapping[str, str | None] | None = None,
     cwd: str | os.PathLike[str] | None = None,
     package: str | None = None,
+    pass_fds: Sequence[int] = (),
+    user: tuple[int, int] | None = None,
+    watchdog: Callable[[], LiveImgError | None] | None = None,
 ) -> Completed:
     """Run a program to completion and return what it printed.
 
     ``stdout`` may name a file (or give an open binary file) to receive a large output;
-    otherwise it is captured and decoded.  With ``check`` (the default) an exit status
-    outside ``ok_codes`` raises :class:`ToolError`.  ``timeout`` is in seconds (None: none).
+    otherwise it is captured and decoded; ``stderr`` may give an open binary file (or
+    ``subprocess.STDOUT``) instead of being captured.  With ``check`` (the default) an exit
+    status outside ``ok_codes`` raises :class:`ToolError`.  ``timeout`` is in seconds (None:
+    none).  ``pass_fds`` stay open in the program; ``user`` is the (uid, gid) it starts as,
+    with no supplementary groups (liveimg must be root to give one).  ``watchdog`` is called
+    every :data:`WATCH_SECONDS` while the program runs; an error it returns stops the program.
     """
     args = [os.fspath(a) for a in argv]
     if not args:
@@ -179,19 +193,27 @@ def run(
                 executable=executable,
                 stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
                 stdout=out,
-                stderr=subprocess.PIPE,
+                stderr=subprocess.PIPE if stderr is None else stderr,
                 env=clean_env(env),
                 cwd=cwd,
                 start_new_session=True,  # so that a timeout kills its children too
+                pass_fds=tuple(pass_fds),
+                user=None if user is None else user[0],
+                group=None if user is None else user[1],
+                extra_groups=None if user is None else [],
             )
         except FileNotFoundError as exc:
             raise ToolNotFound(args[0], package or PACKAGES.get(os.path.basename(args[0]))) from exc
         try:
-            raw_out, raw_err = proc.communicate(input, timeout=timeout)
+            raw_out, raw_err = _communicate(proc, input, timeout, watchdog)
         except subprocess.TimeoutExpired:
             _kill_group(proc)
             _, raw_err = proc.communicate()
             raise ToolTimeout(args, timeout or 0.0, _decode(raw_err)) from None
+        except _Stopped as stop:
+            _kill_group(proc)
+            proc.communicate()
+            raise stop.error from None
         except BaseException:
             _kill_group(proc)
             proc.wait()
@@ -207,6 +229,40 @@ def run(
     if check and proc.returncode not in ok_codes:
         raise ToolError(args, proc.returncode, result.stderr or result.stdout)
     return result
+
+
+#: How often :func:`run` calls its watchdog (seconds).
+WATCH_SECONDS = 0.02
+
+
+class _Stopped(Exception):
+    def __init__(self, error: LiveImgError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _communicate(
+    proc: subprocess.Popen[bytes],
+    input: bytes | None,
+    timeout: float | None,
+    watchdog: Callable[[], LiveImgError | None] | None,
+) -> tuple[bytes | None, bytes | None]:
+    if watchdog is None:
+        return proc.communicate(input, timeout=timeout)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        step = WATCH_SECONDS if deadline is None else min(WATCH_SECONDS, deadline - time.monotonic())
+        try:
+            # Calling communicate again after a timeout loses no output (subprocess's contract);
+            # the input is given once.
+            return proc.communicate(input, timeout=max(step, 0.0))
+        except subprocess.TimeoutExpired:
+            input = None
+            if deadline is not None and time.monotonic() >= deadline:
+                raise
+        error = watchdog()
+        if error is not None:
+            raise _Stopped(error)
 
 
 def _decode(data: bytes | None) -> str:

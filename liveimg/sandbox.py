@@ -1,0 +1,591 @@
+"""Run programs on guest bytes, and programs of the guest, where they cannot touch the host.
+
+The rule this module holds (the README's security section states it): guest bytes are parsed
+on the host only by memory-safe code that never follows a guest path outside its root, or by
+a tool in this sandbox, which can write nothing of the host but its own output; guest
+programs run only in this sandbox (or in the libguestfs appliance), where they cannot write
+host files, reach the network or outlive a time limit -- whoever runs liveimg.
+
+Two kinds of sandbox, one mechanism (:func:`run`):
+
+* **host tools on guest bytes** (``root=None``): e2fsprogs on ``rootfs.img``, ``qemu-img``,
+  ``blkid`` and ``sfdisk`` on the input.  ``/`` is an empty tmpfs with the host's ``/usr``
+  (and the ``/bin``, ``/lib``... links or directories next to it) and ``/etc/ld.so.cache``
+  read-only; a fresh ``/proc``, a minimal ``/dev``, a small ``/tmp``; no ``/sys``, no ``/home``,
+  no other ``/etc``.  Files reach the tool as open descriptors (:class:`File`, seen as
+  ``/proc/self/fd/N``), never by a host path; directories it must write (``rdump``'s
+  destination) are bound at a path of their own.
+* **guest programs** (``root=TREE``): the guest tree is ``/`` (read-only unless asked), with a
+  fresh ``/proc``, a minimal ``/dev``, read-only parts of ``/sys`` that hold no mount
+  (``class``, ``devices``, ``bus``, ``module``, ``firmware``, ``dev``, ``block``: the cgroup,
+  debug and security filesystems stay out of sight), and the mounts the caller lists.
+
+Both are made by bubblewrap (``bwrap``), the sandbox Flatpak and osbuild run untrusted code in:
+
+* namespaces: user, mount, PID, network (only a loopback of its own), IPC, UTS, cgroup;
+  ``--disable-userns`` (no nested user namespace), ``--die-with-parent`` (if liveimg dies, so
+  does the sandbox), ``--new-session`` (no ``TIOCSTI`` into liveimg's terminal);
+* **never host uid 0**.  Run by an unprivileged user, the sandbox is that user.  Run as root,
+  liveimg drops to the sandbox user -- ``nobody`` (65534:65534) unless
+  ``$LIVEIMG_SANDBOX_USER`` names another ``uid[:gid]`` -- before bwrap starts, so the
+  kernel checks every access as that user: no capability on the host, ``/proc/sys`` and every
+  root-owned file read-only whatever the mounts say, ``RLIMIT_NPROC`` enforced (it never is
+  for uid 0).  bwrap resolves the paths it binds as that user, so root's work directories
+  (below ``/root``, mode 0700) are first bound into a private mount namespace by
+  :mod:`liveimg._portal`; files and directories the sandbox must write are given to the
+  sandbox user with :func:`hand_over` (root reads them back, as root reads anything);
+* capabilities: none (a guest's dracut gets ``CAP_SYS_CHROOT`` inside its namespace, for
+  ``ldconfig -r``);
+* a seccomp filter (libseccomp, passed with ``--seccomp``) that refuses with ``EPERM`` the
+  system calls a build never needs and sandbox escapes use: ``mount`` and the new mount API,
+  ``unshare``/``setns`` and ``clone`` with namespace flags (``clone3``: ``ENOSYS``, so that libc
+  falls back to ``clone``), ``ptrace``, ``process_vm_*``, ``keyctl``/``add_key``/``request_key``,
+  ``bpf``, ``perf_event_open``, ``userfaultfd``, ``io_uring_*``, module loading, ``kexec``,
+  ``reboot``, ``swapon``, ``acct``, ``quotactl``, ``open_by_handle_at``, the clock setters,
+  ``personality`` other than ``PER_LINUX``, ``ioctl(TIOCSTI/TIOCLINUX)``, and ``chroot`` /
+  ``pivot_root`` (``chroot`` stays allowed to a guest's dracut); the 32-bit ABIs get the same
+  rules;
+* resource limits, set with ``prlimit`` before bwrap starts (:class:`Limits`): processes and
+  threads at once (``RLIMIT_NPROC``, counted on top of what the sandbox user already runs),
+  address space per process, the largest file it may write, open files, no core dumps;
+* a watchdog in liveimg while it runs: a wall-clock limit (the whole sandbox dies with its
+  PID namespace), the free space of every filesystem it can write (it may take at most
+  ``Limits.disk`` bytes, and never the last :data:`DISK_RESERVE`), and the size of what it
+  prints.  Exceeding one is a one-line :class:`LimitExceeded` or
+  :class:`~liveimg.errors.ToolTimeout`.
+
+Why bubblewrap rather than liveimg's own namespace code (the ``unshare`` + ``_nsinit.py`` it
+replaces): it does the same user/mount/PID/net namespaces and ``pivot_root``, and also what
+that code did not -- every submount read-only under a read-only bind (the cgroup mounts below
+``/sys/fs/cgroup`` stayed writable), a cgroup namespace, ``/proc/sys`` covered read-only,
+seccomp loading, dying with its parent, no nested user namespaces -- in C that Flatpak's and
+osbuild's users exercise every day, with no Python start-up inside.  What bwrap does not do
+(the resource limits, the watchdog, running as another user than root) is small and here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import functools
+import json
+import logging
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from liveimg import _portal
+from liveimg import run as runner
+from liveimg.errors import HostError, InvalidOptions, LiveImgError, ToolError, ToolTimeout
+
+log = logging.getLogger(__name__)
+
+KiB = 1024
+MiB = 1024**2
+GiB = 1024**3
+
+#: The user the sandbox runs as when liveimg runs as root (nobody:nogroup), unless
+#: ``$LIVEIMG_SANDBOX_USER`` (``uid`` or ``uid:gid``, never 0) says otherwise.
+DEFAULT_SANDBOX_ID = 65534
+SANDBOX_USER_ENV = "LIVEIMG_SANDBOX_USER"
+#: Free space a sandbox never takes from a filesystem it can write, whatever its limits: a
+#: twentieth of the filesystem, at most this much.
+DISK_RESERVE = 1 * GiB
+#: Free inodes a sandbox never takes from a filesystem it can write.
+INODE_RESERVE = 4096
+#: The PATH programs get inside.
+SANDBOX_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+#: Parts of /sys a guest program sees (read-only): none of them holds a mount.
+SYS_PARTS = ("block", "bus", "class", "dev", "devices", "firmware", "module")
+#: Where :class:`File` descriptors are numbered from inside (above stdin/out/err and bwrap's own).
+_PROC_FD = "/proc/self/fd/"
+
+
+class LimitExceeded(ToolError):
+    """A sandboxed program went past one of its :class:`Limits` and the sandbox was killed."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one sandbox may use.  ``disk`` None means: anything but :data:`DISK_RESERVE`."""
+
+    seconds: float = 3600.0
+    tasks: int = 256  # processes and threads at once (RLIMIT_NPROC)
+    memory: int = 4 * GiB  # address space of each process (RLIMIT_AS)
+    file_size: int = 4 * GiB  # largest file it may write (RLIMIT_FSIZE)
+    open_files: int = 1024  # RLIMIT_NOFILE
+    disk: int | None = None  # bytes it may take from the filesystems it can write
+    output: int = 64 * MiB  # what it may print (stdout and stderr each)
+    tmpfs: int = 64 * MiB  # size of each tmpfs (/tmp, /run...)
+
+    def __post_init__(self) -> None:
+        for name in ("seconds", "tasks", "memory", "file_size", "open_files", "output", "tmpfs"):
+            if getattr(self, name) <= 0:
+                raise InvalidOptions(f"sandbox limit {name} must be positive, not {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
+class Bind:
+    """A host directory (or file) shown at ``target`` inside; read-only unless ``writable``."""
+
+    source: Path
+    target: str
+    writable: bool = False
+
+
+@dataclass(frozen=True)
+class Tmpfs:
+    """A fresh tmpfs at ``target`` inside, of ``size`` bytes (default: ``Limits.tmpfs``)."""
+
+    target: str
+    mode: int = 0o755
+    size: int | None = None
+
+
+@dataclass(frozen=True)
+class File:
+    """A host file handed to the program as an open descriptor, which it names ``/proc/self/fd/N``.
+
+    Put it in ``argv`` where the program expects the file's path (``template`` puts that path
+    inside a longer argument: ``"file.filename={}"``).  No host path is shown, and the file is
+    opened once, here (``O_NOFOLLOW``: a symbolic link is refused).
+    """
+
+    path: Path
+    writable: bool = False
+    template: str = "{}"
+
+
+# --- who the sandbox runs as -------------------------------------------------------------
+
+
+def sandbox_ids() -> tuple[int, int] | None:
+    """The (uid, gid) sandboxes drop to when liveimg runs as root; None when it does not (they
+    then run as the caller, who is unprivileged)."""
+    if os.geteuid() != 0:
+        return None
+    text = os.environ.get(SANDBOX_USER_ENV, "").strip()
+    if not text:
+        return DEFAULT_SANDBOX_ID, DEFAULT_SANDBOX_ID
+    uid_text, _, gid_text = text.partition(":")
+    try:
+        uid = int(uid_text)
+        gid = int(gid_text) if gid_text else uid
+    except ValueError:
+        raise InvalidOptions(f"${SANDBOX_USER_ENV} must be uid or uid:gid, not {text!r}") from None
+    if uid <= 0 or gid <= 0 or uid >= 2**32 - 1 or gid >= 2**32 - 1:
+        raise InvalidOptions(f"${SANDBOX_USER_ENV} must name an unprivileged uid and gid, not {text!r}")
+    return uid, gid
+
+
+def hand_over(*paths: Path, recursive: bool = False) -> None:
+    """Give ``paths`` (liveimg's own work files and directories) to the sandbox user, when
+    liveimg runs as root; otherwise they already are the caller's.  Links are not followed."""
+    ids = sandbox_ids()
+    if ids is None:
+        return
+    for path in paths:
+        os.lchown(path, *ids)
+        if recursive and path.is_dir() and not path.is_symlink():
+            for top, dirs, files in os.walk(path):
+                for name in dirs + files:
+                    os.lchown(os.path.join(top, name), *ids)
+
+
+def take_back(*paths: Path) -> None:
+    """Make ``paths`` the caller's again after a sandbox made them (a no-op unless liveimg runs as root)."""
+    if sandbox_ids() is None:
+        return
+    for path in paths:
+        os.lchown(path, os.getuid(), os.getgid())
+
+
+def can_read(st: os.stat_result, ids: tuple[int, int] | None) -> bool:
+    """Whether the sandbox user may open a file with this stat for reading (mode bits only)."""
+    if ids is None:
+        return True  # the caller's own sandbox: it opened the file itself
+    uid, gid = ids
+    if st.st_uid == uid:
+        return bool(st.st_mode & stat.S_IRUSR)
+    if st.st_gid == gid:
+        return bool(st.st_mode & stat.S_IRGRP)
+    return bool(st.st_mode & stat.S_IROTH)
+
+
+@functools.cache
+def available() -> tuple[bool, str]:
+    """Whether sandboxes can be made here, and why not (checked once per process)."""
+    for program in ("bwrap", "prlimit"):
+        if runner.which(program) is None:
+            return False, f"{program} is not installed (Debian package {runner.PACKAGES[program]})"
+    try:
+        _seccomp_program(guest=False)
+    except HostError as exc:
+        return False, str(exc)
+    try:
+        result = run(["true"], what="the sandbox check", limits=Limits(seconds=60), check=False)
+    except LiveImgError as exc:
+        return False, str(exc)
+    if result.returncode != 0:
+        lines = result.stderr.strip().splitlines()
+        return False, f"bwrap cannot make a sandbox here: {lines[-1] if lines else f'exit {result.returncode}'}"
+    return True, "bubblewrap makes sandboxes here"
+
+
+def require() -> None:
+    """Raise :class:`HostError` unless sandboxes can be made here."""
+    ok, reason = available()
+    if not ok:
+        raise HostError(
+            f"cannot run tools on guest content in a sandbox: {reason}",
+            hint="install bubblewrap and allow unprivileged user namespaces (kernel.unprivileged_userns_clone=1)",
+        )
+
+
+# --- seccomp -----------------------------------------------------------------------------
+
+#: Refused with EPERM in every sandbox.
+_DENIED = (
+    "acct", "add_key", "bpf", "clock_adjtime", "clock_settime", "adjtimex", "settimeofday", "delete_module",
+    "finit_module", "init_module", "fanotify_init", "fsconfig", "fsmount", "fsopen", "fspick", "io_uring_enter",
+    "io_uring_register", "io_uring_setup", "ioperm", "iopl", "kexec_file_load", "kexec_load", "keyctl",
+    "lookup_dcookie", "mount", "mount_setattr", "move_mount", "name_to_handle_at", "nfsservctl",
+    "open_by_handle_at", "open_tree", "perf_event_open", "pivot_root", "process_vm_readv", "process_vm_writev",
+    "ptrace", "quotactl", "quotactl_fd", "reboot", "request_key", "setns", "swapoff", "swapon", "syslog",
+    "umount", "umount2", "unshare", "uselib", "userfaultfd", "vm86", "vm86old",
+)  # fmt: skip
+_CLONE_NAMESPACES = 0x7E020000  # CLONE_NEWNS|NEWCGROUP|NEWUTS|NEWIPC|NEWUSER|NEWPID|NEWNET
+_TIOCSTI = 0x5412
+_TIOCLINUX = 0x541C
+_OTHER_ABIS = {"x86_64": ("X86", "X32"), "aarch64": ("ARM",)}
+
+
+@functools.cache
+def _seccomp_program(*, guest: bool) -> bytes:
+    """The BPF program bwrap loads before it runs the command (see the module docstring)."""
+    try:
+        import seccomp  # type: ignore[import-not-found]  # noqa: PLC0415  # Debian python3-seccomp
+    except ImportError:
+        raise HostError(
+            "the libseccomp Python bindings are missing",
+            hint="install the Debian package python3-seccomp and use a venv made with --system-site-packages",
+        ) from None
+    f = seccomp.SyscallFilter(seccomp.ALLOW)
+    for arch in _OTHER_ABIS.get(os.uname().machine, ()):
+        with contextlib.suppress(RuntimeError, AttributeError):  # an ABI libseccomp or the kernel lacks
+            f.add_arch(getattr(seccomp.Arch, arch))
+    eperm = seccomp.ERRNO(errno.EPERM)
+    for name in (*_DENIED, *(() if guest else ("chroot",))):
+        with contextlib.suppress(RuntimeError):  # a call this architecture does not have
+            f.add_rule(eperm, name)
+    f.add_rule(seccomp.ERRNO(errno.ENOSYS), "clone3")  # its flags are out of a filter's reach: libc falls back
+    bit = 1
+    while bit <= _CLONE_NAMESPACES:
+        if _CLONE_NAMESPACES & bit:
+            f.add_rule(eperm, "clone", seccomp.Arg(0, seccomp.MASKED_EQ, bit, bit))
+        bit <<= 1
+    for request in (_TIOCSTI, _TIOCLINUX):
+        f.add_rule(eperm, "ioctl", seccomp.Arg(1, seccomp.MASKED_EQ, 0xFFFFFFFF, request))
+    f.add_rule(eperm, "personality", seccomp.Arg(0, seccomp.NE, 0))
+    with tempfile.TemporaryFile() as out:
+        f.export_bpf(out)
+        out.seek(0)
+        return out.read()
+
+
+# --- the sandbox ---------------------------------------------------------------------------
+
+
+def _host_root() -> list[str]:
+    """bwrap arguments for a root made of the host's programs and libraries, read-only."""
+    args = ["--ro-bind", "/usr", "/usr"]
+    for name in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
+        path = "/" + name
+        if os.path.islink(path):
+            args += ["--symlink", os.readlink(path), path]
+        elif os.path.isdir(path):
+            args += ["--ro-bind", path, path]
+    if os.path.isfile("/etc/ld.so.cache"):
+        args += ["--ro-bind", "/etc/ld.so.cache", "/etc/ld.so.cache"]
+    return args
+
+
+def _tasks_of(uid: int) -> int:
+    """Processes and threads whose real uid is ``uid`` (what RLIMIT_NPROC counts), as far as we see."""
+    count = 0
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/status", "rb") as f:
+                status = f.read(4096)
+        except OSError:
+            continue
+        real = threads = None
+        for line in status.splitlines():
+            if line.startswith(b"Uid:"):
+                real = int(line.split()[1])
+            elif line.startswith(b"Threads:"):
+                threads = int(line.split()[1])
+        if real == uid:
+            count += threads or 1
+    return count
+
+
+@dataclass
+class _Fs:
+    path: str
+    free: int  # bytes, when the sandbox started
+    inodes: int
+    allowed: int  # bytes it may take
+
+
+class _Watchdog:
+    """Stops the sandbox when it takes too much of a host filesystem it can write, or prints too much."""
+
+    def __init__(self, what: str, argv: Sequence[str], writable: Sequence[str], outputs: Sequence[IO[bytes]],
+                 limits: Limits) -> None:  # fmt: skip
+        self.what = what
+        self.argv = argv
+        self.limits = limits
+        self.outputs = outputs
+        self.filesystems: dict[int, _Fs] = {}
+        for path in writable:
+            dev = os.stat(path).st_dev
+            if dev not in self.filesystems:
+                st = os.statvfs(path)
+                free = st.f_bavail * st.f_frsize
+                allowed = free - min(DISK_RESERVE, st.f_blocks * st.f_frsize // 20)
+                if limits.disk is not None:
+                    allowed = min(allowed, limits.disk)
+                self.filesystems[dev] = _Fs(path, free, st.f_favail if st.f_files else -1, allowed)
+
+    def __call__(self) -> LiveImgError | None:
+        for fs in self.filesystems.values():
+            st = os.statvfs(fs.path)
+            taken = fs.free - st.f_bavail * st.f_frsize
+            if taken > fs.allowed:
+                if fs.allowed <= 0:
+                    message = f"{self.what} was stopped: the filesystem of {fs.path} is full"
+                else:
+                    message = f"{self.what} was stopped: it wrote more than {_size(fs.allowed)} to the filesystem " \
+                        f"of {fs.path}"  # fmt: skip
+                return LimitExceeded(self.argv, None, message=message, hint="a hostile or broken image, or free space")
+            if fs.inodes > INODE_RESERVE and st.f_favail < INODE_RESERVE:
+                return LimitExceeded(self.argv, None, message=f"{self.what} was stopped: it used up the free inodes "
+                                     f"of the filesystem of {fs.path}")  # fmt: skip
+        for out in self.outputs:
+            if os.fstat(out.fileno()).st_size > self.limits.output:
+                return LimitExceeded(self.argv, None, message=f"{self.what} was stopped: it printed more than "
+                                     f"{_size(self.limits.output)}")  # fmt: skip
+        return None
+
+
+def _size(n: int) -> str:
+    return f"{n / GiB:.1f} GiB" if n >= GiB else f"{n / MiB:.0f} MiB"
+
+
+def _open(file: File, ids: tuple[int, int] | None) -> int:
+    flags = (os.O_RDWR if file.writable else os.O_RDONLY) | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NOCTTY
+    try:
+        fd = os.open(file.path, flags)
+    except OSError as exc:
+        raise HostError(f"cannot open {file.path} for a sandboxed tool: {exc.strerror or exc}") from exc
+    st = os.fstat(fd)
+    if ids is not None and not stat.S_ISREG(st.st_mode) and not stat.S_ISBLK(st.st_mode):
+        os.close(fd)
+        raise HostError(f"{file.path} is not a regular file or a block device")
+    if ids is not None and (st.st_uid != ids[0] if file.writable else not can_read(st, ids)):
+        os.close(fd)
+        raise HostError(
+            f"{file.path}: liveimg's sandbox user (uid {ids[0]}) cannot {'write' if file.writable else 'read'} it",
+            hint=f"make it readable by that user, or set ${SANDBOX_USER_ENV} to a user who can read it",
+        )
+    return fd
+
+
+def run(
+    argv: Sequence[str | File],
+    *,
+    what: str,
+    root: Path | None = None,
+    root_writable: bool = False,
+    mounts: Sequence[Bind | Tmpfs] = (),
+    limits: Limits = Limits(),  # frozen: shared safely
+    env: Mapping[str, str] | None = None,
+    input: bytes | None = None,
+    log_path: Path | None = None,
+    caps: Sequence[str] = (),
+    check: bool = True,
+    ok_codes: Sequence[int] = (0,),
+    cwd: str = "/",
+) -> runner.Completed:
+    """Run ``argv`` in a sandbox (see the module docstring) and return what it printed.
+
+    ``root`` None runs a host tool (``argv[0]`` is found on the host's ``/usr``); a directory
+    runs a guest program with that tree as ``/`` (read-only unless ``root_writable``).
+    ``mounts`` apply in order; in a guest tree their targets must already exist (see
+    :func:`liveimg.dracut.tree.guest_mkdirs`: never let bwrap follow guest symlinks) or lie in
+    an earlier :class:`Tmpfs`.  ``what`` names the program in errors.  Output goes to
+    ``log_path`` (stdout and stderr together, appended) or is captured (at most
+    ``limits.output`` bytes each).  ``caps`` are capabilities kept inside the sandbox's own
+    user namespace.  Errors: :class:`~liveimg.errors.ToolError` (exit status outside
+    ``ok_codes``, with ``check``), :class:`LimitExceeded`, :class:`~liveimg.errors.ToolTimeout`,
+    :class:`~liveimg.errors.HostError` when the sandbox cannot be made.
+    """
+    ids = sandbox_ids()
+    shown = [a.path.name if isinstance(a, File) else a for a in argv]
+    with contextlib.ExitStack() as stack:
+        fds: list[int] = []
+        writable: list[str] = []
+
+        def keep(fd: int) -> int:
+            stack.callback(os.close, fd)
+            fds.append(fd)
+            return fd
+
+        command: list[str] = []
+        if root is None and argv and isinstance(argv[0], str):
+            argv = [runner.require(argv[0]), *argv[1:]]  # a host tool: said by name when it is not installed
+        for arg in argv:
+            if isinstance(arg, File):
+                command.append(arg.template.replace("{}", f"{_PROC_FD}{keep(_open(arg, ids))}"))
+                if arg.writable:
+                    writable.append(os.fspath(arg.path))
+            else:
+                command.append(arg)
+        seccomp_fd = keep(os.memfd_create("liveimg-seccomp", os.MFD_CLOEXEC))
+        os.write(seccomp_fd, _seccomp_program(guest=root is not None))
+        os.lseek(seccomp_fd, 0, os.SEEK_SET)
+
+        # Directories (and the guest root) are bound by path; as root, through the portal.
+        portal: list[tuple[str, str]] = []
+
+        def source(path: Path) -> str:
+            if ids is None:
+                return os.fspath(path)
+            name = str(len(portal))
+            portal.append((os.path.abspath(path), name))
+            return f"{_portal.PORTAL}/{name}"
+
+        inner_uid = "0" if root is not None else str(DEFAULT_SANDBOX_ID)
+        bwrap = [runner.require("bwrap"), "--unshare-user", "--unshare-ipc", "--unshare-pid", "--unshare-net",
+                 "--unshare-uts", "--unshare-cgroup", "--disable-userns", "--die-with-parent", "--new-session",
+                 "--uid", inner_uid, "--gid", inner_uid, "--hostname", "liveimg",
+                 "--seccomp", str(seccomp_fd)]  # fmt: skip
+        for cap in caps:
+            bwrap += ["--cap-add", cap]
+        inner_env = {"PATH": SANDBOX_PATH, "LC_ALL": "C.UTF-8", "LANG": "C.UTF-8", "HOME": "/tmp", "TMPDIR": "/tmp"}
+        if "SOURCE_DATE_EPOCH" in os.environ:
+            inner_env["SOURCE_DATE_EPOCH"] = os.environ["SOURCE_DATE_EPOCH"]
+        inner_env.update(env or {})
+        bwrap.append("--clearenv")
+        for key, value in inner_env.items():
+            bwrap += ["--setenv", key, value]
+        if root is None:
+            bwrap += _host_root()
+            bwrap += ["--proc", "/proc", "--dev", "/dev", "--size", str(limits.tmpfs), "--tmpfs", "/tmp"]
+        else:
+            if not root.is_dir():
+                raise HostError(f"the guest tree {root} is not a directory")
+            bwrap += ["--bind" if root_writable else "--ro-bind", source(root), "/"]
+            if root_writable:
+                writable.append(os.fspath(root))
+            bwrap += ["--proc", "/proc", "--dev", "/dev", "--size", str(limits.tmpfs), "--tmpfs", "/sys"]
+            for part in SYS_PARTS:
+                if os.path.isdir(f"/sys/{part}"):
+                    bwrap += ["--ro-bind", f"/sys/{part}", f"/sys/{part}"]
+            bwrap += ["--remount-ro", "/sys"]
+        for m in mounts:
+            target = "/" + m.target.strip("/")
+            if isinstance(m, Tmpfs):
+                bwrap += ["--perms", f"{m.mode:o}", "--size", str(m.size or limits.tmpfs), "--tmpfs", target]
+            else:
+                if not m.source.exists():
+                    raise HostError(f"cannot show {m.source} in the sandbox: it does not exist")
+                bwrap += ["--bind" if m.writable else "--ro-bind", source(m.source), target]
+                if m.writable:
+                    writable.append(os.fspath(m.source))
+        if root is None:
+            bwrap += ["--remount-ro", "/"]  # bwrap's own root is a tmpfs: nothing but /tmp stays writable
+        bwrap += ["--chdir", cwd, "--", *command]
+
+        tasks = limits.tasks + _tasks_of(ids[0] if ids else os.getuid())
+        prlimit = [runner.require("prlimit"), f"--nproc={tasks}:{tasks}", f"--as={limits.memory}:{limits.memory}",
+                   f"--fsize={limits.file_size}:{limits.file_size}",
+                   f"--nofile={limits.open_files}:{limits.open_files}", "--core=0:0", "--"]  # fmt: skip
+        full = [*prlimit, *bwrap]
+        user = ids
+        if ids is not None and portal:
+            spec = {"binds": portal, "uid": ids[0], "gid": ids[1], "argv": full}
+            full = [sys.executable, "-I", "-S", os.path.abspath(_portal.__file__), json.dumps(spec)]
+            user = None  # the portal drops to the sandbox user itself, after its mounts
+
+        outputs: list[IO[bytes]] = []
+        if log_path is not None:
+            out: IO[bytes] = stack.enter_context(open(log_path, "a+b"))
+            err: IO[bytes] | int = subprocess.STDOUT
+            outputs.append(out)
+            writable.append(os.fspath(log_path))
+        else:
+            out = stack.enter_context(tempfile.TemporaryFile(prefix="liveimg-sandbox-"))
+            err = stack.enter_context(tempfile.TemporaryFile(prefix="liveimg-sandbox-"))
+            outputs += [out, err]
+            writable.append(tempfile.gettempdir())
+        watchdog = _Watchdog(what, shown, writable, [] if log_path is not None else outputs, limits)
+        log.debug("sandbox: %s", " ".join(shown))
+        try:
+            result = runner.run(full, timeout=limits.seconds, check=False, input=input, stdout=out, stderr=err,
+                                pass_fds=fds, user=user, watchdog=watchdog)  # fmt: skip
+        except ToolTimeout:
+            raise ToolTimeout(shown, limits.seconds, _tail(outputs[-1])) from None
+        stdout = "" if log_path is not None else _read(out, limits.output)
+        stderr = _tail(err if not isinstance(err, int) else out)
+    if result.returncode == _portal.SETUP_FAILED and "liveimg portal:" in stderr:
+        raise HostError(f"cannot set up the sandbox: {stderr.strip().splitlines()[-1]}")
+    last = (stderr.strip().splitlines() or [""])[-1]
+    returncode = result.returncode
+    if returncode == 1 and last.startswith("bwrap: execvp "):
+        returncode = 127  # as a shell says it: the command is not there
+    elif returncode == 1 and last.startswith("bwrap: "):
+        raise HostError(f"cannot set up the sandbox: {last}")
+    if returncode == 128 + 25:  # SIGXFSZ
+        raise LimitExceeded(
+            shown, result.returncode, stderr, hint="a hostile or broken image, or raise the limit",
+            message=f"{what} was stopped: it wrote a file larger than {_size(limits.file_size)}",
+        )  # fmt: skip
+    completed = runner.Completed(tuple(shown), returncode, stdout, stderr, result.seconds)
+    if check and returncode not in ok_codes:
+        raise ToolError(shown, returncode, stderr or stdout)
+    return completed
+
+
+def _read(f: IO[bytes], limit: int) -> str:
+    f.seek(0)
+    return f.read(limit).decode("utf-8", "replace")
+
+
+def _tail(f: IO[bytes], size: int = 64 * KiB) -> str:
+    end = f.seek(0, os.SEEK_END)
+    f.seek(max(0, end - size))
+    return f.read(size).decode("utf-8", "replace")
+
+
+@contextlib.contextmanager
+def scratch(parent: Path, prefix: str) -> Iterator[Path]:
+    """A private directory for sandbox work below ``parent``, given to the sandbox user
+    (see :func:`hand_over`) and removed afterwards (without following its links)."""
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    try:
+        hand_over(path)
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
