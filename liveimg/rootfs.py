@@ -593,7 +593,7 @@ def build_rootfs(
         boot = ApplianceTree(guest.g, boot_mp, workdir) if boot_mp is not None else None
         boot_limit = info.boot.size if info.boot is not None else None
         return from_partition(
-            image=info.image,
+            image=Path(guest.format.reader_path),  # the input as the guest stage opened it, not its path again
             image_format=info.format,
             offset=root.offset,
             length=root.length,

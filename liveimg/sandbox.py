@@ -71,6 +71,7 @@ import functools
 import json
 import logging
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -155,7 +156,8 @@ class File:
 
     Put it in ``argv`` where the program expects the file's path (``template`` puts that path
     inside a longer argument: ``"file.filename={}"``).  No host path is shown, and the file is
-    opened once, here (``O_NOFOLLOW``: a symbolic link is refused).
+    opened once, here (``O_NOFOLLOW``: a symbolic link is refused), unless ``path`` is
+    ``/proc/self/fd/N`` of a file liveimg holds open, whose open file is passed on as it is.
     """
 
     path: Path
@@ -394,8 +396,12 @@ def _size(n: int) -> str:
 
 def _open(file: File, ids: tuple[int, int] | None) -> int:
     flags = (os.O_RDWR if file.writable else os.O_RDONLY) | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NOCTTY
+    ours = re.fullmatch(r"/proc/(self|\d+)/fd/(\d+)", os.fspath(file.path))
     try:
-        fd = os.open(file.path, flags)
+        if ours and ours.group(1) in ("self", str(os.getpid())) and not file.writable:
+            fd = os.dup(int(ours.group(2)))  # a file liveimg holds open (the input): the same open file
+        else:
+            fd = os.open(file.path, flags)
     except OSError as exc:
         raise HostError(f"cannot open {file.path} for a sandboxed tool: {exc.strerror or exc}") from exc
     st = os.fstat(fd)
@@ -588,4 +594,3 @@ def scratch(parent: Path, prefix: str) -> Iterator[Path]:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
-
