@@ -319,6 +319,13 @@ def _host_root() -> list[str]:
     return args
 
 
+def _dev(limits: Limits) -> list[str]:
+    """bwrap's /dev (null, zero, full, random, urandom, tty, pts), read-only but for a bounded /dev/shm:
+    /dev is a tmpfs as large as half the RAM, which a program could otherwise fill."""
+    return ["--dev", "/dev", "--size", str(limits.tmpfs), "--perms", "1777", "--tmpfs", "/dev/shm",
+            "--remount-ro", "/dev"]  # fmt: skip
+
+
 def _tasks_of(uid: int) -> int:
     """Processes and threads whose real uid is ``uid`` (what RLIMIT_NPROC counts), as far as we see."""
     count = 0
@@ -497,14 +504,14 @@ def run(
             bwrap += ["--setenv", key, value]
         if root is None:
             bwrap += _host_root()
-            bwrap += ["--proc", "/proc", "--dev", "/dev", "--size", str(limits.tmpfs), "--tmpfs", "/tmp"]
+            bwrap += ["--proc", "/proc", *_dev(limits), "--size", str(limits.tmpfs), "--tmpfs", "/tmp"]
         else:
             if not root.is_dir():
                 raise HostError(f"the guest tree {root} is not a directory")
             bwrap += ["--bind" if root_writable else "--ro-bind", source(root), "/"]
             if root_writable:
                 writable.append(os.fspath(root))
-            bwrap += ["--proc", "/proc", "--dev", "/dev", "--size", str(limits.tmpfs), "--tmpfs", "/sys"]
+            bwrap += ["--proc", "/proc", *_dev(limits), "--size", str(limits.tmpfs), "--tmpfs", "/sys"]
             for part in SYS_PARTS:
                 if os.path.isdir(f"/sys/{part}"):
                     bwrap += ["--ro-bind", f"/sys/{part}", f"/sys/{part}"]
@@ -553,7 +560,7 @@ def run(
         except ToolTimeout:
             raise ToolTimeout(shown, limits.seconds, _tail(outputs[-1])) from None
         stdout = "" if log_path is not None else _read(out, limits.output)
-        stderr = _tail(err if not isinstance(err, int) else out)
+        stderr = _tail(out) if isinstance(err, int) else _read(err, limits.output)
     if result.returncode == _portal.SETUP_FAILED and "liveimg portal:" in stderr:
         raise HostError(f"cannot set up the sandbox: {stderr.strip().splitlines()[-1]}")
     last = (stderr.strip().splitlines() or [""])[-1]
@@ -580,8 +587,12 @@ def _read(f: IO[bytes], limit: int) -> str:
 
 def _tail(f: IO[bytes], size: int = 64 * KiB) -> str:
     end = f.seek(0, os.SEEK_END)
-    f.seek(max(0, end - size))
-    return f.read(size).decode("utf-8", "replace")
+    start = max(0, end - size)
+    f.seek(start)
+    data = f.read(size)
+    if start:
+        data = data.partition(b"\n")[2]  # from the first whole line
+    return data.decode("utf-8", "replace")
 
 
 @contextlib.contextmanager

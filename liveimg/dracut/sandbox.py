@@ -107,6 +107,7 @@ def run_in_sandbox(
 ) -> SandboxResult:
     """Run ``argv`` (a guest program) with ``root`` as ``/``; its output is appended to ``log_path``.
 
+    Writable :class:`Bind` sources are given to the sandbox user (:func:`liveimg.sandbox.hand_over`).
     Returns the program's exit status (not checked).  ``limits`` default to
     :class:`liveimg.sandbox.Limits` with ``timeout`` as the time limit.  Going past a limit is
     a :class:`liveimg.sandbox.LimitExceeded` or :class:`~liveimg.errors.ToolTimeout`; a
@@ -128,6 +129,8 @@ def run_in_sandbox(
             converted.append(sandbox.Tmpfs(inner, tmpfs.mode, tmpfs.size))
             tmpfs_at.append(inner)
         else:
+            if not m.readonly:
+                sandbox.hand_over(m.source)  # as root, the sandbox user must be able to write it
             converted.append(sandbox.Bind(m.source, inner, writable=not m.readonly))
     full_env = {"PATH": GUEST_PATH, "LC_ALL": "C", "HOME": "/root", "TMPDIR": "/var/tmp", "TERM": "dumb"}
     full_env.update(env or {})

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,7 @@ from liveimg.dracut.plan import DracutOptions, Where
 from liveimg.dracut.sandbox import sandbox_available
 from liveimg.dracut.stage import DEVICE_NODES, add_device_nodes, build_initramfs
 from liveimg.errors import HostError, InvalidImage, InvalidOptions
-from tests.dracut.fake_guest import PROGRAMS, make_guest
+from tests.dracut.fake_guest import dracut_guest
 from tests.support import need
 
 KVER = "6.1.0-50-amd64"
@@ -53,36 +52,13 @@ def test_device_nodes_join_the_main_archive(tmp_path: Path) -> None:
 # that the stage's own work (sandbox mounts, output, log, device nodes, configuration file,
 # host compression, the check of the result) is tested in seconds.
 
-FAKE_DRACUT = """#!/bin/sh
-echo "fake dracut $*"
-out=""
-for a in "$@"; do case "$a" in /run/liveimg/*) out="$a";; esac; done
-[ -e /etc/fake-write-nothing ] && exit 0
-i=/var/tmp/initramfs
-mkdir -p $i/usr/sbin $i/usr/bin $i/dev $i/etc
-echo '#!/bin/sh' > $i/usr/sbin/dmsquash-live-root
-[ -e /etc/fake-omit-livenet ] || echo '#!/bin/sh' > $i/usr/sbin/livenetroot
-echo curl > $i/usr/bin/curl
-echo prepare > $i/usr/sbin/ostree-prepare-root
-cat /etc/dracut.conf.d/*.conf > $i/etc/seen.conf 2>/dev/null
-ls /boot > $i/etc/seen-boot
-cd $i && find . | cpio -o -H newc > "$out"
-"""
-
 
 @pytest.fixture
 def fake_guest(tmp_path: Path) -> Path:
     need("busybox")
     if not sandbox_available()[0]:
         pytest.skip(sandbox_available()[1])
-    root = make_guest(tmp_path / "guest", programs=tuple(p for p in PROGRAMS if p not in ("sh", "dracut")))
-    shutil.copy2(runner.require("busybox"), root / "usr/bin/busybox")
-    for applet in ("sh", "echo", "mkdir", "cat", "ls", "find", "cpio"):
-        (root / "usr/bin" / applet).symlink_to("busybox")
-    (root / "usr/bin/dracut").write_text(FAKE_DRACUT)
-    (root / "usr/bin/dracut").chmod(0o755)
-    (root / "ostree").symlink_to("sysroot/ostree")
-    return root
+    return dracut_guest(tmp_path / "guest")
 
 
 def test_stage_with_a_stand_in_dracut(fake_guest: Path, tmp_path: Path) -> None:
