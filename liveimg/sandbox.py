@@ -319,11 +319,32 @@ def _host_root() -> list[str]:
     return args
 
 
-def _dev(limits: Limits) -> list[str]:
+def _dev(limits: Limits, at: str) -> list[str]:
     """bwrap's /dev (null, zero, full, random, urandom, tty, pts), read-only but for a bounded /dev/shm:
     /dev is a tmpfs as large as half the RAM, which a program could otherwise fill."""
-    return ["--dev", "/dev", "--size", str(limits.tmpfs), "--perms", "1777", "--tmpfs", "/dev/shm",
-            "--remount-ro", "/dev"]  # fmt: skip
+    return ["--dev", at, "--size", str(limits.tmpfs), "--perms", "1777", "--tmpfs", f"{at}/shm",
+            "--remount-ro", at]  # fmt: skip
+
+
+def _check_target(root: Path, target: str, tmpfs_at: Sequence[str]) -> None:
+    """A mount point in a guest tree must be a real directory reached through real directories:
+    bwrap follows symlinks in it, and a guest symlink could send a mount, or a directory bwrap
+    makes, out of the tree.  Below a tmpfs of ours there is nothing of the guest's."""
+    if any(target == t or target.startswith(t.rstrip("/") + "/") for t in tmpfs_at):
+        return
+    current = root
+    for part in [p for p in target.split("/") if p]:
+        if part in (".", ".."):
+            raise InvalidOptions(f"mount point {target!r} must be a plain path")
+        current = current / part
+        try:
+            st = os.lstat(current)
+        except FileNotFoundError:
+            raise HostError(f"mount point {target} does not exist in the guest tree {root}") from None
+        if not stat.S_ISDIR(st.st_mode) and not (
+            stat.S_ISREG(st.st_mode) and current.name == target.rsplit("/", maxsplit=1)[-1]
+        ):
+            raise HostError(f"mount point {target} in the guest tree {root} is not a directory (a symbolic link?)")
 
 
 def _tasks_of(uid: int) -> int:
@@ -436,6 +457,7 @@ def run(
     input: bytes | None = None,
     log_path: Path | None = None,
     caps: Sequence[str] = (),
+    system_dirs: Mapping[str, str] | None = None,
     check: bool = True,
     ok_codes: Sequence[int] = (0,),
     cwd: str = "/",
@@ -444,10 +466,11 @@ def run(
 
     ``root`` None runs a host tool (``argv[0]`` is found on the host's ``/usr``); a directory
     runs a guest program with that tree as ``/`` (read-only unless ``root_writable``).
-    ``mounts`` apply in order; in a guest tree their targets must already exist (see
-    :func:`liveimg.dracut.tree.guest_mkdirs`: never let bwrap follow guest symlinks) or lie in
-    an earlier :class:`Tmpfs`.  ``what`` names the program in errors.  Output goes to
-    ``log_path`` (stdout and stderr together, appended) or is captured (at most
+    ``mounts`` apply in order; in a guest tree their targets -- and ``/proc``, ``/dev``, ``/sys``,
+    or where ``system_dirs`` (``{"proc": ..., "dev": ..., "sys": ...}``) puts them -- must be real
+    directories reached through real directories (see :func:`liveimg.dracut.tree.guest_mkdirs`:
+    bwrap would follow guest symlinks), or lie in an earlier :class:`Tmpfs`.  ``what`` names the
+    program in errors.  Output goes to ``log_path`` (stdout and stderr together, appended) or is captured (at most
     ``limits.output`` bytes each).  ``caps`` are capabilities kept inside the sandbox's own
     user namespace.  Errors: :class:`~liveimg.errors.ToolError` (exit status outside
     ``ok_codes``, with ``check``), :class:`LimitExceeded`, :class:`~liveimg.errors.ToolTimeout`,
@@ -504,21 +527,29 @@ def run(
             bwrap += ["--setenv", key, value]
         if root is None:
             bwrap += _host_root()
-            bwrap += ["--proc", "/proc", *_dev(limits), "--size", str(limits.tmpfs), "--tmpfs", "/tmp"]
+            bwrap += ["--proc", "/proc", *_dev(limits, "/dev"), "--size", str(limits.tmpfs), "--tmpfs", "/tmp"]
         else:
             if not root.is_dir():
                 raise HostError(f"the guest tree {root} is not a directory")
             bwrap += ["--bind" if root_writable else "--ro-bind", source(root), "/"]
             if root_writable:
                 writable.append(os.fspath(root))
-            bwrap += ["--proc", "/proc", *_dev(limits), "--size", str(limits.tmpfs), "--tmpfs", "/sys"]
+            proc, dev, sys_dir = (system_dirs or {}).get("proc", "/proc"), (system_dirs or {}).get("dev", "/dev"), \
+                (system_dirs or {}).get("sys", "/sys")  # fmt: skip
+            for target in (proc, dev, sys_dir):
+                _check_target(root, target, ())
+            bwrap += ["--proc", proc, *_dev(limits, dev), "--size", str(limits.tmpfs), "--tmpfs", sys_dir]
             for part in SYS_PARTS:
                 if os.path.isdir(f"/sys/{part}"):
-                    bwrap += ["--ro-bind", f"/sys/{part}", f"/sys/{part}"]
-            bwrap += ["--remount-ro", "/sys"]
+                    bwrap += ["--ro-bind", f"/sys/{part}", f"{sys_dir}/{part}"]
+            bwrap += ["--remount-ro", sys_dir]
+        tmpfs_at: list[str] = []
         for m in mounts:
             target = "/" + m.target.strip("/")
+            if root is not None:
+                _check_target(root, target, tmpfs_at)
             if isinstance(m, Tmpfs):
+                tmpfs_at.append(target)
                 bwrap += ["--perms", f"{m.mode:o}", "--size", str(m.size or limits.tmpfs), "--tmpfs", target]
             else:
                 if not m.source.exists():

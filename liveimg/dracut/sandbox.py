@@ -115,8 +115,7 @@ def run_in_sandbox(
     """
     sandbox.require()
     root = root.resolve()
-    for needed in _ALWAYS:
-        _target(root, needed)
+    system_dirs = {name: _target(root, name) for name in _ALWAYS}
     converted: list[sandbox.Bind | sandbox.Tmpfs] = []
     tmpfs_at: list[str] = []
     for m in mounts:
@@ -139,7 +138,7 @@ def run_in_sandbox(
     log.info("sandbox: running %s in %s", " ".join(argv), root)
     result = sandbox.run(
         argv, what=os.path.basename(argv[0]) if argv else "?", root=root, mounts=converted, env=full_env,
-        log_path=log_path, caps=GUEST_CAPS, limits=limits, check=False,
+        log_path=log_path, caps=GUEST_CAPS, limits=limits, system_dirs=system_dirs, check=False,
     )  # fmt: skip
     return SandboxResult(returncode=result.returncode, seconds=result.seconds, log=log_path)
 

@@ -126,9 +126,10 @@ def _debugfs_problems(stderr: str) -> list[str]:
 
 #: Where the destination of :func:`rdump` appears inside its sandbox.
 _RDUMP_DIR = "/liveimg-out"
-#: What rdump may write, in bytes: this many times the image's size (hard links are copied once
-#: per name, so a legitimate deployment can take more than the image).
+#: What rdump may write, in bytes: this many times the image's size, at least :data:`RDUMP_MIN`
+#: (hard links are copied once per name, so a legitimate deployment can take more than the image).
 RDUMP_FACTOR = 3
+RDUMP_MIN = sandbox.GiB
 
 
 def _debugfs(image: Path, request: str, *, mounts: Sequence[sandbox.Bind] = (), timeout: float = 120,
@@ -152,7 +153,7 @@ def rdump(image: Path, guest_dir: str, dest: Path, *, timeout: float = 1800) -> 
     mounts = [sandbox.Bind(dest, _RDUMP_DIR, writable=True)]
     try:
         result = _debugfs(image, request, mounts=mounts, timeout=timeout,
-                          disk=RDUMP_FACTOR * max(image.stat().st_size, sandbox.GiB))  # fmt: skip
+                          disk=max(RDUMP_FACTOR * image.stat().st_size, RDUMP_MIN))  # fmt: skip
     except sandbox.LimitExceeded as exc:
         raise InvalidImage(f"{image}: copying {guest_dir} out of it was stopped: {exc.message}") from None
     if result.returncode != 0:
