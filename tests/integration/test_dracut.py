@@ -47,7 +47,7 @@ class Rootfs:
 
 
 def _sample(variant: str) -> Sample:
-    need("debugfs", "sfdisk", "unshare")
+    need("debugfs", "sfdisk", "bwrap")
     sample = find_sample(variant)
     if sample is None:
         message = f"no {variant} sample disk in the cache (tests/integration/sample_rootfs.py: SAMPLES)"
