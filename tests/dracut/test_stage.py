@@ -115,3 +115,43 @@ def test_auto_falls_back_to_the_appliance(tmp_path: Path, monkeypatch: pytest.Mo
     # The appliance is chosen; it needs the rootfs image rather than a tree.
     with pytest.raises(InvalidOptions, match="give rootfs, not tree"):
         build_initramfs(tree=tmp_path, kver=KVER, output=tmp_path / "x")
+
+
+# --- liveimg's own writes into the guest tree and reads of what dracut left ----------------------
+
+
+def test_dracut_conf_replaces_a_planted_link(tmp_path: Path) -> None:
+    from liveimg.dracut.stage import write_in_tree
+
+    canary = tmp_path / "canary"
+    canary.write_text("host file\n")
+    root = tmp_path / "root"
+    (root / "etc/dracut.conf.d").mkdir(parents=True)
+    (root / "etc/dracut.conf.d/99-liveimg-x.conf").symlink_to(canary)
+    (root / "etc/elsewhere").symlink_to(tmp_path)  # a directory link on the way is resolved in the tree
+    written = write_in_tree(root, "/etc/dracut.conf.d", "99-liveimg-x.conf", b"ours\n")
+    assert written.read_bytes() == b"ours\n" and not written.is_symlink()
+    assert canary.read_text() == "host file\n"
+    written = write_in_tree(root, "/etc/elsewhere/sub", "f.conf", b"x")
+    assert written == root / os.fspath(tmp_path).lstrip("/") / "sub/f.conf"  # inside the tree
+    assert not (tmp_path / "sub").exists()
+
+
+def test_output_left_as_a_link_is_refused(tmp_path: Path) -> None:
+    from liveimg.dracut.stage import take_output
+
+    canary = tmp_path / "canary"
+    canary.write_text("host file\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "initramfs.cpio").symlink_to(canary)
+    with pytest.raises(InvalidImage, match="not a plain file"):
+        take_output(out, "initramfs.cpio", tmp_path / "raw")
+    os.link(canary, out / "hard")
+    with pytest.raises(InvalidImage, match="not a plain file"):
+        take_output(out, "hard", tmp_path / "raw")
+    with pytest.raises(HostError, match="wrote no missing"):
+        take_output(out, "missing", tmp_path / "raw")
+    (out / "good").write_bytes(b"070701")
+    take_output(out, "good", tmp_path / "raw")
+    assert (tmp_path / "raw").read_bytes() == b"070701" and canary.read_text() == "host file\n"
