@@ -249,18 +249,22 @@ def tree_commands(
 _CONTENT_DIR = "/liveimg-in"
 
 
-def write_tree(image: Path, tree: TreeSource, dest: str, workdir: Path, *, limit: int | None = None) -> int:
+def write_tree(
+    image: Path, tree: TreeSource, dest: str, workdir: Path, *, limit: int | None = None, inode_size: int | None = None
+) -> int:
     """Copy a tree into the directory ``dest`` of the ext4 filesystem in ``image``; return its entries.
 
     ``dest`` must exist and be empty.  ``limit`` bounds the total size of the files
     (hostile guests can claim absurd sizes).  The files are fetched into a directory below
-    ``workdir`` that debugfs, in its sandbox, sees read-only.
+    ``workdir`` that debugfs, in its sandbox, sees read-only.  ``inode_size`` is the
+    filesystem's (read from it when not given).
     """
     entries = tree.entries()
     total = sum(e.size for e in entries if e.kind == "file")
     if limit is not None and total > limit:
         raise InvalidImage(f"the files to copy into {dest} claim {total} bytes, more than their filesystem holds")
-    sb = e2fs.superblock(image)
+    if inode_size is None:
+        inode_size = e2fs.superblock(image).inode_size
     with tempfile.TemporaryDirectory(dir=workdir, prefix="tree-") as tmp:
         tmpdir = Path(tmp)
         counter = iter(range(1 << 62))
@@ -279,7 +283,7 @@ def write_tree(image: Path, tree: TreeSource, dest: str, workdir: Path, *, limit
                 xattr_files[value] = Path(_CONTENT_DIR, name)
             return xattr_files[value]
 
-        cmds = tree_commands(entries, dest, content, extra_times=sb.inode_size > 128, xattr_file=xattr_file)
+        cmds = tree_commands(entries, dest, content, extra_times=inode_size > 128, xattr_file=xattr_file)
         sandbox.hand_over(tmpdir, recursive=True)
         e2fs.debugfs_script(image, cmds, writable=True, mounts=[sandbox.Bind(tmpdir, _CONTENT_DIR)])
     return len(entries)
@@ -335,10 +339,15 @@ def extract_partition(image: Path, image_format: str, offset: int, length: int, 
         raise
 
 
-def check_source_copy(copy: Path, what: str, *, repair: bool) -> None:
-    """Refuse a source root filesystem with errors (checked on liveimg's copy), unless asked to repair the copy."""
-    sb = e2fs.superblock(copy)
-    if "needs_recovery" in sb.features:
+def check_source_copy(copy: Path, what: str, *, repair: bool, sb: e2fs.Superblock | None = None) -> bool:
+    """Refuse a source root filesystem with errors (checked on liveimg's copy), unless asked to repair the copy.
+
+    ``sb`` is the copy's superblock if the caller has read it.  Returns whether the copy was
+    changed (a journal replayed, errors repaired).
+    """
+    sb = sb or e2fs.superblock(copy)
+    changed = "needs_recovery" in sb.features
+    if changed:
         log.info("%s: replaying the journal of an unclean unmount (in liveimg's copy)", what)
         e2fs.replay_journal(copy)
     check = e2fs.fsck(copy, repair=False)
@@ -351,6 +360,8 @@ def check_source_copy(copy: Path, what: str, *, repair: bool) -> None:
     if not check.clean:
         result = e2fs.fsck(copy, repair=True, what=what)
         log.warning("%s: e2fsck corrected its copy (status %d)", what, result.status)
+        changed = True
+    return changed
 
 
 def boot_is_empty(image: Path, directory: str, workdir: Path) -> bool:
@@ -384,10 +395,10 @@ def from_partition(
         sb = e2fs.superblock(tmp)
         if sb.block_size != BLOCK_SIZE:
             raise InvalidImage(f"{what} has {sb.block_size}-byte blocks; the partition method needs {BLOCK_SIZE}")
-        check_source_copy(tmp, what, repair=options.repair_source)
+        if check_source_copy(tmp, what, repair=options.repair_source, sb=sb):
+            sb = e2fs.superblock(tmp)  # after a replay or repair: its counts are right now
         boot_entries = boot.entries() if boot is not None else []
         boot_bytes = tree_bytes(boot_entries) + 16 * MiB
-        sb = e2fs.superblock(tmp)  # after the check: its counts are right now
         # Growing (or keeping the size) only needs room for /boot; shrinking is bounded by
         # what resize2fs can pack the filesystem into, which is more than the data it holds.
         needed = sb.used_bytes + boot_bytes
@@ -405,7 +416,8 @@ def from_partition(
                     f"{what}: /boot on the root filesystem is not empty although a boot partition exists",
                     hint="liveimg merges the boot partition into an empty /boot, as a mount would show it",
                 )
-            write_tree(tmp, _Prefetched(boot, boot_entries), "/boot", workdir, limit=boot_limit)
+            write_tree(tmp, _Prefetched(boot, boot_entries), "/boot", workdir, limit=boot_limit,
+                       inode_size=sb.inode_size)  # fmt: skip
         _finish_image(tmp, what)
         tmp.rename(dest)
     except BaseException:

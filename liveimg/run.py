@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import select
 import shlex
 import shutil
 import signal
@@ -162,6 +163,7 @@ def run(
     pass_fds: Sequence[int] = (),
     user: tuple[int, int] | None = None,
     watchdog: Callable[[], LiveImgError | None] | None = None,
+    on_start: Callable[[subprocess.Popen[bytes]], None] | None = None,
 ) -> Completed:
     """Run a program to completion and return what it printed.
 
@@ -172,6 +174,8 @@ def run(
     none).  ``pass_fds`` stay open in the program; ``user`` is the (uid, gid) it starts as,
     with no supplementary groups (liveimg must be root to give one).  ``watchdog`` is called
     every :data:`WATCH_SECONDS` while the program runs; an error it returns stops the program.
+    ``on_start`` is called with the started process before anything else (an error it raises
+    stops the program).
     """
     args = [os.fspath(a) for a in argv]
     if not args:
@@ -205,6 +209,8 @@ def run(
         except FileNotFoundError as exc:
             raise ToolNotFound(args[0], package or PACKAGES.get(os.path.basename(args[0]))) from exc
         try:
+            if on_start is not None:
+                on_start(proc)
             raw_out, raw_err = _communicate(proc, input, timeout, watchdog)
         except subprocess.TimeoutExpired:
             _kill_group(proc)
@@ -250,6 +256,22 @@ def _communicate(
     if watchdog is None:
         return proc.communicate(input, timeout=timeout)
     deadline = None if timeout is None else time.monotonic() + timeout
+    if proc.stdin is None and proc.stdout is None and proc.stderr is None:
+        # No pipe to serve: wait on a pidfd, which wakes the moment the program ends (subprocess's
+        # own wait polls with growing sleeps, a few ms late for each short sandboxed tool).
+        pidfd = os.pidfd_open(proc.pid)
+        try:
+            while proc.poll() is None:
+                step = WATCH_SECONDS if deadline is None else min(WATCH_SECONDS, deadline - time.monotonic())
+                if step <= 0:
+                    raise subprocess.TimeoutExpired(proc.args, timeout or 0.0)
+                select.select([pidfd], [], [], step)
+                error = watchdog()
+                if error is not None:
+                    raise _Stopped(error)
+        finally:
+            os.close(pidfd)
+        return None, None
     while True:
         step = WATCH_SECONDS if deadline is None else min(WATCH_SECONDS, deadline - time.monotonic())
         try:

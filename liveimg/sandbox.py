@@ -45,9 +45,11 @@ Both are made by bubblewrap (``bwrap``), the sandbox Flatpak and osbuild run unt
   ``personality`` other than ``PER_LINUX``, ``ioctl(TIOCSTI/TIOCLINUX)``, and ``chroot`` /
   ``pivot_root`` (``chroot`` stays allowed to a guest's dracut); the 32-bit ABIs get the same
   rules;
-* resource limits, set with ``prlimit`` before bwrap starts (:class:`Limits`): processes and
-  threads at once (``RLIMIT_NPROC``, counted on top of what the sandbox user already runs),
-  address space per process, the largest file it may write, open files, no core dumps;
+* resource limits (:class:`Limits`), set inside the namespaces before the command starts (by the
+  host's ``prlimit`` for a host tool; on the sandbox's first process, which bwrap holds back,
+  for a guest program): processes and threads at once (``RLIMIT_NPROC``, which then counts
+  the sandbox's own processes only), address space per process, the largest file it may
+  write, open files, no core dumps;
 * a watchdog in liveimg while it runs: a wall-clock limit (the whole sandbox dies with its
   PID namespace), the free space of every filesystem it can write (it may take at most
   ``Limits.disk`` bytes, and never the last :data:`DISK_RESERVE`), and the size of what it
@@ -72,12 +74,13 @@ import json
 import logging
 import os
 import re
+import resource
 import shutil
 import stat
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -96,7 +99,7 @@ GiB = 1024**3
 #: ``$LIVEIMG_SANDBOX_USER`` (``uid`` or ``uid:gid``, never 0) says otherwise.
 DEFAULT_SANDBOX_ID = 65534
 SANDBOX_USER_ENV = "LIVEIMG_SANDBOX_USER"
-#: Free space a sandbox never takes from a filesystem it can write, whatever its limits: a
+#: Free space a sandbox never lets a filesystem it can write go below, whatever its limits: a
 #: twentieth of the filesystem, at most this much.
 DISK_RESERVE = 1 * GiB
 #: Free inodes a sandbox never takes from a filesystem it can write.
@@ -347,38 +350,46 @@ def _check_target(root: Path, target: str, tmpfs_at: Sequence[str]) -> None:
             raise HostError(f"mount point {target} in the guest tree {root} is not a directory (a symbolic link?)")
 
 
-def _tasks_of(uid: int) -> int:
-    """Processes and threads whose real uid is ``uid`` (what RLIMIT_NPROC counts), as far as we see."""
-    count = 0
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/status", "rb") as f:
-                status = f.read(4096)
-        except OSError:
-            continue
-        real = threads = None
-        for line in status.splitlines():
-            if line.startswith(b"Uid:"):
-                real = int(line.split()[1])
-            elif line.startswith(b"Threads:"):
-                threads = int(line.split()[1])
-        if real == uid:
-            count += threads or 1
-    return count
-
-
 @dataclass
 class _Fs:
-    path: str
-    free: int  # bytes, when the sandbox started
+    paths: list[str]  # what the sandbox can write on this filesystem
+    free: int  # bytes free when the sandbox started, or when its own use was last measured
+    floor: int  # free bytes it never takes
+    start_use: int  # bytes its paths took when it started
     inodes: int
-    allowed: int  # bytes it may take
+
+
+def _use(paths: Sequence[str]) -> int:
+    """Bytes the files below ``paths`` take (hard links once), walked without following links."""
+    seen: set[tuple[int, int]] = set()
+    total = 0
+    for path in paths:
+        todo = [path]
+        while todo:
+            current = todo.pop()
+            try:
+                st = os.lstat(current)
+            except OSError:
+                continue
+            if (st.st_dev, st.st_ino) in seen:
+                continue
+            seen.add((st.st_dev, st.st_ino))
+            total += st.st_blocks * 512
+            if stat.S_ISDIR(st.st_mode):
+                with contextlib.suppress(OSError):
+                    todo += [os.path.join(current, name) for name in os.listdir(current)]
+    return total
 
 
 class _Watchdog:
-    """Stops the sandbox when it takes too much of a host filesystem it can write, or prints too much."""
+    """Stops the sandbox when it writes more than its share of a host filesystem, or prints too much.
+
+    Each look costs a ``statvfs``: the free space says at once when the filesystem loses more than
+    ``Limits.disk``.  Others may write there too, so only then are the sandbox's own files
+    measured: it is stopped if they are past the limit, else the rest is counted as the others'.
+    Whoever wrote it, a filesystem is never let go below its reserve (:data:`DISK_RESERVE`, at
+    most a twentieth of it).
+    """
 
     def __init__(self, what: str, argv: Sequence[str], writable: Sequence[str], outputs: Sequence[IO[bytes]],
                  limits: Limits) -> None:  # fmt: skip
@@ -389,32 +400,36 @@ class _Watchdog:
         self.filesystems: dict[int, _Fs] = {}
         for path in writable:
             dev = os.stat(path).st_dev
-            if dev not in self.filesystems:
-                st = os.statvfs(path)
-                free = st.f_bavail * st.f_frsize
-                allowed = free - min(DISK_RESERVE, st.f_blocks * st.f_frsize // 20)
-                if limits.disk is not None:
-                    allowed = min(allowed, limits.disk)
-                self.filesystems[dev] = _Fs(path, free, st.f_favail if st.f_files else -1, allowed)
+            if dev in self.filesystems:
+                self.filesystems[dev].paths.append(path)
+                continue
+            st = os.statvfs(path)
+            floor = min(DISK_RESERVE, st.f_blocks * st.f_frsize // 20)
+            self.filesystems[dev] = _Fs([path], st.f_bavail * st.f_frsize, floor, 0, st.f_favail if st.f_files else -1)
+        for fs in self.filesystems.values():
+            fs.start_use = _use(fs.paths)
+
+    def _stop(self, message: str) -> LimitExceeded:
+        return LimitExceeded(self.argv, None, message=f"{self.what} was stopped: {message}",
+                             hint="a hostile or broken image, or raise the limit or free space")  # fmt: skip
 
     def __call__(self) -> LiveImgError | None:
         for fs in self.filesystems.values():
-            st = os.statvfs(fs.path)
-            taken = fs.free - st.f_bavail * st.f_frsize
-            if taken > fs.allowed:
-                if fs.allowed <= 0:
-                    message = f"{self.what} was stopped: the filesystem of {fs.path} is full"
-                else:
-                    message = f"{self.what} was stopped: it wrote more than {_size(fs.allowed)} to the filesystem " \
-                        f"of {fs.path}"  # fmt: skip
-                return LimitExceeded(self.argv, None, message=message, hint="a hostile or broken image, or free space")
+            st = os.statvfs(fs.paths[0])
+            free = st.f_bavail * st.f_frsize
+            if free < fs.floor:
+                return self._stop(f"the filesystem of {fs.paths[0]} is full")
             if fs.inodes > INODE_RESERVE and st.f_favail < INODE_RESERVE:
-                return LimitExceeded(self.argv, None, message=f"{self.what} was stopped: it used up the free inodes "
-                                     f"of the filesystem of {fs.path}")  # fmt: skip
+                return self._stop(f"it used up the free inodes of the filesystem of {fs.paths[0]}")
+            if self.limits.disk is not None and fs.free - free > self.limits.disk:
+                used = _use(fs.paths) - fs.start_use
+                if used > self.limits.disk:
+                    return self._stop(f"it wrote more than {_size(self.limits.disk)} to the filesystem of "
+                                      f"{fs.paths[0]}")  # fmt: skip
+                fs.free = free + max(used, 0)  # the rest was written by others
         for out in self.outputs:
             if os.fstat(out.fileno()).st_size > self.limits.output:
-                return LimitExceeded(self.argv, None, message=f"{self.what} was stopped: it printed more than "
-                                     f"{_size(self.limits.output)}")  # fmt: skip
+                return self._stop(f"it printed more than {_size(self.limits.output)}")
         return None
 
 
@@ -433,7 +448,7 @@ def _open(file: File, ids: tuple[int, int] | None) -> int:
     except OSError as exc:
         raise HostError(f"cannot open {file.path} for a sandboxed tool: {exc.strerror or exc}") from exc
     st = os.fstat(fd)
-    if ids is not None and not stat.S_ISREG(st.st_mode) and not stat.S_ISBLK(st.st_mode):
+    if not stat.S_ISREG(st.st_mode) and not stat.S_ISBLK(st.st_mode):
         os.close(fd)
         raise HostError(f"{file.path} is not a regular file or a block device")
     if ids is not None and (st.st_uid != ids[0] if file.writable else not can_read(st, ids)):
@@ -559,13 +574,32 @@ def run(
                     writable.append(os.fspath(m.source))
         if root is None:
             bwrap += ["--remount-ro", "/"]  # bwrap's own root is a tmpfs: nothing but /tmp stays writable
+        values = {"nproc": limits.tasks, "as": limits.memory, "fsize": limits.file_size,
+                  "nofile": limits.open_files, "core": 0}  # fmt: skip
+        if root is None:
+            # The host's prlimit, inside: it limits itself, then runs the tool.
+            command = [runner.require("prlimit"), *(f"--{k}={v}:{v}" for k, v in values.items()), "--", *command]
         bwrap += ["--chdir", cwd, "--", *command]
 
-        tasks = limits.tasks + _tasks_of(ids[0] if ids else os.getuid())
-        prlimit = [runner.require("prlimit"), f"--nproc={tasks}:{tasks}", f"--as={limits.memory}:{limits.memory}",
-                   f"--fsize={limits.file_size}:{limits.file_size}",
-                   f"--nofile={limits.open_files}:{limits.open_files}", "--core=0:0", "--"]  # fmt: skip
-        full = [*prlimit, *bwrap]
+        # For a guest program (no host prlimit inside), the limits are set on the sandbox's first
+        # process once its namespaces exist and before it starts the command (bwrap waits on
+        # --block-fd).  Either way RLIMIT_NPROC counts the sandbox's own processes only, not every
+        # process of its user on the host.
+        start: Callable[[subprocess.Popen[bytes]], None] | None = None
+        if root is not None:
+            info_r, info_w = os.pipe2(os.O_CLOEXEC)
+            block_r, block_w = os.pipe2(os.O_CLOEXEC)
+            stack.callback(os.close, info_r)
+            stack.callback(os.close, block_w)
+            theirs = [info_w, block_r]  # bwrap's ends: ours are closed once it has them
+            fds += theirs
+            stack.callback(_close_all, theirs)
+            bwrap[1:1] = ["--info-fd", str(info_w), "--block-fd", str(block_r)]
+
+            def start(proc: subprocess.Popen[bytes]) -> None:
+                _start(info_r, theirs, block_w, values, ids)
+
+        full = bwrap
         user = ids
         if ids is not None and portal:
             spec = {"binds": portal, "uid": ids[0], "gid": ids[1], "argv": full}
@@ -587,7 +621,8 @@ def run(
         log.debug("sandbox: %s", " ".join(shown))
         try:
             result = runner.run(full, timeout=limits.seconds, check=False, input=input, stdout=out, stderr=err,
-                                pass_fds=fds, user=user, watchdog=watchdog)  # fmt: skip
+                                pass_fds=fds, user=user, watchdog=watchdog,
+                                on_start=start)  # fmt: skip
         except ToolTimeout:
             raise ToolTimeout(shown, limits.seconds, _tail(outputs[-1])) from None
         stdout = "" if log_path is not None else _read(out, limits.output)
@@ -609,6 +644,45 @@ def run(
     if check and returncode not in ok_codes:
         raise ToolError(shown, returncode, stderr or stdout)
     return completed
+
+
+def _start(
+    info_r: int, theirs: list[int], block_w: int, values: Mapping[str, int], ids: tuple[int, int] | None
+) -> None:
+    """Once bwrap has made the namespaces: limit its first process, then let it start the command."""
+    _close_all(theirs)  # our copies of bwrap's ends: the info pipe ends when bwrap has closed its own
+    data = b""
+    while chunk := os.read(info_r, 4096):
+        data += chunk
+    try:
+        pid = int(json.loads(data)["child-pid"])
+    except (ValueError, KeyError, TypeError):
+        return  # bwrap failed before (it says why on stderr); leave it blocked until it exits
+    try:
+        for name, value in values.items():
+            resource.prlimit(pid, _RLIMITS[name], (value, value))
+    except PermissionError:
+        # root without CAP_SYS_RESOURCE (some containers): the sandbox user may limit its own process
+        if ids is None:
+            raise
+        runner.run(["prlimit", f"--pid={pid}", *(f"--{k}={v}:{v}" for k, v in values.items())], user=ids,
+                   timeout=60)  # fmt: skip
+    with contextlib.suppress(BrokenPipeError):
+        os.write(block_w, b"x")
+
+
+def _close_all(fds: list[int]) -> None:
+    while fds:
+        os.close(fds.pop())
+
+
+_RLIMITS = {
+    "nproc": resource.RLIMIT_NPROC,
+    "as": resource.RLIMIT_AS,
+    "fsize": resource.RLIMIT_FSIZE,
+    "nofile": resource.RLIMIT_NOFILE,
+    "core": resource.RLIMIT_CORE,
+}
 
 
 def _read(f: IO[bytes], limit: int) -> str:

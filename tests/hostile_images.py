@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import secrets
 import shutil
 import socket
 import subprocess
@@ -44,8 +45,8 @@ from tests.dracut.fake_guest import dracut_guest
 
 KVER = "6.1.0-50-amd64"
 CANARY = b"canary: a hostile guest must not change this\n"
-#: A sleep nobody else runs: processes left behind are found by it.
-MARK = "2718.281828"
+#: Sleeps nobody else runs (a unique suffix per run of a case): processes left behind are found by them.
+MARK = "2718.28"
 
 
 @dataclass
@@ -81,6 +82,7 @@ class Context:
 
     work: Path
     canaries: Canaries
+    mark: str = field(default_factory=lambda: f"{MARK}{secrets.randbelow(10**6):06d}")
     port: int = 0
     connections: list[str] = field(default_factory=list)
 
@@ -151,7 +153,7 @@ def rename_entry(image: Path, name: bytes, new: bytes) -> None:
 def make_image(case: Case, ctx: Context) -> Path:
     """The case's ``rootfs.img``."""
     fill = {"canary": str(ctx.canaries.file), "canary_dir": str(ctx.canaries.dir), "port": str(ctx.port),
-            "mark": MARK}  # fmt: skip
+            "mark": ctx.mark}  # fmt: skip
     tree = dracut_guest(ctx.work / "tree", prelude=case.prelude.format(**fill), postlude=case.postlude.format(**fill))
     if case.edit is not None:
         case.edit(tree, ctx)
@@ -192,9 +194,9 @@ def listener(ctx: Context) -> Iterator[None]:
         server.close()
 
 
-def leftovers() -> list[str]:
-    """Processes a case left behind (its sleeps carry :data:`MARK`)."""
-    found = subprocess.run(["pgrep", "-a", "-f", f"^sleep {MARK}"], capture_output=True, text=True, check=False)
+def leftovers(mark: str) -> list[str]:
+    """Processes a case left behind (its sleeps carry its ``mark``)."""
+    found = subprocess.run(["pgrep", "-a", "-f", f"^sleep {mark}"], capture_output=True, text=True, check=False)
     return found.stdout.splitlines()
 
 
@@ -235,7 +237,7 @@ def run_case(name: str, work: Path) -> dict[str, Any]:
         problems.append(f"canaries changed: {ctx.canaries.snapshot()} (were {before})")
     if ctx.connections:
         problems.append(f"the guest reached the host's network: {ctx.connections}")
-    if left := leftovers():
+    if left := leftovers(ctx.mark):
         problems.append(f"processes left behind: {left}")
     if not re.search(case.expect, error or "built"):
         problems.append(
@@ -369,7 +371,7 @@ mount -o remount,rw /sys 2>/dev/null && echo "HOSTILE remounted"
 
 def _sys_check(outcome: Outcome, ctx: Context) -> None:
     assert "HOSTILE refused /proc/sys/kernel/core_pattern" in outcome.log, outcome.log[-2000:]
-    assert not any(os.path.exists(f"/{top}/{MARK}") for top in ("sys/fs/cgroup", "sys", "proc", "dev"))
+    assert not any(os.path.exists(f"/{top}/{ctx.mark}") for top in ("sys/fs/cgroup", "sys", "proc", "dev"))
     assert "HOSTILE wrote" not in outcome.log and "HOSTILE mounted" not in outcome.log
     assert "HOSTILE remounted" not in outcome.log
 

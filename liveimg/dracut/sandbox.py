@@ -128,7 +128,7 @@ def run_in_sandbox(
             converted.append(sandbox.Tmpfs(inner, tmpfs.mode, tmpfs.size))
             tmpfs_at.append(inner)
         else:
-            if not m.readonly:
+            if not m.readonly and m.source.exists():
                 sandbox.hand_over(m.source)  # as root, the sandbox user must be able to write it
             converted.append(sandbox.Bind(m.source, inner, writable=not m.readonly))
     full_env = {"PATH": GUEST_PATH, "LC_ALL": "C", "HOME": "/root", "TMPDIR": "/var/tmp", "TERM": "dumb"}
