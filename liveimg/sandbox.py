@@ -408,6 +408,15 @@ class _Watchdog:
             self.filesystems[dev] = _Fs([path], st.f_bavail * st.f_frsize, floor, 0, st.f_favail if st.f_files else -1)
         for fs in self.filesystems.values():
             fs.start_use = _use(fs.paths)
+        # What it prints goes to unnamed files of liveimg's temporary directory: bounded by
+        # Limits.output, and their filesystem kept above its reserve like the others.
+        for out in outputs:
+            dev = os.fstat(out.fileno()).st_dev
+            if dev not in self.filesystems:
+                st = os.fstatvfs(out.fileno())
+                floor = min(DISK_RESERVE, st.f_blocks * st.f_frsize // 20)
+                self.filesystems[dev] = _Fs([], st.f_bavail * st.f_frsize, floor, 0, -1)
+                self.filesystems[dev].paths.append(f"/proc/self/fd/{out.fileno()}")
 
     def _stop(self, message: str) -> LimitExceeded:
         return LimitExceeded(self.argv, None, message=f"{self.what} was stopped: {message}",
@@ -610,21 +619,19 @@ def run(
         if log_path is not None:
             out: IO[bytes] = stack.enter_context(open(log_path, "a+b"))
             err: IO[bytes] | int = subprocess.STDOUT
-            outputs.append(out)
-            writable.append(os.fspath(log_path))
+            writable.append(os.fspath(log_path))  # a log is bounded by the file size and disk limits
         else:
             out = stack.enter_context(tempfile.TemporaryFile(prefix="liveimg-sandbox-"))
             err = stack.enter_context(tempfile.TemporaryFile(prefix="liveimg-sandbox-"))
             outputs += [out, err]
-            writable.append(tempfile.gettempdir())
-        watchdog = _Watchdog(what, shown, writable, [] if log_path is not None else outputs, limits)
+        watchdog = _Watchdog(what, shown, writable, outputs, limits)
         log.debug("sandbox: %s", " ".join(shown))
         try:
             result = runner.run(full, timeout=limits.seconds, check=False, input=input, stdout=out, stderr=err,
                                 pass_fds=fds, user=user, watchdog=watchdog,
                                 on_start=start)  # fmt: skip
         except ToolTimeout:
-            raise ToolTimeout(shown, limits.seconds, _tail(outputs[-1])) from None
+            raise ToolTimeout(shown, limits.seconds, _tail(out if isinstance(err, int) else err)) from None
         stdout = "" if log_path is not None else _read(out, limits.output)
         stderr = _tail(out) if isinstance(err, int) else _read(err, limits.output)
     if result.returncode == _portal.SETUP_FAILED and "liveimg portal:" in stderr:

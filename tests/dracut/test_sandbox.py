@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -143,9 +144,11 @@ def test_failure_carries_the_log_tail(tree: Path, tmp_path: Path) -> None:
 
 def test_timeout_kills_everything(tree: Path, tmp_path: Path) -> None:
     with pytest.raises(ToolTimeout):
-        run_in_sandbox(tree, ["/bin/sh", "-c", "sleep 2718 & sleep 2718"], log_path=tmp_path / "log", timeout=2)
-    left = subprocess.run(["pgrep", "-f", "sleep 2718"], capture_output=True, text=True, check=False).stdout
-    assert not left.strip()
+        run_in_sandbox(tree, ["/bin/sh", "-c", "sleep 2718.5 & sleep 2718.5"], log_path=tmp_path / "log", timeout=2)
+    deadline = time.monotonic() + 5  # the PID namespace's processes die with it, a moment later
+    while left := subprocess.run(["pgrep", "-f", "^sleep 2718.5"], capture_output=True, text=True, check=False).stdout:
+        assert time.monotonic() < deadline, left
+        time.sleep(0.1)
 
 
 def test_missing_bind_source(tree: Path, tmp_path: Path) -> None:
