@@ -16,6 +16,7 @@ and rebuilding the same input gives the same bytes.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import logging
 import os
 import re
@@ -81,6 +82,30 @@ def lend(image: Path, writable: bool) -> Iterator[None]:
         os.chmod(image, stat.S_IMODE(st.st_mode))  # a chown clears set-id bits; the mode comes back whole
 
 
+_session: contextvars.ContextVar[sandbox.Session | None] = contextvars.ContextVar("e2fs_session", default=None)
+
+
+@contextlib.contextmanager
+def session(
+    image: Path, *, writable: bool, mounts: Sequence[sandbox.Bind] = (), max_size: int = 0
+) -> Iterator[sandbox.Session]:
+    """Run the e2fsprogs calls on ``image`` in this block in one sandbox (:class:`sandbox.Session`):
+    a stage's ten tools then cost one sandbox start.  ``mounts`` are those the calls will need;
+    ``max_size`` the largest the image may grow to.  Calls the session does not cover (another
+    file, another mount, a larger size) run in sandboxes of their own, as outside the block.
+    """
+    limits = sandbox.Limits(seconds=3600, tasks=TOOL_TASKS, memory=TOOL_MEMORY,
+                            file_size=max(os.stat(image).st_size, max_size, sandbox.MiB))  # fmt: skip
+    with lend(image, writable):
+        files = [sandbox.File(image, writable=writable)]
+        with sandbox.Session(what="e2fsprogs", files=files, mounts=mounts, limits=limits, env=fake_time_env()) as s:
+            token = _session.set(s)
+            try:
+                yield s
+            finally:
+                _session.reset(token)
+
+
 def _run(
     argv: Sequence[str | sandbox.File],
     *,
@@ -94,7 +119,16 @@ def _run(
     mounts: Sequence[sandbox.Bind] = (),
     disk: int | None = None,
 ) -> runner.Completed:
-    """Run an e2fsprogs tool in the sandbox; ``image`` is one of ``argv``'s :class:`sandbox.File`\\ s."""
+    """Run an e2fsprogs tool in the sandbox (the :func:`session`'s if one covers it); ``image`` is
+    one of ``argv``'s :class:`sandbox.File`\\ s."""
+    active = _session.get()
+    if (
+        active is not None
+        and all(active.has(a) for a in argv if isinstance(a, sandbox.File))
+        and all(m in active.mounts for m in mounts)
+        and grow_to <= active.limits.file_size
+    ):
+        return active.run(argv, timeout=timeout, input=input, check=check, ok_codes=ok_codes)
     with lend(image, writable):
         return sandbox.run(
             argv, what=str(argv[0]), env=fake_time_env(), limits=_limits(image, timeout, grow_to=grow_to, disk=disk),

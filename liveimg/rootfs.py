@@ -29,6 +29,7 @@ partition's size).
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import logging
 import math
@@ -250,14 +251,22 @@ _CONTENT_DIR = "/liveimg-in"
 
 
 def write_tree(
-    image: Path, tree: TreeSource, dest: str, workdir: Path, *, limit: int | None = None, inode_size: int | None = None
+    image: Path,
+    tree: TreeSource,
+    dest: str,
+    workdir: Path,
+    *,
+    limit: int | None = None,
+    inode_size: int | None = None,
+    staging: Path | None = None,
 ) -> int:
     """Copy a tree into the directory ``dest`` of the ext4 filesystem in ``image``; return its entries.
 
     ``dest`` must exist and be empty.  ``limit`` bounds the total size of the files
     (hostile guests can claim absurd sizes).  The files are fetched into a directory below
-    ``workdir`` that debugfs, in its sandbox, sees read-only.  ``inode_size`` is the
-    filesystem's (read from it when not given).
+    ``workdir`` that debugfs, in its sandbox, sees read-only (or into ``staging``, an empty
+    directory of the caller's, which the caller removes).  ``inode_size`` is the filesystem's
+    (read from it when not given).
     """
     entries = tree.entries()
     total = sum(e.size for e in entries if e.kind == "file")
@@ -265,8 +274,8 @@ def write_tree(
         raise InvalidImage(f"the files to copy into {dest} claim {total} bytes, more than their filesystem holds")
     if inode_size is None:
         inode_size = e2fs.superblock(image).inode_size
-    with tempfile.TemporaryDirectory(dir=workdir, prefix="tree-") as tmp:
-        tmpdir = Path(tmp)
+    with contextlib.ExitStack() as stack:
+        tmpdir = staging or Path(stack.enter_context(tempfile.TemporaryDirectory(dir=workdir, prefix="tree-")))
         counter = iter(range(1 << 62))
 
         def content(entry: TreeEntry) -> Path:
@@ -390,40 +399,49 @@ def from_partition(
     if image_format == "raw":
         check_space(dest.parent, _raw_data_bytes(image, offset, length))
     tmp = dest.with_name(f".{dest.name}.tmp")
+    boot_entries = boot.entries() if boot is not None else []
+    boot_bytes = tree_bytes(boot_entries) + 16 * MiB
+    # The largest the image may grow to (resize2fs's file size limit in the sandbox).
+    largest = max(options.size or 0, length, int(1.25 * (length + boot_bytes)) + AUTO_HEADROOM_MIN)
+    content = Path(tempfile.mkdtemp(dir=workdir, prefix="tree-"))  # the /boot files, for debugfs
+    mounts = [sandbox.Bind(content, _CONTENT_DIR)] if boot is not None else []
     try:
         extract_partition(image, image_format, offset, length, tmp)
-        sb = e2fs.superblock(tmp)
-        if sb.block_size != BLOCK_SIZE:
-            raise InvalidImage(f"{what} has {sb.block_size}-byte blocks; the partition method needs {BLOCK_SIZE}")
-        if check_source_copy(tmp, what, repair=options.repair_source, sb=sb):
-            sb = e2fs.superblock(tmp)  # after a replay or repair: its counts are right now
-        boot_entries = boot.entries() if boot is not None else []
-        boot_bytes = tree_bytes(boot_entries) + 16 * MiB
-        # Growing (or keeping the size) only needs room for /boot; shrinking is bounded by
-        # what resize2fs can pack the filesystem into, which is more than the data it holds.
-        needed = sb.used_bytes + boot_bytes
-        grows = options.size_mode is SizeMode.KEEP or (
-            options.size_mode is SizeMode.FIXED and (options.size or 0) >= sb.size
-        )
-        if not grows:
-            needed = max(needed, e2fs.min_size_blocks(tmp) * BLOCK_SIZE + boot_bytes)
-        size = target_size(options.size_mode, needed=needed, requested=options.size, partition=length)
-        e2fs.resize(tmp, size // BLOCK_SIZE, BLOCK_SIZE)
-        e2fs.tune(tmp, label=options.label, reserved_percent=0)
-        if boot is not None:
-            if not boot_is_empty(tmp, "/boot", workdir):
-                raise InvalidImage(
-                    f"{what}: /boot on the root filesystem is not empty although a boot partition exists",
-                    hint="liveimg merges the boot partition into an empty /boot, as a mount would show it",
-                )
-            write_tree(tmp, _Prefetched(boot, boot_entries), "/boot", workdir, limit=boot_limit,
-                       inode_size=sb.inode_size)  # fmt: skip
-        _finish_image(tmp, what)
+        # One sandbox for the e2fsprogs calls below (each would otherwise start its own).
+        with e2fs.session(tmp, writable=True, mounts=mounts, max_size=largest):
+            sb = e2fs.superblock(tmp)
+            if sb.block_size != BLOCK_SIZE:
+                raise InvalidImage(f"{what} has {sb.block_size}-byte blocks; the partition method needs {BLOCK_SIZE}")
+            if check_source_copy(tmp, what, repair=options.repair_source, sb=sb):
+                sb = e2fs.superblock(tmp)  # after a replay or repair: its counts are right now
+            # Growing (or keeping the size) only needs room for /boot; shrinking is bounded by
+            # what resize2fs can pack the filesystem into, which is more than the data it holds.
+            needed = sb.used_bytes + boot_bytes
+            grows = options.size_mode is SizeMode.KEEP or (
+                options.size_mode is SizeMode.FIXED and (options.size or 0) >= sb.size
+            )
+            if not grows:
+                needed = max(needed, e2fs.min_size_blocks(tmp) * BLOCK_SIZE + boot_bytes)
+            size = target_size(options.size_mode, needed=needed, requested=options.size, partition=length)
+            e2fs.resize(tmp, size // BLOCK_SIZE, BLOCK_SIZE)
+            e2fs.tune(tmp, label=options.label, reserved_percent=0)
+            if boot is not None:
+                if not boot_is_empty(tmp, "/boot", workdir):
+                    raise InvalidImage(
+                        f"{what}: /boot on the root filesystem is not empty although a boot partition exists",
+                        hint="liveimg merges the boot partition into an empty /boot, as a mount would show it",
+                    )
+                write_tree(tmp, _Prefetched(boot, boot_entries), "/boot", workdir, limit=boot_limit,
+                           inode_size=sb.inode_size, staging=content)  # fmt: skip
+            _finish_image(tmp, what)
+            final = e2fs.superblock(tmp)
         tmp.rename(dest)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    return _result(dest, Method.PARTITION, boot_merged=boot is not None)
+    finally:
+        shutil.rmtree(content, ignore_errors=True)
+    return _result(dest, Method.PARTITION, boot_merged=boot is not None, sb=final)
 
 
 class _Prefetched:
@@ -561,8 +579,8 @@ def _finish_image(image: Path, what: str) -> None:
         raise InternalError(f"the new rootfs.img does not check clean: {final.output.splitlines()[-1]}")
 
 
-def _result(path: Path, method: Method, *, boot_merged: bool) -> RootfsImage:
-    sb = e2fs.superblock(path)
+def _result(path: Path, method: Method, *, boot_merged: bool, sb: e2fs.Superblock | None = None) -> RootfsImage:
+    sb = sb or e2fs.superblock(path)
     return RootfsImage(
         path=path,
         size=path.stat().st_size,

@@ -164,6 +164,7 @@ def run(
     user: tuple[int, int] | None = None,
     watchdog: Callable[[], LiveImgError | None] | None = None,
     on_start: Callable[[subprocess.Popen[bytes]], None] | None = None,
+    kill: Callable[[subprocess.Popen[bytes]], None] | None = None,
 ) -> Completed:
     """Run a program to completion and return what it printed.
 
@@ -175,7 +176,7 @@ def run(
     with no supplementary groups (liveimg must be root to give one).  ``watchdog`` is called
     every :data:`WATCH_SECONDS` while the program runs; an error it returns stops the program.
     ``on_start`` is called with the started process before anything else (an error it raises
-    stops the program).
+    stops the program); ``kill`` stops it (default: SIGKILL to its process group).
     """
     args = [os.fspath(a) for a in argv]
     if not args:
@@ -213,15 +214,15 @@ def run(
                 on_start(proc)
             raw_out, raw_err = _communicate(proc, input, timeout, watchdog)
         except subprocess.TimeoutExpired:
-            _kill_group(proc)
+            (kill or _kill_group)(proc)
             _, raw_err = proc.communicate()
             raise ToolTimeout(args, timeout or 0.0, _decode(raw_err)) from None
         except _Stopped as stop:
-            _kill_group(proc)
+            (kill or _kill_group)(proc)
             proc.communicate()
             raise stop.error from None
         except BaseException:
-            _kill_group(proc)
+            (kill or _kill_group)(proc)
             proc.wait()
             raise
     result = Completed(
@@ -295,16 +296,20 @@ def _decode(data: bytes | None) -> str:
 def spawn(
     argv: Sequence[str | os.PathLike[str]],
     *,
+    stdin: IO[bytes] | int | None = subprocess.DEVNULL,
     stdout: IO[bytes] | int | None = subprocess.DEVNULL,
     stderr: IO[bytes] | int | None = subprocess.DEVNULL,
     env: Mapping[str, str] | None = None,
     cwd: str | os.PathLike[str] | None = None,
     package: str | None = None,
     stop_timeout: float = 5.0,
+    pass_fds: Sequence[int] = (),
+    user: tuple[int, int] | None = None,
 ) -> Iterator[subprocess.Popen[bytes]]:
     """Start a program beside us; it is terminated (then killed) when the block ends.
 
-    For programs whose life is managed by the caller: QEMU, a test HTTP server.
+    For programs whose life is managed by the caller: QEMU, a test HTTP server, a sandbox that
+    runs several tools.  ``pass_fds`` and ``user`` are as for :func:`run`.
     """
     args = [os.fspath(a) for a in argv]
     executable = require(args[0], package)
@@ -312,12 +317,16 @@ def spawn(
     proc = subprocess.Popen(
         args,
         executable=executable,
-        stdin=subprocess.DEVNULL,
+        stdin=stdin,
         stdout=stdout,
         stderr=stderr,
         env=clean_env(env),
         cwd=cwd,
         start_new_session=True,
+        pass_fds=tuple(pass_fds),
+        user=None if user is None else user[0],
+        group=None if user is None else user[1],
+        extra_groups=None if user is None else [],
     )
     try:
         yield proc

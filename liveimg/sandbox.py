@@ -75,11 +75,15 @@ import logging
 import os
 import re
 import resource
+import select
 import shutil
+import signal
 import stat
+import struct
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,7 +91,7 @@ from typing import IO
 
 from liveimg import _portal
 from liveimg import run as runner
-from liveimg.errors import HostError, InvalidOptions, LiveImgError, ToolError, ToolTimeout
+from liveimg.errors import HostError, InternalError, InvalidOptions, LiveImgError, ToolError, ToolTimeout
 
 log = logging.getLogger(__name__)
 
@@ -469,6 +473,178 @@ def _open(file: File, ids: tuple[int, int] | None) -> int:
     return fd
 
 
+@dataclass
+class _Launch:
+    """A sandbox ready to start: the command line that makes it, and what it needs."""
+
+    argv: list[str]  # portal or bwrap, then the command
+    command: list[str]  # the command inside, files as /proc/self/fd/N
+    fds: list[int]
+    user: tuple[int, int] | None
+    writable: list[str]
+    start: Callable[[subprocess.Popen[bytes]], None]
+    child: list[int]  # the PID of the sandbox's first process, once started
+
+    def kill(self, proc: subprocess.Popen[bytes]) -> None:
+        """End the sandbox: its first process (the whole PID namespace dies with it, and the kernel
+        waits for all of it), then bwrap, which exits once that process is gone."""
+        for pid in self.child:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            pass
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _prepare(
+    stack: contextlib.ExitStack,
+    argv: Sequence[str | File],
+    *,
+    root: Path | None,
+    root_writable: bool,
+    mounts: Sequence[Bind | Tmpfs],
+    limits: Limits,
+    env: Mapping[str, str] | None,
+    caps: Sequence[str],
+    system_dirs: Mapping[str, str] | None,
+    cwd: str,
+) -> _Launch:
+    """Everything but starting it: open the files, build bwrap's command line (see :func:`run`)."""
+    ids = sandbox_ids()
+    fds: list[int] = []
+    writable: list[str] = []
+
+    def keep(fd: int) -> int:
+        stack.callback(os.close, fd)
+        fds.append(fd)
+        return fd
+
+    command: list[str] = []
+    if root is None and argv and isinstance(argv[0], str):
+        argv = [runner.require(argv[0]), *argv[1:]]  # a host tool: said by name when it is not installed
+    for arg in argv:
+        if isinstance(arg, File):
+            command.append(arg.template.replace("{}", f"{_PROC_FD}{keep(_open(arg, ids))}"))
+            if arg.writable:
+                writable.append(os.fspath(arg.path))
+        else:
+            command.append(arg)
+    seccomp_fd = keep(os.memfd_create("liveimg-seccomp", os.MFD_CLOEXEC))
+    os.write(seccomp_fd, _seccomp_program(guest=root is not None))
+    os.lseek(seccomp_fd, 0, os.SEEK_SET)
+
+    # Directories (and the guest root) are bound by path; as root, through the portal.
+    portal: list[tuple[str, str]] = []
+
+    def source(path: Path) -> str:
+        if ids is None:
+            return os.fspath(path)
+        name = str(len(portal))
+        portal.append((os.path.abspath(path), name))
+        return f"{_portal.PORTAL}/{name}"
+
+    inner_uid = "0" if root is not None else str(DEFAULT_SANDBOX_ID)
+    bwrap = [runner.require("bwrap"), "--unshare-user", "--unshare-ipc", "--unshare-pid", "--unshare-net",
+             "--unshare-uts", "--unshare-cgroup", "--disable-userns", "--die-with-parent", "--new-session",
+             "--uid", inner_uid, "--gid", inner_uid, "--hostname", "liveimg",
+             "--seccomp", str(seccomp_fd)]  # fmt: skip
+    for cap in caps:
+        bwrap += ["--cap-add", cap]
+    inner_env = {"PATH": SANDBOX_PATH, "LC_ALL": "C.UTF-8", "LANG": "C.UTF-8", "HOME": "/tmp", "TMPDIR": "/tmp"}
+    if "SOURCE_DATE_EPOCH" in os.environ:
+        inner_env["SOURCE_DATE_EPOCH"] = os.environ["SOURCE_DATE_EPOCH"]
+    inner_env.update(env or {})
+    bwrap.append("--clearenv")
+    for key, value in inner_env.items():
+        bwrap += ["--setenv", key, value]
+    if root is None:
+        bwrap += _host_root()
+        bwrap += ["--proc", "/proc", *_dev(limits, "/dev"), "--size", str(limits.tmpfs), "--tmpfs", "/tmp"]
+    else:
+        if not root.is_dir():
+            raise HostError(f"the guest tree {root} is not a directory")
+        bwrap += ["--bind" if root_writable else "--ro-bind", source(root), "/"]
+        if root_writable:
+            writable.append(os.fspath(root))
+        where = {"proc": "/proc", "dev": "/dev", "sys": "/sys", **(system_dirs or {})}
+        for target in where.values():
+            _check_target(root, target, ())
+        bwrap += ["--proc", where["proc"], *_dev(limits, where["dev"]), "--size", str(limits.tmpfs),
+                  "--tmpfs", where["sys"]]  # fmt: skip
+        for part in SYS_PARTS:
+            if os.path.isdir(f"/sys/{part}"):
+                bwrap += ["--ro-bind", f"/sys/{part}", f"{where['sys']}/{part}"]
+        bwrap += ["--remount-ro", where["sys"]]
+    tmpfs_at: list[str] = []
+    for m in mounts:
+        target = "/" + m.target.strip("/")
+        if root is not None:
+            _check_target(root, target, tmpfs_at)
+        if isinstance(m, Tmpfs):
+            tmpfs_at.append(target)
+            bwrap += ["--perms", f"{m.mode:o}", "--size", str(m.size or limits.tmpfs), "--tmpfs", target]
+        else:
+            if not m.source.exists():
+                raise HostError(f"cannot show {m.source} in the sandbox: it does not exist")
+            bwrap += ["--bind" if m.writable else "--ro-bind", source(m.source), target]
+            if m.writable:
+                writable.append(os.fspath(m.source))
+    if root is None:
+        bwrap += ["--remount-ro", "/"]  # bwrap's own root is a tmpfs: nothing but /tmp stays writable
+    values = {"nproc": limits.tasks, "as": limits.memory, "fsize": limits.file_size,
+              "nofile": limits.open_files, "core": 0}  # fmt: skip
+    inner = command
+    if root is None:
+        # The host's prlimit, inside: it limits itself, then runs the tool.
+        inner = [runner.require("prlimit"), *(f"--{k}={v}:{v}" for k, v in values.items()), "--", *command]
+    bwrap += ["--chdir", cwd, "--", *inner]
+
+    # bwrap says the PID of the sandbox's first process (--info-fd): killing it first ends the
+    # whole PID namespace before bwrap itself, so that nothing of the sandbox outlives run().
+    # For a guest program (no host prlimit inside), the limits are set on that process once its
+    # namespaces exist and before it starts the command (bwrap waits on --block-fd).  Either way
+    # RLIMIT_NPROC counts the sandbox's own processes only, not every process of its user.
+    info_r, info_w = os.pipe2(os.O_CLOEXEC)
+    stack.callback(os.close, info_r)
+    theirs = [info_w]  # bwrap's ends: ours are closed once it has them
+    bwrap[1:1] = ["--info-fd", str(info_w)]
+    block_w = -1
+    if root is not None:
+        block_r, block_w = os.pipe2(os.O_CLOEXEC)
+        stack.callback(os.close, block_w)
+        theirs.append(block_r)
+        bwrap[1:1] = ["--block-fd", str(block_r)]
+    fds += theirs
+    stack.callback(_close_all, theirs)
+    child: list[int] = []
+
+    def start(proc: subprocess.Popen[bytes]) -> None:
+        _start(info_r, theirs, block_w=block_w, values=values if root is not None else None, ids=ids, child=child)
+
+    full = bwrap
+    user = ids
+    if ids is not None and portal:
+        spec = {"binds": portal, "uid": ids[0], "gid": ids[1], "argv": full}
+        full = [sys.executable, "-I", "-S", os.path.abspath(_portal.__file__), json.dumps(spec)]
+        user = None  # the portal drops to the sandbox user itself, after its mounts
+    return _Launch(full, command, fds, user, writable, start, child)
+
+
+def _setup_failure(returncode: int, stderr: str) -> int:
+    """Raise :class:`HostError` if the sandbox itself could not be made; the command's status."""
+    last = (stderr.strip().splitlines() or [""])[-1]
+    if returncode == _portal.SETUP_FAILED and last.startswith("liveimg portal:"):
+        raise HostError(f"cannot set up the sandbox: {last}")
+    if returncode == 1 and last.startswith("bwrap: execvp "):
+        return 127  # as a shell says it: the command is not there
+    if returncode == 1 and last.startswith("bwrap: "):
+        raise HostError(f"cannot set up the sandbox: {last}")
+    return returncode
+
+
 def run(
     argv: Sequence[str | File],
     *,
@@ -494,157 +670,40 @@ def run(
     or where ``system_dirs`` (``{"proc": ..., "dev": ..., "sys": ...}``) puts them -- must be real
     directories reached through real directories (see :func:`liveimg.dracut.tree.guest_mkdirs`:
     bwrap would follow guest symlinks), or lie in an earlier :class:`Tmpfs`.  ``what`` names the
-    program in errors.  Output goes to ``log_path`` (stdout and stderr together, appended) or is captured (at most
-    ``limits.output`` bytes each).  ``caps`` are capabilities kept inside the sandbox's own
-    user namespace.  Errors: :class:`~liveimg.errors.ToolError` (exit status outside
-    ``ok_codes``, with ``check``), :class:`LimitExceeded`, :class:`~liveimg.errors.ToolTimeout`,
-    :class:`~liveimg.errors.HostError` when the sandbox cannot be made.
+    program in errors.  Output goes to ``log_path`` (stdout and stderr together, appended) or is
+    captured (at most ``limits.output`` bytes each).  ``caps`` are capabilities kept inside the
+    sandbox's own user namespace.  Errors: :class:`~liveimg.errors.ToolError` (exit status
+    outside ``ok_codes``, with ``check``), :class:`LimitExceeded`,
+    :class:`~liveimg.errors.ToolTimeout`, :class:`~liveimg.errors.HostError` when the sandbox
+    cannot be made.
     """
-    ids = sandbox_ids()
     shown = [a.path.name if isinstance(a, File) else a for a in argv]
     with contextlib.ExitStack() as stack:
-        fds: list[int] = []
-        writable: list[str] = []
-
-        def keep(fd: int) -> int:
-            stack.callback(os.close, fd)
-            fds.append(fd)
-            return fd
-
-        command: list[str] = []
-        if root is None and argv and isinstance(argv[0], str):
-            argv = [runner.require(argv[0]), *argv[1:]]  # a host tool: said by name when it is not installed
-        for arg in argv:
-            if isinstance(arg, File):
-                command.append(arg.template.replace("{}", f"{_PROC_FD}{keep(_open(arg, ids))}"))
-                if arg.writable:
-                    writable.append(os.fspath(arg.path))
-            else:
-                command.append(arg)
-        seccomp_fd = keep(os.memfd_create("liveimg-seccomp", os.MFD_CLOEXEC))
-        os.write(seccomp_fd, _seccomp_program(guest=root is not None))
-        os.lseek(seccomp_fd, 0, os.SEEK_SET)
-
-        # Directories (and the guest root) are bound by path; as root, through the portal.
-        portal: list[tuple[str, str]] = []
-
-        def source(path: Path) -> str:
-            if ids is None:
-                return os.fspath(path)
-            name = str(len(portal))
-            portal.append((os.path.abspath(path), name))
-            return f"{_portal.PORTAL}/{name}"
-
-        inner_uid = "0" if root is not None else str(DEFAULT_SANDBOX_ID)
-        bwrap = [runner.require("bwrap"), "--unshare-user", "--unshare-ipc", "--unshare-pid", "--unshare-net",
-                 "--unshare-uts", "--unshare-cgroup", "--disable-userns", "--die-with-parent", "--new-session",
-                 "--uid", inner_uid, "--gid", inner_uid, "--hostname", "liveimg",
-                 "--seccomp", str(seccomp_fd)]  # fmt: skip
-        for cap in caps:
-            bwrap += ["--cap-add", cap]
-        inner_env = {"PATH": SANDBOX_PATH, "LC_ALL": "C.UTF-8", "LANG": "C.UTF-8", "HOME": "/tmp", "TMPDIR": "/tmp"}
-        if "SOURCE_DATE_EPOCH" in os.environ:
-            inner_env["SOURCE_DATE_EPOCH"] = os.environ["SOURCE_DATE_EPOCH"]
-        inner_env.update(env or {})
-        bwrap.append("--clearenv")
-        for key, value in inner_env.items():
-            bwrap += ["--setenv", key, value]
-        if root is None:
-            bwrap += _host_root()
-            bwrap += ["--proc", "/proc", *_dev(limits, "/dev"), "--size", str(limits.tmpfs), "--tmpfs", "/tmp"]
-        else:
-            if not root.is_dir():
-                raise HostError(f"the guest tree {root} is not a directory")
-            bwrap += ["--bind" if root_writable else "--ro-bind", source(root), "/"]
-            if root_writable:
-                writable.append(os.fspath(root))
-            proc, dev, sys_dir = (system_dirs or {}).get("proc", "/proc"), (system_dirs or {}).get("dev", "/dev"), \
-                (system_dirs or {}).get("sys", "/sys")  # fmt: skip
-            for target in (proc, dev, sys_dir):
-                _check_target(root, target, ())
-            bwrap += ["--proc", proc, *_dev(limits, dev), "--size", str(limits.tmpfs), "--tmpfs", sys_dir]
-            for part in SYS_PARTS:
-                if os.path.isdir(f"/sys/{part}"):
-                    bwrap += ["--ro-bind", f"/sys/{part}", f"{sys_dir}/{part}"]
-            bwrap += ["--remount-ro", sys_dir]
-        tmpfs_at: list[str] = []
-        for m in mounts:
-            target = "/" + m.target.strip("/")
-            if root is not None:
-                _check_target(root, target, tmpfs_at)
-            if isinstance(m, Tmpfs):
-                tmpfs_at.append(target)
-                bwrap += ["--perms", f"{m.mode:o}", "--size", str(m.size or limits.tmpfs), "--tmpfs", target]
-            else:
-                if not m.source.exists():
-                    raise HostError(f"cannot show {m.source} in the sandbox: it does not exist")
-                bwrap += ["--bind" if m.writable else "--ro-bind", source(m.source), target]
-                if m.writable:
-                    writable.append(os.fspath(m.source))
-        if root is None:
-            bwrap += ["--remount-ro", "/"]  # bwrap's own root is a tmpfs: nothing but /tmp stays writable
-        values = {"nproc": limits.tasks, "as": limits.memory, "fsize": limits.file_size,
-                  "nofile": limits.open_files, "core": 0}  # fmt: skip
-        if root is None:
-            # The host's prlimit, inside: it limits itself, then runs the tool.
-            command = [runner.require("prlimit"), *(f"--{k}={v}:{v}" for k, v in values.items()), "--", *command]
-        bwrap += ["--chdir", cwd, "--", *command]
-
-        # For a guest program (no host prlimit inside), the limits are set on the sandbox's first
-        # process once its namespaces exist and before it starts the command (bwrap waits on
-        # --block-fd).  Either way RLIMIT_NPROC counts the sandbox's own processes only, not every
-        # process of its user on the host.
-        start: Callable[[subprocess.Popen[bytes]], None] | None = None
-        if root is not None:
-            info_r, info_w = os.pipe2(os.O_CLOEXEC)
-            block_r, block_w = os.pipe2(os.O_CLOEXEC)
-            stack.callback(os.close, info_r)
-            stack.callback(os.close, block_w)
-            theirs = [info_w, block_r]  # bwrap's ends: ours are closed once it has them
-            fds += theirs
-            stack.callback(_close_all, theirs)
-            bwrap[1:1] = ["--info-fd", str(info_w), "--block-fd", str(block_r)]
-
-            def start(proc: subprocess.Popen[bytes]) -> None:
-                _start(info_r, theirs, block_w, values, ids)
-
-        full = bwrap
-        user = ids
-        if ids is not None and portal:
-            spec = {"binds": portal, "uid": ids[0], "gid": ids[1], "argv": full}
-            full = [sys.executable, "-I", "-S", os.path.abspath(_portal.__file__), json.dumps(spec)]
-            user = None  # the portal drops to the sandbox user itself, after its mounts
-
+        launch = _prepare(stack, argv, root=root, root_writable=root_writable, mounts=mounts, limits=limits,
+                          env=env, caps=caps, system_dirs=system_dirs, cwd=cwd)  # fmt: skip
         outputs: list[IO[bytes]] = []
         if log_path is not None:
             out: IO[bytes] = stack.enter_context(open(log_path, "a+b"))
             err: IO[bytes] | int = subprocess.STDOUT
-            writable.append(os.fspath(log_path))  # a log is bounded by the file size and disk limits
+            launch.writable.append(os.fspath(log_path))  # a log is bounded by the file size and disk limits
         else:
             out = stack.enter_context(tempfile.TemporaryFile(prefix="liveimg-sandbox-"))
             err = stack.enter_context(tempfile.TemporaryFile(prefix="liveimg-sandbox-"))
             outputs += [out, err]
-        watchdog = _Watchdog(what, shown, writable, outputs, limits)
+        watchdog = _Watchdog(what, shown, launch.writable, outputs, limits)
         log.debug("sandbox: %s", " ".join(shown))
         try:
-            result = runner.run(full, timeout=limits.seconds, check=False, input=input, stdout=out, stderr=err,
-                                pass_fds=fds, user=user, watchdog=watchdog,
-                                on_start=start)  # fmt: skip
+            result = runner.run(launch.argv, timeout=limits.seconds, check=False, input=input, stdout=out,
+                                stderr=err, pass_fds=launch.fds, user=launch.user, watchdog=watchdog,
+                                on_start=launch.start, kill=launch.kill)  # fmt: skip
         except ToolTimeout:
             raise ToolTimeout(shown, limits.seconds, _tail(out if isinstance(err, int) else err)) from None
         stdout = "" if log_path is not None else _read(out, limits.output)
         stderr = _tail(out) if isinstance(err, int) else _read(err, limits.output)
-    if result.returncode == _portal.SETUP_FAILED and "liveimg portal:" in stderr:
-        raise HostError(f"cannot set up the sandbox: {stderr.strip().splitlines()[-1]}")
-    last = (stderr.strip().splitlines() or [""])[-1]
-    returncode = result.returncode
-    if returncode == 1 and last.startswith("bwrap: execvp "):
-        returncode = 127  # as a shell says it: the command is not there
-    elif returncode == 1 and last.startswith("bwrap: "):
-        raise HostError(f"cannot set up the sandbox: {last}")
+    returncode = _setup_failure(result.returncode, stderr)
     if returncode == 128 + 25:  # SIGXFSZ
         raise LimitExceeded(
-            shown, result.returncode, stderr, hint="a hostile or broken image, or raise the limit",
+            shown, returncode, stderr, hint="a hostile or broken image, or raise the limit",
             message=f"{what} was stopped: it wrote a file larger than {_size(limits.file_size)}",
         )  # fmt: skip
     completed = runner.Completed(tuple(shown), returncode, stdout, stderr, result.seconds)
@@ -654,9 +713,16 @@ def run(
 
 
 def _start(
-    info_r: int, theirs: list[int], block_w: int, values: Mapping[str, int], ids: tuple[int, int] | None
+    info_r: int,
+    theirs: list[int],
+    *,
+    block_w: int,
+    values: Mapping[str, int] | None,
+    ids: tuple[int, int] | None,
+    child: list[int],
 ) -> None:
-    """Once bwrap has made the namespaces: limit its first process, then let it start the command."""
+    """Once bwrap has made the namespaces: note its first process; for a guest program, limit that
+    process, then let it start the command."""
     _close_all(theirs)  # our copies of bwrap's ends: the info pipe ends when bwrap has closed its own
     data = b""
     while chunk := os.read(info_r, 4096):
@@ -664,7 +730,10 @@ def _start(
     try:
         pid = int(json.loads(data)["child-pid"])
     except (ValueError, KeyError, TypeError):
-        return  # bwrap failed before (it says why on stderr); leave it blocked until it exits
+        return  # bwrap failed before (it says why on stderr); a blocked one exits with us
+    child.append(pid)
+    if values is None:
+        return
     try:
         for name, value in values.items():
             resource.prlimit(pid, _RLIMITS[name], (value, value))
@@ -717,3 +786,194 @@ def scratch(parent: Path, prefix: str) -> Iterator[Path]:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+# --- several host tools in one sandbox -----------------------------------------------------------
+
+#: The program that runs the tools of a :class:`Session`, inside it (the host's python3, standard
+#: library only).  Requests and answers are a 4-byte length and a JSON header, then raw bytes.
+_WORKER = r"""
+import json, os, select, struct, subprocess, sys
+IN, OUT, LIMIT = sys.stdin.buffer, sys.stdout.buffer, int(sys.argv[1])
+
+def read(n):
+    data = b""
+    while len(data) < n:
+        chunk = IN.read(n - len(data))
+        if not chunk:
+            sys.exit(0)
+        data += chunk
+    return data
+
+while True:
+    request = json.loads(read(struct.unpack(">I", read(4))[0]))
+    timed_out = False
+    with open("/tmp/.in", "w+b") as inp, open("/tmp/.out", "w+b") as out, open("/tmp/.err", "w+b") as err:
+        inp.write(read(request["input"]))
+        inp.seek(0)
+        try:
+            proc = subprocess.Popen(request["argv"], stdin=inp, stdout=out, stderr=err, pass_fds=request["fds"])
+            pidfd = os.pidfd_open(proc.pid)  # wakes the moment the tool ends (wait() would poll)
+            if not select.select([pidfd], [], [], request["timeout"])[0]:
+                proc.kill()
+                timed_out = True
+            os.close(pidfd)
+            rc = proc.wait()
+        except OSError as exc:
+            rc = 127
+            err.write(f"{request['argv'][0]}: {exc.strerror}\n".encode())
+        answer = []
+        for f in (out, err):
+            f.seek(0)
+            answer.append(f.read(LIMIT))
+    header = json.dumps({"rc": rc, "timed_out": timed_out, "out": len(answer[0]), "err": len(answer[1])}).encode()
+    OUT.write(struct.pack(">I", len(header)) + header + answer[0] + answer[1])
+    OUT.flush()
+"""
+
+
+class Session:
+    """Several host tools on the same files, one after the other, in one sandbox (one start for all).
+
+    ``files`` are opened once, for the whole session; a command names them by putting the same
+    :class:`File` in its ``argv``.  ``mounts`` and ``limits`` are the session's (a command's
+    ``timeout`` is its own).  Inside, a small program of the host's python3 starts each tool and
+    hands back its exit status and output; the sandbox is the one :func:`run` makes, so a tool
+    compromised by what it parses can reach no more than it would alone.  Use it as a context
+    manager; the sandbox ends with the block.
+    """
+
+    def __init__(self, *, what: str, files: Sequence[File], mounts: Sequence[Bind] = (), limits: Limits = Limits(),
+                 env: Mapping[str, str] | None = None) -> None:  # fmt: skip
+        self.what = what
+        self.files = list(files)
+        self.mounts = list(mounts)
+        self.limits = limits
+        self.env = env
+        self._paths: dict[File, str] = {}
+        self._stack = contextlib.ExitStack()
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._fds: list[int] = []
+        self._watchdog: _Watchdog | None = None
+        self._stderr: IO[bytes] | None = None
+        self._launch: _Launch | None = None
+
+    def __enter__(self) -> Session:
+        stack = self._stack.__enter__()
+        try:
+            python = runner.require("/usr/bin/python3", "python3")  # the system's: in /usr, seen inside
+            argv: list[str | File] = [python, "-I", "-S", "-c", _WORKER, str(self.limits.output), *self.files]
+            launch = _prepare(stack, argv, root=None, root_writable=False, mounts=self.mounts, limits=self.limits,
+                              env=self.env, caps=(), system_dirs=None, cwd="/")  # fmt: skip
+            self._paths = dict(zip(self.files, launch.command[6:], strict=True))
+            self._fds = [int(path.removeprefix(_PROC_FD)) for path in self._paths.values()]
+            self._stderr = stack.enter_context(tempfile.TemporaryFile(prefix="liveimg-sandbox-"))
+            self._watchdog = _Watchdog(self.what, [self.what], launch.writable, [self._stderr], self.limits)
+            spawned = runner.spawn(launch.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr,
+                                   pass_fds=launch.fds, user=launch.user)  # fmt: skip
+            self._proc = stack.enter_context(spawned)
+            self._launch = launch
+            launch.start(self._proc)
+        except BaseException:
+            self._stack.__exit__(*sys.exc_info())
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._proc is not None and self._proc.stdin is not None:
+            with contextlib.suppress(OSError):
+                self._proc.stdin.close()  # the worker ends; spawn() waits, then kills what is left
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._proc.wait(5)
+        self._stack.__exit__(None, None, None)
+
+    def has(self, file: File) -> bool:
+        """Whether ``file`` is one of the session's (and as writable as asked)."""
+        return any(f.path == file.path and (f.writable or not file.writable) for f in self.files)
+
+    def run(self, argv: Sequence[str | File], *, timeout: float, input: bytes | None = None, check: bool = True,
+            ok_codes: Sequence[int] = (0,)) -> runner.Completed:  # fmt: skip
+        """Run one tool in the session; as :func:`run`."""
+        proc, watchdog = self._proc, self._watchdog
+        if proc is None or proc.stdin is None or proc.stdout is None or watchdog is None:
+            raise InternalError("a sandbox session is used outside its with block")
+        shown = [a.path.name if isinstance(a, File) else a for a in argv]
+        command: list[str] = []
+        for arg in argv:
+            if isinstance(arg, File):
+                match = [p for f, p in self._paths.items() if f.path == arg.path and (f.writable or not arg.writable)]
+                if not match:
+                    raise InternalError(f"{arg.path} is not a file of this sandbox session")
+                command.append(arg.template.replace("{}", match[0]))
+            else:
+                command.append(arg)
+        if command and "/" not in command[0]:
+            command[0] = runner.require(command[0])
+        log.debug("sandbox session: %s", " ".join(shown))
+        header = json.dumps({"argv": command, "input": len(input or b""), "timeout": timeout, "fds": self._fds})
+        started = time.monotonic()
+        try:
+            proc.stdin.write(struct.pack(">I", len(header)) + header.encode() + (input or b""))
+            proc.stdin.flush()
+            answer = self._answer(proc, watchdog, deadline=started + timeout + 30)
+        except BrokenPipeError:
+            answer = None
+        if answer is None:
+            assert self._stderr is not None
+            stderr = _read(self._stderr, self.limits.output)
+            _setup_failure(proc.poll() or 1, stderr)
+            raise ToolError(shown, proc.poll(), stderr, message=f"the sandbox of {self.what} ended: "
+                            f"{(stderr.strip().splitlines() or ['no output'])[-1]}")  # fmt: skip
+        rc, timed_out, out, err = answer
+        if timed_out:
+            raise ToolTimeout(shown, timeout, err)
+        returncode = 128 - rc if rc < 0 else rc  # a signal, as a shell says it
+        if returncode == 128 + 25:  # SIGXFSZ
+            raise LimitExceeded(shown, returncode, err, message=f"{shown[0]} was stopped: it wrote a file larger "
+                                f"than {_size(self.limits.file_size)}")  # fmt: skip
+        completed = runner.Completed(tuple(shown), returncode, out, err, time.monotonic() - started)
+        if check and returncode not in ok_codes:
+            raise ToolError(shown, returncode, err or out)
+        return completed
+
+    def _kill(self, proc: subprocess.Popen[bytes]) -> None:
+        if self._launch is not None:
+            self._launch.kill(proc)
+
+    def _answer(self, proc: subprocess.Popen[bytes], watchdog: _Watchdog,
+                deadline: float) -> tuple[int, bool, str, str] | None:  # fmt: skip
+        assert proc.stdout is not None
+        fd = proc.stdout.fileno()
+        data = b""
+        needed = 4
+        header: dict[str, int] | None = None
+        while True:
+            while len(data) < needed:
+                if time.monotonic() > deadline:
+                    self._kill(proc)
+                    raise ToolTimeout([self.what], deadline - time.monotonic(), "the sandbox did not answer")
+                ready, _, _ = select.select([fd], [], [], runner.WATCH_SECONDS)
+                if ready:
+                    chunk = os.read(fd, 1 << 20)
+                    if not chunk:
+                        return None
+                    data += chunk
+                error = watchdog()
+                if error is not None:
+                    self._kill(proc)
+                    raise error
+            if header is None and needed == 4:
+                needed = 4 + struct.unpack(">I", data[:4])[0]
+                if needed > 4 + 4096:
+                    return None
+                continue
+            if header is None:
+                header = json.loads(data[4:needed])
+                if not (0 <= header["out"] <= self.limits.output and 0 <= header["err"] <= self.limits.output):
+                    return None
+                start = needed
+                needed += header["out"] + header["err"]
+                continue
+            out = data[start : start + header["out"]].decode("utf-8", "replace")
+            err = data[start + header["out"] : needed].decode("utf-8", "replace")
+            return int(header["rc"]), bool(header["timed_out"]), out, err

@@ -315,3 +315,27 @@ def test_works_for_an_unprivileged_caller(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["65534", "CapEff:", "0000000000000000", "2"]
     assert errno.EPERM  # (the status 2 is the shell's: the write was refused)
+
+
+def test_a_session_runs_several_tools_in_one_sandbox(tmp_path: Path) -> None:
+    image = tmp_path / "image"
+    image.write_bytes(b"0123456789")
+    sandbox.hand_over(image)
+    file = sandbox.File(image, writable=True)
+    with sandbox.Session(what="tools", files=[file]) as session:
+        first = session.run(["sh", "-c", "echo $$; cat $0", file], timeout=30)
+        second = session.run(["sh", "-c", "echo $$; printf new > $0; cat", file], input=b"from stdin", timeout=30)
+        failed = session.run(["sh", "-c", "echo oops >&2; exit 4"], timeout=30, check=False)
+        with pytest.raises(ToolTimeout, match="sleep timed out after 1 s"):
+            session.run(["sleep", "60"], timeout=1)
+        with pytest.raises(ToolError, match="sh failed with exit status 4: oops"):
+            session.run(["sh", "-c", "echo oops >&2; exit 4"], timeout=30)
+        with pytest.raises(Exception, match="not a file of this sandbox session"):
+            session.run(["cat", sandbox.File(tmp_path / "other")], timeout=30)
+        last = session.run(["id", "-u"], timeout=30)
+    pid1, content = first.stdout.split("\n")[:2]
+    pid2, rest = second.stdout.split("\n", 1)
+    assert content == "0123456789" and rest == "from stdin" and image.read_bytes() == b"new"
+    assert pid1 != pid2  # a process each, in the same sandbox (one PID namespace: small numbers)
+    assert (failed.returncode, failed.stderr) == (4, "oops\n")
+    assert last.stdout.strip() == str(sandbox.DEFAULT_SANDBOX_ID)
