@@ -175,9 +175,8 @@ class File:
 # --- who the sandbox runs as -------------------------------------------------------------
 
 
-def sandbox_ids() -> tuple[int, int] | None:
-    """The (uid, gid) sandboxes drop to when liveimg runs as root; None when it does not (they
-    then run as the caller, who is unprivileged)."""
+def _configured_ids() -> tuple[int, int] | None:
+    """The sandbox user asked for (``$LIVEIMG_SANDBOX_USER`` or nobody) when liveimg runs as root."""
     if os.geteuid() != 0:
         return None
     text = os.environ.get(SANDBOX_USER_ENV, "").strip()
@@ -192,6 +191,39 @@ def sandbox_ids() -> tuple[int, int] | None:
     if uid <= 0 or gid <= 0 or uid >= 2**32 - 1 or gid >= 2**32 - 1:
         raise InvalidOptions(f"${SANDBOX_USER_ENV} must name an unprivileged uid and gid, not {text!r}")
     return uid, gid
+
+
+def sandbox_ids() -> tuple[int, int] | None:
+    """The (uid, gid) sandboxes drop to when liveimg runs as root; None when they run as the caller,
+    who is unprivileged.  Root of a user namespace where the sandbox user does not exist is either
+    another user of the host (the sandbox is then that user) or the host's root, which must not
+    run a sandbox as itself: :class:`HostError`."""
+    ids = _configured_ids()
+    if ids is None:
+        return None
+    maps = _id_maps()
+    if all(any(start <= i < start + count for start, _, count in table) for i, table in zip(ids, maps, strict=True)):
+        return ids
+    outside = next((out for start, out, count in maps[0] if start == 0 and count >= 1), 0)
+    if outside != 0:
+        return None  # uid 0 here is an unprivileged user of the host: the sandbox is that user
+    raise HostError(
+        f"liveimg runs as root of a user namespace that is the host's root, where its sandbox user (uid {ids[0]}) "
+        "does not exist: it cannot run tools on guest content as an unprivileged user",
+        hint="run liveimg as real root or as an unprivileged user",
+    )
+
+
+@functools.cache
+def _id_maps() -> tuple[list[tuple[int, int, int]], list[tuple[int, int, int]]]:
+    tables = []
+    for name in ("uid_map", "gid_map"):
+        try:
+            with open(f"/proc/self/{name}") as f:
+                tables.append([tuple(int(x) for x in line.split()[:3]) for line in f if line.strip()])
+        except OSError:
+            tables.append([(0, 0, 2**32 - 1)])
+    return tables[0], tables[1]  # type: ignore[return-value]
 
 
 def hand_over(*paths: Path, recursive: bool = False) -> None:

@@ -339,3 +339,22 @@ def test_a_session_runs_several_tools_in_one_sandbox(tmp_path: Path) -> None:
     assert pid1 != pid2  # a process each, in the same sandbox (one PID namespace: small numbers)
     assert (failed.returncode, failed.stderr) == (4, "oops\n")
     assert last.stdout.strip() == str(sandbox.DEFAULT_SANDBOX_ID)
+
+
+def test_root_of_a_user_namespace_is_who_it_is_outside() -> None:
+    """uid 0 of a user namespace: the host's root may not sandbox as itself; another user may."""
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1])\n"
+        "from liveimg import sandbox\n"
+        "try:\n"
+        "    print(sandbox.run(['id', '-u'], what='id').stdout.strip())\n"
+        "except Exception as exc:\n"
+        "    print(type(exc).__name__, exc)\n"
+    )
+    repo = str(Path(__file__).resolve().parents[1])
+    argv = ["unshare", "--user", "--map-root-user", "/usr/bin/python3", "-c", code, repo]
+    out = subprocess.run(argv, capture_output=True, text=True, check=False).stdout.strip()
+    if os.geteuid() == 0:
+        assert out.startswith("HostError liveimg runs as root of a user namespace that is the host's root"), out
+    else:
+        assert out == str(os.getuid()), out  # uid 0 inside is this user outside: the sandbox is this user
