@@ -343,8 +343,13 @@ def dump_file(image: Path, guest_path: str, dest: Path) -> None:
     """
     with sandbox.scratch(dest.parent, f".{dest.name}.dump-") as out:
         command = f"dump {debugfs_quote(guest_path)} {debugfs_quote(_DUMP_DIR + '/file')}"
-        debugfs_script(image, [command], writable=False, mounts=[sandbox.Bind(out, _DUMP_DIR, writable=True)],
-                       disk=max(os.stat(image).st_size, sandbox.MiB))  # fmt: skip
+        try:
+            debugfs_script(image, [command], writable=False, mounts=[sandbox.Bind(out, _DUMP_DIR, writable=True)],
+                           disk=max(os.stat(image).st_size, sandbox.MiB))  # fmt: skip
+        except sandbox.LimitExceeded:
+            raise
+        except ToolError as exc:
+            raise InvalidImage(f"{guest_path} cannot be read from {image}: {exc.stderr.splitlines()[0]}") from None
         try:
             st = os.lstat(out / "file")
         except FileNotFoundError:

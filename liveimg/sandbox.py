@@ -33,9 +33,11 @@ Both are made by bubblewrap (``bwrap``), the sandbox Flatpak and osbuild run unt
   for uid 0).  bwrap resolves the paths it binds as that user, so root's work directories
   (below ``/root``, mode 0700) are first bound into a private mount namespace by
   :mod:`liveimg._portal`; files and directories the sandbox must write are given to the
-  sandbox user with :func:`hand_over` (root reads them back, as root reads anything);
-* capabilities: none (a guest's dracut gets ``CAP_SYS_CHROOT`` inside its namespace, for
-  ``ldconfig -r``);
+  sandbox user with :func:`hand_over` (root reads them back, as root reads anything).  Root
+  of a user namespace is who it is outside: the sandbox is that user, or, for the host's
+  root where the sandbox user does not exist, a one-line :class:`~liveimg.errors.HostError`;
+* capabilities: none (a guest program keeps a few inside its own user namespace, where they
+  reach only the sandbox's files: see :data:`liveimg.dracut.sandbox.GUEST_CAPS`);
 * a seccomp filter (libseccomp, passed with ``--seccomp``) that refuses with ``EPERM`` the
   system calls a build never needs and sandbox escapes use: ``mount`` and the new mount API,
   ``unshare``/``setns`` and ``clone`` with namespace flags (``clone3``: ``ENOSYS``, so that libc
@@ -50,11 +52,16 @@ Both are made by bubblewrap (``bwrap``), the sandbox Flatpak and osbuild run unt
   for a guest program): processes and threads at once (``RLIMIT_NPROC``, which then counts
   the sandbox's own processes only), address space per process, the largest file it may
   write, open files, no core dumps;
-* a watchdog in liveimg while it runs: a wall-clock limit (the whole sandbox dies with its
-  PID namespace), the free space of every filesystem it can write (it may take at most
-  ``Limits.disk`` bytes, and never the last :data:`DISK_RESERVE`), and the size of what it
+* a watchdog in liveimg while it runs: a wall-clock limit (the sandbox's first process is
+  killed, and the kernel ends its whole PID namespace before :func:`run` returns), what it
+  writes to every host filesystem it can write (at most ``Limits.disk`` bytes, and none once
+  the filesystem is down to its reserve, :data:`DISK_RESERVE`), and the size of what it
   prints.  Exceeding one is a one-line :class:`LimitExceeded` or
   :class:`~liveimg.errors.ToolTimeout`.
+
+A sandbox costs a few milliseconds to start (two more programs, namespaces, mounts); a stage that
+runs many tools on the same file (the rootfs stage: ten e2fsprogs calls) runs them in one
+:class:`Session`, where a small worker of the host's python3 starts each.
 
 Why bubblewrap rather than liveimg's own namespace code (the ``unshare`` + ``_nsinit.py`` it
 replaces): it does the same user/mount/PID/net namespaces and ``pivot_root``, and also what
