@@ -187,19 +187,32 @@ def parse_superblock(text: str, what: str) -> Superblock:
     if missing:
         raise InvalidImage(f"{what}: not an ext2/3/4 filesystem (dumpe2fs shows no {', '.join(missing)})")
     label = values.get("label", "")
-    return Superblock(
-        block_size=int(values["block_size"]),
-        block_count=int(values["block_count"]),
-        free_blocks=int(values["free_blocks"]),
-        inode_count=int(values.get("inode_count", "0")),
-        free_inodes=int(values.get("free_inodes", "0")),
-        inode_size=int(values.get("inode_size", "128")),
+
+    def number(name: str, default: str = "0") -> int:
+        # What dumpe2fs prints comes from the guest's bytes (through a tool that may have been
+        # fooled): read strictly, with bounds.
+        text = values.get(name, default)
+        if not re.fullmatch(r"[0-9]{1,20}", text) or int(text) >= 1 << 64:
+            raise InvalidImage(f"{what}: dumpe2fs shows an unreadable {name.replace('_', ' ')}: {text[:40]!r}")
+        return int(text)
+
+    sb = Superblock(
+        block_size=number("block_size"),
+        block_count=number("block_count"),
+        free_blocks=number("free_blocks"),
+        inode_count=number("inode_count"),
+        free_inodes=number("free_inodes"),
+        inode_size=number("inode_size", "128"),
         label="" if label == "<none>" else label,
         uuid=values["uuid"],
         features=frozenset(values.get("features", "").split()),
-        reserved_blocks=int(values.get("reserved_blocks", "0")),
+        reserved_blocks=number("reserved_blocks"),
         state=values.get("state", ""),
     )
+    if sb.block_size not in (1024, 2048, 4096, 8192, 16384, 32768, 65536) or sb.free_blocks > sb.block_count:
+        raise InvalidImage(f"{what}: dumpe2fs shows an impossible superblock (block size {sb.block_size}, "
+                           f"{sb.free_blocks} of {sb.block_count} blocks free)")  # fmt: skip
+    return sb
 
 
 def superblock(image: Path) -> Superblock:

@@ -327,3 +327,16 @@ def test_dump_file_copies_one_regular_file(tmp_path: Path) -> None:
     with pytest.raises(InvalidImage, match="/nope cannot be read"):
         e2fs.dump_file(image, "/nope", out / "nope")
     assert sorted(p.name for p in out.iterdir()) == ["vmlinuz"]  # no scratch directory left
+
+
+@pytest.mark.parametrize(
+    "field",
+    ["Block size:               4096x", "Block count:              99999999999999999999999", "Block size: 3000"],
+)
+def test_superblock_read_strictly(field: str) -> None:
+    text = "Block size: 4096\nBlock count: 100\nFree blocks: 10\nFilesystem UUID: u\n"
+    key = field.split(":", maxsplit=1)[0]
+    lines = [line for line in text.splitlines() if not line.startswith(key)] + [field]
+    with pytest.raises(InvalidImage, match=r"dumpe2fs shows an (unreadable|impossible)") as info:
+        e2fs.parse_superblock("\n".join(lines), "x.img")
+    assert "\n" not in str(info.value)
