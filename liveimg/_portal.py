@@ -21,7 +21,11 @@ caller's own namespace, so a descriptor opened before would not do).
 It is a stand-alone script (standard library only, no liveimg import) because it runs with
 ``-I -S`` before anything else.  ``SPEC`` is a JSON object::
 
-    {"binds": [["/host/path", "name"], ...], "uid": 65534, "gid": 65534, "argv": ["/usr/bin/prlimit", ...]}
+    {"binds": [["/host/path", "name"], ["/host/file", "name", st_dev, st_ino], ...], "uid": 65534, "gid": 65534,
+     "argv": ["/usr/bin/bwrap", ...]}
+
+A bind with ``st_dev`` and ``st_ino`` must be that file (one liveimg opened before): another one
+swapped in at the path since is refused.
 
 Exit status 125, with ``liveimg portal: <reason>`` on stderr, when it cannot set up.
 """
@@ -68,10 +72,14 @@ def setup(spec: dict[str, Any]) -> None:
         raise SetupError(f"unshare(CLONE_NEWNS): {os.strerror(ctypes.get_errno())}")
     mount(None, "/", None, MS_REC | MS_PRIVATE)
     opened = []
-    for path, name in spec["binds"]:
+    for path, name, *identity in spec["binds"]:
         if "/" in name or name in ("", ".", ".."):
             raise SetupError(f"bad portal name {name!r}")
-        opened.append((os.open(path, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC), name))
+        fd = os.open(path, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+        st = os.fstat(fd)
+        if identity and [st.st_dev, st.st_ino] != identity:
+            raise SetupError(f"{path} is no longer the file liveimg opened")
+        opened.append((fd, name))
     mount("tmpfs", PORTAL, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=0755,size=64k")
     for fd, name in opened:
         target = os.path.join(PORTAL, name)

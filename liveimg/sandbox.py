@@ -121,6 +121,8 @@ SANDBOX_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 SYS_PARTS = ("block", "bus", "class", "dev", "devices", "firmware", "module")
 #: Where :class:`File` descriptors are numbered from inside (above stdin/out/err and bwrap's own).
 _PROC_FD = "/proc/self/fd/"
+#: Where read-only :class:`File`\\ s are bound inside.
+_FILES = "/.liveimg-files"
 
 
 class LimitExceeded(ToolError):
@@ -253,6 +255,16 @@ def take_back(*paths: Path) -> None:
         return
     for path in paths:
         os.lchown(path, os.getuid(), os.getgid())
+
+
+def _may_write(st: os.stat_result, ids: tuple[int, int]) -> bool:
+    """Whether the sandbox user could open a file with this stat for writing (mode bits only)."""
+    uid, gid = ids
+    if st.st_uid == uid:
+        return bool(st.st_mode & stat.S_IWUSR)
+    if st.st_gid == gid:
+        return bool(st.st_mode & stat.S_IWGRP)
+    return bool(st.st_mode & stat.S_IWOTH)
 
 
 def can_read(st: os.stat_result, ids: tuple[int, int] | None) -> bool:
@@ -564,25 +576,45 @@ def _prepare(
     command: list[str] = []
     if root is None and argv and isinstance(argv[0], str):
         argv = [runner.require(argv[0]), *argv[1:]]  # a host tool: said by name when it is not installed
+    # A file the tool may write is handed over open (/proc/self/fd/N).  One it may only read must be
+    # read-only for it whatever its mode: a descriptor can be opened again for writing through
+    # /proc/self/fd/N by whoever may write the file.  So it is bound read-only -- by descriptor
+    # (bwrap checks that what it bound is that open file) -- unless the sandbox user could not
+    # write it anyway (as root: a file of root's), which saves the portal.
+    file_mounts: list[str] = []
+    portal: list[list[object]] = []
     for arg in argv:
-        if isinstance(arg, File):
-            command.append(arg.template.replace("{}", f"{_PROC_FD}{keep(_open(arg, ids))}"))
+        if not isinstance(arg, File):
+            command.append(arg)
+            continue
+        if root is not None:
+            raise InternalError("files are handed to host tools only")
+        fd = _open(arg, ids)
+        st = os.fstat(fd)
+        if arg.writable or (ids is not None and not _may_write(st, ids)):
+            inner = f"{_PROC_FD}{keep(fd)}"
             if arg.writable:
                 writable.append(os.fspath(arg.path))
-        else:
-            command.append(arg)
+        elif ids is None:
+            inner = f"{_FILES}/{len(file_mounts) // 3}"
+            file_mounts += ["--ro-bind-fd", str(keep(fd)), inner]  # bwrap closes it once bound
+        else:  # the portal binds it by path, as root, and checks it is this file; no descriptor goes in
+            inner = f"{_FILES}/{len(file_mounts) // 3}"
+            name = str(len(portal))
+            portal.append([os.readlink(f"/proc/self/fd/{fd}"), name, st.st_dev, st.st_ino])
+            file_mounts += ["--ro-bind", f"{_portal.PORTAL}/{name}", inner]
+            os.close(fd)
+        command.append(arg.template.replace("{}", inner))
     seccomp_fd = keep(os.memfd_create("liveimg-seccomp", os.MFD_CLOEXEC))
     os.write(seccomp_fd, _seccomp_program(guest=root is not None))
     os.lseek(seccomp_fd, 0, os.SEEK_SET)
 
     # Directories (and the guest root) are bound by path; as root, through the portal.
-    portal: list[tuple[str, str]] = []
-
     def source(path: Path) -> str:
         if ids is None:
             return os.fspath(path)
         name = str(len(portal))
-        portal.append((os.path.abspath(path), name))
+        portal.append([os.path.abspath(path), name])
         return f"{_portal.PORTAL}/{name}"
 
     inner_uid = "0" if root is not None else str(DEFAULT_SANDBOX_ID)
@@ -632,14 +664,14 @@ def _prepare(
             if m.writable:
                 writable.append(os.fspath(m.source))
     if root is None:
-        bwrap += ["--remount-ro", "/"]  # bwrap's own root is a tmpfs: nothing but /tmp stays writable
+        bwrap += [*file_mounts, "--remount-ro", "/"]  # bwrap's own root is a tmpfs: only /tmp stays writable
     values = {"nproc": limits.tasks, "as": limits.memory, "fsize": limits.file_size,
               "nofile": limits.open_files, "core": 0}  # fmt: skip
-    inner = command
+    started = command
     if root is None:
         # The host's prlimit, inside: it limits itself, then runs the tool.
-        inner = [runner.require("prlimit"), *(f"--{k}={v}:{v}" for k, v in values.items()), "--", *command]
-    bwrap += ["--chdir", cwd, "--", *inner]
+        started = [runner.require("prlimit"), *(f"--{k}={v}:{v}" for k, v in values.items()), "--", *command]
+    bwrap += ["--chdir", cwd, "--", *started]
 
     # bwrap says the PID of the sandbox's first process (--info-fd): killing it first ends the
     # whole PID namespace before bwrap itself, so that nothing of the sandbox outlives run().
@@ -905,7 +937,7 @@ class Session:
             launch = _prepare(stack, argv, root=None, root_writable=False, mounts=self.mounts, limits=self.limits,
                               env=self.env, caps=(), system_dirs=None, cwd="/")  # fmt: skip
             self._paths = dict(zip(self.files, launch.command[6:], strict=True))
-            self._fds = [int(path.removeprefix(_PROC_FD)) for path in self._paths.values()]
+            self._fds = [int(p.removeprefix(_PROC_FD)) for p in self._paths.values() if p.startswith(_PROC_FD)]
             self._stderr = stack.enter_context(tempfile.TemporaryFile(prefix="liveimg-sandbox-"))
             self._watchdog = _Watchdog(self.what, [self.what], launch.writable, [self._stderr], self.limits)
             spawned = runner.spawn(launch.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr,

@@ -358,3 +358,15 @@ def test_root_of_a_user_namespace_is_who_it_is_outside() -> None:
         assert out.startswith("HostError liveimg runs as root of a user namespace that is the host's root"), out
     else:
         assert out == str(os.getuid()), out  # uid 0 inside is this user outside: the sandbox is this user
+
+
+def test_a_file_to_read_stays_read_only_even_for_its_owner(tmp_path: Path) -> None:
+    """A descriptor can be opened again for writing through /proc/self/fd by whoever may write the file:
+    a file handed over to be read is bound read-only instead, whoever owns it."""
+    data = tmp_path / "data"
+    data.write_bytes(b"input")
+    sandbox.hand_over(data)  # the sandbox user owns it (as root: nobody), mode 0644
+    script = "cat $0; echo more >> $0 2>/dev/null && echo wrote; for f in /proc/self/fd/*; do echo x >> $f; done; true"
+    result = sandbox.run(["sh", "-c", script, sandbox.File(data)], what="sh")
+    assert result.stdout.startswith("input") and "wrote" not in result.stdout
+    assert data.read_bytes() == b"input"
