@@ -12,9 +12,11 @@ Two kinds of sandbox, one mechanism (:func:`run`):
   ``blkid`` and ``sfdisk`` on the input.  ``/`` is an empty tmpfs with the host's ``/usr``
   (and the ``/bin``, ``/lib``... links or directories next to it) and ``/etc/ld.so.cache``
   read-only; a fresh ``/proc``, a minimal ``/dev``, a small ``/tmp``; no ``/sys``, no ``/home``,
-  no other ``/etc``.  Files reach the tool as open descriptors (:class:`File`, seen as
-  ``/proc/self/fd/N``), never by a host path; directories it must write (``rdump``'s
-  destination) are bound at a path of their own.
+  no other ``/etc``.  Files reach the tool as open descriptors (:class:`File`), never by a
+  host path: ``/proc/self/fd/N`` for one it writes, a read-only bind of the descriptor for one
+  it reads (an open file can be opened again for writing through ``/proc/self/fd`` by whoever
+  may write it); directories it must write (``rdump``'s destination) are bound at a path of
+  their own.
 * **guest programs** (``root=TREE``): the guest tree is ``/`` (read-only unless asked), with a
   fresh ``/proc``, a minimal ``/dev``, read-only parts of ``/sys`` that hold no mount
   (``class``, ``devices``, ``bus``, ``module``, ``firmware``, ``dev``, ``block``: the cgroup,
@@ -174,6 +176,7 @@ class File:
     inside a longer argument: ``"file.filename={}"``).  No host path is shown, and the file is
     opened once, here (``O_NOFOLLOW``: a symbolic link is refused), unless ``path`` is
     ``/proc/self/fd/N`` of a file liveimg holds open, whose open file is passed on as it is.
+    Unless ``writable``, the program cannot write it, whoever owns it.
     """
 
     path: Path
