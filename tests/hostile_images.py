@@ -205,6 +205,14 @@ def run_case(name: str, work: Path) -> dict[str, Any]:
     case = CASES[name]
     work.mkdir(parents=True)
     ctx = Context(work, Canaries.make())
+    try:
+        return _run_case(case, ctx)
+    finally:
+        shutil.rmtree(ctx.canaries.dir, ignore_errors=True)
+
+
+def _run_case(case: Case, ctx: Context) -> dict[str, Any]:
+    work, name = ctx.work, case.name
     saved = (stage.DRACUT_LIMITS, tree_module.RDUMP_MIN)
     with listener(ctx):
         image = make_image(case, ctx)
@@ -250,7 +258,6 @@ def run_case(name: str, work: Path) -> dict[str, Any]:
             case.check(outcome, ctx)
         except AssertionError as exc:
             problems.append(f"check: {exc}")
-    shutil.rmtree(ctx.canaries.dir)
     return {"name": name, "error": error, "error_type": error_type, "seconds": round(seconds, 2),
             "problems": problems}  # fmt: skip
 
@@ -433,10 +440,19 @@ def conf_options(case: Case, ctx_work: Path) -> dict[str, Any]:
 def run_rootfs_case(work: Path) -> dict[str, Any]:
     """The rootfs stage's partition method on the duplicate-entry filesystem: e2fsck, in the
     sandbox, finds the damage and the stage refuses the image in one line (canaries intact)."""
-    from liveimg import rootfs
 
     work.mkdir(parents=True)
     ctx = Context(work, Canaries.make())
+    try:
+        return _run_rootfs_case(ctx)
+    finally:
+        shutil.rmtree(ctx.canaries.dir, ignore_errors=True)
+
+
+def _run_rootfs_case(ctx: Context) -> dict[str, Any]:
+    from liveimg import rootfs
+
+    work = ctx.work
     image = make_image(CASES["rdump-duplicate-entries"], ctx)
     before = ctx.canaries.snapshot()
     problems = []
@@ -452,5 +468,4 @@ def run_rootfs_case(work: Path) -> dict[str, Any]:
             problems.append(f"unexpected error: {type(exc).__name__}: {error}")
     if ctx.canaries.snapshot() != before:
         problems.append("canaries changed")
-    shutil.rmtree(ctx.canaries.dir)
     return {"error": error, "problems": problems}
