@@ -103,7 +103,7 @@ DOCTOR_TOOLS: tuple[tuple[str, str], ...] = (
     ("fsck.erofs", "tests"),
     ("unsquashfs", "tests"),
     ("cpio", "initramfs"),
-    ("unshare", "dracut sandbox"),
+    ("bwrap", "sandbox for guest content"),
     ("xz", "initramfs compression"),
     ("zstd", "initramfs compression"),
 )
@@ -367,6 +367,8 @@ def _add_build(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--initramfs-compression", choices=[c.value for c in Compression], default="xz",
                    help="initramfs compression, done on the host with all CPUs (default xz, as lorax)")  # fmt: skip
     g.add_argument("--initramfs-level", type=int, metavar="N", help="compression level (default: dracut's)")
+    g.add_argument("--dracut-timeout", type=float, default=3600.0, metavar="SECONDS",
+                   help="time limit of the image's dracut, in the sandbox or the appliance (default 3600)")  # fmt: skip
     g = parser.add_argument_group("boot configuration")
     g.add_argument("--url", help="where OUTDIR will be served (http://...): writes pxelinux, iPXE and GRUB configs")
     g.add_argument("--pxe-dir", default="", help="TFTP directory of the kernel and initramfs in pxelinux/GRUB configs")
@@ -423,6 +425,7 @@ def build_options(args: argparse.Namespace, accel: str | None) -> BuildOptions:
         dracut_args=tuple(args.dracut_arg) if args.dracut_arg else None,
         dracut_conf=args.dracut_conf,
         where=Where(args.dracut_in),
+        timeout=args.dracut_timeout,
     )
     seed = None
     if args.cloud_init:

@@ -7,12 +7,15 @@
         info.deployment.ostree_arg                        # /ostree/boot.1/fedora/<bootcsum>/0
         guest.g                                           # the raw guestfs handle, for later stages
 
-Safety: the format is detected with ``qemu-img info`` and passed explicitly (qemu never
-guesses it, see CVE-2010-3851); images that would make qemu read *other* host files (a qcow2
-backing file or external data file, a multi-file vmdk) are refused; the input is attached with
-``readonly=True``, so every write, even a journal replay, lands in a throw-away overlay and the
-input is never modified.  Raw inputs are checked on the host with ``blkid -p`` before any
-appliance is started, so a text file fails in milliseconds.
+Safety: the input is opened once (:class:`InputFile`) and every reader -- the probes,
+libguestfs, the rootfs stage -- reads that open file, so a file swapped in at the path
+meanwhile is never read.  The format is detected with ``qemu-img info`` and passed explicitly
+(qemu never guesses it, see CVE-2010-3851); images that would make qemu read *other* host files
+(a qcow2 backing file or external data file, a multi-file vmdk) are refused; the input is
+attached with ``readonly=True``, so every write, even a journal replay, lands in a throw-away
+overlay and the input is never modified.  Raw inputs are checked with ``blkid -p`` before any
+appliance is started, so a text file fails in milliseconds.  ``qemu-img``, ``blkid`` and
+``sfdisk`` parse the image's bytes: they run in :mod:`liveimg.sandbox`, with a memory limit.
 
 Drives and devices (libguestfs names them in the order they are added): the input is
 ``/dev/sda``; ``work_drives`` are attached WRITABLE, as raw, after it: ``/dev/sdb``,
@@ -43,14 +46,16 @@ import os
 import posixpath
 import re
 import signal
+import stat
 import time
+import weakref
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from liveimg import cancel, tcg
+from liveimg import cancel, sandbox, tcg
 from liveimg import run as runner
 from liveimg.accel import Accel, choose_accel, default_cache_dir
 from liveimg.errors import HostError, ImageNotFound, InvalidImage, ToolError
@@ -75,6 +80,7 @@ __all__ = [
     "GuestfsFS",
     "ImageFormat",
     "ImageInfo",
+    "InputFile",
     "Layout",
     "NoRootFilesystem",
     "NotADiskImage",
@@ -94,30 +100,94 @@ _SECTOR = 512  # libblkid reports PART_ENTRY_OFFSET/SIZE in 512-byte sectors wha
 MOUNT_PREFIX = "/liveimg-"
 
 
+class InputFile:
+    """The input image, opened once: every later reader reads this open file, never the path again.
+
+    A file swapped in at the same path after the probe is never read.  Readers in this process
+    or its children open :attr:`reader_path` (``/proc/<pid>/fd/<fd>``, which leads to this open
+    file whatever the path now names); sandboxed tools get the descriptor itself.  The
+    descriptor is closed when the object is collected, or by :meth:`close`.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY)
+        self._closer = weakref.finalize(self, os.close, self.fd)
+        self.stat = os.fstat(self.fd)
+
+    @property
+    def reader_path(self) -> str:
+        return f"/proc/{os.getpid()}/fd/{self.fd}"
+
+    def close(self) -> None:
+        self._closer()
+
+
 @dataclass(frozen=True)
 class ImageFormat:
-    """What ``qemu-img info`` says about the input: its format and virtual size in bytes."""
+    """What ``qemu-img info`` says about the input: its format and virtual size in bytes.
+
+    ``file`` is the input as :func:`probe_image` opened it; :attr:`reader_path` names that open
+    file for every later reader (libguestfs, the rootfs stage).
+    """
 
     path: Path
     format: str
     virtual_size: int
+    file: InputFile | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def reader_path(self) -> str:
+        return self.file.reader_path if self.file is not None else os.fspath(self.path)
+
+
+#: What a probe of the input may use: these tools read headers and tables, and write nothing.
+PROBE_LIMITS = sandbox.Limits(seconds=60, tasks=64, memory=1 * sandbox.GiB, file_size=sandbox.MiB,
+                              output=16 * sandbox.MiB)  # fmt: skip
+
+
+def _probe(argv: list[str | sandbox.File], *, check: bool = True) -> runner.Completed:
+    return sandbox.run(argv, what=str(argv[0]), limits=PROBE_LIMITS, check=check)
 
 
 def probe_image(image: Path) -> ImageFormat:
     """Check the input file and detect its format, before any appliance is started.
 
-    Raises :class:`ImageNotFound`, :class:`NotADiskImage` (empty, a text file, a directory) or
-    :class:`InvalidImage` (an unsupported format, a backing file or another external file).
+    The file is opened once (:class:`InputFile`); ``qemu-img``, ``blkid`` and ``sfdisk`` read
+    that open file in :mod:`liveimg.sandbox`, with a memory limit.  Raises
+    :class:`ImageNotFound`, :class:`NotADiskImage` (empty, a text file, a directory),
+    :class:`InvalidImage` (an unsupported format, a backing file or another external file) or
+    :class:`HostError` (unreadable, or unreadable by the sandbox user when liveimg runs as root).
     """
     image = Path(image)
     if not image.exists():
         raise ImageNotFound(f"{image}: no such file")
     if image.is_dir():
         raise NotADiskImage(f"{image}: not a disk image but a directory")
-    if not os.access(image, os.R_OK):
-        raise HostError(f"{image}: cannot read it (permission denied)")
     try:
-        result = runner.run(["qemu-img", "info", "--output=json", "-U", str(image)], timeout=60)
+        opened = InputFile(image)
+    except PermissionError:
+        raise HostError(f"{image}: cannot read it (permission denied)") from None
+    except OSError as exc:
+        raise HostError(f"{image}: cannot open it: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(opened.stat.st_mode) and not stat.S_ISBLK(opened.stat.st_mode):
+        opened.close()
+        raise NotADiskImage(f"{image}: not a disk image but a special file")
+    ids = sandbox.sandbox_ids()
+    if not sandbox.can_read(opened.stat, ids):
+        opened.close()
+        assert ids is not None
+        raise HostError(
+            f"{image}: liveimg's sandbox user (uid {ids[0]}), which reads the image when liveimg runs as root, "
+            f"cannot read it (mode {stat.S_IMODE(opened.stat.st_mode):04o}, owner uid {opened.stat.st_uid})",
+            hint=f"make it readable to that user (setfacl -m u:{ids[0]}:r {image}), or set "
+            f"${sandbox.SANDBOX_USER_ENV} to a user who can read it",
+        )
+    source = sandbox.File(Path(opened.reader_path))
+    try:
+        result = _probe(["qemu-img", "info", "--output=json", "-U", source])
+    except sandbox.LimitExceeded as exc:
+        raise InvalidImage(f"{image}: qemu-img info was stopped: {exc.message}") from None
     except ToolError as exc:
         if exc.returncode is None:  # not installed, or timed out
             raise
@@ -125,10 +195,10 @@ def probe_image(image: Path) -> ImageFormat:
         raise NotADiskImage(f"{image}: not a readable disk image: {last}") from None
     try:
         info = json.loads(result.stdout)
-    except ValueError as exc:
+        fmt = str(info.get("format", ""))
+        size = int(info.get("virtual-size", 0))
+    except (ValueError, TypeError, AttributeError) as exc:
         raise ToolError(result.argv, 0, message=f"qemu-img info printed no JSON: {exc}") from None
-    fmt = str(info.get("format", ""))
-    size = int(info.get("virtual-size", 0))
     backing = info.get("full-backing-filename") or info.get("backing-filename")
     if backing:
         raise InvalidImage(
@@ -144,37 +214,38 @@ def probe_image(image: Path) -> ImageFormat:
         )
     for extent in data.get("extents") or ():
         name = extent.get("filename")
-        if name and Path(name).resolve() != image.resolve():
+        if name and name != info.get("filename"):
             raise InvalidImage(f"{image}: a {fmt} image made of several files ({name}) is refused")
     if fmt not in FORMATS:
         raise InvalidImage(f"{image}: unsupported image format {fmt!r}", hint=f"use one of {', '.join(FORMATS)}")
     if size <= 0:
         raise NotADiskImage(f"{image}: not a disk image: it is empty")
     if fmt == "raw":
-        found = runner.run(["blkid", "-p", "-o", "export", str(image)], timeout=60, check=False)
+        found = _probe(["blkid", "-p", "-o", "export", source], check=False)
         if found.returncode == 2:
             raise NotADiskImage(
                 f"{image}: not a disk image: no partition table and no filesystem signature (blkid -p found none)"
             )
         if "PTTYPE=" in found.stdout:
-            _check_partition_table(image, size)
-    return ImageFormat(image, fmt, size)
+            _check_partition_table(image, source, size)
+    return ImageFormat(image, fmt, size, opened)
 
 
-def _check_partition_table(image: Path, size: int) -> None:
+def _check_partition_table(image: Path, source: sandbox.File, size: int) -> None:
     """Refuse a raw disk whose partition table points past its end (the appliance checks others)."""
-    result = runner.run(["sfdisk", "--json", str(image)], timeout=60, check=False)
+    result = _probe(["sfdisk", "--json", source], check=False)
     if result.returncode != 0:
         return  # a table sfdisk does not read: the appliance's blkid still checks every partition
     try:
         table = json.loads(result.stdout)["partitiontable"]
+        device = str(table["device"])
         sector = int(table.get("sectorsize", _SECTOR))
         entries = [(str(p["node"]), int(p["start"]), int(p["size"])) for p in table.get("partitions", ())]
     except (ValueError, KeyError, TypeError):
         return
     for node, start, length in entries:
         if (start + length) * sector > size:
-            number = re.sub(r"^.*?([0-9]+)$", r"\1", node)
+            number = re.sub(r"^p(?=[0-9])", "", node.removeprefix(device)) or node  # /dev/fd/3 + p1
             raise InvalidImage(
                 f"{image}: partition {number} (bytes {start * sector}+{length * sector}) extends beyond the end "
                 f"of the disk ({size} bytes): a truncated or hostile image"
@@ -713,7 +784,7 @@ def open_guest(
         resources.enter_context(runner.killer(_appliance_killer(frozenset({hypervisor, g.get_hv()}))))
         if memsize and not os.environ.get("LIBGUESTFS_MEMSIZE"):  # the user's setting wins
             g.set_memsize(memsize)
-        g.add_drive(str(fmt.path), readonly=True, format=fmt.format)
+        g.add_drive(fmt.reader_path, readonly=True, format=fmt.format)  # the file probe_image opened
         for drive in work_drives:
             g.add_drive(str(drive), readonly=False, format="raw")
         started = time.monotonic()

@@ -317,8 +317,7 @@ def squashfs_options(options: BuildOptions, info: ImageInfo) -> SquashfsOptions:
 def _copy_kernel(rootfs_img: Path, guest_path: str, dest: Path, workdir: Path) -> None:
     """Copy the kernel out of rootfs.img (where /boot is merged) without mounting it."""
     tmp = dest.with_name(f".{dest.name}.tmp")
-    e2fs.debugfs_script(rootfs_img, [f"dump {e2fs.debugfs_quote(guest_path)} {e2fs.debugfs_quote(str(tmp))}"],
-                        writable=False, workdir=workdir)  # fmt: skip
+    e2fs.dump_file(rootfs_img, guest_path, tmp)
     if not tmp.is_file() or tmp.stat().st_size == 0:
         tmp.unlink(missing_ok=True)
         raise InvalidImage(f"the kernel {guest_path} is missing or empty in the image")

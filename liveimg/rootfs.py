@@ -29,6 +29,7 @@ partition's size).
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import logging
 import math
@@ -41,8 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from liveimg import e2fs, sparse
-from liveimg import run as runner
+from liveimg import e2fs, sandbox, sparse
 from liveimg.errors import HostError, InternalError, InvalidImage, InvalidOptions
 from liveimg.progress import Progress
 from liveimg.tree import ApplianceTree, TreeEntry, TreeSource
@@ -246,37 +246,55 @@ def tree_commands(
     return cmds
 
 
-def write_tree(image: Path, tree: TreeSource, dest: str, workdir: Path, *, limit: int | None = None) -> int:
+#: Where :func:`write_tree` shows the files it writes, inside debugfs's sandbox.
+_CONTENT_DIR = "/liveimg-in"
+
+
+def write_tree(
+    image: Path,
+    tree: TreeSource,
+    dest: str,
+    workdir: Path,
+    *,
+    limit: int | None = None,
+    inode_size: int | None = None,
+    staging: Path | None = None,
+) -> int:
     """Copy a tree into the directory ``dest`` of the ext4 filesystem in ``image``; return its entries.
 
     ``dest`` must exist and be empty.  ``limit`` bounds the total size of the files
-    (hostile guests can claim absurd sizes).
+    (hostile guests can claim absurd sizes).  The files are fetched into a directory below
+    ``workdir`` that debugfs, in its sandbox, sees read-only (or into ``staging``, an empty
+    directory of the caller's, which the caller removes).  ``inode_size`` is the filesystem's
+    (read from it when not given).
     """
     entries = tree.entries()
     total = sum(e.size for e in entries if e.kind == "file")
     if limit is not None and total > limit:
         raise InvalidImage(f"the files to copy into {dest} claim {total} bytes, more than their filesystem holds")
-    sb = e2fs.superblock(image)
-    with tempfile.TemporaryDirectory(dir=workdir, prefix="tree-") as tmp:
-        tmpdir = Path(tmp)
+    if inode_size is None:
+        inode_size = e2fs.superblock(image).inode_size
+    with contextlib.ExitStack() as stack:
+        tmpdir = staging or Path(stack.enter_context(tempfile.TemporaryDirectory(dir=workdir, prefix="tree-")))
         counter = iter(range(1 << 62))
 
         def content(entry: TreeEntry) -> Path:
-            host = tmpdir / f"f{next(counter)}"
-            tree.fetch(entry, host)
-            return host
+            name = f"f{next(counter)}"
+            tree.fetch(entry, tmpdir / name)
+            return Path(_CONTENT_DIR, name)
 
         xattr_files: dict[bytes, Path] = {}
 
         def xattr_file(value: bytes) -> Path:
             if value not in xattr_files:
-                host = tmpdir / f"x{next(counter)}"
-                host.write_bytes(value)
-                xattr_files[value] = host
+                name = f"x{next(counter)}"
+                (tmpdir / name).write_bytes(value)
+                xattr_files[value] = Path(_CONTENT_DIR, name)
             return xattr_files[value]
 
-        cmds = tree_commands(entries, dest, content, extra_times=sb.inode_size > 128, xattr_file=xattr_file)
-        e2fs.debugfs_script(image, cmds, writable=True, workdir=tmpdir)
+        cmds = tree_commands(entries, dest, content, extra_times=inode_size > 128, xattr_file=xattr_file)
+        sandbox.hand_over(tmpdir, recursive=True)
+        e2fs.debugfs_script(image, cmds, writable=True, mounts=[sandbox.Bind(tmpdir, _CONTENT_DIR)])
     return len(entries)
 
 
@@ -304,24 +322,41 @@ def _source_problems(output: str) -> list[str]:
 
 
 def extract_partition(image: Path, image_format: str, offset: int, length: int, dest: Path) -> None:
-    """Copy ``length`` bytes at ``offset`` of a disk image's virtual disk into a sparse raw file."""
+    """Copy ``length`` bytes at ``offset`` of a disk image's virtual disk into a sparse raw file.
+
+    A raw image is copied on the host (``copy_file_range``: no parsing).  Other formats are
+    read by ``qemu-img convert`` in the sandbox, given the image as an open file and writing
+    into ``dest``, made here at its final size.
+    """
     if image_format == "raw":
         sparse.copy_range(image, offset, length, dest)
         return
-    spec = (
-        f"driver=raw,offset={offset},size={length},"
-        f"file.driver={image_format},file.file.driver=file,file.file.filename={image}"
-    )
-    if "," in str(image):
-        # Commas would break the option string; a symlink without them points at the same file.
-        raise InvalidOptions(f"{image}: a {image_format} image path must not contain a comma")
-    runner.run(["qemu-img", "convert", "-U", "-O", "raw", "--image-opts", spec, dest], timeout=3600)
+    spec = f"driver=raw,offset={offset},size={length},file.driver={image_format},file.file.driver=file,"
+    with open(dest, "wb") as f:
+        f.truncate(length)
+    try:
+        with e2fs.lend(dest, writable=True):
+            sandbox.run(
+                ["qemu-img", "convert", "-U", "-n", "--target-is-zero", "-O", "raw", "--image-opts",
+                 sandbox.File(image, template=spec + "file.file.filename={}"), sandbox.File(dest, writable=True)],
+                what="qemu-img convert",
+                limits=sandbox.Limits(seconds=3600, tasks=64, memory=2 * GiB, file_size=max(length, MiB),
+                                      disk=length),
+            )  # fmt: skip
+    except BaseException:
+        dest.unlink(missing_ok=True)
+        raise
 
 
-def check_source_copy(copy: Path, what: str, *, repair: bool) -> None:
-    """Refuse a source root filesystem with errors (checked on liveimg's copy), unless asked to repair the copy."""
-    sb = e2fs.superblock(copy)
-    if "needs_recovery" in sb.features:
+def check_source_copy(copy: Path, what: str, *, repair: bool, sb: e2fs.Superblock | None = None) -> bool:
+    """Refuse a source root filesystem with errors (checked on liveimg's copy), unless asked to repair the copy.
+
+    ``sb`` is the copy's superblock if the caller has read it.  Returns whether the copy was
+    changed (a journal replayed, errors repaired).
+    """
+    sb = sb or e2fs.superblock(copy)
+    changed = "needs_recovery" in sb.features
+    if changed:
         log.info("%s: replaying the journal of an unclean unmount (in liveimg's copy)", what)
         e2fs.replay_journal(copy)
     check = e2fs.fsck(copy, repair=False)
@@ -334,11 +369,14 @@ def check_source_copy(copy: Path, what: str, *, repair: bool) -> None:
     if not check.clean:
         result = e2fs.fsck(copy, repair=True, what=what)
         log.warning("%s: e2fsck corrected its copy (status %d)", what, result.status)
+        changed = True
+    return changed
 
 
 def boot_is_empty(image: Path, directory: str, workdir: Path) -> bool:
     """Whether ``directory`` in the image exists and is empty (a mount point waiting for /boot)."""
-    out = e2fs.debugfs_script(image, [f"ls -p {_q(directory)}"], writable=False, workdir=workdir)
+    del workdir  # debugfs reads its commands from stdin now
+    out = e2fs.debugfs_script(image, [f"ls -p {_q(directory)}"], writable=False)
     names = [line.split("/")[5] for line in out.splitlines() if line.startswith("/") and line.count("/") >= 6]
     unexpected = [n for n in names if n not in (".", "..", "lost+found")]
     return not unexpected
@@ -361,39 +399,49 @@ def from_partition(
     if image_format == "raw":
         check_space(dest.parent, _raw_data_bytes(image, offset, length))
     tmp = dest.with_name(f".{dest.name}.tmp")
+    boot_entries = boot.entries() if boot is not None else []
+    boot_bytes = tree_bytes(boot_entries) + 16 * MiB
+    # The largest the image may grow to (resize2fs's file size limit in the sandbox).
+    largest = max(options.size or 0, length, int(1.25 * (length + boot_bytes)) + AUTO_HEADROOM_MIN)
+    content = Path(tempfile.mkdtemp(dir=workdir, prefix="tree-"))  # the /boot files, for debugfs
+    mounts = [sandbox.Bind(content, _CONTENT_DIR)] if boot is not None else []
     try:
         extract_partition(image, image_format, offset, length, tmp)
-        sb = e2fs.superblock(tmp)
-        if sb.block_size != BLOCK_SIZE:
-            raise InvalidImage(f"{what} has {sb.block_size}-byte blocks; the partition method needs {BLOCK_SIZE}")
-        check_source_copy(tmp, what, repair=options.repair_source)
-        boot_entries = boot.entries() if boot is not None else []
-        boot_bytes = tree_bytes(boot_entries) + 16 * MiB
-        sb = e2fs.superblock(tmp)  # after the check: its counts are right now
-        # Growing (or keeping the size) only needs room for /boot; shrinking is bounded by
-        # what resize2fs can pack the filesystem into, which is more than the data it holds.
-        needed = sb.used_bytes + boot_bytes
-        grows = options.size_mode is SizeMode.KEEP or (
-            options.size_mode is SizeMode.FIXED and (options.size or 0) >= sb.size
-        )
-        if not grows:
-            needed = max(needed, e2fs.min_size_blocks(tmp) * BLOCK_SIZE + boot_bytes)
-        size = target_size(options.size_mode, needed=needed, requested=options.size, partition=length)
-        e2fs.resize(tmp, size // BLOCK_SIZE, BLOCK_SIZE)
-        e2fs.tune(tmp, label=options.label, reserved_percent=0)
-        if boot is not None:
-            if not boot_is_empty(tmp, "/boot", workdir):
-                raise InvalidImage(
-                    f"{what}: /boot on the root filesystem is not empty although a boot partition exists",
-                    hint="liveimg merges the boot partition into an empty /boot, as a mount would show it",
-                )
-            write_tree(tmp, _Prefetched(boot, boot_entries), "/boot", workdir, limit=boot_limit)
-        _finish_image(tmp, what)
+        # One sandbox for the e2fsprogs calls below (each would otherwise start its own).
+        with e2fs.session(tmp, writable=True, mounts=mounts, max_size=largest):
+            sb = e2fs.superblock(tmp)
+            if sb.block_size != BLOCK_SIZE:
+                raise InvalidImage(f"{what} has {sb.block_size}-byte blocks; the partition method needs {BLOCK_SIZE}")
+            if check_source_copy(tmp, what, repair=options.repair_source, sb=sb):
+                sb = e2fs.superblock(tmp)  # after a replay or repair: its counts are right now
+            # Growing (or keeping the size) only needs room for /boot; shrinking is bounded by
+            # what resize2fs can pack the filesystem into, which is more than the data it holds.
+            needed = sb.used_bytes + boot_bytes
+            grows = options.size_mode is SizeMode.KEEP or (
+                options.size_mode is SizeMode.FIXED and (options.size or 0) >= sb.size
+            )
+            if not grows:
+                needed = max(needed, e2fs.min_size_blocks(tmp) * BLOCK_SIZE + boot_bytes)
+            size = target_size(options.size_mode, needed=needed, requested=options.size, partition=length)
+            e2fs.resize(tmp, size // BLOCK_SIZE, BLOCK_SIZE)
+            e2fs.tune(tmp, label=options.label, reserved_percent=0)
+            if boot is not None:
+                if not boot_is_empty(tmp, "/boot", workdir):
+                    raise InvalidImage(
+                        f"{what}: /boot on the root filesystem is not empty although a boot partition exists",
+                        hint="liveimg merges the boot partition into an empty /boot, as a mount would show it",
+                    )
+                write_tree(tmp, _Prefetched(boot, boot_entries), "/boot", workdir, limit=boot_limit,
+                           inode_size=sb.inode_size, staging=content)  # fmt: skip
+            _finish_image(tmp, what)
+            final = e2fs.superblock(tmp)
         tmp.rename(dest)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    return _result(dest, Method.PARTITION, boot_merged=boot is not None)
+    finally:
+        shutil.rmtree(content, ignore_errors=True)
+    return _result(dest, Method.PARTITION, boot_merged=boot is not None, sb=final)
 
 
 class _Prefetched:
@@ -531,8 +579,8 @@ def _finish_image(image: Path, what: str) -> None:
         raise InternalError(f"the new rootfs.img does not check clean: {final.output.splitlines()[-1]}")
 
 
-def _result(path: Path, method: Method, *, boot_merged: bool) -> RootfsImage:
-    sb = e2fs.superblock(path)
+def _result(path: Path, method: Method, *, boot_merged: bool, sb: e2fs.Superblock | None = None) -> RootfsImage:
+    sb = sb or e2fs.superblock(path)
     return RootfsImage(
         path=path,
         size=path.stat().st_size,
@@ -575,7 +623,7 @@ def build_rootfs(
         boot = ApplianceTree(guest.g, boot_mp, workdir) if boot_mp is not None else None
         boot_limit = info.boot.size if info.boot is not None else None
         return from_partition(
-            image=info.image,
+            image=Path(guest.format.reader_path),  # the input as the guest stage opened it, not its path again
             image_format=info.format,
             offset=root.offset,
             length=root.length,

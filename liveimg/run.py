@@ -16,6 +16,10 @@ see :mod:`liveimg.cancel`).  And each gets a parent-death signal (``PR_SET_PDEAT
 prctl(2)): SIGKILL when liveimg dies, even by SIGKILL, so that no tool outlives a killed
 build.  The kernel sends it when the *thread* that started the program ends: :func:`run`
 waits in that thread, and a :func:`spawn` block must end in the thread that entered it.
+
+For :mod:`liveimg.sandbox`, :func:`run` also hands over open descriptors (``pass_fds``), starts
+the program as another user (``user``), and polls a ``watchdog`` while it runs: when the
+watchdog returns an error, the program's process group is killed and that error raised.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import ctypes
 import itertools
 import logging
 import os
+import select
 import shlex
 import shutil
 import signal
@@ -36,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from liveimg.errors import ToolError, ToolNotFound, ToolTimeout
+from liveimg.errors import LiveImgError, ToolError, ToolNotFound, ToolTimeout
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +49,7 @@ log = logging.getLogger(__name__)
 PACKAGES: Mapping[str, str] = {
     "blkid": "util-linux",
     "busybox": "busybox-static",
+    "bwrap": "bubblewrap",
     "bzip2": "bzip2",
     "bsdtar": "libarchive-tools",
     "cpio": "cpio",
@@ -68,6 +74,7 @@ PACKAGES: Mapping[str, str] = {
     "mksquashfs": "squashfs-tools",
     "ostree": "ostree",
     "pigz": "pigz",
+    "prlimit": "util-linux",
     "qemu-img": "qemu-utils",
     "qemu-system-x86_64": "qemu-system-x86",
     "qemu-system-aarch64": "qemu-system-arm",
@@ -255,15 +262,27 @@ def run(
     ok_codes: Sequence[int] = (0,),
     input: bytes | None = None,
     stdout: Path | IO[bytes] | None = None,
+    stderr: IO[bytes] | int | None = None,
     env: Mapping[str, str | None] | None = None,
     cwd: str | os.PathLike[str] | None = None,
     package: str | None = None,
+    pass_fds: Sequence[int] = (),
+    user: tuple[int, int] | None = None,
+    watchdog: Callable[[], LiveImgError | None] | None = None,
+    on_start: Callable[[subprocess.Popen[bytes]], None] | None = None,
+    kill: Callable[[subprocess.Popen[bytes]], None] | None = None,
 ) -> Completed:
     """Run a program to completion and return what it printed.
 
     ``stdout`` may name a file (or give an open binary file) to receive a large output;
-    otherwise it is captured and decoded.  With ``check`` (the default) an exit status
-    outside ``ok_codes`` raises :class:`ToolError`.  ``timeout`` is in seconds (None: none).
+    otherwise it is captured and decoded; ``stderr`` may give an open binary file (or
+    ``subprocess.STDOUT``) instead of being captured.  With ``check`` (the default) an exit
+    status outside ``ok_codes`` raises :class:`ToolError`.  ``timeout`` is in seconds (None:
+    none).  ``pass_fds`` stay open in the program; ``user`` is the (uid, gid) it starts as,
+    with no supplementary groups (liveimg must be root to give one).  ``watchdog`` is called
+    every :data:`WATCH_SECONDS` while the program runs; an error it returns stops the program.
+    ``on_start`` is called with the started process before anything else (an error it raises
+    stops the program); ``kill`` stops it (default: SIGKILL to its process group).
     """
     args = [os.fspath(a) for a in argv]
     if not args:
@@ -285,23 +304,33 @@ def run(
                 executable=executable,
                 stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
                 stdout=out,
-                stderr=subprocess.PIPE,
+                stderr=subprocess.PIPE if stderr is None else stderr,
                 env=clean_env(env),
                 cwd=cwd,
                 start_new_session=True,  # so that a timeout kills its children too
                 preexec_fn=_die_with_us(),  # noqa: PLW1509  # only prctl, getppid, _exit: see _die_with_us
+                pass_fds=tuple(pass_fds),
+                user=None if user is None else user[0],
+                group=None if user is None else user[1],
+                extra_groups=None if user is None else [],
             )
         except FileNotFoundError as exc:
             raise ToolNotFound(args[0], package or PACKAGES.get(os.path.basename(args[0]))) from exc
         _track(proc)
         try:
-            raw_out, raw_err = proc.communicate(input, timeout=timeout)
+            if on_start is not None:
+                on_start(proc)
+            raw_out, raw_err = _communicate(proc, input, timeout, watchdog)
         except subprocess.TimeoutExpired:
-            _kill_group(proc)
+            (kill or _kill_group)(proc)
             _, raw_err = proc.communicate()
             raise ToolTimeout(args, timeout or 0.0, _decode(raw_err)) from None
+        except _Stopped as stop:
+            (kill or _kill_group)(proc)
+            proc.communicate()
+            raise stop.error from None
         except BaseException:
-            _kill_group(proc)
+            (kill or _kill_group)(proc)
             proc.wait()
             raise
         finally:
@@ -319,6 +348,56 @@ def run(
     return result
 
 
+#: How often :func:`run` calls its watchdog (seconds).
+WATCH_SECONDS = 0.02
+
+
+class _Stopped(Exception):
+    def __init__(self, error: LiveImgError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _communicate(
+    proc: subprocess.Popen[bytes],
+    input: bytes | None,
+    timeout: float | None,
+    watchdog: Callable[[], LiveImgError | None] | None,
+) -> tuple[bytes | None, bytes | None]:
+    if watchdog is None:
+        return proc.communicate(input, timeout=timeout)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    if proc.stdin is None and proc.stdout is None and proc.stderr is None:
+        # No pipe to serve: wait on a pidfd, which wakes the moment the program ends (subprocess's
+        # own wait polls with growing sleeps, a few ms late for each short sandboxed tool).
+        pidfd = os.pidfd_open(proc.pid)
+        try:
+            while proc.poll() is None:
+                step = WATCH_SECONDS if deadline is None else min(WATCH_SECONDS, deadline - time.monotonic())
+                if step <= 0:
+                    raise subprocess.TimeoutExpired(proc.args, timeout or 0.0)
+                select.select([pidfd], [], [], step)
+                error = watchdog()
+                if error is not None:
+                    raise _Stopped(error)
+        finally:
+            os.close(pidfd)
+        return None, None
+    while True:
+        step = WATCH_SECONDS if deadline is None else min(WATCH_SECONDS, deadline - time.monotonic())
+        try:
+            # Calling communicate again after a timeout loses no output (subprocess's contract);
+            # the input is given once.
+            return proc.communicate(input, timeout=max(step, 0.0))
+        except subprocess.TimeoutExpired:
+            input = None
+            if deadline is not None and time.monotonic() >= deadline:
+                raise
+        error = watchdog()
+        if error is not None:
+            raise _Stopped(error)
+
+
 def _decode(data: bytes | None) -> str:
     return data.decode("utf-8", "replace") if data else ""
 
@@ -327,18 +406,22 @@ def _decode(data: bytes | None) -> str:
 def spawn(
     argv: Sequence[str | os.PathLike[str]],
     *,
+    stdin: IO[bytes] | int | None = subprocess.DEVNULL,
     stdout: IO[bytes] | int | None = subprocess.DEVNULL,
     stderr: IO[bytes] | int | None = subprocess.DEVNULL,
     env: Mapping[str, str] | None = None,
     cwd: str | os.PathLike[str] | None = None,
     package: str | None = None,
     stop_timeout: float = 5.0,
+    pass_fds: Sequence[int] = (),
+    user: tuple[int, int] | None = None,
 ) -> Iterator[subprocess.Popen[bytes]]:
     """Start a program beside us; it is terminated (then killed) when the block ends.
 
-    For programs whose life is managed by the caller: QEMU, a test HTTP server.  The block
-    must end in the thread that entered it (the program's parent-death signal is tied to
-    that thread, see the module's docstring).
+    For programs whose life is managed by the caller: QEMU, a test HTTP server, a sandbox that
+    runs several tools.  ``pass_fds`` and ``user`` are as for :func:`run`.  The block must end in
+    the thread that entered it (the program's parent-death signal is tied to that thread, see
+    the module's docstring).
     """
     args = [os.fspath(a) for a in argv]
     executable = require(args[0], package)
@@ -346,13 +429,17 @@ def spawn(
     proc = subprocess.Popen(
         args,
         executable=executable,
-        stdin=subprocess.DEVNULL,
+        stdin=stdin,
         stdout=stdout,
         stderr=stderr,
         env=clean_env(env),
         cwd=cwd,
         start_new_session=True,
         preexec_fn=_die_with_us(),  # noqa: PLW1509  # only prctl, getppid, _exit: see _die_with_us
+        pass_fds=tuple(pass_fds),
+        user=None if user is None else user[0],
+        group=None if user is None else user[1],
+        extra_groups=None if user is None else [],
     )
     _track(proc)
     try:

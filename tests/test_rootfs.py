@@ -308,3 +308,35 @@ def test_metadata_survives(tmp_path: Path) -> None:
     assert " 10640 " in listing  # the fifo
     assert runner.run(["debugfs", "-R", "stat /boot/sym", result.path]).stdout.count('Fast link dest: "suid"') == 1
     assert e2fs.fsck(result.path, repair=False).clean
+
+
+def test_dump_file_copies_one_regular_file(tmp_path: Path) -> None:
+    need("mkfs.ext4", "debugfs")
+    src = tmp_path / "src"
+    (src / "boot").mkdir(parents=True)
+    (src / "boot/vmlinuz").write_bytes(b"kernel")
+    (src / "boot/link").symlink_to("vmlinuz")
+    image = tmp_path / "fs.img"
+    runner.run(["mkfs.ext4", "-q", "-F", "-d", src, image, "8M"])
+    out = tmp_path / "out"
+    out.mkdir()
+    e2fs.dump_file(image, "/boot/vmlinuz", out / "vmlinuz")
+    assert (out / "vmlinuz").read_bytes() == b"kernel"
+    with pytest.raises(InvalidImage, match="/boot/link cannot be read from"):
+        e2fs.dump_file(image, "/boot/link", out / "link")  # a link is not a file to copy
+    with pytest.raises(InvalidImage, match="/nope cannot be read"):
+        e2fs.dump_file(image, "/nope", out / "nope")
+    assert sorted(p.name for p in out.iterdir()) == ["vmlinuz"]  # no scratch directory left
+
+
+@pytest.mark.parametrize(
+    "field",
+    ["Block size:               4096x", "Block count:              99999999999999999999999", "Block size: 3000"],
+)
+def test_superblock_read_strictly(field: str) -> None:
+    text = "Block size: 4096\nBlock count: 100\nFree blocks: 10\nFilesystem UUID: u\n"
+    key = field.split(":", maxsplit=1)[0]
+    lines = [line for line in text.splitlines() if not line.startswith(key)] + [field]
+    with pytest.raises(InvalidImage, match=r"dumpe2fs shows an (unreadable|impossible)") as info:
+        e2fs.parse_superblock("\n".join(lines), "x.img")
+    assert "\n" not in str(info.value)

@@ -17,6 +17,12 @@ happens on the host as for the sandbox.
 
 The handle comes from an :class:`ApplianceOpener`; :func:`open_appliance`, the default, opens
 it with :func:`liveimg.guest.open_guest` (the accelerator liveimg chose, TCG here).
+
+The guest's dracut is root in the appliance and may do anything there, so nothing it leaves is
+trusted: dracut gets ``DracutOptions.timeout`` seconds, after which liveimg kills the
+appliance's QEMU (no command inside could stop it); the exit status it wrote is read strictly
+(:func:`parse_status`); the log is downloaded up to :data:`LOG_LIMIT` (its tail), the output
+only as a regular file up to :data:`OUTPUT_LIMIT`.
 """
 
 from __future__ import annotations
@@ -24,8 +30,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import shlex
+import signal
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -35,7 +44,7 @@ from typing import Any, Protocol
 from liveimg.dracut.plan import OUT_DIR, DracutOptions, Plan, plan_dracut
 from liveimg.dracut.sandbox import GUEST_PATH, log_tail
 from liveimg.dracut.tree import chroot_path
-from liveimg.errors import HostError, InvalidImage, InvalidOptions, ToolError
+from liveimg.errors import HostError, InvalidImage, InvalidOptions, ToolError, ToolTimeout
 from liveimg.fsview import GuestTree
 from liveimg.guest import GuestfsFS, open_guest
 
@@ -44,6 +53,10 @@ log = logging.getLogger(__name__)
 SCRATCH_BYTES = 8 << 30  # sparse: only what dracut writes takes space
 SCRATCH_MOUNT = "/.liveimg-scratch"
 APPLIANCE_MEMORY_MB = 2048
+#: Most of dracut's log downloaded (its end); a real one is a few MiB even with --debug.
+LOG_LIMIT = 64 << 20
+#: Largest initramfs downloaded (a newc archive cannot hold a larger file anyway).
+OUTPUT_LIMIT = 4 << 30
 
 
 class ApplianceOpener(Protocol):
@@ -80,6 +93,60 @@ class ApplianceRun:
     plan: Plan
     seconds: float  # dracut alone
     launch_seconds: float
+
+
+@contextlib.contextmanager
+def _killed_after(g: Any, seconds: float) -> Iterator[threading.Event]:
+    """Kill the appliance's QEMU if the block takes more than ``seconds``; the event says it did."""
+    expired = threading.Event()
+    try:
+        pid = int(g.get_pid())
+    except (RuntimeError, AttributeError, TypeError, ValueError):
+        pid = 0  # a test double without a VM: nothing to kill
+
+    def kill() -> None:
+        expired.set()
+        if pid > 0:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+
+    timer = threading.Timer(seconds, kill)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield expired
+    finally:
+        timer.cancel()
+
+
+def parse_status(text: bytes) -> int:
+    """The exit status the appliance script wrote (``0``-``255`` and a newline), read strictly:
+    anything else means the guest, root in the appliance, wrote it."""
+    match = re.fullmatch(rb"([0-9]{1,3})\n?", text)
+    if match is None or int(match.group(1)) > 255:
+        raise InvalidImage(f"dracut in the appliance left no readable exit status ({text[:40]!r}): a hostile image?")
+    return int(match.group(1))
+
+
+def _read_small(g: Any, path: str, limit: int = 64) -> bytes:
+    try:
+        if int(g.filesize(path)) > limit:
+            return b"?"
+        return bytes(g.read_file(path))
+    except RuntimeError:
+        return b""
+
+
+def _download(g: Any, path: str, dest: Path, limit: int, *, tail: bool) -> bool:
+    """Download ``path`` from the appliance; a file over ``limit`` bytes is cut to its last
+    ``limit`` bytes with ``tail``, else not downloaded.  Whether it was over the limit."""
+    size = int(g.filesize(path))
+    if size <= limit:
+        g.download(path, os.fspath(dest))
+        return False
+    if tail:
+        g.download_offset(path, os.fspath(dest), size - limit, limit)
+    return True
 
 
 def _script(*, ostree: bool, argv: tuple[str, ...], mounts: dict[str, str]) -> str:
@@ -163,13 +230,16 @@ def run_dracut_in_appliance(
         argv = tuple(command) if command is not None else plan.argv
         log.info("appliance: running %s", " ".join(argv))
         dracut_started = time.monotonic()
-        try:
-            g.debug("sh", [_script(ostree=ostree, argv=argv, mounts=mounts)])
-        except RuntimeError as exc:
-            raise HostError(f"cannot run dracut in the appliance: {exc}") from exc
+        with _killed_after(g, options.timeout) as expired:
+            try:
+                g.debug("sh", [_script(ostree=ostree, argv=argv, mounts=mounts)])
+            except RuntimeError as exc:
+                if expired.is_set():
+                    raise ToolTimeout(argv, options.timeout, "the appliance was killed") from None
+                raise HostError(f"cannot run dracut in the appliance: {exc}") from exc
         seconds = time.monotonic() - dracut_started
-        g.download(f"{SCRATCH_MOUNT}/dracut.log", os.fspath(log_path))
-        rc = int(g.cat(f"{SCRATCH_MOUNT}/rc").strip() or "1")
+        _download(g, f"{SCRATCH_MOUNT}/dracut.log", log_path, LOG_LIMIT, tail=True)
+        rc = parse_status(_read_small(g, f"{SCRATCH_MOUNT}/rc"))
         if rc != 0:
             tail = log_tail(log_path, 20)
             raise ToolError(
@@ -180,7 +250,8 @@ def run_dracut_in_appliance(
                 f"{tail.splitlines()[-1] if tail else 'no output'} (log: {log_path})",
             )
         produced = f"{SCRATCH_MOUNT}/out/{raw_output.name}"
-        if not g.is_file(produced):
+        if not g.is_file(produced):  # a link is not a file here
             raise HostError(f"dracut succeeded in the appliance but wrote no {raw_output.name} (log: {log_path})")
-        g.download(produced, os.fspath(raw_output))
+        if _download(g, produced, raw_output, OUTPUT_LIMIT, tail=False):
+            raise InvalidImage(f"dracut's initramfs in the appliance is larger than {OUTPUT_LIMIT >> 30} GiB: refused")
     return ApplianceRun(plan=plan, seconds=seconds, launch_seconds=launch_seconds)

@@ -1,47 +1,50 @@
-"""Run a program of the guest, rootless, with a guest tree as its root directory.
+"""Run a program of the guest with a guest tree as its root directory, in :mod:`liveimg.sandbox`.
 
-The sandbox is a set of new namespaces made by ``unshare`` as the calling user -- user
-(the caller is mapped to root inside, and only the caller: no privilege is gained), mount
-(private: nothing is mounted on the host), PID, network (no network), IPC and UTS -- in
-which :mod:`._nsinit` mounts ``/proc``, a minimal ``/dev``, a read-only ``/sys`` and the
-requested directories into the tree, then ``pivot_root``\\ s into it.  This is how mkosi and
-bubblewrap run tools, and it is safer than lorax's chroot as real root: the guest's code runs
-with the caller's own rights, cannot reach the host's files, and cannot reach the network.
+The guest tree is ``/``, read-only; the program gets a fresh ``/proc``, a minimal ``/dev``, the
+read-only parts of ``/sys`` that hold no mount, and the mounts the caller lists (a tmpfs for
+``/run`` and ``/tmp``, the output directory, ``/var/tmp``, the physical ``/boot``).  It is root
+only inside its own user namespace, with the few capabilities of :data:`GUEST_CAPS`; on the
+host it is the caller, or the unprivileged sandbox user when liveimg runs as root.  It has no
+network, a seccomp filter, resource limits and a time limit (see :mod:`liveimg.sandbox`).
 
-It works for unprivileged users wherever the kernel allows unprivileged user namespaces
-(:func:`sandbox_available` checks once).  Images you do not trust at all belong in the
-libguestfs appliance instead (:mod:`.appliance`): there the guest's code runs in a VM.
+Mount points are made in the tree by liveimg before the sandbox starts, each resolved inside
+the tree the way a process chrooted into it would (:func:`liveimg.dracut.tree.guest_mkdirs`):
+a guest symlink (``/var -> /home/you``) cannot send a mount, or a directory liveimg makes,
+out of the tree.  The tree must therefore be a writable copy.  A target below an earlier
+:class:`Tmpfs` is made inside that tmpfs instead, leaving the tree alone.
+
+Images you trust even less can run their dracut in the libguestfs appliance instead
+(:mod:`.appliance`): there the guest's code runs in a virtual machine.
 """
 
 from __future__ import annotations
 
-import functools
-import json
 import logging
 import os
 import re
-import sys
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from liveimg import run as runner
-from liveimg.dracut import _nsinit
+from liveimg import sandbox
 from liveimg.dracut.tree import guest_mkdirs
-from liveimg.errors import HostError, InvalidImage, ToolError
+from liveimg.errors import InvalidImage, InvalidOptions, ToolError
 
 log = logging.getLogger(__name__)
 
 #: The PATH a guest program gets.
-GUEST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-_UNSHARE = ("unshare", "--user", "--map-root-user", "--mount", "--pid", "--net", "--ipc", "--uts", "--fork",
-            "--kill-child")  # fmt: skip
+GUEST_PATH = sandbox.SANDBOX_PATH
+#: Capabilities a guest program keeps inside its own user namespace: ``ldconfig -r`` (dracut)
+#: chroots, and dracut copies files of any mode, as real root would.  They reach only files whose
+#: owner is mapped in that namespace: the sandbox's own (the tree, its output), no host file.
+GUEST_CAPS = ("CAP_SYS_CHROOT", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER")
+#: Mount points every guest tree gets (bwrap mounts /proc, /dev and /sys there).
+_ALWAYS = ("proc", "dev", "sys")
 
 
 @dataclass(frozen=True)
 class Bind:
-    """A host directory (or file) shown at ``target`` inside the tree."""
+    """A host directory (or file) shown at ``target`` inside the tree, writable unless ``readonly``."""
 
     source: Path
     target: str
@@ -50,10 +53,25 @@ class Bind:
 
 @dataclass(frozen=True)
 class Tmpfs:
-    """A fresh tmpfs at ``target`` inside the tree."""
+    """A fresh tmpfs at ``target`` inside the tree; ``options`` as for mount(8): ``mode=`` and ``size=``."""
 
     target: str
     options: str = "mode=0755"
+
+    def parsed(self) -> sandbox.Tmpfs:
+        mode, size = 0o755, None
+        for option in self.options.split(","):
+            key, _, value = option.partition("=")
+            try:
+                if key == "mode":
+                    mode = int(value, 8)
+                elif key == "size":
+                    size = int(value)
+                else:
+                    raise ValueError(key)
+            except ValueError:
+                raise InvalidOptions(f"tmpfs option {option!r} is not mode=OCTAL or size=BYTES") from None
+        return sandbox.Tmpfs(self.target, mode, size)
 
 
 @dataclass(frozen=True)
@@ -63,41 +81,18 @@ class SandboxResult:
     log: Path
 
 
-@functools.cache
 def sandbox_available() -> tuple[bool, str]:
-    """Whether this user can build the sandbox here, and why not (checked once per process).
-
-    The check builds the whole sandbox -- namespaces, /proc, /dev, /sys, pivot_root -- around an
-    empty tree, because some hosts allow user namespaces but not the mounts (containers that
-    mask /proc, for example).
-    """
-    if runner.which("unshare") is None:
-        return False, "unshare is not installed (Debian package util-linux)"
-    result = runner.run([*_UNSHARE, "--", "true"], check=False, timeout=60)
-    if result.returncode != 0:
-        reason = result.stderr.strip().splitlines()[-1] if result.stderr.strip() else f"exit {result.returncode}"
-        return False, f"user namespaces are not available: {reason}"
-    with tempfile.TemporaryDirectory(prefix="liveimg-probe-") as tmp:
-        root = Path(tmp)
-        for name in ("proc", "dev", "sys"):
-            (root / name).mkdir()
-        payload = {"root": tmp, "mounts": [], "argv": ["/liveimg-probe"], "env": {}, "cwd": "/",
-                   "log": os.fspath(root / "log")}  # fmt: skip
-        init = Path(_nsinit.__file__).resolve()
-        command = [*_UNSHARE, "--", sys.executable, "-I", "-S", os.fspath(init), json.dumps(payload)]
-        probe = runner.run(command, check=False, timeout=60)
-    if probe.returncode != 127:  # the sandbox was built, then the (missing) program failed to start
-        lines = probe.stderr.strip().splitlines()
-        return False, f"the sandbox cannot be built here: {lines[-1] if lines else f'exit {probe.returncode}'}"
-    return True, "user namespaces and the sandbox's mounts work"
+    """Whether sandboxes can be made here, and why not (checked once per process)."""
+    return sandbox.available()
 
 
 def _target(root: Path, path: str) -> str:
-    # Resolve inside the tree (guest symlinks cannot point the mount elsewhere) and create it.
+    """``path`` resolved inside the tree and made there if missing; its path inside the tree."""
     resolved = guest_mkdirs(root, path)
     if resolved.is_symlink():
         raise InvalidImage(f"mount point {path} in the guest tree is a symbolic link")
-    return os.fspath(resolved)
+    inner = resolved.relative_to(root).as_posix()
+    return "/" + inner if inner != "." else "/"
 
 
 def run_in_sandbox(
@@ -108,57 +103,43 @@ def run_in_sandbox(
     mounts: Sequence[Bind | Tmpfs] = (),
     env: Mapping[str, str] | None = None,
     timeout: float | None = 3600,
+    limits: sandbox.Limits | None = None,
 ) -> SandboxResult:
     """Run ``argv`` (a guest program) with ``root`` as ``/``; its output is appended to ``log_path``.
 
-    ``mounts`` are applied in order after ``/proc``, ``/dev`` and ``/sys``.  Their targets are
-    created in the tree if missing (the tree must be a writable copy); a target below an
-    earlier :class:`Tmpfs` is created inside that tmpfs instead, leaving the tree alone.
-    Returns the program's exit status (not checked); a sandbox that cannot be set up is a
-    :class:`~liveimg.errors.HostError`.
+    Writable :class:`Bind` sources are given to the sandbox user (:func:`liveimg.sandbox.hand_over`).
+    Returns the program's exit status (not checked).  ``limits`` default to
+    :class:`liveimg.sandbox.Limits` with ``timeout`` as the time limit.  Going past a limit is
+    a :class:`liveimg.sandbox.LimitExceeded` or :class:`~liveimg.errors.ToolTimeout`; a
+    sandbox that cannot be set up is a :class:`~liveimg.errors.HostError`.
     """
-    ok, reason = sandbox_available()
-    if not ok:
-        raise HostError(f"cannot run the rootless sandbox: {reason}", hint="use the libguestfs appliance instead")
+    sandbox.require()
     root = root.resolve()
-    for needed in ("proc", "dev", "sys"):
-        _target(root, needed)
-    specs: list[dict[str, object]] = []
+    system_dirs = {name: _target(root, name) for name in _ALWAYS}
+    converted: list[sandbox.Bind | sandbox.Tmpfs] = []
     tmpfs_at: list[str] = []
     for m in mounts:
         inner = "/" + m.target.strip("/")
-        below_tmpfs = any(inner.startswith(t.rstrip("/") + "/") for t in tmpfs_at)
-        # Inside a tmpfs of ours no guest symlink can be in the way: _nsinit creates it there.
-        target = os.fspath(root) + inner if below_tmpfs else _target(root, inner)
-        spec: dict[str, object] = {"target": target, "create": below_tmpfs}
+        # Inside a tmpfs of ours no guest symlink can be in the way: bwrap makes the directory there.
+        if not any(inner.startswith(t.rstrip("/") + "/") for t in tmpfs_at):
+            inner = _target(root, inner)
         if isinstance(m, Tmpfs):
-            spec.update(kind="tmpfs", options=m.options)
+            tmpfs = m.parsed()
+            converted.append(sandbox.Tmpfs(inner, tmpfs.mode, tmpfs.size))
             tmpfs_at.append(inner)
         else:
-            if not m.source.exists():
-                raise HostError(f"cannot show {m.source} in the sandbox: it does not exist")
-            spec.update(kind="bind", source=os.fspath(m.source.resolve()), readonly=m.readonly)
-        specs.append(spec)
+            if not m.readonly and m.source.exists():
+                sandbox.hand_over(m.source)  # as root, the sandbox user must be able to write it
+            converted.append(sandbox.Bind(m.source, inner, writable=not m.readonly))
     full_env = {"PATH": GUEST_PATH, "LC_ALL": "C", "HOME": "/root", "TMPDIR": "/var/tmp", "TERM": "dumb"}
-    if "SOURCE_DATE_EPOCH" in os.environ:
-        full_env["SOURCE_DATE_EPOCH"] = os.environ["SOURCE_DATE_EPOCH"]
     full_env.update(env or {})
-    payload = {
-        "root": os.fspath(root),
-        "mounts": specs,
-        "argv": list(argv),
-        "env": full_env,
-        "cwd": "/",
-        "log": os.fspath(log_path.resolve()),
-    }
-    init = Path(_nsinit.__file__).resolve()
-    command = [*_UNSHARE, "--", sys.executable, "-I", "-S", os.fspath(init), json.dumps(payload)]
+    if limits is None:
+        limits = sandbox.Limits(seconds=timeout or sandbox.Limits.seconds)
     log.info("sandbox: running %s in %s", " ".join(argv), root)
-    result = runner.run(command, check=False, timeout=timeout)
-    if result.returncode == _nsinit.SETUP_FAILED and "liveimg sandbox:" in result.stderr:
-        raise HostError(f"cannot set up the sandbox: {result.stderr.strip().splitlines()[-1]}")
-    if result.returncode != 0 and result.stderr.strip():
-        log.debug("sandbox stderr: %s", result.stderr.strip())
+    result = sandbox.run(
+        argv, what=os.path.basename(argv[0]) if argv else "?", root=root, mounts=converted, env=full_env,
+        log_path=log_path, caps=GUEST_CAPS, limits=limits, system_dirs=system_dirs, check=False,
+    )  # fmt: skip
     return SandboxResult(returncode=result.returncode, seconds=result.seconds, log=log_path)
 
 

@@ -36,22 +36,24 @@ Options (:class:`DracutOptions`) follow lorax's where lorax has them:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
-import shutil
+import stat
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from liveimg import sandbox
 from liveimg.dracut import cpio
 from liveimg.dracut.appliance import ApplianceOpener, run_dracut_in_appliance
 from liveimg.dracut.compress import Compressed, Compression, compress_initramfs
 from liveimg.dracut.initramfs import newc_index, plain_segments
 from liveimg.dracut.plan import OUT_DIR, DracutOptions, Plan, Where, plan_dracut, verify_initramfs
-from liveimg.dracut.sandbox import Bind, Tmpfs, check_sandbox_result, run_in_sandbox, sandbox_available
+from liveimg.dracut.sandbox import Bind, Tmpfs, check_sandbox_result, log_tail, run_in_sandbox, sandbox_available
 from liveimg.dracut.tree import ExtractedTree, extract_tree, guest_mkdirs
-from liveimg.errors import HostError, InvalidOptions
+from liveimg.errors import HostError, InternalError, InvalidImage, InvalidOptions, ToolTimeout
 from liveimg.fsview import GuestTree, HostFS
 from liveimg.progress import Progress
 
@@ -176,6 +178,13 @@ def _looks_like_ostree(tree: Path, boot: str | os.PathLike[str] | None) -> bool:
     return boot is not None or (tree / "ostree").is_symlink() or (tree / "usr/lib/ostree-boot").is_dir()
 
 
+#: What the guest's dracut may use besides time (``DracutOptions.timeout``): it runs a few dozen
+#: processes at once, writes its staging tree and image (a few hundred MiB) below /var/tmp and
+#: the image into the output directory.
+DRACUT_LIMITS = sandbox.Limits(tasks=512, memory=4 * sandbox.GiB, file_size=4 * sandbox.GiB,
+                               disk=8 * sandbox.GiB, tmpfs=256 * sandbox.MiB)  # fmt: skip
+
+
 def _run_in_sandbox(
     extracted: ExtractedTree, *, kver: str, ostree: bool, opts: DracutOptions, raw: Path, logfile: Path, work: Path
 ) -> tuple[Plan, float]:
@@ -195,13 +204,13 @@ def _run_in_sandbox(
         for needed in ("/var/roothome", "/sysroot/tmp"):
             guest_mkdirs(root, needed)
     if opts.dracut_conf is not None and plan.conf_name:
-        confdir = guest_mkdirs(root, "/etc/dracut.conf.d")
-        shutil.copyfile(opts.dracut_conf, confdir / plan.conf_name)
+        write_in_tree(root, "/etc/dracut.conf.d", plan.conf_name, opts.dracut_conf.read_bytes())
     outdir = work / "out"
     vartmp = work / "var-tmp"
     outdir.mkdir()
     vartmp.mkdir()
     os.chmod(vartmp, 0o1777)
+    sandbox.hand_over(outdir, vartmp)
     mounts: list[Bind | Tmpfs] = [
         Tmpfs("/run"),
         Bind(outdir, OUT_DIR),
@@ -214,16 +223,60 @@ def _run_in_sandbox(
     log.info("running %s", " ".join(plan.argv))
     # dracut (059 and dracut-ng) skips mknod with this set; add_device_nodes adds the nodes.
     env = {"DRACUT_NO_MKNOD": "1"}
-    result = run_in_sandbox(root, plan.argv, log_path=logfile, mounts=mounts, env=env, timeout=opts.timeout)
+    limits = dataclasses.replace(DRACUT_LIMITS, seconds=opts.timeout)
+    try:
+        result = run_in_sandbox(root, plan.argv, log_path=logfile, mounts=mounts, env=env, limits=limits)
+    except ToolTimeout:
+        raise ToolTimeout(plan.argv, opts.timeout, log_tail(logfile, 20)) from None
     check_sandbox_result(result, plan.argv, what="dracut")
-    produced = outdir / raw.name
-    if not produced.is_file():
-        raise HostError(f"dracut succeeded but wrote no {produced.name} (log: {logfile})")
-    produced.rename(raw)
+    take_output(outdir, raw.name, raw)
     added = add_device_nodes(raw)
     if added:
         log.info("added the device nodes dracut creates when it runs as real root: %s", ", ".join(added))
     return plan, result.seconds
+
+
+def write_in_tree(root: Path, directory: str, name: str, data: bytes) -> Path:
+    """Write the new file ``directory/name`` into the guest tree ``root``, replacing what the guest
+    had there (a link to a host file included) without following anything: the directory is
+    resolved inside the tree (:func:`guest_mkdirs`), the file created ``O_EXCL|O_NOFOLLOW``."""
+    if "/" in name or name in ("", ".", ".."):
+        raise InvalidOptions(f"{name!r} is not a file name")
+    parent = guest_mkdirs(root, directory)
+    dfd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        try:
+            os.unlink(name, dir_fd=dfd)
+        except FileNotFoundError:
+            pass
+        except IsADirectoryError:
+            raise InvalidImage(f"{directory}/{name} in the guest tree is a directory") from None
+        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=dfd)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+    finally:
+        os.close(dfd)
+    return parent / name
+
+
+def take_output(outdir: Path, name: str, dest: Path) -> None:
+    """Move what a sandboxed program left as ``outdir/name`` to ``dest`` -- a regular file, once
+    linked, or an :class:`InvalidImage` (a link left there would make liveimg write elsewhere)."""
+    dfd = os.open(outdir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        try:
+            st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+        except FileNotFoundError:
+            raise HostError(f"dracut succeeded but wrote no {name}") from None
+        if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+            raise InvalidImage(f"dracut's output {name} is not a plain file (a link or a hard link): refused")
+        os.rename(name, dest, src_dir_fd=dfd)
+    finally:
+        os.close(dfd)
+    moved = os.lstat(dest)
+    if (moved.st_dev, moved.st_ino) != (st.st_dev, st.st_ino):
+        raise InternalError(f"{dest} changed while it was moved")
+    sandbox.take_back(dest)
 
 
 #: The nodes dracut makes with mknod when it runs as real root (dracut.sh; mode from its umask

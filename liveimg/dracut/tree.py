@@ -10,6 +10,12 @@ it) out of the image with ``debugfs rdump``: no mount, no root, no loop device, 
 image is only read.  The copy is writable and is thrown away afterwards, so nothing dracut
 does reaches the shipped rootfs (lorax leaves its squashfs unchanged too).
 
+``rdump`` recreates the guest's symbolic links as they are, then writes files through them:
+a hostile image could place a file anywhere its writer may write.  So debugfs runs in
+:mod:`liveimg.sandbox`, where nothing is writable but the destination directory (and a small
+tmpfs), with limits on what it may write (a filesystem full of hard links to one big file
+would otherwise fill the disk).
+
 Guest content is hostile.  Reading the guest goes through :class:`liveimg.fsview.GuestTree`;
 creating mount points in the copy goes through :func:`chroot_path`, which resolves a guest
 path the way a process chrooted into the tree would (absolute symlinks start at the tree's
@@ -21,11 +27,15 @@ from __future__ import annotations
 import logging
 import os
 import posixpath
+import stat
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from liveimg import run as runner
+from liveimg import sandbox
+from liveimg.e2fs import fake_time_env
 from liveimg.errors import HostError, InvalidImage, InvalidOptions, ToolError
 from liveimg.fsview import MAX_SYMLINKS, FileType, HostFS, ReadOnlyFS
 
@@ -114,30 +124,61 @@ def _debugfs_problems(stderr: str) -> list[str]:
     return problems
 
 
-def rdump(image: Path, guest_dir: str, dest: Path, *, timeout: float = 1800) -> None:
-    """``debugfs -R "rdump <guest_dir> <dest>"``: copy a directory of an ext4 image file.
+#: Where the destination of :func:`rdump` appears inside its sandbox.
+_RDUMP_DIR = "/liveimg-out"
+#: What rdump may write, in bytes: this many times the image's size, at least :data:`RDUMP_MIN`
+#: (hard links are copied once per name, so a legitimate deployment can take more than the image).
+RDUMP_FACTOR = 3
+RDUMP_MIN = sandbox.GiB
 
-    ``dest`` must exist; ``guest_dir`` appears in it under its own name (for ``/``, its
-    contents appear directly in ``dest``).  The image is opened read-only.
+
+def _debugfs(image: Path, request: str, *, mounts: Sequence[sandbox.Bind] = (), timeout: float = 120,
+             disk: int | None = None) -> runner.Completed:  # fmt: skip
+    size = max(image.stat().st_size, sandbox.MiB)
+    limits = sandbox.Limits(seconds=timeout, tasks=8, memory=8 * sandbox.GiB, file_size=size, disk=disk)
+    return sandbox.run(["debugfs", "-R", request, sandbox.File(image)], what="debugfs", mounts=mounts, limits=limits,
+                       env=fake_time_env(), check=False)  # fmt: skip
+
+
+def rdump(image: Path, guest_dir: str, dest: Path, *, timeout: float = 1800) -> None:
+    """``debugfs -R "rdump <guest_dir> <dest>"`` in the sandbox: copy a directory of an ext4 image file.
+
+    ``dest`` must exist and be writable by the sandbox (see :func:`liveimg.sandbox.hand_over`);
+    ``guest_dir`` appears in it under its own name (for ``/``, its contents appear directly in
+    ``dest``).  The image is opened read-only.
     """
-    if any(c in guest_dir for c in '"\n\\') or any(c in os.fspath(dest) for c in '"\n\\'):
-        raise InvalidOptions(f"cannot pass {guest_dir!r} or {dest} to debugfs (quote or newline in the path)")
-    request = f'rdump "{guest_dir}" "{os.fspath(dest)}"'
+    if any(c in guest_dir for c in '"\n\\'):
+        raise InvalidOptions(f"cannot pass {guest_dir!r} to debugfs (quote or newline in the path)")
+    request = f'rdump "{guest_dir}" "{_RDUMP_DIR}"'
+    mounts = [sandbox.Bind(dest, _RDUMP_DIR, writable=True)]
     try:
-        result = runner.run(["debugfs", "-R", request, os.fspath(image)], timeout=timeout)
-    except ToolError as exc:
-        raise InvalidImage(f"debugfs cannot read {image}: {exc}") from exc
+        result = _debugfs(image, request, mounts=mounts, timeout=timeout,
+                          disk=max(RDUMP_FACTOR * image.stat().st_size, RDUMP_MIN))  # fmt: skip
+    except sandbox.LimitExceeded as exc:
+        raise InvalidImage(f"{image}: copying {guest_dir} out of it was stopped: {exc.message}") from None
+    if result.returncode != 0:
+        raise InvalidImage(f"debugfs cannot read {image}: {ToolError(result.argv, result.returncode, result.stderr)}")
     problems = _debugfs_problems(result.stderr)
     if problems:
         raise InvalidImage(f"debugfs could not copy {guest_dir} out of {image}: {problems[-1]}")
 
 
 def _guest_is_dir(image: Path, guest_dir: str) -> bool:
-    result = runner.run(["debugfs", "-R", f'stat "{guest_dir}"', os.fspath(image)], check=False)
+    result = _debugfs(image, f'stat "{guest_dir}"')
     for line in result.stderr.splitlines():
         if "while trying to open" in line or "Filesystem not open" in line:
             raise InvalidImage(f"cannot read {image} as an ext4 filesystem: {line.removeprefix('debugfs: ')}")
     return "Type: directory" in result.stdout
+
+
+def _real_dir(path: Path, what: str) -> None:
+    """What rdump made at ``path`` must be a directory, not a link a hostile image put there."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        raise InvalidImage(f"debugfs made no {what}") from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise InvalidImage(f"{what} copied out of the image is not a directory")
 
 
 def extract_tree(image: str | os.PathLike[str], deployment: str, dest: str | os.PathLike[str]) -> ExtractedTree:
@@ -159,6 +200,7 @@ def extract_tree(image: str | os.PathLike[str], deployment: str, dest: str | os.
         out.mkdir(mode=0o755)
         root = out / "root"
         root.mkdir(mode=0o755)
+        sandbox.hand_over(out, root)
     except OSError as exc:
         raise HostError(f"cannot create the work directory {out}: {exc.strerror or exc}") from exc
     if not _guest_is_dir(img, deployment):
@@ -169,8 +211,10 @@ def extract_tree(image: str | os.PathLike[str], deployment: str, dest: str | os.
     else:
         staging = out / "staging"
         staging.mkdir()
+        sandbox.hand_over(staging)
         rdump(img, deployment, staging)
         # rdump names the copy after the directory; move its contents into root.
+        _real_dir(staging / posixpath.basename(deployment), deployment)
         (staging / posixpath.basename(deployment)).rename(root.with_name("root.tmp"))
         root.rmdir()
         root.with_name("root.tmp").rename(root)
@@ -178,6 +222,7 @@ def extract_tree(image: str | os.PathLike[str], deployment: str, dest: str | os.
         if _guest_is_dir(img, "/boot"):
             rdump(img, "/boot", out)
             boot = out / "boot"
+            _real_dir(boot, "/boot")
         else:
             log.warning("%s has no /boot: dracut will see the deployment's own /boot only", img)
     seconds = time.monotonic() - started

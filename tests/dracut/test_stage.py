@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,7 @@ from liveimg.dracut.plan import DracutOptions, Where
 from liveimg.dracut.sandbox import sandbox_available
 from liveimg.dracut.stage import DEVICE_NODES, add_device_nodes, build_initramfs
 from liveimg.errors import HostError, InvalidImage, InvalidOptions
-from tests.dracut.fake_guest import PROGRAMS, make_guest
+from tests.dracut.fake_guest import dracut_guest
 from tests.support import need, unavailable
 
 KVER = "6.1.0-50-amd64"
@@ -53,36 +52,13 @@ def test_device_nodes_join_the_main_archive(tmp_path: Path) -> None:
 # that the stage's own work (sandbox mounts, output, log, device nodes, configuration file,
 # host compression, the check of the result) is tested in seconds.
 
-FAKE_DRACUT = """#!/bin/sh
-echo "fake dracut $*"
-out=""
-for a in "$@"; do case "$a" in /run/liveimg/*) out="$a";; esac; done
-[ -e /etc/fake-write-nothing ] && exit 0
-i=/var/tmp/initramfs
-mkdir -p $i/usr/sbin $i/usr/bin $i/dev $i/etc
-echo '#!/bin/sh' > $i/usr/sbin/dmsquash-live-root
-[ -e /etc/fake-omit-livenet ] || echo '#!/bin/sh' > $i/usr/sbin/livenetroot
-echo curl > $i/usr/bin/curl
-echo prepare > $i/usr/sbin/ostree-prepare-root
-cat /etc/dracut.conf.d/*.conf > $i/etc/seen.conf 2>/dev/null
-ls /boot > $i/etc/seen-boot
-cd $i && find . | cpio -o -H newc > "$out"
-"""
-
 
 @pytest.fixture
 def fake_guest(tmp_path: Path) -> Path:
     need("busybox")
     if not sandbox_available()[0]:
         unavailable(sandbox_available()[1])
-    root = make_guest(tmp_path / "guest", programs=tuple(p for p in PROGRAMS if p not in ("sh", "dracut")))
-    shutil.copy2(runner.require("busybox"), root / "usr/bin/busybox")
-    for applet in ("sh", "echo", "mkdir", "cat", "ls", "find", "cpio"):
-        (root / "usr/bin" / applet).symlink_to("busybox")
-    (root / "usr/bin/dracut").write_text(FAKE_DRACUT)
-    (root / "usr/bin/dracut").chmod(0o755)
-    (root / "ostree").symlink_to("sysroot/ostree")
-    return root
+    return dracut_guest(tmp_path / "guest")
 
 
 def test_stage_with_a_stand_in_dracut(fake_guest: Path, tmp_path: Path) -> None:
@@ -139,3 +115,43 @@ def test_auto_falls_back_to_the_appliance(tmp_path: Path, monkeypatch: pytest.Mo
     # The appliance is chosen; it needs the rootfs image rather than a tree.
     with pytest.raises(InvalidOptions, match="give rootfs, not tree"):
         build_initramfs(tree=tmp_path, kver=KVER, output=tmp_path / "x")
+
+
+# --- liveimg's own writes into the guest tree and reads of what dracut left ----------------------
+
+
+def test_dracut_conf_replaces_a_planted_link(tmp_path: Path) -> None:
+    from liveimg.dracut.stage import write_in_tree
+
+    canary = tmp_path / "canary"
+    canary.write_text("host file\n")
+    root = tmp_path / "root"
+    (root / "etc/dracut.conf.d").mkdir(parents=True)
+    (root / "etc/dracut.conf.d/99-liveimg-x.conf").symlink_to(canary)
+    (root / "etc/elsewhere").symlink_to(tmp_path)  # a directory link on the way is resolved in the tree
+    written = write_in_tree(root, "/etc/dracut.conf.d", "99-liveimg-x.conf", b"ours\n")
+    assert written.read_bytes() == b"ours\n" and not written.is_symlink()
+    assert canary.read_text() == "host file\n"
+    written = write_in_tree(root, "/etc/elsewhere/sub", "f.conf", b"x")
+    assert written == root / os.fspath(tmp_path).lstrip("/") / "sub/f.conf"  # inside the tree
+    assert not (tmp_path / "sub").exists()
+
+
+def test_output_left_as_a_link_is_refused(tmp_path: Path) -> None:
+    from liveimg.dracut.stage import take_output
+
+    canary = tmp_path / "canary"
+    canary.write_text("host file\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "initramfs.cpio").symlink_to(canary)
+    with pytest.raises(InvalidImage, match="not a plain file"):
+        take_output(out, "initramfs.cpio", tmp_path / "raw")
+    os.link(canary, out / "hard")
+    with pytest.raises(InvalidImage, match="not a plain file"):
+        take_output(out, "hard", tmp_path / "raw")
+    with pytest.raises(HostError, match="wrote no missing"):
+        take_output(out, "missing", tmp_path / "raw")
+    (out / "good").write_bytes(b"070701")
+    take_output(out, "good", tmp_path / "raw")
+    assert (tmp_path / "raw").read_bytes() == b"070701" and canary.read_text() == "host file\n"

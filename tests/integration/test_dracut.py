@@ -47,7 +47,7 @@ class Rootfs:
 
 
 def _sample(variant: str) -> Sample:
-    need("debugfs", "sfdisk", "unshare")
+    need("debugfs", "sfdisk", "bwrap")
     return find_sample(variant)
 
 

@@ -86,13 +86,13 @@ def test_unwritable_outdir(tmp_path: Path) -> None:
 
 
 def test_no_space_in_outdir(tmp_path: Path) -> None:
-    """OUTDIR on a 64 MiB tmpfs, mounted in a private user and mount namespace (not on the host)."""
+    """OUTDIR on a 64 MiB tmpfs, mounted in a private mount namespace (not on the host)."""
     need_root()
     need("unshare")
     image = sample_image("atomic")
     script = 'mkdir -p "$1" && mount -t tmpfs -o size=64m liveimg-test "$1" && shift && exec "$@"'
     out = tmp_path / "small"
-    cmd = ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script, "sh", str(out)]
+    cmd = ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", str(out)]
     result = liveimg("build", str(image), "-o", str(out / "out"), wrap=cmd)
     message = one_line_error(result)
     assert message.startswith(f"not enough free space in {out}/"), message
