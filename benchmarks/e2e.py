@@ -321,13 +321,13 @@ def host_equivalents(image: Path, meta: dict[str, Any], work: Path) -> dict[str,
     """The appliance-bound steps of liveimg's guest and rootfs stages, timed natively on the host.
 
     guest: the partition table (``sfdisk --json``), then each partition mounted read-only
-    through a loop device and probed with liveimg's own logic (``liveimg.inspect.probe_tree``,
+    through a loop device and probed with liveimg's own logic (``liveimg.imageinfo.probe_tree``,
     ``describe_root`` over a ``HostFS`` view), as the appliance does through libguestfs.
     rootfs: liveimg's partition method (``liveimg.rootfs.from_partition``) with the boot
     partition's files read from its mount instead of through the appliance.
     """
     from liveimg.fsview import GuestTree, HostFS, MergedFS
-    from liveimg.inspect import describe_root, probe_tree
+    from liveimg.imageinfo import describe_root, probe_tree
     from liveimg.rootfs import RootfsOptions, from_partition
     from liveimg.tree import HostTree
 

@@ -326,7 +326,9 @@ def _place(src: Path, dest: Path) -> None:
         os.symlink(src.absolute(), dest)
 
 
-def boot_test(outdir: Path, options: BootTestOptions | None = None, progress: Progress | None = None) -> BootTestResult:
+def boot_test(
+    outdir: Path | str, options: BootTestOptions | None = None, progress: Progress | None = None
+) -> BootTestResult:
     """Boot the artifacts in ``outdir`` (made by ``liveimg build``) and check the booted system.
 
     ``progress`` gets a ``boot`` stage counting :data:`BOOT_STEPS`, with a message per step.

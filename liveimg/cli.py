@@ -26,8 +26,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from liveimg import __version__, bootsyntax, cancel, squashfs
+from liveimg import bootsyntax, cancel, squashfs
 from liveimg import run as runner
+from liveimg._version import __version__
 from liveimg.accel import choose_accel
 from liveimg.boottest import VIAS, BootTestOptions, boot_test
 from liveimg.dracut import Compression, DracutOptions, Where

@@ -60,7 +60,7 @@ from liveimg import run as runner
 from liveimg.accel import Accel, choose_accel, default_cache_dir
 from liveimg.errors import HostError, ImageNotFound, InvalidImage, ToolError
 from liveimg.fsview import FileStat, GuestTree, MergedFS
-from liveimg.inspect import (
+from liveimg.imageinfo import (
     ImageInfo,
     NoRootFilesystem,
     NotADiskImage,
@@ -732,7 +732,7 @@ def _children_running(parent: int, programs: frozenset[str]) -> list[int]:
 
 
 def open_guest(
-    image: Path,
+    image: Path | str,
     *,
     accel: str | None = None,
     work_drives: Sequence[Path] = (),
@@ -812,7 +812,7 @@ def open_guest(
 
 
 def inspect_image(
-    image: Path,
+    image: Path | str,
     *,
     deployment: str | int | None = None,
     kernel: str | None = None,

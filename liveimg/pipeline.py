@@ -32,7 +32,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from liveimg import __version__, cancel, e2fs, erofs, rootfs
+from liveimg import cancel, e2fs, erofs, rootfs
+from liveimg._version import __version__
 from liveimg.dracut import (
     DracutOptions,
     EmbeddedFile,
@@ -81,6 +82,8 @@ APPLIANCE_MEMORY_MIB = 256
 
 
 class RootfsType(enum.StrEnum):
+    """The live image's layout (``--rootfs-type``): what the live file holds and how dracut mounts it."""
+
     #: ``LiveOS/rootfs.img`` (ext4) inside the squashfs: what lorax ships and every dracut boots.
     SQUASHFS_EXT4 = "squashfs-ext4"
     #: The physical root's tree itself in the squashfs; dracut mounts it under an overlay.

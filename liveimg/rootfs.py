@@ -49,7 +49,7 @@ from liveimg.tree import ApplianceTree, TreeEntry, TreeSource
 
 if TYPE_CHECKING:
     from liveimg.guest import Guest
-    from liveimg.inspect import ImageInfo, Partition
+    from liveimg.imageinfo import ImageInfo, Partition
 
 log = logging.getLogger(__name__)
 

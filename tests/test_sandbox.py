@@ -10,6 +10,7 @@ import errno
 import os
 import socket
 import subprocess
+import sys
 import textwrap
 import time
 from pathlib import Path
@@ -347,7 +348,7 @@ def test_root_of_a_user_namespace_is_who_it_is_outside() -> None:
         "    print(type(exc).__name__, exc)\n"
     )
     repo = str(Path(__file__).resolve().parents[1])
-    argv = ["unshare", "--user", "--map-root-user", "/usr/bin/python3", "-c", code, repo]
+    argv = ["unshare", "--user", "--map-root-user", sys.executable, "-c", code, repo]
     out = subprocess.run(argv, capture_output=True, text=True, check=False).stdout.strip()
     if os.geteuid() == 0:
         assert out.startswith("HostError liveimg runs as root of a user namespace that is the host's root"), out

@@ -43,6 +43,8 @@ log = logging.getLogger(__name__)
 
 
 class Compression(enum.StrEnum):
+    """How the initramfs is compressed (``--initramfs-compression``); ``none`` leaves it a plain cpio."""
+
     XZ = "xz"
     ZSTD = "zstd"
     GZIP = "gzip"

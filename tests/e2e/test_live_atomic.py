@@ -1,50 +1,82 @@
-"""atomic sample -> `liveimg build` (lorax's defaults: xz + BCJ, xz initramfs) -> PXE boot in QEMU.
+"""atomic sample -> `liveimg.build` (lorax's defaults: xz + BCJ, xz initramfs) -> PXE boot in QEMU.
 
-One build, booted over pxelinux and TFTP (with rd.live.overlay.size and a write that needs
-it), checked from inside: / is the live device, the deployment that booted is the one chosen,
-ostree says so.  iPXE over HTTP (with rd.writable.fsimg=1) boots the erofs build
-(test_live_erofs.py), so that the e2e tier stays within its time.
+The README's Python example, run as written (on the sample as qcow2): one build, booted over
+pxelinux and TFTP (with rd.live.overlay.size and a write that needs it), checked from inside:
+/ is the live device, the deployment that booted is the one chosen, ostree says so.  iPXE over
+HTTP (with rd.writable.fsimg=1) boots the erofs build (test_live_erofs.py), so that the e2e
+tier stays within its time.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import os
 import subprocess
-import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from liveimg.boottest import BootTestOptions, BootTestResult, boot_test
+from liveimg.boottest import BootTestResult
 from liveimg.pxe import sha256_file
 from tests.samples import sample_image
 from tests.support import need, need_root
 
-URL = "http://192.0.2.1/live"  # where a user would serve it; the boot test uses its own loopback URL
+URL = "http://pxe.example.com/atomic"  # the README's; the boot test uses its own loopback URL
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def readme_example() -> str:
+    """The Python block of the README's "Using it from Python"."""
+    text = README.read_text()
+    section = text[text.index("## Using it from Python") :]
+    return section[section.index("```python\n") + len("```python\n") : section.index("\n```\n")]
+
+
+@dataclass
+class Built:
+    image: Path
+    out: Path
+    before: str
+    events: list[dict[str, Any]]
+    boot: BootTestResult
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
+def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
+    """The README's example, run as written, on the atomic sample as qcow2 (its "atomic.qcow2")."""
     need_root()
     need("qemu-system-x86_64", "socat", "mksquashfs")
-    image = sample_image("atomic")
+    image = sample_image("atomic", "qcow2")
     before = sha256_file(image)
-    out = tmp_path_factory.mktemp("atomic") / "out"
-    cmd = [sys.executable, "-m", "liveimg", "build", str(image), "-o", str(out), "--url", URL,
-           "--kernel-arg", "rd.live.overlay.size=1024", "--progress", "json"]  # fmt: skip
-    result = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    assert result.returncode == 0, result.stderr[-3000:]
-    events = [json.loads(line) for line in result.stdout.splitlines()]
-    assert {e["stage"] for e in events if e.get("event") == "end"} >= {"guest", "rootfs", "squashfs", "dracut", "pxe"}
-    return image, out, before
+    where = tmp_path_factory.mktemp("atomic")
+    code = readme_example()
+    assert code.count('"atomic.qcow2"') == 1, code
+    namespace: dict[str, Any] = {}
+    stdout = io.StringIO()
+    cwd = os.getcwd()
+    os.chdir(where)  # the example writes "out" where it runs
+    try:
+        with contextlib.redirect_stdout(stdout):
+            exec(compile(code.replace('"atomic.qcow2"', repr(str(image))), "README.md", "exec"), namespace)
+    finally:
+        os.chdir(cwd)
+    lines = stdout.getvalue().splitlines()
+    events = [json.loads(line) for line in lines[:-1]]
+    assert lines[-1].startswith(namespace["result"].manifest["deployment"]["ostree"] + " {")
+    return Built(image, where / "out", before, events, namespace["boot"])
 
 
 def _check(result: BootTestResult) -> None:
     assert result.ok, result.summary() + "\n" + result.boot.explain()
 
 
-def test_artifacts_and_manifest(built: tuple[Path, Path, str]) -> None:
-    image, out, before = built
+def test_artifacts_and_manifest(built: Built) -> None:
+    image, out, before = built.image, built.out, built.before
+    assert {e["stage"] for e in built.events if e["event"] == "end"} >= {"guest", "rootfs", "squashfs", "dracut", "pxe"}
     assert sha256_file(image) == before, "the input image changed"
     manifest = json.loads((out / "manifest.json").read_text())
     kver = manifest["kernel"]["version"]
@@ -71,9 +103,8 @@ def test_artifacts_and_manifest(built: tuple[Path, Path, str]) -> None:
     assert "squashfs-root/LiveOS/rootfs.img" in listing
 
 
-def test_pxelinux_boot_with_a_larger_overlay(built: tuple[Path, Path, str], tmp_path: Path) -> None:
-    _, out, _ = built
-    result = boot_test(out, BootTestOptions(via="pxelinux", write_mib=600, workdir=tmp_path))
+def test_pxelinux_boot_with_a_larger_overlay(built: Built) -> None:
+    result = built.boot
     _check(result)
     assert result.checks["ostree-booted"] == "yes"
     assert result.checks["write"] == "ok"

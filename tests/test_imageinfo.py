@@ -9,7 +9,7 @@ import pytest
 
 from liveimg.errors import InvalidImage, InvalidOptions
 from liveimg.fsview import GuestTree, HostFS
-from liveimg.inspect import (
+from liveimg.imageinfo import (
     ESP_GPT_TYPE,
     ImageInfo,
     KernelNotFound,
