@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -115,7 +116,47 @@ DOCTOR_MODULES: tuple[tuple[str, str], ...] = (
     ("yaml", "PyPI PyYAML"),
     ("zstandard", "PyPI zstandard (optional: zstd squashfs)"),
     ("lz4", "PyPI lz4 (optional: lz4 squashfs)"),
+    ("seccomp", "Debian package python3-seccomp (the sandbox's system call filter)"),
 )
+
+#: What libguestfs's appliance takes on its first run, in its cache directory (about 700 MiB).
+APPLIANCE_CACHE_BYTES = 1 << 30
+#: Where supermin looks for the host's kernel (unless ``$SUPERMIN_KERNEL``).
+HOST_BOOT = Path("/boot")
+
+
+def _host_checks() -> dict[str, dict[str, object]]:
+    """What this user needs of the machine besides programs: each check's verdict and why.
+
+    The ones a non-root user is most likely to lack: a kernel supermin can read (it builds
+    libguestfs's appliance from the host's), room for that appliance, and the sandbox (user
+    namespaces, bubblewrap, seccomp).
+    """
+    from liveimg import sandbox  # noqa: PLC0415  # keeps `liveimg --help` fast
+
+    checks: dict[str, dict[str, object]] = {}
+    kernels = sorted(HOST_BOOT.glob("vmlinuz-*"))
+    readable = [k for k in kernels if os.access(k, os.R_OK)]
+    if os.environ.get("SUPERMIN_KERNEL"):
+        ok, why = os.access(os.environ["SUPERMIN_KERNEL"], os.R_OK), f"$SUPERMIN_KERNEL={os.environ['SUPERMIN_KERNEL']}"
+    elif readable:
+        ok, why = True, f"{readable[-1]} is readable"
+    elif kernels:
+        ok, why = False, f"{kernels[-1]} is not readable by this user: libguestfs cannot build its appliance"
+    else:
+        ok, why = False, f"no kernel in {HOST_BOOT}: install the Debian package linux-image-amd64"
+    checks["appliance kernel"] = {"ok": ok, "reason": why}
+    cache = Path(os.environ.get("LIBGUESTFS_CACHEDIR") or os.environ.get("TMPDIR") or "/var/tmp")
+    if not os.access(cache, os.W_OK | os.X_OK):
+        ok, why = False, f"{cache} is not writable: set LIBGUESTFS_CACHEDIR to a directory you own"
+    else:
+        free = shutil.disk_usage(cache).free
+        ok = free >= APPLIANCE_CACHE_BYTES or any(cache.glob(f".guestfs-{os.getuid()}"))
+        why = f"{cache}: {free / (1 << 30):.1f} GiB free" + ("" if ok else ", the first appliance needs about 1 GiB")
+    checks["appliance cache"] = {"ok": ok, "reason": why}
+    ok, why = sandbox.available()
+    checks["sandbox"] = {"ok": ok, "reason": why}
+    return checks
 
 
 def _add_doctor(parser: argparse.ArgumentParser) -> None:
@@ -126,13 +167,16 @@ def _cmd_doctor(args: argparse.Namespace, ctx: Context) -> int:
     tools = {name: runner.which(name) for name, _ in DOCTOR_TOOLS}
     modules = {name: importlib.util.find_spec(name) is not None for name, _ in DOCTOR_MODULES}
     choice = choose_accel(ctx.accel)
+    host = _host_checks()
     report = {
         "version": __version__,
         "accel": {"choice": str(choice.accel), "reason": choice.reason},
         "tools": tools,
         "modules": modules,
+        "host": host,
     }
     missing = [n for n, p in tools.items() if p is None] + [n for n, ok in modules.items() if not ok]
+    missing += [name for name, check in host.items() if not check["ok"]]
     if args.json:
         print(json.dumps(report, indent=2))
     else:
@@ -144,6 +188,8 @@ def _cmd_doctor(args: argparse.Namespace, ctx: Context) -> int:
             print(f"  {name:20} {where}  [{why}]")
         for name, source in DOCTOR_MODULES:
             print(f"  python: {name:12} {'ok' if modules[name] else 'MISSING: ' + source}")
+        for name, check in host.items():
+            print(printable(f"  {name + ':':20} {'ok' if check['ok'] else 'PROBLEM'}: {check['reason']}"))
     return EXIT_FAILURE if missing else EXIT_OK
 
 

@@ -92,17 +92,33 @@ def need_file(path: str, package: str) -> None:
 NOBODY = 65534
 
 
-def run_python_as_nobody(code: str, *, timeout: float) -> subprocess.CompletedProcess[str]:
-    """Run ``code`` in this interpreter as uid/gid 65534 with no capabilities (the rootless case)."""
+def run_python_as_nobody(
+    code: str, *, timeout: float, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` in this interpreter as uid/gid 65534 with no capabilities (the rootless case);
+    ``env`` adds to its small environment."""
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "PYTHONPATH": os.fspath(Path(__file__).parents[1]),
         "HOME": "/nonexistent",
+        **(env or {}),
     }
     argv = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "--inh-caps=-all"]
     return subprocess.run(
         [*argv, sys.executable, "-c", code], env=env, capture_output=True, text=True, check=False, timeout=timeout
     )
+
+
+@contextlib.contextmanager
+def public_directory(prefix: str, mode: int = 0o755) -> Iterator[Path]:
+    """A scratch directory under /var/tmp that user nobody can reach (pytest's tmp dirs are
+    private to root), removed afterwards."""
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir="/var/tmp"))
+    path.chmod(mode)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 # --- a throw-away unprivileged user --------------------------------------------------------------

@@ -16,6 +16,7 @@ import pytest
 from liveimg import cli
 from liveimg import run as runner
 from liveimg.errors import Cancelled
+from tests.support import need_root, public_directory, run_python_as_nobody
 
 
 def test_help_lists_only_registered_subcommands(capsys: pytest.CaptureFixture[str]) -> None:
@@ -257,3 +258,39 @@ def test_a_closed_pipe_ends_the_output_quietly(tmp_path: Path) -> None:
     )  # fmt: skip
     assert done.stderr == ""
     assert done.stdout.splitlines()[-1] == "status=141"
+
+
+def test_doctor_names_what_an_unprivileged_user_lacks() -> None:
+    """Run as user nobody: a kernel only root can read and a cache directory it cannot write are
+    each a problem doctor names (libguestfs cannot start without them)."""
+    need_root()
+    with public_directory("liveimg-doctor-") as tmp_path:
+        _doctor_as_nobody(tmp_path)
+
+
+def _doctor_as_nobody(tmp_path: Path) -> None:
+    boot = tmp_path / "boot"
+    boot.mkdir()
+    (boot / "vmlinuz-6.1.0-1-amd64").write_bytes(b"kernel")
+    (boot / "vmlinuz-6.1.0-1-amd64").chmod(0o600)
+    code = (
+        "import json, pathlib, sys\n"
+        "from liveimg import cli\n"
+        f"cli.HOST_BOOT = pathlib.Path({str(boot)!r})\n"
+        "print(json.dumps(cli._host_checks()))\n"
+    )
+    done = run_python_as_nobody(code, timeout=120, env={"LIBGUESTFS_CACHEDIR": str(tmp_path)})
+    assert done.returncode == 0, done.stderr
+    checks = json.loads(done.stdout)
+    assert checks["appliance kernel"] == {
+        "ok": False,
+        "reason": f"{boot}/vmlinuz-6.1.0-1-amd64 is not readable by this user: libguestfs cannot build its appliance",
+    }
+    assert checks["appliance cache"] == {
+        "ok": False,
+        "reason": f"{tmp_path} is not writable: set LIBGUESTFS_CACHEDIR to a directory you own",
+    }
+    assert checks["sandbox"]["ok"] is True, checks["sandbox"]
+    (boot / "vmlinuz-6.1.0-1-amd64").chmod(0o644)
+    again = json.loads(run_python_as_nobody(code, timeout=120).stdout)
+    assert again["appliance kernel"]["ok"] is True

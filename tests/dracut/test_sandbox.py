@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +15,7 @@ from liveimg import run as runner
 from liveimg import sandbox
 from liveimg.dracut.sandbox import Bind, Tmpfs, check_sandbox_result, log_tail, run_in_sandbox, sandbox_available
 from liveimg.errors import HostError, ToolError, ToolTimeout
-from tests.support import NOBODY, need, run_python_as_nobody, unavailable
+from tests.support import NOBODY, need, public_directory, run_python_as_nobody, unavailable
 
 APPLETS = ("sh", "cat", "ls", "id", "echo", "mkdir", "touch", "sleep", "kill", "readlink", "stat", "wc")
 
@@ -157,12 +156,8 @@ def test_missing_bind_source(tree: Path, tmp_path: Path) -> None:
 @pytest.fixture
 def public_dir() -> Iterator[Path]:
     """A scratch directory that user nobody can reach (pytest's tmp_path is private to root)."""
-    path = Path(tempfile.mkdtemp(prefix="liveimg-sandbox-test-", dir="/var/tmp"))
-    path.chmod(0o755)
-    try:
+    with public_directory("liveimg-sandbox-test-") as path:
         yield path
-    finally:
-        shutil.rmtree(path)
 
 
 def test_works_as_an_unprivileged_user(tmp_path: Path, public_dir: Path) -> None:

@@ -10,8 +10,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import shutil
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +26,7 @@ from liveimg.dracut.stage import Initrd, build_initramfs
 from liveimg.dracut.tree import ExtractedTree, extract_tree
 from liveimg.errors import InvalidImage, ToolError
 from tests.integration.sample_rootfs import Sample, find_sample, rootfs_from_disk
-from tests.support import NOBODY, need, need_root, opt_in, run_python_as_nobody
+from tests.support import NOBODY, need, need_root, opt_in, public_directory, run_python_as_nobody
 
 FAST = DracutOptions(compression=Compression.ZSTD, level=3)
 KARGS = ["rd.live.image", "root=live:http://10.0.2.100:8080/live-rootfs.squashfs.img"]
@@ -72,12 +70,8 @@ def _sha256(path: Path) -> str:
 @pytest.fixture(scope="session")
 def public_dir() -> Iterator[Path]:
     """Scratch space that user nobody can read too (pytest's tmp dirs are private to their owner)."""
-    path = Path(tempfile.mkdtemp(prefix="liveimg-dracut-it-", dir="/var/tmp"))
-    path.chmod(0o755)
-    try:
+    with public_directory("liveimg-dracut-it-") as path:
         yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def _rootfs(variant: str, public_dir: Path) -> Rootfs:

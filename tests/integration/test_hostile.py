@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 import textwrap
 import time
 from collections.abc import Iterator
@@ -23,7 +21,7 @@ from liveimg import run as runner
 from liveimg import sandbox
 from liveimg.guest import probe_image
 from tests.hostile_images import CASES, run_case, run_rootfs_case
-from tests.support import need, need_root, run_python_as_nobody, unavailable
+from tests.support import need, need_root, public_directory, run_python_as_nobody, unavailable
 
 #: No case may take longer (the slowest waits for a 30 s dracut time limit).
 CASE_SECONDS = 90
@@ -36,12 +34,8 @@ def public() -> Iterator[Path]:
     ok, reason = sandbox.available()
     if not ok:
         unavailable(reason)
-    path = Path(tempfile.mkdtemp(prefix="liveimg-hostile-", dir="/var/tmp"))
-    path.chmod(0o1777)
-    try:
+    with public_directory("liveimg-hostile-", 0o1777) as path:
         yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def _as_nobody(public: Path, call: str) -> dict[str, object]:
