@@ -54,9 +54,10 @@ from liveimg.errors import (
 )
 from liveimg.fsview import GuestTree
 from liveimg.guest import Guest, ImageInfo, open_guest, probe_image
+from liveimg.manifest import sha256_file, write_manifest
 from liveimg.outdir import OutdirTransaction
 from liveimg.progress import Progress
-from liveimg.pxe import SQUASHFS_NAME, LiveBoot, PxeOptions, PxeResult, sha256_file, write_manifest, write_pxe
+from liveimg.pxe import SQUASHFS_NAME, LiveBoot, PxeOptions, PxeResult, write_pxe
 from liveimg.rootfs import RootfsImage, RootfsOptions
 from liveimg.squashfs import (
     Backend,

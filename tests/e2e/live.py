@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from liveimg.dracut import Compression, DracutOptions
+from liveimg.manifest import sha256_file
 from liveimg.pipeline import BuildOptions, build
-from liveimg.pxe import sha256_file
 from tests.samples import sample_image
 from tests.support import need, need_root
 
