@@ -46,10 +46,8 @@ from liveimg.dracut import (
 from liveimg.errors import (
     Cancelled,
     HostError,
-    InternalError,
     InvalidImage,
     InvalidOptions,
-    LiveImgError,
     signal_name,
 )
 from liveimg.fsview import GuestTree
@@ -67,9 +65,8 @@ from liveimg.squashfs import (
     parse_compress_args,
     write_squashfs_file,
 )
-from liveimg.squashfs.fstree import display
-from liveimg.squashfs.tar import DamagedStream, add_tar_stream
 from liveimg.squashfs.writer import SquashfsWriter
+from liveimg.tarout import tar_into
 
 log = logging.getLogger(__name__)
 
@@ -190,78 +187,6 @@ def _preflight_erofs(tree: GuestTree, info: ImageInfo, opts: BuildOptions) -> er
     return erofs.ErofsOptions.from_compress_args(compressor, opts.compress_args)
 
 
-#: ``guestfs.EVENT_APPLIANCE`` (the bindings are imported lazily): what the appliance prints.
-_EVENT_APPLIANCE = 0x10
-
-
-def _tar_out_failed(directory: str, exc: BaseException, said: bytes) -> LiveImgError:
-    """The error for a failed ``tar-out`` of ``directory``; ``said`` is what the appliance printed meanwhile."""
-    text = " ".join(str(exc).split())
-    if isinstance(exc, LiveImgError):
-        return exc
-    if isinstance(exc, RuntimeError):  # libguestfs: the appliance's tar could not read the guest's files
-        # libguestfs only says "file receive cancelled by daemon"; tar's own lines name the files.
-        lines = said.decode("utf-8", "replace").splitlines()
-        tar = [display(line.strip()) for line in lines if line.startswith("tar: ") and "Exiting with" not in line]
-        if tar:
-            text = f"{'; '.join(tar[:3])}{' ...' if len(tar) > 3 else ''} ({text})"
-        return InvalidImage(f"reading {directory} of the image in the appliance failed: {text}")
-    if isinstance(exc, OSError):
-        return HostError(f"streaming {directory} of the image from the appliance failed: {exc.strerror or text}")
-    return InternalError(f"streaming {directory} of the image from the appliance failed: {exc!r}")
-
-
-def _tar_into(g: Any, directory: str, writer: SquashfsWriter, *, prefix: str, skip: frozenset[str]) -> int:
-    """Stream ``directory`` of the appliance (``tar-out``) into the squashfs writer, through a pipe.
-
-    Every failure fails the build, naming it: ``tar-out``'s (the appliance's tar could not read
-    a file: a file missing from the image, or zeros in its place, otherwise), a stream that is
-    not a whole archive (cut short, a damaged header, a member's data missing), or ours.
-    """
-    failure: list[BaseException] = []
-    said = bytearray()
-
-    def appliance_said(_event: int, _handle: int, buf: str | bytes, _array: list[int]) -> None:
-        if len(said) < 1 << 16:  # the Python bindings give str
-            said.extend(buf.encode("utf-8", "surrogateescape") if isinstance(buf, str) else buf)
-
-    def produce(write_fd: int) -> None:
-        try:
-            # libguestfs opens the file it is given: /dev/fd/N is the pipe (no FIFO to open in turn,
-            # so a tar-out that fails before writing cannot leave the reader waiting).
-            g.tar_out(directory, f"/dev/fd/{write_fd}", numericowner=True, xattrs=True, selinux=True, acls=True)
-        except BaseException as exc:  # reported by the consumer
-            failure.append(exc)
-        finally:
-            os.close(write_fd)  # the end of the stream for the consumer
-
-    damaged: DamagedStream | None = None
-    event = g.set_event_callback(appliance_said, _EVENT_APPLIANCE)
-    try:
-        read_fd, write_fd = os.pipe()
-        with os.fdopen(read_fd, "rb") as stream:
-            producer = threading.Thread(target=produce, args=(write_fd,), name="liveimg-tar-out", daemon=True)
-            try:
-                producer.start()
-            except BaseException:
-                os.close(write_fd)
-                raise
-            try:
-                count = add_tar_stream(writer, stream, prefix=prefix, skip=skip)
-            except DamagedStream as exc:
-                damaged = exc
-            finally:
-                stream.close()  # a producer still writing gets EPIPE and ends
-                producer.join()
-    finally:
-        g.delete_event_callback(event)
-    if failure:  # the appliance's failure is the cause of a damaged stream, and fails an intact one
-        raise _tar_out_failed(directory, failure[0], bytes(said)) from damaged
-    if damaged is not None:
-        raise InvalidImage(f"reading {directory} of the image in the appliance: {damaged}") from damaged
-    return count
-
-
 def pack_guest_tree(guest: Guest, dest: Path, options: SquashfsOptions, progress: Progress) -> SquashfsResult:
     """The flat rootfs type: the physical root (``/boot`` merged) itself in the squashfs.
 
@@ -272,9 +197,9 @@ def pack_guest_tree(guest: Guest, dest: Path, options: SquashfsOptions, progress
     boot_mp = guest.boot_mountpoint
     with SquashfsWriter(dest, options, progress) as writer:
         skip = frozenset({"boot"}) if boot_mp is not None else frozenset()
-        _tar_into(guest.g, guest.root_mountpoint, writer, prefix="", skip=skip)
+        tar_into(guest.g, guest.root_mountpoint, writer, prefix="", skip=skip)
         if boot_mp is not None:
-            _tar_into(guest.g, boot_mp, writer, prefix="boot", skip=frozenset())
+            tar_into(guest.g, boot_mp, writer, prefix="boot", skip=frozenset())
         if not guest.tree().lexists("/proc"):
             writer.add_directory("proc", mode=0o555)
         return writer.finish()
