@@ -25,7 +25,6 @@ import enum
 import logging
 import os
 import signal
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -52,7 +51,7 @@ from liveimg.errors import (
 )
 from liveimg.fsview import GuestTree
 from liveimg.guest import Guest, ImageInfo, open_guest, probe_image
-from liveimg.manifest import sha256_file, write_manifest
+from liveimg.manifest import InputDigest, sha256_file, write_manifest
 from liveimg.outdir import OutdirTransaction
 from liveimg.progress import Progress
 from liveimg.pxe import SQUASHFS_NAME, LiveBoot, PxeOptions, PxeResult, write_pxe
@@ -146,30 +145,6 @@ def _check_input(image: Path) -> Path:
     if not os.access(image, os.R_OK):
         raise HostError(f"{image}: permission denied (cannot read it)")
     return image.absolute()
-
-
-class _Hasher(threading.Thread):
-    """sha256 of the input, computed beside the appliance's start (it is I/O, they are CPU)."""
-
-    def __init__(self, path: Path) -> None:
-        super().__init__(name="liveimg-sha256", daemon=True)
-        self.path = path
-        self.digest: str | None = None
-        self.error: BaseException | None = None
-        self.start()
-
-    def run(self) -> None:
-        try:
-            self.digest = sha256_file(self.path)
-        except BaseException as exc:  # reported by result()
-            self.error = exc
-
-    def result(self) -> str:
-        self.join()
-        if self.error is not None:
-            raise HostError(f"cannot read {self.path}: {self.error}")
-        assert self.digest is not None
-        return self.digest
 
 
 def _preflight_dracut(tree: GuestTree, info: ImageInfo, options: DracutOptions) -> None:
@@ -332,19 +307,20 @@ def build(
 def _build(image: Path, txn: OutdirTransaction, opts: BuildOptions, progress: Progress) -> BuildResult:
     timings: dict[str, float] = {}
     started = time.monotonic()
-    hasher = _Hasher(image)
     with txn.stage("appliance"):
+        fmt = probe_image(image)  # the input, opened once: hashed, sized and given to libguestfs
+        hasher = InputDigest(fmt)
         rootfs_dir = txn.work / "LiveOS"
         rootfs_dir.mkdir()
         # A sparse, writable drive for the appliance, in case the root must be copied file by file
         # (libguestfs cannot add a drive after launch): it costs nothing unless written.
         drive = txn.work / "appliance-rootfs.img"
         with open(drive, "wb") as f:
-            f.truncate(rootfs.work_drive_size(probe_image(image).virtual_size, opts.rootfs))
+            f.truncate(rootfs.work_drive_size(fmt.virtual_size, opts.rootfs))
     with (
         txn.stage("appliance"),
         open_guest(
-            image,
+            fmt,
             accel=opts.accel,
             work_drives=[drive],
             memsize=APPLIANCE_MEMORY_MIB,
@@ -407,7 +383,7 @@ def _finish(
     txn: OutdirTransaction,
     timings: dict[str, float],
     progress: Progress,
-    hasher: _Hasher,
+    hasher: InputDigest,
 ) -> BuildResult:
     out = txn.out
     kernel = info.kernel

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
 import pytest
 
 from liveimg import manifest
+from liveimg.errors import HostError
+from liveimg.guest import ImageFormat, InputFile
 
 
 def test_manifest_and_checksum(tmp_path: Path) -> None:
@@ -27,3 +30,21 @@ def test_the_manifest_is_ascii_json_whatever_the_image_holds(tmp_path: Path) -> 
     assert text.isascii() and json.loads(text) == hostile
     with pytest.raises(ValueError):
         manifest.write_manifest(tmp_path, {"x": float("nan")})
+
+
+def test_the_input_digest_reads_the_file_probed_not_the_path_again(tmp_path: Path) -> None:
+    """A file put at the input's path after it was opened is not the one hashed (nor read by libguestfs)."""
+    image = tmp_path / "disk.raw"
+    image.write_bytes(b"the image probed" * 4096)
+    probed = ImageFormat(image, "raw", image.stat().st_size, InputFile(image))
+    swapped = tmp_path / "swapped.raw"
+    swapped.write_bytes(b"another file")
+    swapped.replace(image)
+    expected = hashlib.sha256(b"the image probed" * 4096).hexdigest()
+    assert manifest.InputDigest(probed).result() == expected
+
+
+def test_an_unreadable_input_is_a_host_error(tmp_path: Path) -> None:
+    missing = ImageFormat(tmp_path / "gone.raw", "raw", 1)  # no open file: read by its path, which is gone
+    with pytest.raises(HostError, match=f"^cannot read {tmp_path / 'gone.raw'}: "):
+        manifest.InputDigest(missing).result()
