@@ -45,7 +45,8 @@ from liveimg.errors import (
 )
 from liveimg.guest import inspect_image as inspect
 from liveimg.imageinfo import ImageInfo
-from liveimg.pipeline import BuildOptions, BuildResult, RootfsType, build
+from liveimg.options import BuildOptions, RootfsType
+from liveimg.pipeline import BuildResult, build
 from liveimg.progress import Event, JsonLines, Progress, StageLines, TerminalBar
 from liveimg.pxe import CloudInitSeed, PxeOptions
 from liveimg.rootfs import RootfsOptions

@@ -35,7 +35,8 @@ from liveimg.dracut import Compression, DracutOptions, Where
 from liveimg.dracut.customize import DEFAULT_CMDLINE_NAME, AppendCompression, EmbeddedFile, append_cpio
 from liveimg.dracut.initramfs import Initramfs
 from liveimg.errors import Cancelled, InvalidOptions, LiveImgError, signal_name
-from liveimg.pipeline import BuildOptions, RootfsType, build
+from liveimg.options import BuildOptions, RootfsType
+from liveimg.pipeline import build
 from liveimg.progress import JsonLines, Progress, StageLines, TerminalBar
 from liveimg.pxe import CloudInitSeed, PxeOptions
 from liveimg.rootfs import Method, RootfsOptions, SizeMode, parse_size

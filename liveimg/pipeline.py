@@ -27,7 +27,7 @@ import os
 import signal
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -52,16 +52,14 @@ from liveimg.errors import (
 from liveimg.fsview import GuestTree
 from liveimg.guest import Guest, ImageInfo, open_guest, probe_image
 from liveimg.manifest import InputDigest, sha256_file, write_manifest
+from liveimg.options import BuildOptions, RootfsType, squashfs_options
 from liveimg.outdir import OutdirTransaction
 from liveimg.progress import Progress
-from liveimg.pxe import SQUASHFS_NAME, LiveBoot, PxeOptions, PxeResult, write_pxe
-from liveimg.rootfs import RootfsImage, RootfsOptions
+from liveimg.pxe import LiveBoot, PxeResult, write_pxe
+from liveimg.rootfs import RootfsImage
 from liveimg.squashfs import (
-    Backend,
     SquashfsOptions,
     SquashfsResult,
-    bcj_for_arch,
-    parse_compress_args,
     write_squashfs_file,
 )
 from liveimg.squashfs.writer import SquashfsWriter
@@ -76,47 +74,6 @@ STAGES = ("guest", "rootfs", "squashfs", "dracut", "pxe")
 #: peaked at 1392 MiB of QEMU with libguestfs's default 1280 MiB, at 386 MiB with 256, in the
 #: same time (``$LIBGUESTFS_MEMSIZE`` still wins).
 APPLIANCE_MEMORY_MIB = 256
-
-
-class RootfsType(enum.StrEnum):
-    """The live image's layout (``--rootfs-type``): what the live file holds and how dracut mounts it."""
-
-    #: ``LiveOS/rootfs.img`` (ext4) inside the squashfs: what lorax ships and every dracut boots.
-    SQUASHFS_EXT4 = "squashfs-ext4"
-    #: The physical root's tree itself in the squashfs; dracut mounts it under an overlay.
-    SQUASHFS = "squashfs"
-    #: ``LiveOS/rootfs.img`` inside an EROFS image (lorax's erofs-ext4); needs dracut-ng in the image.
-    EROFS = "erofs"
-
-    @property
-    def holds_rootfs_img(self) -> bool:
-        """Whether the live image holds ``LiveOS/rootfs.img`` (else the tree itself)."""
-        return self is not RootfsType.SQUASHFS
-
-    @property
-    def file_name(self) -> str:
-        return erofs.EROFS_NAME if self is RootfsType.EROFS else SQUASHFS_NAME
-
-
-@dataclass(frozen=True)
-class BuildOptions:
-    """Everything ``liveimg build`` can be told.  Stage options keep their own validation."""
-
-    deployment: str | None = None
-    kernel: str | None = None
-    rootfs: RootfsOptions = field(default_factory=RootfsOptions)
-    rootfs_type: RootfsType = RootfsType.SQUASHFS_EXT4
-    compression: str = "xz"  # lorax's --compression
-    compress_args: tuple[str, ...] = ()  # lorax's --compress-arg: each "-Xopt value"
-    squashfs: SquashfsOptions | None = None  # full control; wins over compression and compress_args
-    squashfs_processors: int | None = None  # compression threads (None: all CPUs)
-    squashfs_backend: Backend = "native"
-    dracut: DracutOptions = field(default_factory=DracutOptions)
-    pxe: PxeOptions = field(default_factory=PxeOptions)
-    workdir: Path | None = None
-    keep_workdir: bool = False
-    force: bool = False
-    accel: str | None = None
 
 
 @dataclass(frozen=True)
@@ -200,22 +157,6 @@ def _add_overlayfs_hook(initramfs: Path, workdir: Path) -> None:
         tmp.replace(initramfs)
     finally:
         tmp.unlink(missing_ok=True)
-
-
-def squashfs_options(options: BuildOptions, info: ImageInfo) -> SquashfsOptions:
-    """The squashfs options in effect.
-
-    As lorax: xz gets the BCJ filter of the architecture, unless compressor arguments are
-    given -- but of the IMAGE's architecture, where lorax takes the host's.
-    """
-    if options.squashfs is not None:
-        return options.squashfs.validate()
-    base = SquashfsOptions(comp=options.compression)
-    if options.compression == "xz" and not options.compress_args:
-        base = base.replace(Xbcj=bcj_for_arch(info.arch or ""))
-    if options.squashfs_processors is not None:
-        base = base.replace(processors=options.squashfs_processors)
-    return parse_compress_args(options.compress_args, base)
 
 
 def _copy_kernel(rootfs_img: Path, guest_path: str, dest: Path, workdir: Path) -> None:
@@ -339,7 +280,7 @@ def _build(image: Path, txn: OutdirTransaction, opts: BuildOptions, progress: Pr
             if opts.rootfs_type is RootfsType.EROFS:
                 pack_opts = _preflight_erofs(guest.tree(), info, opts)
             else:
-                pack_opts = squashfs_options(opts, info)
+                pack_opts = squashfs_options(opts, info.arch)
         with txn.stage("rootfs"), _timed(timings, "rootfs"):
             rootfs_img = rootfs.build_rootfs(
                 guest, info, rootfs_dir / "rootfs.img", opts.rootfs, workdir=txn.work,
@@ -531,4 +472,4 @@ def _manifest(
     }
 
 
-__all__ = ["STAGES", "BuildOptions", "BuildResult", "RootfsType", "build", "squashfs_options"]
+__all__ = ["STAGES", "BuildResult", "build"]

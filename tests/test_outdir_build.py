@@ -18,8 +18,9 @@ import pytest
 from liveimg import pipeline
 from liveimg import run as runner
 from liveimg.errors import Cancelled, ToolError
+from liveimg.options import BuildOptions
 from liveimg.outdir import OutdirTransaction
-from liveimg.pipeline import BuildOptions, build
+from liveimg.pipeline import build
 
 
 @pytest.fixture(autouse=True)

@@ -8,7 +8,8 @@ from typing import Any
 
 from liveimg.dracut import Compression, DracutOptions
 from liveimg.manifest import sha256_file
-from liveimg.pipeline import BuildOptions, build
+from liveimg.options import BuildOptions
+from liveimg.pipeline import build
 from tests.samples import sample_image
 from tests.support import need, need_root
 
