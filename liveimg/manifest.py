@@ -7,17 +7,101 @@ configurations for its own URL.
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import json
 import threading
 from collections.abc import Mapping
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from liveimg._version import __version__
 from liveimg.errors import HostError, InternalError
 
 if TYPE_CHECKING:
+    from liveimg.context import Build
     from liveimg.guest import ImageFormat
+
+
+def describe(ctx: Build) -> dict[str, Any]:
+    """The manifest of a build whose artifacts are all in ``ctx.txn.out`` (the manifest itself aside)."""
+    out = ctx.txn.out
+    artifacts = {}
+    for path in sorted(p for p in out.rglob("*") if p.is_file()):
+        rel = path.relative_to(out).as_posix()
+        artifacts[rel] = {"size": path.stat().st_size, "sha256": sha256_file(path)}
+    info, options, layout = ctx.info, ctx.options, ctx.layout
+    boot, initrd, rootfs, pxe = ctx.boot, ctx.initrd, ctx.rootfs, ctx.pxe
+    deployment = info.deployment
+    return {
+        "liveimg": {"version": __version__},
+        "input": {
+            "path": str(ctx.image),
+            "sha256": ctx.input_digest.result(),
+            "format": info.format,
+            "size": info.virtual_size,
+        },
+        "os": {
+            "id": info.os_release.get("ID"),
+            "name": info.os_release.get("PRETTY_NAME") or info.os_release.get("NAME"),
+            "version_id": info.os_release.get("VERSION_ID"),
+            "arch": info.arch,
+        },
+        "deployment": None
+        if deployment is None
+        else {
+            "osname": deployment.osname,
+            "checksum": deployment.checksum,
+            "serial": deployment.serial,
+            "ostree": deployment.ostree_arg,
+            "path": deployment.path,
+        },
+        "kernel": {"version": boot.kver, "file": boot.kernel},
+        "initramfs": {
+            "file": boot.initramfs,
+            "compression": str(initrd.compression),
+            "modules": list(initrd.modules),
+            "left_out": [{"module": m, "why": why} for m, why in initrd.left_out],
+            "built_in": str(initrd.where),
+        },
+        "rootfs": {
+            "file": layout.file_name,
+            "type": layout.name,
+            "image": layout.image,
+            "method": str(rootfs.method),
+            "size": rootfs.size,
+            "allocated": rootfs.allocated,
+            "label": rootfs.label,
+        },
+        layout.packer: layout.manifest(ctx),  # how the live file was packed
+        # What the pxe stage was given, so that `liveimg boot-test` can write the same configs for its own URL.
+        "boot": {
+            **jsonable(asdict(boot)),
+            "kernel_args": list(options.pxe.kernel_args),
+            "keep_image_args": options.pxe.keep_image_args,
+            "cloud_init": options.pxe.cloud_init is not None,
+        },
+        "kernel_args": list(pxe.kernel_args),
+        "lorax_args": list(pxe.lorax_args),
+        "pxe": {"url": options.pxe.url, "pxe_dir": options.pxe.pxe_dir},
+        "artifacts": artifacts,
+        "stages": dict(ctx.timings),
+        "warnings": list(info.warnings),
+    }
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` (``asdict`` of options) with paths and enums as JSON has them: strings."""
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    return value
 
 
 def sha256_file(path: Path) -> str:
@@ -69,4 +153,4 @@ def write_manifest(outdir: Path, manifest: Mapping[str, Any]) -> Path:
     return path
 
 
-__all__ = ["InputDigest", "sha256_file", "write_manifest"]
+__all__ = ["InputDigest", "describe", "jsonable", "sha256_file", "write_manifest"]

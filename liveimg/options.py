@@ -7,8 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from liveimg.dracut import DracutOptions
-from liveimg.erofs import EROFS_NAME
-from liveimg.pxe import SQUASHFS_NAME, PxeOptions
+from liveimg.pxe import PxeOptions
 from liveimg.rootfs import RootfsOptions
 from liveimg.squashfs import Backend, SquashfsOptions, bcj_for_arch, parse_compress_args
 
@@ -27,15 +26,6 @@ class RootfsType(enum.StrEnum):
     #: ``LiveOS/rootfs.img`` inside an EROFS image (lorax's erofs-ext4); needs dracut-ng in the image.
     EROFS = "erofs"
 
-    @property
-    def holds_rootfs_img(self) -> bool:
-        """Whether the live image holds ``LiveOS/rootfs.img`` (else the tree itself)."""
-        return self is not RootfsType.SQUASHFS
-
-    @property
-    def file_name(self) -> str:
-        return EROFS_NAME if self is RootfsType.EROFS else SQUASHFS_NAME
-
 
 @dataclass(frozen=True)
 class BuildOptions:
@@ -44,7 +34,7 @@ class BuildOptions:
     deployment: str | None = None
     kernel: str | None = None
     rootfs: RootfsOptions = field(default_factory=RootfsOptions)
-    rootfs_type: RootfsType = RootfsType.SQUASHFS_EXT4
+    rootfs_type: str = RootfsType.SQUASHFS_EXT4  # a layout's name (liveimg.layouts.LAYOUTS)
     compression: str = "xz"  # lorax's --compression
     compress_args: tuple[str, ...] = ()  # lorax's --compress-arg: each "-Xopt value"
     squashfs: SquashfsOptions | None = None  # full control; wins over compression and compress_args
