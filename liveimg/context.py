@@ -126,16 +126,10 @@ class Build:
         return tree.subtree(deployment.path) if deployment is not None else tree
 
     def result(self) -> BuildResult:
-        return BuildResult(
-            outdir=self.txn.outdir,
-            info=self.info,
-            rootfs=self.rootfs,
-            squashfs=self.live,
-            initramfs=self.initrd,
-            pxe=self.pxe,
-            manifest=self.manifest,
-            timings=self.timings,
-        )
+        """What the build made, once its stages are done (an :class:`InternalError` before)."""
+        return BuildResult(outdir=self.txn.outdir, info=self.info, rootfs=self.rootfs, squashfs=self.live,
+                           initramfs=self.initrd, pxe=self.pxe, manifest=self.manifest,
+                           timings=self.timings)  # fmt: skip
 
 
 @dataclass(frozen=True)
