@@ -68,7 +68,7 @@ def describe(ctx: Build) -> dict[str, Any]:
         "rootfs": {
             "file": layout.file_name,
             "type": layout.name,
-            "image": layout.image,
+            "image": layout.rootfs_image,
             "method": str(rootfs.method),
             "size": rootfs.size,
             "allocated": rootfs.allocated,

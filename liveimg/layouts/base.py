@@ -7,8 +7,8 @@ The build makes one instance and calls it from its stages, in this order:
 * :attr:`Layout.dracut_args` -- added to the image's dracut (also for the dracut preflight);
 * :meth:`Layout.preflight` -- once the image is inspected, before the long stages: an image it
   cannot boot is refused, and what packing needs from the image is settled;
-* :meth:`Layout.pack` -- the live file, ``OUTDIR/<file_name>``, run while the appliance is up
-  when :attr:`Layout.reads_guest`, after it is shut down otherwise (it needs the memory);
+* :meth:`Layout.pack` -- the live file, ``OUTDIR/<file_name>``: while the appliance is still up
+  if :attr:`Layout.reads_guest`, else once it is shut down (the packer gets its memory);
 * :attr:`Layout.hooks` -- scripts appended to the live initramfs;
 * :meth:`Layout.manifest` -- how the file was packed, the manifest's section :attr:`Layout.packer`.
 """
@@ -58,8 +58,8 @@ class Layout(abc.ABC):
     file_name: ClassVar[str]
     #: The pack stage's name (in errors and timings) and the manifest's section on packing.
     packer: ClassVar[str]
-    #: The image inside the live file (the manifest's ``rootfs.image``); None: the root's tree itself.
-    image: ClassVar[str | None] = ROOTFS_IMG
+    #: The root's image inside the live file (the manifest's ``rootfs.image``); None: the root's tree itself.
+    rootfs_image: ClassVar[str | None] = ROOTFS_IMG
     #: Whether :meth:`pack` reads the appliance rather than ``LiveOS/rootfs.img``.
     reads_guest: ClassVar[bool] = False
     #: Arguments added to the image's dracut, e.g. a driver for the live file's filesystem.

@@ -41,7 +41,7 @@ class SquashfsFlat(Layout):
     summary = "the root's tree itself, mounted under an overlay"
     file_name = SQUASHFS_NAME
     packer = "squashfs"
-    image = None
+    rootfs_image = None
     reads_guest = True
     hooks = (Hook("pre-mount", "10-liveimg-overlayfs.sh", OVERLAYFS_HOOK),)
     pack_options: SquashfsOptions  # set by preflight

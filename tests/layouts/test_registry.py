@@ -27,7 +27,7 @@ def test_an_unknown_name_is_an_invalid_option() -> None:
 
 
 def test_the_layouts_say_what_the_manifest_and_the_boot_line_name() -> None:
-    described = {n: (c.file_name, c.image, c.packer, c.reads_guest) for n, c in LAYOUTS.items()}
+    described = {n: (c.file_name, c.rootfs_image, c.packer, c.reads_guest) for n, c in LAYOUTS.items()}
     assert described == {
         "squashfs-ext4": ("live-rootfs.squashfs.img", "LiveOS/rootfs.img", "squashfs", False),
         "squashfs": ("live-rootfs.squashfs.img", None, "squashfs", True),

@@ -42,7 +42,7 @@ class PlainExt4(Layout):
     summary = "LiveOS/rootfs.img itself, uncompressed"
     file_name = "live-rootfs.ext4.img"
     packer = "copy"
-    image = None
+    rootfs_image = None
     dracut_args = ("--add-drivers", "ext4")
     hooks = (Hook("pre-mount", "10-toy.sh", "echo the toy layout\n"),)
 
