@@ -4,15 +4,15 @@
 :data:`STAGES`, in order (:mod:`liveimg.stages`, one module each); each reads the artifacts
 of the ones before it from the context and adds its own::
 
-    appliance  the input probed and opened once, its sha256 begun, libguestfs launched
-    guest      ImageInfo: root, /boot, deployment, kernel                 (liveimg.guest)
-    preflight  refuse what cannot boot before the long stages   (dracut plan, the layout)
-    rootfs     LiveOS/rootfs.img, ext4                                     (liveimg.rootfs)
-    pack       the live file, by the layout: squashfs or erofs           (liveimg.layouts)
-    initramfs  initramfs-<kver>.img by the image's dracut, the layout's hooks (liveimg.dracut)
-    kernel     vmlinuz-<kver>, out of rootfs.img
-    pxe        PXE_CONFIG, the ready configurations, the cloud-init seed     (liveimg.pxe)
-    manifest   manifest.json                                           (liveimg.manifest)
+    appliance  the input probed and opened once, its sha256 begun, the appliance launched
+    guest      the image inspected: root, /boot, deployment, kernel (ImageInfo)
+    preflight  what cannot boot refused before the long stages: dracut's plan, the layout's
+    rootfs     LiveOS/rootfs.img, ext4
+    pack       the live file, packed by the layout (the squashfs or the erofs stage)
+    initramfs  initramfs-<kver>.img by the image's dracut, the layout's hooks appended
+    kernel     vmlinuz-<kver>, copied out of rootfs.img (the dracut stage, with initramfs)
+    pxe        PXE_CONFIG, the ready boot configurations, the cloud-init seed
+    manifest   manifest.json
 
 The live layout (``--rootfs-type``) is a class of :mod:`liveimg.layouts`, chosen by name: the
 stages call it, they do not know which it is.  OUTDIR is a transaction (:mod:`liveimg.outdir`):
