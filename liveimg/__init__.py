@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from liveimg._version import __version__
 from liveimg.boottest import BootTestOptions, BootTestResult, boot_test
+from liveimg.context import BuildResult
 from liveimg.dracut import Compression, DracutOptions
 from liveimg.errors import (
     Cancelled,
@@ -45,7 +46,8 @@ from liveimg.errors import (
 )
 from liveimg.guest import inspect_image as inspect
 from liveimg.imageinfo import ImageInfo
-from liveimg.pipeline import BuildOptions, BuildResult, RootfsType, build
+from liveimg.options import BuildOptions, RootfsType
+from liveimg.pipeline import build
 from liveimg.progress import Event, JsonLines, Progress, StageLines, TerminalBar
 from liveimg.pxe import CloudInitSeed, PxeOptions
 from liveimg.rootfs import RootfsOptions

@@ -36,7 +36,9 @@ from liveimg.dracut import Compression, DracutOptions, Where
 from liveimg.dracut.customize import DEFAULT_CMDLINE_NAME, AppendCompression, EmbeddedFile, append_cpio
 from liveimg.dracut.initramfs import Initramfs
 from liveimg.errors import Cancelled, InvalidOptions, LiveImgError, signal_name
-from liveimg.pipeline import BuildOptions, RootfsType, build
+from liveimg.layouts import LAYOUTS
+from liveimg.options import BuildOptions, RootfsType
+from liveimg.pipeline import build
 from liveimg.progress import JsonLines, Progress, StageLines, TerminalBar
 from liveimg.pxe import CloudInitSeed, PxeOptions
 from liveimg.rootfs import Method, RootfsOptions, SizeMode, parse_size
@@ -368,6 +370,12 @@ def _cmd_initramfs(args: argparse.Namespace, ctx: Context) -> int:
 # --- build -------------------------------------------------------------------------------
 
 
+def _layouts_help(default: str) -> str:
+    """``--rootfs-type``'s help: each layout's name and summary, in the registry's order."""
+    return "; ".join(f"{name}: {layout.summary}{' (default)' if name == default else ''}"
+                     for name, layout in LAYOUTS.items())  # fmt: skip
+
+
 def _add_build(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("image", type=Path, help="installed disk image (raw, qcow2, ...) or filesystem image")
     parser.add_argument("-o", "--output", type=Path, required=True, metavar="OUTDIR", help="where the artifacts go")
@@ -386,10 +394,8 @@ def _add_build(parser: argparse.ArgumentParser) -> None:
                    "in the appliance (any filesystem); auto: partition where it applies")  # fmt: skip
     g.add_argument("--repair-source", action="store_true",
                    help="let e2fsck repair liveimg's copy of a damaged root filesystem (never the input)")  # fmt: skip
-    g.add_argument("--rootfs-type", choices=[t.value for t in RootfsType], default=RootfsType.SQUASHFS_EXT4.value,
-                   help="squashfs-ext4: LiveOS/rootfs.img inside the squashfs, as lorax does (default); "
-                   "squashfs: the root's tree itself, mounted under an overlay; erofs: LiveOS/rootfs.img inside "
-                   "an EROFS image (mkfs.erofs; the image's dracut must be dracut-ng)")  # fmt: skip
+    g.add_argument("--rootfs-type", choices=list(LAYOUTS), default=RootfsType.SQUASHFS_EXT4.value,
+                   help=_layouts_help(RootfsType.SQUASHFS_EXT4))  # fmt: skip
     g = parser.add_argument_group("squashfs")
     g.add_argument(
         "--compression",
@@ -497,7 +503,7 @@ def build_options(args: argparse.Namespace, accel: str | None) -> BuildOptions:
         deployment=args.deployment,
         kernel=args.kernel,
         rootfs=rootfs_options,
-        rootfs_type=RootfsType(args.rootfs_type),
+        rootfs_type=args.rootfs_type,
         compression=args.compression,
         compress_args=tuple(args.compress_arg),
         squashfs_processors=args.processors,

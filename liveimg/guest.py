@@ -732,7 +732,7 @@ def _children_running(parent: int, programs: frozenset[str]) -> list[int]:
 
 
 def open_guest(
-    image: Path | str,
+    image: Path | str | ImageFormat,
     *,
     accel: str | None = None,
     work_drives: Sequence[Path] = (),
@@ -741,6 +741,9 @@ def open_guest(
     tmpdir: Path | None = None,
 ) -> Guest:
     """Open ``image`` read-only in a libguestfs appliance, launched now and once.
+
+    ``image`` is a path, probed first (:func:`probe_image`), or what a probe returned: the file
+    it opened is the one the appliance reads.
 
     The :class:`Guest` is a context manager (``with open_guest(img) as guest:``); a caller that
     keeps it across stages calls :meth:`Guest.close` itself.  ``accel`` is passed to
@@ -752,7 +755,7 @@ def open_guest(
     what a killed build leaves is removed with it (only the socket directory stays in
     ``$XDG_RUNTIME_DIR`` or /tmp: these bindings cannot move it).
     """
-    fmt = probe_image(Path(image))
+    fmt = image if isinstance(image, ImageFormat) else probe_image(Path(image))
     for drive in work_drives:
         if not Path(drive).is_file():
             raise HostError(f"work drive {drive} does not exist", hint="create it first, e.g. with truncate -s 4G")

@@ -1,356 +1,62 @@
 """The whole pipeline: a disk image in, live PXE artifacts out.
 
-``build(image, outdir, options)`` runs the stages in order, each taking the typed artifacts
-of the ones before it::
+``build(image, outdir, options)`` passes one :class:`~liveimg.context.Build` through
+:data:`STAGES`, in order (:mod:`liveimg.stages`, one module each); each reads the artifacts
+of the ones before it from the context and adds its own::
 
-    guest     liveimg.guest.open_guest / Guest.inspect  -> ImageInfo
-    rootfs    liveimg.rootfs.build_rootfs               -> RootfsImage   (LiveOS/rootfs.img)
-    squashfs  liveimg.squashfs.write_squashfs_file      -> SquashfsResult (live-rootfs.squashfs.img)
-      or erofs  liveimg.erofs.pack_file                 -> ErofsResult    (live-rootfs.erofs.img)
-    dracut    liveimg.dracut.build_initramfs            -> Initrd        (initramfs-<kver>.img)
-    pxe       liveimg.pxe.write_pxe                     -> PxeResult     (PXE_CONFIG, configs, seed)
+    appliance  the input probed and opened once, its sha256 begun, the appliance launched
+    guest      the image inspected: root, /boot, deployment, kernel (ImageInfo)
+    preflight  what cannot boot refused before the long stages: dracut's plan, the layout's
+    rootfs     LiveOS/rootfs.img, ext4
+    pack       the live file, packed by the layout (the squashfs or the erofs stage)
+    initramfs  initramfs-<kver>.img by the image's dracut, the layout's hooks appended
+    kernel     vmlinuz-<kver>, copied out of rootfs.img (the dracut stage, with initramfs)
+    pxe        PXE_CONFIG, the ready boot configurations, the cloud-init seed
+    manifest   manifest.json
 
-then writes ``manifest.json``.  OUTDIR is a transaction (:mod:`liveimg.outdir`): everything
-is built in a staging directory beside it and swapped into place at the end in one atomic
-step, so a failed or interrupted build (:mod:`liveimg.cancel`) leaves OUTDIR as it was.
-Each stage runs under :meth:`~liveimg.outdir.OutdirTransaction.stage`, which turns a full
-disk into a :class:`~liveimg.errors.HostError` naming the directory and the stage.
+The live layout (``--rootfs-type``) is a class of :mod:`liveimg.layouts`, chosen by name: the
+stages call it, they do not know which it is.  OUTDIR is a transaction (:mod:`liveimg.outdir`):
+everything is built in a staging directory beside it and swapped into place at the end in
+one atomic step, so a failed or interrupted build (:mod:`liveimg.cancel`) leaves OUTDIR as it
+was.  Each stage runs under :meth:`~liveimg.context.Build.stage`, which turns a full disk
+into a :class:`~liveimg.errors.HostError` naming the directory and the stage.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import enum
 import logging
 import os
 import signal
-import threading
 import time
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-from liveimg import cancel, e2fs, erofs, rootfs
-from liveimg._version import __version__
-from liveimg.dracut import (
-    DracutOptions,
-    EmbeddedFile,
-    Initrd,
-    append_cpio,
-    build_initramfs,
-    hook_dir,
-    plan_dracut,
-)
-from liveimg.errors import (
-    Cancelled,
-    HostError,
-    InternalError,
-    InvalidImage,
-    InvalidOptions,
-    LiveImgError,
-    signal_name,
-)
-from liveimg.fsview import GuestTree
-from liveimg.guest import Guest, ImageInfo, open_guest, probe_image
+from liveimg import cancel
+from liveimg.context import Build, BuildResult
+from liveimg.errors import Cancelled, HostError, InvalidImage, signal_name
+from liveimg.layouts import Layout, get_layout
+from liveimg.options import BuildOptions
 from liveimg.outdir import OutdirTransaction
 from liveimg.progress import Progress
-from liveimg.pxe import SQUASHFS_NAME, LiveBoot, PxeOptions, PxeResult, sha256_file, write_manifest, write_pxe
-from liveimg.rootfs import RootfsImage, RootfsOptions
-from liveimg.squashfs import (
-    Backend,
-    SquashfsOptions,
-    SquashfsResult,
-    bcj_for_arch,
-    parse_compress_args,
-    write_squashfs_file,
-)
-from liveimg.squashfs.fstree import display
-from liveimg.squashfs.tar import DamagedStream, add_tar_stream
-from liveimg.squashfs.writer import SquashfsWriter
+from liveimg.stages import appliance, guest, initramfs, kernel, manifest, pack, preflight, pxe, rootfs
 
 log = logging.getLogger(__name__)
 
-STAGES = ("guest", "rootfs", "squashfs", "dracut", "pxe")
-#: The appliance's RAM during a build, MiB.  It inspects, streams files (the copy method's
-#: cp -a, the flat type's tar-out) and reads /boot: none of it needs more.  Its page cache
-#: fills whatever it is given, and QEMU's RSS with it: the xfs-on-LVM sample's copy method
-#: peaked at 1392 MiB of QEMU with libguestfs's default 1280 MiB, at 386 MiB with 256, in the
-#: same time (``$LIBGUESTFS_MEMSIZE`` still wins).
-APPLIANCE_MEMORY_MIB = 256
+Stage = Callable[[Build], None]
 
-
-class RootfsType(enum.StrEnum):
-    """The live image's layout (``--rootfs-type``): what the live file holds and how dracut mounts it."""
-
-    #: ``LiveOS/rootfs.img`` (ext4) inside the squashfs: what lorax ships and every dracut boots.
-    SQUASHFS_EXT4 = "squashfs-ext4"
-    #: The physical root's tree itself in the squashfs; dracut mounts it under an overlay.
-    SQUASHFS = "squashfs"
-    #: ``LiveOS/rootfs.img`` inside an EROFS image (lorax's erofs-ext4); needs dracut-ng in the image.
-    EROFS = "erofs"
-
-    @property
-    def holds_rootfs_img(self) -> bool:
-        """Whether the live image holds ``LiveOS/rootfs.img`` (else the tree itself)."""
-        return self is not RootfsType.SQUASHFS
-
-    @property
-    def file_name(self) -> str:
-        return erofs.EROFS_NAME if self is RootfsType.EROFS else SQUASHFS_NAME
-
-
-@dataclass(frozen=True)
-class BuildOptions:
-    """Everything ``liveimg build`` can be told.  Stage options keep their own validation."""
-
-    deployment: str | None = None
-    kernel: str | None = None
-    rootfs: RootfsOptions = field(default_factory=RootfsOptions)
-    rootfs_type: RootfsType = RootfsType.SQUASHFS_EXT4
-    compression: str = "xz"  # lorax's --compression
-    compress_args: tuple[str, ...] = ()  # lorax's --compress-arg: each "-Xopt value"
-    squashfs: SquashfsOptions | None = None  # full control; wins over compression and compress_args
-    squashfs_processors: int | None = None  # compression threads (None: all CPUs)
-    squashfs_backend: Backend = "native"
-    dracut: DracutOptions = field(default_factory=DracutOptions)
-    pxe: PxeOptions = field(default_factory=PxeOptions)
-    workdir: Path | None = None
-    keep_workdir: bool = False
-    force: bool = False
-    accel: str | None = None
-
-
-@dataclass(frozen=True)
-class BuildResult:
-    """What a build produced: OUTDIR, its files, and the manifest written there."""
-
-    outdir: Path
-    info: ImageInfo
-    rootfs: RootfsImage
-    squashfs: SquashfsResult | erofs.ErofsResult  # the live image, whichever its type
-    initramfs: Initrd
-    pxe: PxeResult
-    manifest: dict[str, Any]
-    timings: dict[str, float]
-
-    @property
-    def kernel(self) -> Path:
-        return self.outdir / str(self.manifest["kernel"]["file"])
-
-
-def _check_input(image: Path) -> Path:
-    if not image.exists():
-        raise InvalidImage(f"{image}: no such file", hint="give the path of a disk image")
-    if not image.is_file() and not image.is_block_device():
-        raise InvalidImage(f"{image}: not a regular file")
-    if not os.access(image, os.R_OK):
-        raise HostError(f"{image}: permission denied (cannot read it)")
-    return image.absolute()
-
-
-class _Hasher(threading.Thread):
-    """sha256 of the input, computed beside the appliance's start (it is I/O, they are CPU)."""
-
-    def __init__(self, path: Path) -> None:
-        super().__init__(name="liveimg-sha256", daemon=True)
-        self.path = path
-        self.digest: str | None = None
-        self.error: BaseException | None = None
-        self.start()
-
-    def run(self) -> None:
-        try:
-            self.digest = sha256_file(self.path)
-        except BaseException as exc:  # reported by result()
-            self.error = exc
-
-    def result(self) -> str:
-        self.join()
-        if self.error is not None:
-            raise HostError(f"cannot read {self.path}: {self.error}")
-        assert self.digest is not None
-        return self.digest
-
-
-def _preflight_dracut(tree: GuestTree, info: ImageInfo, options: DracutOptions) -> None:
-    root = tree.subtree(info.deployment.path) if info.deployment is not None else tree
-    plan_dracut(root, kver=info.kernel.version, ostree=info.ostree, options=options, output="/run/initramfs.cpio")
-
-
-def _preflight_erofs(tree: GuestTree, info: ImageInfo, opts: BuildOptions) -> erofs.ErofsOptions:
-    """The mkfs.erofs options, once the image is known to boot an EROFS live image."""
-    host = erofs.host_tool()  # missing erofs-utils: said now, not after the rootfs stage
-    root = tree.subtree(info.deployment.path) if info.deployment is not None else tree
-    support = erofs.guest_support(root, info.kernel.version)
-    erofs.check_guest(support, info.kernel.version)
-    compressor = erofs.choose_compressor(opts.compression, support, host)
-    return erofs.ErofsOptions.from_compress_args(compressor, opts.compress_args)
-
-
-#: ``guestfs.EVENT_APPLIANCE`` (the bindings are imported lazily): what the appliance prints.
-_EVENT_APPLIANCE = 0x10
-
-
-def _tar_out_failed(directory: str, exc: BaseException, said: bytes) -> LiveImgError:
-    """The error for a failed ``tar-out`` of ``directory``; ``said`` is what the appliance printed meanwhile."""
-    text = " ".join(str(exc).split())
-    if isinstance(exc, LiveImgError):
-        return exc
-    if isinstance(exc, RuntimeError):  # libguestfs: the appliance's tar could not read the guest's files
-        # libguestfs only says "file receive cancelled by daemon"; tar's own lines name the files.
-        lines = said.decode("utf-8", "replace").splitlines()
-        tar = [display(line.strip()) for line in lines if line.startswith("tar: ") and "Exiting with" not in line]
-        if tar:
-            text = f"{'; '.join(tar[:3])}{' ...' if len(tar) > 3 else ''} ({text})"
-        return InvalidImage(f"reading {directory} of the image in the appliance failed: {text}")
-    if isinstance(exc, OSError):
-        return HostError(f"streaming {directory} of the image from the appliance failed: {exc.strerror or text}")
-    return InternalError(f"streaming {directory} of the image from the appliance failed: {exc!r}")
-
-
-def _tar_into(g: Any, directory: str, writer: SquashfsWriter, *, prefix: str, skip: frozenset[str]) -> int:
-    """Stream ``directory`` of the appliance (``tar-out``) into the squashfs writer, through a pipe.
-
-    Every failure fails the build, naming it: ``tar-out``'s (the appliance's tar could not read
-    a file: a file missing from the image, or zeros in its place, otherwise), a stream that is
-    not a whole archive (cut short, a damaged header, a member's data missing), or ours.
-    """
-    failure: list[BaseException] = []
-    said = bytearray()
-
-    def appliance_said(_event: int, _handle: int, buf: str | bytes, _array: list[int]) -> None:
-        if len(said) < 1 << 16:  # the Python bindings give str
-            said.extend(buf.encode("utf-8", "surrogateescape") if isinstance(buf, str) else buf)
-
-    def produce(write_fd: int) -> None:
-        try:
-            # libguestfs opens the file it is given: /dev/fd/N is the pipe (no FIFO to open in turn,
-            # so a tar-out that fails before writing cannot leave the reader waiting).
-            g.tar_out(directory, f"/dev/fd/{write_fd}", numericowner=True, xattrs=True, selinux=True, acls=True)
-        except BaseException as exc:  # reported by the consumer
-            failure.append(exc)
-        finally:
-            os.close(write_fd)  # the end of the stream for the consumer
-
-    damaged: DamagedStream | None = None
-    event = g.set_event_callback(appliance_said, _EVENT_APPLIANCE)
-    try:
-        read_fd, write_fd = os.pipe()
-        with os.fdopen(read_fd, "rb") as stream:
-            producer = threading.Thread(target=produce, args=(write_fd,), name="liveimg-tar-out", daemon=True)
-            try:
-                producer.start()
-            except BaseException:
-                os.close(write_fd)
-                raise
-            try:
-                count = add_tar_stream(writer, stream, prefix=prefix, skip=skip)
-            except DamagedStream as exc:
-                damaged = exc
-            finally:
-                stream.close()  # a producer still writing gets EPIPE and ends
-                producer.join()
-    finally:
-        g.delete_event_callback(event)
-    if failure:  # the appliance's failure is the cause of a damaged stream, and fails an intact one
-        raise _tar_out_failed(directory, failure[0], bytes(said)) from damaged
-    if damaged is not None:
-        raise InvalidImage(f"reading {directory} of the image in the appliance: {damaged}") from damaged
-    return count
-
-
-def pack_guest_tree(guest: Guest, dest: Path, options: SquashfsOptions, progress: Progress) -> SquashfsResult:
-    """The flat rootfs type: the physical root (``/boot`` merged) itself in the squashfs.
-
-    dracut uses a flat squashfs as the root under an overlay when it has ``/proc`` (dracut
-    before 110) or ``/usr`` or ``/ostree`` (dracut-ng): an ostree physical root gets an
-    empty ``/proc`` so that both recognise it.
-    """
-    boot_mp = guest.boot_mountpoint
-    with SquashfsWriter(dest, options, progress) as writer:
-        skip = frozenset({"boot"}) if boot_mp is not None else frozenset()
-        _tar_into(guest.g, guest.root_mountpoint, writer, prefix="", skip=skip)
-        if boot_mp is not None:
-            _tar_into(guest.g, boot_mp, writer, prefix="boot", skip=frozenset())
-        if not guest.tree().lexists("/proc"):
-            writer.add_directory("proc", mode=0o555)
-        return writer.finish()
-
-
-#: dracut up to 059 (and early dracut-ng), with systemd in the initramfs, never creates the upper
-#: and work directories of a temporary OverlayFS root (dracutdevs/dracut#1820, dracut-ng#431),
-#: so a flat squashfs root fails with "overlayfs: failed to resolve '/run/overlayfs'".
-OVERLAYFS_HOOK = """\
-# liveimg: the directories a temporary OverlayFS live root needs (see dracut issue 1820)
-mkdir -m 0755 -p /run/overlayfs /run/ovlwork
-"""
-
-
-def _add_overlayfs_hook(initramfs: Path, workdir: Path) -> None:
-    """Append the pre-mount hook that works around dracut's missing OverlayFS directories."""
-    script = workdir / "liveimg-overlayfs.sh"
-    script.write_text(OVERLAYFS_HOOK)
-    hooks = hook_dir(initramfs, "pre-mount")
-    tmp = initramfs.with_name(f".{initramfs.name}.tmp")
-    try:
-        append_cpio(initramfs, tmp, files=[EmbeddedFile(script, f"/{hooks}/10-liveimg-overlayfs.sh", 0o755)])
-        tmp.replace(initramfs)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def squashfs_options(options: BuildOptions, info: ImageInfo) -> SquashfsOptions:
-    """The squashfs options in effect.
-
-    As lorax: xz gets the BCJ filter of the architecture, unless compressor arguments are
-    given -- but of the IMAGE's architecture, where lorax takes the host's.
-    """
-    if options.squashfs is not None:
-        return options.squashfs.validate()
-    base = SquashfsOptions(comp=options.compression)
-    if options.compression == "xz" and not options.compress_args:
-        base = base.replace(Xbcj=bcj_for_arch(info.arch or ""))
-    if options.squashfs_processors is not None:
-        base = base.replace(processors=options.squashfs_processors)
-    return parse_compress_args(options.compress_args, base)
-
-
-def _copy_kernel(rootfs_img: Path, guest_path: str, dest: Path, workdir: Path) -> None:
-    """Copy the kernel out of rootfs.img (where /boot is merged) without mounting it."""
-    tmp = dest.with_name(f".{dest.name}.tmp")
-    e2fs.dump_file(rootfs_img, guest_path, tmp)
-    if not tmp.is_file() or tmp.stat().st_size == 0:
-        tmp.unlink(missing_ok=True)
-        raise InvalidImage(f"the kernel {guest_path} is missing or empty in the image")
-    tmp.chmod(0o644)
-    tmp.rename(dest)
-
-
-@contextlib.contextmanager
-def _timed(timings: dict[str, float], name: str) -> Iterator[None]:
-    started = time.monotonic()
-    try:
-        yield
-    finally:
-        timings[name] = round(time.monotonic() - started, 3)
-
-
-def _check_options(opts: BuildOptions) -> BuildOptions:
-    """Options refused, or completed, before anything is touched."""
-    if opts.rootfs_type is RootfsType.EROFS:
-        # Said before the appliance starts: no erofs-utils, or a compression erofs does not have.
-        erofs.host_tool()
-        erofs.compressor_name(opts.compression)
-        # dracut-ng loads erofs itself; naming the driver also serves dracuts that mount with -t auto.
-        dracut_opts = dataclasses.replace(opts.dracut, extra_args=(*opts.dracut.extra_args, "--add-drivers", "erofs"))
-        opts = dataclasses.replace(opts, dracut=dracut_opts)
-    if opts.rootfs_type is RootfsType.SQUASHFS and opts.squashfs_backend != "native":
-        raise InvalidOptions(
-            "the squashfs rootfs type streams the tree into liveimg's own writer: use --squashfs-backend native"
-        )
-    return opts
+#: The stages, in the order they run.
+STAGES: tuple[Stage, ...] = (
+    appliance.run,
+    guest.run,
+    preflight.run,
+    rootfs.run,
+    pack.run,
+    initramfs.run,
+    kernel.run,
+    pxe.run,
+    manifest.run,
+)
 
 
 def build(
@@ -373,7 +79,7 @@ def build(
     :class:`~liveimg.errors.Cancelled` raised -- whose message says whether OUTDIR was
     already replaced, for a signal after the swap does not undo it.
     """
-    opts = _check_options(options or BuildOptions())
+    opts, layout = _check_options(options or BuildOptions())
     progress = progress or Progress()
     txn: OutdirTransaction | None = None
     with cancel.handling():
@@ -383,7 +89,7 @@ def build(
                 Path(outdir), force=opts.force, workdir=opts.workdir, keep_workdir=opts.keep_workdir
             )
             try:
-                return _build(image, txn, opts, progress)
+                return _run(Build(image, opts, layout, txn, progress))
             finally:
                 txn.close()
         except BaseException as exc:
@@ -403,230 +109,35 @@ def build(
             )
 
 
-def _build(image: Path, txn: OutdirTransaction, opts: BuildOptions, progress: Progress) -> BuildResult:
-    timings: dict[str, float] = {}
+def _run(ctx: Build) -> BuildResult:
     started = time.monotonic()
-    hasher = _Hasher(image)
-    with txn.stage("appliance"):
-        rootfs_dir = txn.work / "LiveOS"
-        rootfs_dir.mkdir()
-        # A sparse, writable drive for the appliance, in case the root must be copied file by file
-        # (libguestfs cannot add a drive after launch): it costs nothing unless written.
-        drive = txn.work / "appliance-rootfs.img"
-        with open(drive, "wb") as f:
-            f.truncate(rootfs.work_drive_size(probe_image(image).virtual_size, opts.rootfs))
-    with (
-        txn.stage("appliance"),
-        open_guest(
-            image,
-            accel=opts.accel,
-            work_drives=[drive],
-            memsize=APPLIANCE_MEMORY_MIB,
-            progress=progress,
-            tmpdir=txn.work,
-        ) as guest,
-    ):
-        with txn.stage("guest"), _timed(timings, "guest"), progress.stage("guest"):
-            info = guest.inspect(deployment=opts.deployment, kernel=opts.kernel)
-        for warning in info.warnings:
-            log.warning("%s", warning)
-        pack_opts: SquashfsOptions | erofs.ErofsOptions
-        with txn.stage("guest"):
-            # Refuse an image whose dracut cannot build a live initramfs before the long stages.
-            _preflight_dracut(guest.tree(), info, opts.dracut)
-            if opts.rootfs_type is RootfsType.EROFS:
-                pack_opts = _preflight_erofs(guest.tree(), info, opts)
-            else:
-                pack_opts = squashfs_options(opts, info)
-        with txn.stage("rootfs"), _timed(timings, "rootfs"):
-            rootfs_img = rootfs.build_rootfs(
-                guest, info, rootfs_dir / "rootfs.img", opts.rootfs, workdir=txn.work,
-                work_drive=(drive, guest.work_devices[0]), progress=progress,
-            )  # fmt: skip
-        live_dest = txn.out / opts.rootfs_type.file_name
-        packed: SquashfsResult | erofs.ErofsResult
-        if opts.rootfs_type is RootfsType.SQUASHFS:
-            assert isinstance(pack_opts, SquashfsOptions)
-            # The tree comes from the appliance; rootfs.img above still feeds the dracut stage.
-            with txn.stage("squashfs"), _timed(timings, "squashfs"):
-                packed = pack_guest_tree(guest, live_dest, pack_opts, progress)
-    # The appliance is closed before the long host-side stages, to give them its memory.
-    if isinstance(pack_opts, erofs.ErofsOptions):
-        with txn.stage("erofs"), _timed(timings, "erofs"):
-            packed = erofs.pack_file(rootfs_img.path, live_dest, "LiveOS/rootfs.img", pack_opts, progress)
-    elif opts.rootfs_type is RootfsType.SQUASHFS_EXT4:
-        with txn.stage("squashfs"), _timed(timings, "squashfs"):
-            packed = write_squashfs_file(
-                rootfs_img.path, live_dest, "LiveOS/rootfs.img", pack_opts, progress,
-                backend=opts.squashfs_backend,
-            )  # fmt: skip
-    result = _finish(
-        image=image, info=info, rootfs_img=rootfs_img, packed=packed, pack_opts=pack_opts, opts=opts,
-        txn=txn, timings=timings, progress=progress, hasher=hasher,
-    )  # fmt: skip
-    txn.commit()
-    timings["total"] = round(time.monotonic() - started, 3)
-    log.info("built %s in %.1f s", result.outdir, timings["total"])
-    return result
+    with ctx.resources:  # the appliance, shut down however the stages end
+        for stage in STAGES:
+            stage(ctx)
+    ctx.txn.commit()
+    ctx.timings["total"] = round(time.monotonic() - started, 3)
+    log.info("built %s in %.1f s", ctx.txn.outdir, ctx.timings["total"])
+    return ctx.result()
 
 
-def _finish(
-    *,
-    image: Path,
-    info: ImageInfo,
-    rootfs_img: RootfsImage,
-    packed: SquashfsResult | erofs.ErofsResult,
-    pack_opts: SquashfsOptions | erofs.ErofsOptions,
-    opts: BuildOptions,
-    txn: OutdirTransaction,
-    timings: dict[str, float],
-    progress: Progress,
-    hasher: _Hasher,
-) -> BuildResult:
-    out = txn.out
-    kernel = info.kernel
-    kver = kernel.version
-    deployment = info.deployment
-    with txn.stage("dracut"), _timed(timings, "dracut"):
-        initrd = build_initramfs(
-            kver=kver,
-            output=out / f"initramfs-{kver}.img",
-            rootfs=rootfs_img.path,
-            deployment=deployment.path if deployment is not None else "/",
-            options=opts.dracut,
-            workdir=txn.work,
-            log_path=txn.work / "dracut.log",
-            ostree=info.ostree,
-            progress=progress,
-        )
-        if opts.rootfs_type is RootfsType.SQUASHFS:
-            _add_overlayfs_hook(initrd.path, txn.work)
-        kernel_name = f"vmlinuz-{kver}"
-        _copy_kernel(rootfs_img.path, kernel.path, out / kernel_name, txn.work)
-    input_sha256 = hasher.result()
-    title = info.os_release.get("PRETTY_NAME") or info.os_release.get("NAME") or "Linux"
-    boot = LiveBoot(
-        kernel=kernel_name,
-        initramfs=initrd.path.name,
-        kver=kver,
-        title=title,
-        ostree_arg=deployment.ostree_arg if deployment is not None else None,
-        image_args=tuple(deployment.options) if deployment is not None else (),
-        squashfs=opts.rootfs_type.file_name,
-        seed_id=input_sha256,
-    )
-    with txn.stage("pxe"), _timed(timings, "pxe"), progress.stage("pxe"):
-        pxe_result = write_pxe(out, boot, opts.pxe)
-    with txn.stage("manifest"):
-        manifest = _manifest(
-            image=image, input_sha256=input_sha256, info=info, opts=opts, packed=packed, pack_opts=pack_opts,
-            rootfs_img=rootfs_img,
-            initrd=initrd, boot=boot, pxe_result=pxe_result, out=out, timings=timings,
-        )  # fmt: skip
-        write_manifest(out, manifest)
-    return BuildResult(
-        outdir=txn.outdir,
-        info=info,
-        rootfs=rootfs_img,
-        squashfs=packed,
-        initramfs=initrd,
-        pxe=pxe_result,
-        manifest=manifest,
-        timings=timings,
-    )
+def _check_options(opts: BuildOptions) -> tuple[BuildOptions, Layout]:
+    """The options, refused or completed before anything is touched, and the layout they choose."""
+    layout = get_layout(opts.rootfs_type)
+    layout.check(opts)
+    if layout.dracut_args:
+        dracut = dataclasses.replace(opts.dracut, extra_args=(*opts.dracut.extra_args, *layout.dracut_args))
+        opts = dataclasses.replace(opts, dracut=dracut)
+    return opts, layout
 
 
-def _packer_manifest(
-    packed: SquashfsResult | erofs.ErofsResult, pack_opts: SquashfsOptions | erofs.ErofsOptions, opts: BuildOptions
-) -> dict[str, Any]:
-    """The manifest's ``squashfs`` or ``erofs`` section: how the live image was packed."""
-    if isinstance(packed, erofs.ErofsResult):
-        return {"erofs": {"tool": f"mkfs.erofs {packed.tool_version}", **_jsonable(asdict(packed.options))}}
-    return {"squashfs": {"backend": opts.squashfs_backend, **_jsonable(asdict(pack_opts))}}
+def _check_input(image: Path) -> Path:
+    if not image.exists():
+        raise InvalidImage(f"{image}: no such file", hint="give the path of a disk image")
+    if not image.is_file() and not image.is_block_device():
+        raise InvalidImage(f"{image}: not a regular file")
+    if not os.access(image, os.R_OK):
+        raise HostError(f"{image}: permission denied (cannot read it)")
+    return image.absolute()
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, enum.Enum):
-        return value.value
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    return value
-
-
-def _manifest(
-    *,
-    image: Path,
-    input_sha256: str,
-    info: ImageInfo,
-    opts: BuildOptions,
-    packed: SquashfsResult | erofs.ErofsResult,
-    pack_opts: SquashfsOptions | erofs.ErofsOptions,
-    rootfs_img: RootfsImage,
-    initrd: Initrd,
-    boot: LiveBoot,
-    pxe_result: PxeResult,
-    out: Path,
-    timings: dict[str, float],
-) -> dict[str, Any]:
-    artifacts = {}
-    for path in sorted(p for p in out.rglob("*") if p.is_file()):
-        rel = path.relative_to(out).as_posix()
-        artifacts[rel] = {"size": path.stat().st_size, "sha256": sha256_file(path)}
-    deployment = info.deployment
-    return {
-        "liveimg": {"version": __version__},
-        "input": {"path": str(image), "sha256": input_sha256, "format": info.format, "size": info.virtual_size},
-        "os": {
-            "id": info.os_release.get("ID"),
-            "name": info.os_release.get("PRETTY_NAME") or info.os_release.get("NAME"),
-            "version_id": info.os_release.get("VERSION_ID"),
-            "arch": info.arch,
-        },
-        "deployment": None
-        if deployment is None
-        else {
-            "osname": deployment.osname,
-            "checksum": deployment.checksum,
-            "serial": deployment.serial,
-            "ostree": deployment.ostree_arg,
-            "path": deployment.path,
-        },
-        "kernel": {"version": boot.kver, "file": boot.kernel},
-        "initramfs": {
-            "file": boot.initramfs,
-            "compression": str(initrd.compression),
-            "modules": list(initrd.modules),
-            "left_out": [{"module": m, "why": why} for m, why in initrd.left_out],
-            "built_in": str(initrd.where),
-        },
-        "rootfs": {
-            "file": opts.rootfs_type.file_name,
-            "type": str(opts.rootfs_type),
-            "image": "LiveOS/rootfs.img" if opts.rootfs_type.holds_rootfs_img else None,
-            "method": str(rootfs_img.method),
-            "size": rootfs_img.size,
-            "allocated": rootfs_img.allocated,
-            "label": rootfs_img.label,
-        },
-        **_packer_manifest(packed, pack_opts, opts),
-        # What the pxe stage was given, so that `liveimg boot-test` can write the same configs for its own URL.
-        "boot": {
-            **_jsonable(asdict(boot)),
-            "kernel_args": list(opts.pxe.kernel_args),
-            "keep_image_args": opts.pxe.keep_image_args,
-            "cloud_init": opts.pxe.cloud_init is not None,
-        },
-        "kernel_args": list(pxe_result.kernel_args),
-        "lorax_args": list(pxe_result.lorax_args),
-        "pxe": {"url": opts.pxe.url, "pxe_dir": opts.pxe.pxe_dir},
-        "artifacts": artifacts,
-        "stages": dict(timings),
-        "warnings": list(info.warnings),
-    }
-
-
-__all__ = ["STAGES", "BuildOptions", "BuildResult", "RootfsType", "build", "squashfs_options"]
+__all__ = ["STAGES", "Stage", "build"]

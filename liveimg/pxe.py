@@ -27,7 +27,6 @@ The kernel command line of the ready configurations::
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -299,20 +298,3 @@ def write_pxe(outdir: Path, boot: LiveBoot, options: PxeOptions) -> PxeResult:
         write("cloud-init/user-data", seed.user_data_text())
         write("cloud-init/vendor-data", "")  # NoCloud asks for it; an empty file avoids a 404
     return PxeResult(files=tuple(files), kernel_args=tuple(args), lorax_args=tuple(lorax_args))
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(4 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def write_manifest(outdir: Path, manifest: Mapping[str, Any]) -> Path:
-    """Write ``manifest.json`` (keys sorted, so that equal builds give equal files)."""
-    path = outdir / "manifest.json"
-    # json.dumps escapes every control and non-ASCII character (guest strings included): the
-    # file is ASCII JSON whatever the image holds; NaN is not JSON, so it is refused.
-    path.write_text(json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=True, allow_nan=False) + "\n")
-    return path

@@ -243,7 +243,8 @@ def test_a_compressor_the_host_lacks_is_refused_before_running(
 
 
 def test_the_build_refuses_a_compression_erofs_lacks_before_reading_anything(tmp_path: Path) -> None:
-    from liveimg.pipeline import BuildOptions, RootfsType, build
+    from liveimg.options import BuildOptions, RootfsType
+    from liveimg.pipeline import build
 
     need("mkfs.erofs")
     options = BuildOptions(rootfs_type=RootfsType.EROFS, compression="lzo")

@@ -9,17 +9,17 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from liveimg import pipeline
 from liveimg import run as runner
+from liveimg.context import Build
 from liveimg.errors import Cancelled, ToolError
-from liveimg.outdir import OutdirTransaction
-from liveimg.pipeline import BuildOptions, build
+from liveimg.options import BuildOptions
+from liveimg.pipeline import build
 
 
 @pytest.fixture(autouse=True)
@@ -35,13 +35,10 @@ def default_signals() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-Stages = Callable[[Path, OutdirTransaction, BuildOptions, Any], Any]
-
-
-def with_stages(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, stages: Stages) -> tuple[Path, Path]:
+def with_stages(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, stages: pipeline.Stage) -> tuple[Path, Path]:
     image = tmp_path / "disk.raw"
     image.write_bytes(b"\0" * 4096)
-    monkeypatch.setattr(pipeline, "_build", stages)
+    monkeypatch.setattr(pipeline, "STAGES", (stages,))
     out = tmp_path / "out"
     out.mkdir()
     (out / "old").write_text("the old build")
@@ -55,8 +52,8 @@ def signal_and_wait(sig: signal.Signals) -> None:
 
 
 def test_a_signal_during_a_stage_is_cancelled_and_outdir_stays(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    def stages(image: Path, txn: OutdirTransaction, opts: BuildOptions, progress: Any) -> Any:
-        (txn.out / "half").write_text("x")
+    def stages(ctx: Build) -> None:
+        (ctx.txn.out / "half").write_text("x")
         with runner.spawn(["sleep", "60"]):
             signal_and_wait(signal.SIGHUP)
 
@@ -74,7 +71,7 @@ def test_a_signal_during_a_stage_is_cancelled_and_outdir_stays(tmp_path: Path, m
 def test_a_failure_caused_by_the_cancellation_is_cancelled(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The helper thread killed the tool first: the ToolError it caused is the cancellation."""
 
-    def stages(image: Path, txn: OutdirTransaction, opts: BuildOptions, progress: Any) -> Any:
+    def stages(ctx: Build) -> None:
         try:
             signal_and_wait(signal.SIGTERM)
         finally:
@@ -88,9 +85,9 @@ def test_a_failure_caused_by_the_cancellation_is_cancelled(tmp_path: Path, monke
 
 
 def test_a_signal_after_the_swap_says_the_build_is_complete(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    def stages(image: Path, txn: OutdirTransaction, opts: BuildOptions, progress: Any) -> Any:
-        (txn.out / "new").write_text("the new build")
-        txn.commit()
+    def stages(ctx: Build) -> None:
+        (ctx.txn.out / "new").write_text("the new build")
+        ctx.txn.commit()
         signal_and_wait(signal.SIGINT)
 
     image, out = with_stages(monkeypatch, tmp_path, stages)
@@ -104,7 +101,7 @@ def test_a_signal_after_the_swap_says_the_build_is_complete(tmp_path: Path, monk
 def test_without_a_signal_errors_pass_unchanged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     failure = ToolError(["e2fsck"], 8)
 
-    def stages(image: Path, txn: OutdirTransaction, opts: BuildOptions, progress: Any) -> Any:
+    def stages(ctx: Build) -> None:
         raise failure
 
     image, out = with_stages(monkeypatch, tmp_path, stages)

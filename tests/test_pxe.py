@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
 from pathlib import Path
 from typing import Any
@@ -149,13 +148,6 @@ def test_cloud_init_user_data_is_validated() -> None:
     with pytest.raises(InvalidOptions, match="must start with"):
         CloudInitSeed(user_data="hostname: x\n").user_data_text()
     assert CloudInitSeed(user_data="#!/bin/sh\necho hi\n").user_data_text() == "#!/bin/sh\necho hi\n"
-
-
-def test_manifest_and_checksum(tmp_path: Path) -> None:
-    (tmp_path / "a").write_bytes(b"abc")
-    assert pxe.sha256_file(tmp_path / "a") == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-    path = pxe.write_manifest(tmp_path, {"b": 1, "a": {"z": 1, "y": 2}})
-    assert path.read_text() == '{\n  "a": {\n    "y": 2,\n    "z": 1\n  },\n  "b": 1\n}\n'
 
 
 # --- guest and caller strings in every file, read back by the readers -----------------------------
@@ -322,15 +314,3 @@ def test_the_seed_is_yaml_that_reads_back(keys: list[str], password: str, runcmd
 def test_seed_values_consumers_read_by_lines_are_one_line(fields: dict[str, Any], message: str) -> None:
     with pytest.raises(InvalidOptions, match=re.escape(message)):
         CloudInitSeed(**fields)
-
-
-def test_the_manifest_is_ascii_json_whatever_the_image_holds(tmp_path: Path) -> None:
-    hostile = {
-        "name": 'Evil\n\x1b[2J\u202e"}\\',
-        "warnings": ["/boot/vmlinuz-\udcff\udcfe is odd", "a\x00b"],
-        "nested": {"k\ny": ["\u2028", 1, None, True]},
-    }
-    text = pxe.write_manifest(tmp_path, hostile).read_text()
-    assert text.isascii() and json.loads(text) == hostile
-    with pytest.raises(ValueError):
-        pxe.write_manifest(tmp_path, {"x": float("nan")})

@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from liveimg.dracut import Compression, DracutOptions
-from liveimg.pipeline import BuildOptions, build
-from liveimg.pxe import sha256_file
+from liveimg.manifest import sha256_file
+from liveimg.options import BuildOptions
+from liveimg.pipeline import build
 from tests.samples import sample_image
 from tests.support import need, need_root
 

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from liveimg.boottest import BootTestResult
-from liveimg.pxe import sha256_file
+from liveimg.manifest import sha256_file
 from tests.samples import sample_image
 from tests.support import need, need_root
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from liveimg.dracut.initramfs import Initramfs
-from liveimg.pxe import sha256_file
+from liveimg.manifest import sha256_file
 from liveimg.squashfs.reader import SquashfsReader
 from tests.e2e.live import FAST_ARGS
 from tests.samples import sample_image

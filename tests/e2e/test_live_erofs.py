@@ -17,8 +17,10 @@ import pytest
 
 from liveimg.boottest import BootTestOptions, boot_test
 from liveimg.erofs import EROFS_NAME
-from liveimg.pipeline import BuildOptions, RootfsType, build
-from liveimg.pxe import PxeOptions, sha256_file
+from liveimg.manifest import sha256_file
+from liveimg.options import BuildOptions, RootfsType
+from liveimg.pipeline import build
+from liveimg.pxe import PxeOptions
 from tests.e2e.live import FAST
 from tests.samples import sample_image
 from tests.support import guestfs_env, need, need_module, need_root

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from liveimg.boottest import BootTestOptions, boot_test
-from liveimg.pipeline import RootfsType
+from liveimg.options import RootfsType
 from tests.e2e.live import build_sample
 
 

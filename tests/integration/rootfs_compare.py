@@ -19,7 +19,7 @@ from typing import Any
 
 from liveimg import e2fs, rootfs
 from liveimg.guest import open_guest
-from liveimg.pxe import sha256_file
+from liveimg.manifest import sha256_file
 from liveimg.rootfs import GiB, Method, RootfsOptions, SizeMode
 from liveimg.tree import ApplianceTree
 from tests.samples import sample_image

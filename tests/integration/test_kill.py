@@ -32,7 +32,8 @@ from pathlib import Path
 import pytest
 
 from liveimg.errors import Cancelled
-from liveimg.pipeline import BuildOptions, build
+from liveimg.options import BuildOptions
+from liveimg.pipeline import build
 from liveimg.progress import Event, Progress
 from tests.integration.running_build import RunningBuild, descendants, still_running, tree_digest
 from tests.samples import sample_image

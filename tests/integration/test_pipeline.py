@@ -12,7 +12,7 @@ import pytest
 
 from liveimg import rootfs
 from liveimg.guest import open_guest
-from liveimg.pxe import sha256_file
+from liveimg.manifest import sha256_file
 from liveimg.rootfs import RootfsOptions
 from liveimg.squashfs import SquashfsOptions, write_squashfs_file
 from tests.samples import sample_image

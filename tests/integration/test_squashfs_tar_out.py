@@ -13,9 +13,9 @@ import pytest
 
 from liveimg import run as runner
 from liveimg.errors import InvalidImage
-from liveimg.pipeline import _tar_into
 from liveimg.squashfs.options import SquashfsOptions
 from liveimg.squashfs.writer import SquashfsWriter
+from liveimg.tarout import tar_into
 from tests import support
 from tests.integration.guest_images import mkfs_ext4
 from tests.squashfs.helpers import listing
@@ -63,12 +63,12 @@ def test_unreadable_file_fails_the_tar_out(tmp_path: Path) -> None:
 
         ok = tmp_path / "good.sqfs"
         with SquashfsWriter(ok, FAST) as w:
-            assert _tar_into(g, "/good", w, prefix="", skip=frozenset({"lost+found"})) == 6
+            assert tar_into(g, "/good", w, prefix="", skip=frozenset({"lost+found"})) == 6
         assert sorted(listing(ok)) == ["", "etc", "etc/hostname", "etc/shadow", "usr", "usr/last"]
 
         failed = tmp_path / "bad.sqfs"
         with pytest.raises(InvalidImage) as caught, SquashfsWriter(failed, FAST) as w:
-            _tar_into(g, "/bad", w, prefix="", skip=frozenset({"lost+found"}))
+            tar_into(g, "/bad", w, prefix="", skip=frozenset({"lost+found"}))
         message = str(caught.value)
         assert message.startswith("reading /bad of the image in the appliance failed: tar: ./etc/shadow: "), message
         assert message.endswith(" (file receive cancelled by daemon)"), message

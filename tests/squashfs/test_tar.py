@@ -1,7 +1,7 @@
 """Tar streams into the writer, and the flat rootfs type's tar-out: every failure fails the build.
 
 The streams are GNU tar's own (what the appliance's tar-out runs), cut and damaged the ways a
-failing producer leaves them.  ``_tar_into`` is fed by a stand-in for libguestfs's handle whose
+failing producer leaves them.  ``tar_into`` is fed by a stand-in for libguestfs's handle whose
 ``tar_out`` writes such a stream to the file it is given and then fails, or not; the real
 appliance failing on a damaged guest filesystem is in tests/integration/test_squashfs_tar_out.py.
 """
@@ -18,10 +18,10 @@ import pytest
 
 from liveimg import run as runner
 from liveimg.errors import HostError, InvalidImage
-from liveimg.pipeline import _tar_into
 from liveimg.squashfs.options import SquashfsOptions
 from liveimg.squashfs.tar import DamagedStream, add_tar_stream
 from liveimg.squashfs.writer import SquashfsWriter
+from liveimg.tarout import tar_into
 from tests import support
 from tests.squashfs.helpers import listing
 
@@ -97,11 +97,11 @@ def test_data_after_the_end(tmp_path: Path, gnu_tar: bytes) -> None:
         _pack(tmp_path, gnu_tar + b"more")
 
 
-# --- the flat type's tar-out (pipeline._tar_into) ----------------------------------------
+# --- the flat type's tar-out (liveimg.tarout.tar_into) -----------------------------------
 
 
 class FakeGuestfs:
-    """libguestfs's handle as far as ``_tar_into`` uses it: ``tar_out`` writes ``data`` to the
+    """libguestfs's handle as far as ``tar_into`` uses it: ``tar_out`` writes ``data`` to the
     file it is given, the appliance prints ``said`` (to the appliance event callbacks), then it
     raises ``error`` (after writing, or before opening with ``early``)."""
 
@@ -134,7 +134,7 @@ class FakeGuestfs:
 
 def _tar_into_image(tmp_path: Path, g: FakeGuestfs) -> int:
     with SquashfsWriter(tmp_path / "o.sqfs", FAST) as w:
-        return _tar_into(g, "/sysroot", w, prefix="", skip=frozenset())
+        return tar_into(g, "/sysroot", w, prefix="", skip=frozenset())
 
 
 def test_tar_out_whole(tmp_path: Path, gnu_tar: bytes) -> None:

@@ -1,0 +1,156 @@
+"""``manifest.json``: what a build made, from what, and how; the sha256 sums it records.
+
+The manifest is ASCII JSON with sorted keys, so that equal builds give equal files; ``liveimg
+boot-test`` reads it back (``boot``: what the pxe stage was given) to write the same boot
+configurations for its own URL.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+import threading
+from collections.abc import Mapping
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from liveimg._version import __version__
+from liveimg.errors import HostError, InternalError
+
+if TYPE_CHECKING:
+    from liveimg.context import Build
+    from liveimg.guest import ImageFormat
+
+
+def describe(ctx: Build) -> dict[str, Any]:
+    """The manifest of a build whose artifacts are all in ``ctx.txn.out`` (the manifest itself aside)."""
+    out = ctx.txn.out
+    artifacts = {}
+    for path in sorted(p for p in out.rglob("*") if p.is_file()):
+        rel = path.relative_to(out).as_posix()
+        artifacts[rel] = {"size": path.stat().st_size, "sha256": sha256_file(path)}
+    info, options, layout = ctx.info, ctx.options, ctx.layout
+    boot, initrd, rootfs, pxe = ctx.boot, ctx.initrd, ctx.rootfs, ctx.pxe
+    deployment = info.deployment
+    return {
+        "liveimg": {"version": __version__},
+        "input": {
+            "path": str(ctx.image),
+            "sha256": ctx.input_digest.result(),
+            "format": info.format,
+            "size": info.virtual_size,
+        },
+        "os": {
+            "id": info.os_release.get("ID"),
+            "name": info.os_release.get("PRETTY_NAME") or info.os_release.get("NAME"),
+            "version_id": info.os_release.get("VERSION_ID"),
+            "arch": info.arch,
+        },
+        "deployment": None
+        if deployment is None
+        else {
+            "osname": deployment.osname,
+            "checksum": deployment.checksum,
+            "serial": deployment.serial,
+            "ostree": deployment.ostree_arg,
+            "path": deployment.path,
+        },
+        "kernel": {"version": boot.kver, "file": boot.kernel},
+        "initramfs": {
+            "file": boot.initramfs,
+            "compression": str(initrd.compression),
+            "modules": list(initrd.modules),
+            "left_out": [{"module": m, "why": why} for m, why in initrd.left_out],
+            "built_in": str(initrd.where),
+        },
+        "rootfs": {
+            "file": layout.file_name,
+            "type": layout.name,
+            "image": layout.rootfs_image,
+            "method": str(rootfs.method),
+            "size": rootfs.size,
+            "allocated": rootfs.allocated,
+            "label": rootfs.label,
+        },
+        layout.packer: layout.manifest(ctx),  # how the live file was packed
+        # What the pxe stage was given, so that `liveimg boot-test` can write the same configs for its own URL.
+        "boot": {
+            **jsonable(asdict(boot)),
+            "kernel_args": list(options.pxe.kernel_args),
+            "keep_image_args": options.pxe.keep_image_args,
+            "cloud_init": options.pxe.cloud_init is not None,
+        },
+        "kernel_args": list(pxe.kernel_args),
+        "lorax_args": list(pxe.lorax_args),
+        "pxe": {"url": options.pxe.url, "pxe_dir": options.pxe.pxe_dir},
+        "artifacts": artifacts,
+        "stages": dict(ctx.timings),
+        "warnings": list(info.warnings),
+    }
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` (``asdict`` of options) with paths and enums as JSON has them: strings."""
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    return value
+
+
+def sha256_file(path: Path) -> str:
+    """The sha256 of the file at ``path``, hex."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(4 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class InputDigest(threading.Thread):
+    """The sha256 of the input, computed beside the appliance's start (it is I/O, they are CPU).
+
+    It reads the input as :func:`~liveimg.guest.probe_image` opened it (``reader_path``), the
+    file the probes and libguestfs read: a file put in its place at the same path meanwhile is
+    not the one hashed.
+    """
+
+    def __init__(self, image: ImageFormat) -> None:
+        super().__init__(name="liveimg-sha256", daemon=True)
+        self.image = image  # holds the open file for as long as the thread reads it
+        self.digest: str | None = None
+        self.error: BaseException | None = None
+        self.start()
+
+    def run(self) -> None:
+        try:
+            self.digest = sha256_file(Path(self.image.reader_path))
+        except BaseException as exc:  # reported by result()
+            self.error = exc
+
+    def result(self) -> str:
+        """The hex digest, once the thread is done; :class:`HostError` if the input could not be read."""
+        self.join()
+        if self.error is not None:
+            raise HostError(f"cannot read {self.image.path}: {self.error}")
+        if self.digest is None:
+            raise InternalError("the input's sha256 thread ended without a digest")
+        return self.digest
+
+
+def write_manifest(outdir: Path, manifest: Mapping[str, Any]) -> Path:
+    """Write ``manifest.json`` (keys sorted, so that equal builds give equal files)."""
+    path = outdir / "manifest.json"
+    # json.dumps escapes every control and non-ASCII character (guest strings included): the
+    # file is ASCII JSON whatever the image holds; NaN is not JSON, so it is refused.
+    path.write_text(json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=True, allow_nan=False) + "\n")
+    return path
+
+
+__all__ = ["InputDigest", "describe", "jsonable", "sha256_file", "write_manifest"]

@@ -1,0 +1,22 @@
+"""The preflight, part of the guest stage: what cannot work is refused before the long stages.
+
+An image whose dracut cannot build a live initramfs (:func:`liveimg.dracut.plan_dracut`), or
+that cannot boot the chosen layout (:meth:`~liveimg.layouts.Layout.preflight`).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from liveimg.dracut import plan_dracut
+
+if TYPE_CHECKING:
+    from liveimg.context import Build
+
+
+def run(ctx: Build) -> None:
+    with ctx.stage("guest", timed=False):
+        info = ctx.info
+        plan_dracut(ctx.system_tree(), kver=info.kernel.version, ostree=info.ostree, options=ctx.options.dracut,
+                    output="/run/initramfs.cpio")  # fmt: skip
+        ctx.layout.preflight(ctx)
