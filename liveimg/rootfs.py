@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any
 from liveimg import e2fs, sandbox, sparse
 from liveimg.errors import HostError, InternalError, InvalidImage, InvalidOptions
 from liveimg.progress import Progress
+from liveimg.staging import AtomicOutput
 from liveimg.tree import ApplianceTree, TreeEntry, TreeSource
 
 if TYPE_CHECKING:
@@ -398,7 +399,6 @@ def from_partition(
     """The ``partition`` method (see the module docstring); ``dest`` is written whole or not at all."""
     if image_format == "raw":
         check_space(dest.parent, _raw_data_bytes(image, offset, length))
-    tmp = dest.with_name(f".{dest.name}.tmp")
     boot_entries = boot.entries() if boot is not None else []
     boot_bytes = tree_bytes(boot_entries) + 16 * MiB
     # The largest the image may grow to (resize2fs's file size limit in the sandbox).
@@ -406,39 +406,39 @@ def from_partition(
     content = Path(tempfile.mkdtemp(dir=workdir, prefix="tree-"))  # the /boot files, for debugfs
     mounts = [sandbox.Bind(content, _CONTENT_DIR)] if boot is not None else []
     try:
-        extract_partition(image, image_format, offset, length, tmp)
-        # One sandbox for the e2fsprogs calls below (each would otherwise start its own).
-        with e2fs.session(tmp, writable=True, mounts=mounts, max_size=largest):
-            sb = e2fs.superblock(tmp)
-            if sb.block_size != BLOCK_SIZE:
-                raise InvalidImage(f"{what} has {sb.block_size}-byte blocks; the partition method needs {BLOCK_SIZE}")
-            if check_source_copy(tmp, what, repair=options.repair_source, sb=sb):
-                sb = e2fs.superblock(tmp)  # after a replay or repair: its counts are right now
-            # Growing (or keeping the size) only needs room for /boot; shrinking is bounded by
-            # what resize2fs can pack the filesystem into, which is more than the data it holds.
-            needed = sb.used_bytes + boot_bytes
-            grows = options.size_mode is SizeMode.KEEP or (
-                options.size_mode is SizeMode.FIXED and (options.size or 0) >= sb.size
-            )
-            if not grows:
-                needed = max(needed, e2fs.min_size_blocks(tmp) * BLOCK_SIZE + boot_bytes)
-            size = target_size(options.size_mode, needed=needed, requested=options.size, partition=length)
-            e2fs.resize(tmp, size // BLOCK_SIZE, BLOCK_SIZE)
-            e2fs.tune(tmp, label=options.label, reserved_percent=0)
-            if boot is not None:
-                if not boot_is_empty(tmp, "/boot", workdir):
+        # A work file (the squashfs stage reads it at once, a crash restarts the build): not flushed.
+        with AtomicOutput(dest, durable=False) as tmp:
+            extract_partition(image, image_format, offset, length, tmp)
+            # One sandbox for the e2fsprogs calls below (each would otherwise start its own).
+            with e2fs.session(tmp, writable=True, mounts=mounts, max_size=largest):
+                sb = e2fs.superblock(tmp)
+                if sb.block_size != BLOCK_SIZE:
                     raise InvalidImage(
-                        f"{what}: /boot on the root filesystem is not empty although a boot partition exists",
-                        hint="liveimg merges the boot partition into an empty /boot, as a mount would show it",
+                        f"{what} has {sb.block_size}-byte blocks; the partition method needs {BLOCK_SIZE}"
                     )
-                write_tree(tmp, _Prefetched(boot, boot_entries), "/boot", workdir, limit=boot_limit,
-                           inode_size=sb.inode_size, staging=content)  # fmt: skip
-            _finish_image(tmp, what)
-            final = e2fs.superblock(tmp)
-        tmp.rename(dest)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+                if check_source_copy(tmp, what, repair=options.repair_source, sb=sb):
+                    sb = e2fs.superblock(tmp)  # after a replay or repair: its counts are right now
+                # Growing (or keeping the size) only needs room for /boot; shrinking is bounded by
+                # what resize2fs can pack the filesystem into, which is more than the data it holds.
+                needed = sb.used_bytes + boot_bytes
+                grows = options.size_mode is SizeMode.KEEP or (
+                    options.size_mode is SizeMode.FIXED and (options.size or 0) >= sb.size
+                )
+                if not grows:
+                    needed = max(needed, e2fs.min_size_blocks(tmp) * BLOCK_SIZE + boot_bytes)
+                size = target_size(options.size_mode, needed=needed, requested=options.size, partition=length)
+                e2fs.resize(tmp, size // BLOCK_SIZE, BLOCK_SIZE)
+                e2fs.tune(tmp, label=options.label, reserved_percent=0)
+                if boot is not None:
+                    if not boot_is_empty(tmp, "/boot", workdir):
+                        raise InvalidImage(
+                            f"{what}: /boot on the root filesystem is not empty although a boot partition exists",
+                            hint="liveimg merges the boot partition into an empty /boot, as a mount would show it",
+                        )
+                    write_tree(tmp, _Prefetched(boot, boot_entries), "/boot", workdir, limit=boot_limit,
+                               inode_size=sb.inode_size, staging=content)  # fmt: skip
+                _finish_image(tmp, what)
+                final = e2fs.superblock(tmp)
     finally:
         shutil.rmtree(content, ignore_errors=True)
     return _result(dest, Method.PARTITION, boot_merged=boot is not None, sb=final)
@@ -559,15 +559,10 @@ def by_copy(
             ) from None
         raise InvalidImage(f"{info.image}: copying the root filesystem failed: {text}") from None
     # The appliance is done with the drive: it becomes rootfs.img, cut to the filesystem's size.
-    tmp = dest.with_name(f".{dest.name}.tmp")
-    try:
+    with AtomicOutput(dest, durable=False) as tmp:  # a work file, as in from_partition
         os.replace(drive, tmp)
         os.truncate(tmp, size)
         _finish_image(tmp, str(info.root.device))
-        tmp.rename(dest)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return _result(dest, Method.COPY, boot_merged=boot_mp is not None)
 
 

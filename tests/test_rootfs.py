@@ -179,7 +179,7 @@ def test_partition_method_merges_boot(tmp_path: Path) -> None:
     dumped = tmp_path / "vmlinuz"
     runner.run(["debugfs", "-R", f"dump /boot/vmlinuz-1 {dumped}", dest])
     assert dumped.read_bytes() == (boot / "vmlinuz-1").read_bytes()
-    assert not list(tmp_path.glob(".rootfs.img.tmp"))
+    assert not list(tmp_path.glob(".rootfs.img.*"))
 
 
 def test_a_root_mounted_since_its_last_check_is_resized(tmp_path: Path) -> None:

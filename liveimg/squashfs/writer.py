@@ -6,8 +6,8 @@ packs the data at once, so nothing is staged); :meth:`SquashfsWriter.finish` dra
 block processor, serializes the tree (inode table, then directory table), writes the
 fragment, export, id and xattr tables in the order the kernel checks them (each table's
 index must end where the next table starts), then the real superblock, and pads the
-image to 4 KiB.  The image is written to a temporary file beside the destination and
-renamed when complete; on any error it is removed.
+image to 4 KiB.  The image is written through :class:`~liveimg.staging.AtomicOutput`: a
+temporary file beside the destination, flushed and renamed when complete, removed on any error.
 
 Times.  squashfs stores an inode's mtime as an unsigned 32-bit count of seconds: a time
 before 1970 or after 2106-02-07 is clamped into that range with a warning naming the file
@@ -69,7 +69,7 @@ from liveimg.squashfs.meta_writer import MetaWriter, build_table, encode_meta_bl
 from liveimg.squashfs.options import SquashfsOptions, SquashfsResult, source_date_epoch
 from liveimg.squashfs.superblock import Superblock
 from liveimg.squashfs.xattr import XattrSet, XattrWriter, normalize
-from liveimg.staging import temp_beside
+from liveimg.staging import AtomicOutput
 
 log = logging.getLogger(__name__)
 
@@ -119,9 +119,10 @@ class SquashfsWriter:
         self._progress = progress or Progress()
         self._stage_cm = self._progress.stage("squashfs", total=total_bytes, unit="bytes")
         self._stage: StageProgress | None = None
-        self._tmp = temp_beside(self.dest)
+        self._output = AtomicOutput(self.dest)
         self._closed = False
         try:
+            self._tmp = self._output.create()
             self.out = Output(self._tmp, str(self.dest))
             self._stage = self._stage_cm.__enter__()
             # Placeholder superblock and the compressor options; the real superblock comes last.
@@ -349,8 +350,7 @@ class SquashfsWriter:
         out = getattr(self, "out", None)
         if out is not None:
             out.close()
-        with contextlib.suppress(FileNotFoundError):
-            self._tmp.unlink()
+        self._output.discard()
 
     def finish(self) -> SquashfsResult:
         """Write the metadata and the superblock, pad, and move the image into place."""
@@ -360,10 +360,7 @@ class SquashfsWriter:
             sb = self._write_metadata()
             self.out.finish(self.out.pos)
             self.out.close()
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(self._tmp, 0o666 & ~umask)
-            os.replace(self._tmp, self.dest)
+            self._output.commit()
         except BaseException as exc:
             self.abort(exc)
             raise
