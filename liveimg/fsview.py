@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Protocol
 
 from liveimg.errors import GuestPathEscapes, InvalidImage
+from liveimg.tree import Kind, file_kind
 
 #: Symlinks followed in one lookup before giving up (Linux's limit as well).
 MAX_SYMLINKS = 40
@@ -48,32 +49,24 @@ TEXT_LIMIT = 1 << 20
 LISTDIR_LIMIT = 65536
 
 
-class FileType(enum.Enum):
-    FILE = "file"
-    DIR = "dir"
-    SYMLINK = "symlink"
-    OTHER = "other"  # device nodes, fifos, sockets: never read
+#: What a guest file is: the entry model's kinds (only files, directories and symlinks are read).
+FileType = Kind
 
 
 @dataclass(frozen=True)
 class FileStat:
-    """What :meth:`ReadOnlyFS.lstat` tells about one path (the link itself for a symlink)."""
+    """What :meth:`ReadOnlyFS.lstat` tells about one path (the link itself for a symlink).
 
-    type: FileType
+    ``type`` is None for a file type no Linux filesystem holds (never read, never followed).
+    """
+
+    type: Kind | None
     size: int
     mode: int = 0
 
     @classmethod
     def from_mode(cls, mode: int, size: int) -> FileStat:
-        if statmod.S_ISLNK(mode):
-            kind = FileType.SYMLINK
-        elif statmod.S_ISDIR(mode):
-            kind = FileType.DIR
-        elif statmod.S_ISREG(mode):
-            kind = FileType.FILE
-        else:
-            kind = FileType.OTHER
-        return cls(kind, size, statmod.S_IMODE(mode))
+        return cls(file_kind(mode), size, statmod.S_IMODE(mode))
 
 
 class ReadOnlyFS(Protocol):
@@ -270,7 +263,7 @@ class GuestTree:
         if resolved is None or st is None:
             raise InvalidImage(f"{self.label}: {path} does not exist")
         if st.type is not FileType.FILE:
-            raise InvalidImage(f"{self.label}: {path} is not a regular file ({st.type.value})")
+            raise InvalidImage(f"{self.label}: {path} is not a regular file ({st.type or 'of an unknown type'})")
         if st.size > limit:
             raise InvalidImage(f"{self.label}: {path} is {st.size} bytes, more than the {limit} accepted")
         return self._fs_path(_components(resolved)), st.size

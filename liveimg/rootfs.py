@@ -46,7 +46,7 @@ from liveimg import e2fs, sandbox, sparse
 from liveimg.errors import HostError, InternalError, InvalidImage, InvalidOptions
 from liveimg.progress import Progress
 from liveimg.staging import AtomicOutput
-from liveimg.tree import ApplianceTree, TreeEntry, TreeSource
+from liveimg.tree import ApplianceTree, Entry, Kind, TreeSource
 
 if TYPE_CHECKING:
     from liveimg.guest import Guest
@@ -122,15 +122,12 @@ def _round_up(value: int, unit: int) -> int:
     return -(-value // unit) * unit
 
 
-def tree_bytes(entries: Sequence[TreeEntry], block_size: int = BLOCK_SIZE) -> int:
+def tree_bytes(entries: Sequence[Entry], block_size: int = BLOCK_SIZE) -> int:
     """Space a tree takes in ext4: data rounded to blocks, hard links once, a block per directory."""
-    seen: set[tuple[int, int]] = set()
     total = 0
     for entry in entries:
-        if entry.inode is not None and entry.kind == "file":
-            if entry.inode in seen:
-                continue
-            seen.add(entry.inode)
+        if entry.hardlink is not None:
+            continue
         if entry.kind in ("file", "dir"):
             total += max(_round_up(entry.size, block_size), block_size if entry.kind == "dir" else 0)
         elif entry.kind == "symlink" and len((entry.link_target or "").encode()) >= 60:
@@ -170,7 +167,7 @@ def _q(path: str) -> str:
     return e2fs.debugfs_quote(path)
 
 
-def _times(path: str, entry: TreeEntry, extra: bool) -> list[str]:
+def _times(path: str, entry: Entry, extra: bool) -> list[str]:
     cmds = []
     for field, ns in (("atime", entry.atime_ns), ("mtime", entry.mtime_ns), ("ctime", entry.ctime_ns)):
         seconds, nanos = divmod(ns, 10**9)
@@ -182,9 +179,9 @@ def _times(path: str, entry: TreeEntry, extra: bool) -> list[str]:
 
 
 def tree_commands(
-    entries: Sequence[TreeEntry],
+    entries: Sequence[Entry],
     dest: str,
-    content: Callable[[TreeEntry], Path],
+    content: Callable[[Entry], Path],
     *,
     extra_times: bool = True,
     xattr_file: Callable[[bytes], Path],
@@ -192,51 +189,50 @@ def tree_commands(
     """debugfs commands that recreate ``entries`` below ``dest`` (an existing, empty directory).
 
     Directory metadata is set last, deepest first, because adding entries changes a
-    directory's times.  Hard links become ``ln`` plus the right link count.  Sockets are
-    skipped (debugfs cannot make them, and they mean nothing in an image).
+    directory's times.  Hard links (``entry.hardlink``) become ``ln`` plus the right link
+    count.  Sockets are skipped (debugfs cannot make them, and they mean nothing in an image);
+    so are the extended attributes of symlinks.
     """
     cmds: list[str] = []
-    dirs: list[tuple[str, TreeEntry]] = []
-    first_name: dict[tuple[int, int], str] = {}
+    dirs: list[tuple[str, Entry]] = []
     link_counts: dict[str, int] = {}
 
-    def meta(path: str, entry: TreeEntry) -> None:
+    def image_path(rel: str) -> str:
+        return str(PurePosixPath(dest) / rel) if rel else dest
+
+    def meta(path: str, entry: Entry) -> None:
         cmds.append(f"sif {_q(path)} mode 0{entry.mode:o}")
         cmds.append(f"sif {_q(path)} uid {entry.uid}")
         cmds.append(f"sif {_q(path)} gid {entry.gid}")
-        for name, value in entry.xattrs:
+        for name, value in entry.xattrs if entry.kind is not Kind.SYMLINK else ():
             cmds.append(f"ea_set -f {_q(str(xattr_file(value)))} {_q(path)} {_q(name)}")
         cmds.extend(_times(path, entry, extra_times))
 
     for entry in entries:
-        path = str(PurePosixPath(dest) / entry.path) if entry.path else dest
-        if entry.kind == "dir":
+        path = image_path(entry.path)
+        kind = entry.kind
+        if entry.hardlink is not None:
+            first = image_path(entry.hardlink)
+            cmds.append(f"ln {_q(first)} {_q(path)}")
+            link_counts[first] = link_counts.get(first, 1) + 1
+            continue
+        if kind is Kind.DIR:
             if entry.path:
                 cmds.append(f"mkdir {_q(path)}")
             dirs.append((path, entry))
             continue
-        if entry.kind == "socket":
+        if kind is Kind.SOCKET:
             log.warning("skipping socket %s: sockets cannot be stored in an image", path)
             continue
-        if entry.kind == "file" and entry.inode is not None and entry.nlink > 1:
-            if entry.inode in first_name:
-                first = first_name[entry.inode]
-                cmds.append(f"ln {_q(first)} {_q(path)}")
-                link_counts[first] += 1
-                continue
-            first_name[entry.inode] = path
-            link_counts[path] = 1
-        if entry.kind == "file":
+        if kind is Kind.FILE:
             cmds.append(f"write {_q(str(content(entry)))} {_q(path)}")
-        elif entry.kind == "symlink":
+        elif kind is Kind.SYMLINK:
             cmds.append(f"symlink {_q(path)} {_q(entry.link_target or '')}")
         else:
             # mknod takes a name in the current directory, not a path.
             parent, name = str(PurePosixPath(path).parent), PurePosixPath(path).name
-            if entry.kind == "fifo":
-                node = "p"
-            else:
-                node = f"{'c' if entry.kind == 'chardev' else 'b'} {os.major(entry.rdev)} {os.minor(entry.rdev)}"
+            major, minor = entry.rdev
+            node = "p" if kind is Kind.FIFO else f"{'c' if kind is Kind.CHARDEV else 'b'} {major} {minor}"
             cmds += [f"cd {_q(parent)}", f"mknod {_q(name)} {node}", "cd /"]
         meta(path, entry)
     for path, count in link_counts.items():
@@ -279,7 +275,7 @@ def write_tree(
         tmpdir = staging or Path(stack.enter_context(tempfile.TemporaryDirectory(dir=workdir, prefix="tree-")))
         counter = iter(range(1 << 62))
 
-        def content(entry: TreeEntry) -> Path:
+        def content(entry: Entry) -> Path:
             name = f"f{next(counter)}"
             tree.fetch(entry, tmpdir / name)
             return Path(_CONTENT_DIR, name)
@@ -447,14 +443,14 @@ def from_partition(
 class _Prefetched:
     """A tree source whose entries were already listed (listing through libguestfs costs time)."""
 
-    def __init__(self, source: TreeSource, entries: list[TreeEntry]) -> None:
+    def __init__(self, source: TreeSource, entries: list[Entry]) -> None:
         self.source = source
         self._entries = entries
 
-    def entries(self) -> list[TreeEntry]:
+    def entries(self) -> list[Entry]:
         return self._entries
 
-    def fetch(self, entry: TreeEntry, dest: Path) -> None:
+    def fetch(self, entry: Entry, dest: Path) -> None:
         self.source.fetch(entry, dest)
 
 
