@@ -33,7 +33,7 @@ from liveimg.errors import GuestPathEscapes, HostError, InvalidImage, InvalidOpt
 from liveimg.fsview import GuestTree
 from liveimg.progress import Progress
 from liveimg.reproducible import clamp_to_epoch
-from liveimg.staging import source_stat, staged_file, temp_output
+from liveimg.staging import AtomicOutput, source_stat, staged_file
 
 log = logging.getLogger(__name__)
 
@@ -284,7 +284,7 @@ def pack_file(
     with (
         progress.stage("erofs", total=st.st_size, unit="bytes") as stage,
         staged_file(file, dest, arcname, timestamp) as source,
-        temp_output(dest) as tmp,
+        AtomicOutput(dest) as tmp,
     ):
         argv = mkfs_argv(source, tmp, options, timestamp=timestamp, fs_uuid=fs_uuid)
         try:

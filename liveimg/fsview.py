@@ -14,6 +14,10 @@ walks a path component by component:
   hide a hostile image);
 * at most :data:`MAX_SYMLINKS` links are followed per lookup (loops end as an error).
 
+That walk is :func:`resolve`, the one symlink resolver; its ``escape`` policy says what ``..``
+above the root means: refused (:class:`GuestTree`'s lookups), or clamped at the root as the
+kernel does in a chroot (:func:`liveimg.dracut.tree.chroot_path`, where mount points are made).
+
 Backends: :class:`HostFS` reads a directory on the host (unit tests with pyfakefs, trees
 extracted on the host); :class:`MergedFS` stacks filesystems the way mounts do (the boot
 partition over ``/boot`` of the physical root); :mod:`liveimg.guest` adds the libguestfs one.
@@ -35,6 +39,7 @@ from pathlib import Path
 from typing import Protocol
 
 from liveimg.errors import GuestPathEscapes, InvalidImage
+from liveimg.tree import Kind, file_kind
 
 #: Symlinks followed in one lookup before giving up (Linux's limit as well).
 MAX_SYMLINKS = 40
@@ -44,32 +49,24 @@ TEXT_LIMIT = 1 << 20
 LISTDIR_LIMIT = 65536
 
 
-class FileType(enum.Enum):
-    FILE = "file"
-    DIR = "dir"
-    SYMLINK = "symlink"
-    OTHER = "other"  # device nodes, fifos, sockets: never read
+#: What a guest file is: the entry model's kinds (only files, directories and symlinks are read).
+FileType = Kind
 
 
 @dataclass(frozen=True)
 class FileStat:
-    """What :meth:`ReadOnlyFS.lstat` tells about one path (the link itself for a symlink)."""
+    """What :meth:`ReadOnlyFS.lstat` tells about one path (the link itself for a symlink).
 
-    type: FileType
+    ``type`` is None for a file type no Linux filesystem holds (never read, never followed).
+    """
+
+    type: Kind | None
     size: int
     mode: int = 0
 
     @classmethod
     def from_mode(cls, mode: int, size: int) -> FileStat:
-        if statmod.S_ISLNK(mode):
-            kind = FileType.SYMLINK
-        elif statmod.S_ISDIR(mode):
-            kind = FileType.DIR
-        elif statmod.S_ISREG(mode):
-            kind = FileType.FILE
-        else:
-            kind = FileType.OTHER
-        return cls(kind, size, statmod.S_IMODE(mode))
+        return cls(file_kind(mode), size, statmod.S_IMODE(mode))
 
 
 class ReadOnlyFS(Protocol):
@@ -98,6 +95,69 @@ class ReadOnlyFS(Protocol):
     def read(self, path: str, size: int, offset: int = 0) -> bytes:
         """Up to ``size`` bytes of a regular file from ``offset``."""
         ...
+
+
+class Escape(enum.Enum):
+    """What :func:`resolve` does with a path that climbs above its root."""
+
+    #: Refuse it (:class:`GuestPathEscapes`); a name that does not exist ends the lookup (None).
+    REFUSE = "refuse"
+    #: Stay at the root, as the kernel does in a chroot; names that do not exist (and what
+    #: follows them) are kept: the result is where ``mkdir -p`` would create the path.
+    CLAMP = "clamp"
+
+
+def resolve(
+    fs: ReadOnlyFS, root: str, path: str, *, escape: Escape, follow_last: bool = True, label: str
+) -> list[str] | None:
+    """The names of ``path`` below ``root`` of ``fs`` once every symlink is resolved: the one resolver.
+
+    ``root`` is a resolved directory of ``fs`` (no symlinks in it).  The walk goes component by
+    component, never letting ``fs`` follow a link: a relative target is read from the link's
+    directory, an absolute one from ``root``; ``..`` at the root is refused or clamped as
+    ``escape`` says.  ``follow_last=False`` leaves a symlink in the last component as it is.
+    With :attr:`Escape.REFUSE` the result is None when a name does not exist or a non-directory
+    is used as one.  More than :data:`MAX_SYMLINKS` links, or a link with an empty target, are an
+    :class:`InvalidImage` naming ``path`` with ``label`` (the filesystem, for messages).
+    """
+    base = root.rstrip("/")
+    pending: deque[tuple[str, str | None]] = deque((name, None) for name in _components(path))
+    resolved: list[str] = []
+    links = 0
+    while pending:
+        name, via = pending.popleft()
+        if name == "..":
+            if resolved:
+                resolved.pop()
+            elif escape is Escape.REFUSE:
+                if via:
+                    raise GuestPathEscapes(f"{label}: {path}: symlink {via} points outside the guest root")
+                raise GuestPathEscapes(f"{label}: {path}: the path climbs above the guest root")
+            continue
+        candidate = [*resolved, name]
+        where = base + _join(candidate)
+        st = fs.lstat(where)
+        if st is None:
+            if escape is Escape.REFUSE:
+                return None
+        elif st.type is FileType.SYMLINK and (pending or follow_last):
+            links += 1
+            if links > MAX_SYMLINKS:
+                raise InvalidImage(
+                    f"{label}: {path}: too many symbolic links (more than {MAX_SYMLINKS} symlinks: a loop?)"
+                )
+            target = fs.readlink(where)
+            if not target:
+                raise InvalidImage(f"{label}: {path}: symlink {_join(candidate)} has an empty target")
+            if target.startswith("/"):
+                resolved = []
+            via = f"{_join(candidate)} -> {target}"
+            pending.extendleft(reversed([(part, via) for part in _components(target)]))
+            continue
+        elif pending and st.type is not FileType.DIR and escape is Escape.REFUSE:
+            return None  # a file used as a directory: ENOTDIR, i.e. it does not exist
+        resolved = candidate
+    return resolved
 
 
 def _components(path: str) -> list[str]:
@@ -141,42 +201,8 @@ class GuestTree:
         semantics).  Raises :class:`GuestPathEscapes` if resolution would leave the root and
         :class:`InvalidImage` for symlink loops.
         """
-        pending: deque[tuple[str, str | None]] = deque((name, None) for name in _components(path))
-        resolved: list[str] = []
-        links = 0
-        while pending:
-            name, via = pending.popleft()
-            if name == "..":
-                if not resolved:
-                    raise GuestPathEscapes(self._escape_message(path, via))
-                resolved.pop()
-                continue
-            candidate = [*resolved, name]
-            st = self._lstat(candidate)
-            if st is None:
-                return None
-            if st.type is FileType.SYMLINK and (pending or follow):
-                links += 1
-                link_path = _join(candidate)
-                if links > MAX_SYMLINKS:
-                    raise InvalidImage(f"{self.label}: {path}: more than {MAX_SYMLINKS} symlinks (a loop?)")
-                target = self.fs.readlink(self._fs_path(candidate))
-                if not target:
-                    raise InvalidImage(f"{self.label}: {path}: symlink {link_path} has an empty target")
-                if target.startswith("/"):
-                    resolved = []
-                link_parts = [(part, f"{link_path} -> {target}") for part in _components(target)]
-                pending.extendleft(reversed(link_parts))
-                continue
-            if pending and st.type is not FileType.DIR:
-                return None  # a file used as a directory: ENOTDIR, i.e. it does not exist
-            resolved = candidate
-        return _join(resolved)
-
-    def _escape_message(self, path: str, via: str | None) -> str:
-        if via:
-            return f"{self.label}: {path}: symlink {via} points outside the guest root"
-        return f"{self.label}: {path}: the path climbs above the guest root"
+        parts = resolve(self.fs, self.root, path, escape=Escape.REFUSE, follow_last=follow, label=self.label)
+        return None if parts is None else _join(parts)
 
     def stat(self, path: str, *, follow: bool = True) -> FileStat | None:
         """The stat of the resolved path, or None if it does not exist."""
@@ -237,7 +263,7 @@ class GuestTree:
         if resolved is None or st is None:
             raise InvalidImage(f"{self.label}: {path} does not exist")
         if st.type is not FileType.FILE:
-            raise InvalidImage(f"{self.label}: {path} is not a regular file ({st.type.value})")
+            raise InvalidImage(f"{self.label}: {path} is not a regular file ({st.type or 'of an unknown type'})")
         if st.size > limit:
             raise InvalidImage(f"{self.label}: {path} is {st.size} bytes, more than the {limit} accepted")
         return self._fs_path(_components(resolved)), st.size

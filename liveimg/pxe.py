@@ -37,6 +37,7 @@ import yaml
 from liveimg import bootsyntax
 from liveimg.bootsyntax import GrubConfig, IpxeScript, PxelinuxConfig, Source
 from liveimg.errors import InvalidOptions
+from liveimg.staging import AtomicOutput
 
 SQUASHFS_NAME = "live-rootfs.squashfs.img"
 PXE_CONFIG = "PXE_CONFIG"
@@ -281,7 +282,8 @@ def write_pxe(outdir: Path, boot: LiveBoot, options: PxeOptions) -> PxeResult:
     def write(rel: str, text: str) -> None:
         path = outdir / rel
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
+        with AtomicOutput(path) as tmp:
+            tmp.write_text(text)
         files.append(path)
 
     text, lorax_args = lorax_pxe_config(boot, options)

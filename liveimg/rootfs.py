@@ -45,7 +45,8 @@ from typing import TYPE_CHECKING, Any
 from liveimg import e2fs, sandbox, sparse
 from liveimg.errors import HostError, InternalError, InvalidImage, InvalidOptions
 from liveimg.progress import Progress
-from liveimg.tree import ApplianceTree, TreeEntry, TreeSource
+from liveimg.staging import AtomicOutput
+from liveimg.tree import ApplianceTree, Entry, Kind, TreeSource
 
 if TYPE_CHECKING:
     from liveimg.guest import Guest
@@ -121,15 +122,12 @@ def _round_up(value: int, unit: int) -> int:
     return -(-value // unit) * unit
 
 
-def tree_bytes(entries: Sequence[TreeEntry], block_size: int = BLOCK_SIZE) -> int:
+def tree_bytes(entries: Sequence[Entry], block_size: int = BLOCK_SIZE) -> int:
     """Space a tree takes in ext4: data rounded to blocks, hard links once, a block per directory."""
-    seen: set[tuple[int, int]] = set()
     total = 0
     for entry in entries:
-        if entry.inode is not None and entry.kind == "file":
-            if entry.inode in seen:
-                continue
-            seen.add(entry.inode)
+        if entry.hardlink is not None:
+            continue
         if entry.kind in ("file", "dir"):
             total += max(_round_up(entry.size, block_size), block_size if entry.kind == "dir" else 0)
         elif entry.kind == "symlink" and len((entry.link_target or "").encode()) >= 60:
@@ -169,7 +167,7 @@ def _q(path: str) -> str:
     return e2fs.debugfs_quote(path)
 
 
-def _times(path: str, entry: TreeEntry, extra: bool) -> list[str]:
+def _times(path: str, entry: Entry, extra: bool) -> list[str]:
     cmds = []
     for field, ns in (("atime", entry.atime_ns), ("mtime", entry.mtime_ns), ("ctime", entry.ctime_ns)):
         seconds, nanos = divmod(ns, 10**9)
@@ -181,9 +179,9 @@ def _times(path: str, entry: TreeEntry, extra: bool) -> list[str]:
 
 
 def tree_commands(
-    entries: Sequence[TreeEntry],
+    entries: Sequence[Entry],
     dest: str,
-    content: Callable[[TreeEntry], Path],
+    content: Callable[[Entry], Path],
     *,
     extra_times: bool = True,
     xattr_file: Callable[[bytes], Path],
@@ -191,51 +189,50 @@ def tree_commands(
     """debugfs commands that recreate ``entries`` below ``dest`` (an existing, empty directory).
 
     Directory metadata is set last, deepest first, because adding entries changes a
-    directory's times.  Hard links become ``ln`` plus the right link count.  Sockets are
-    skipped (debugfs cannot make them, and they mean nothing in an image).
+    directory's times.  Hard links (``entry.hardlink``) become ``ln`` plus the right link
+    count.  Sockets are skipped (debugfs cannot make them, and they mean nothing in an image);
+    so are the extended attributes of symlinks.
     """
     cmds: list[str] = []
-    dirs: list[tuple[str, TreeEntry]] = []
-    first_name: dict[tuple[int, int], str] = {}
+    dirs: list[tuple[str, Entry]] = []
     link_counts: dict[str, int] = {}
 
-    def meta(path: str, entry: TreeEntry) -> None:
+    def image_path(rel: str) -> str:
+        return str(PurePosixPath(dest) / rel) if rel else dest
+
+    def meta(path: str, entry: Entry) -> None:
         cmds.append(f"sif {_q(path)} mode 0{entry.mode:o}")
         cmds.append(f"sif {_q(path)} uid {entry.uid}")
         cmds.append(f"sif {_q(path)} gid {entry.gid}")
-        for name, value in entry.xattrs:
+        for name, value in entry.xattrs if entry.kind is not Kind.SYMLINK else ():
             cmds.append(f"ea_set -f {_q(str(xattr_file(value)))} {_q(path)} {_q(name)}")
         cmds.extend(_times(path, entry, extra_times))
 
     for entry in entries:
-        path = str(PurePosixPath(dest) / entry.path) if entry.path else dest
-        if entry.kind == "dir":
+        path = image_path(entry.path)
+        kind = entry.kind
+        if entry.hardlink is not None:
+            first = image_path(entry.hardlink)
+            cmds.append(f"ln {_q(first)} {_q(path)}")
+            link_counts[first] = link_counts.get(first, 1) + 1
+            continue
+        if kind is Kind.DIR:
             if entry.path:
                 cmds.append(f"mkdir {_q(path)}")
             dirs.append((path, entry))
             continue
-        if entry.kind == "socket":
+        if kind is Kind.SOCKET:
             log.warning("skipping socket %s: sockets cannot be stored in an image", path)
             continue
-        if entry.kind == "file" and entry.inode is not None and entry.nlink > 1:
-            if entry.inode in first_name:
-                first = first_name[entry.inode]
-                cmds.append(f"ln {_q(first)} {_q(path)}")
-                link_counts[first] += 1
-                continue
-            first_name[entry.inode] = path
-            link_counts[path] = 1
-        if entry.kind == "file":
+        if kind is Kind.FILE:
             cmds.append(f"write {_q(str(content(entry)))} {_q(path)}")
-        elif entry.kind == "symlink":
+        elif kind is Kind.SYMLINK:
             cmds.append(f"symlink {_q(path)} {_q(entry.link_target or '')}")
         else:
             # mknod takes a name in the current directory, not a path.
             parent, name = str(PurePosixPath(path).parent), PurePosixPath(path).name
-            if entry.kind == "fifo":
-                node = "p"
-            else:
-                node = f"{'c' if entry.kind == 'chardev' else 'b'} {os.major(entry.rdev)} {os.minor(entry.rdev)}"
+            major, minor = entry.rdev
+            node = "p" if kind is Kind.FIFO else f"{'c' if kind is Kind.CHARDEV else 'b'} {major} {minor}"
             cmds += [f"cd {_q(parent)}", f"mknod {_q(name)} {node}", "cd /"]
         meta(path, entry)
     for path, count in link_counts.items():
@@ -278,7 +275,7 @@ def write_tree(
         tmpdir = staging or Path(stack.enter_context(tempfile.TemporaryDirectory(dir=workdir, prefix="tree-")))
         counter = iter(range(1 << 62))
 
-        def content(entry: TreeEntry) -> Path:
+        def content(entry: Entry) -> Path:
             name = f"f{next(counter)}"
             tree.fetch(entry, tmpdir / name)
             return Path(_CONTENT_DIR, name)
@@ -398,7 +395,6 @@ def from_partition(
     """The ``partition`` method (see the module docstring); ``dest`` is written whole or not at all."""
     if image_format == "raw":
         check_space(dest.parent, _raw_data_bytes(image, offset, length))
-    tmp = dest.with_name(f".{dest.name}.tmp")
     boot_entries = boot.entries() if boot is not None else []
     boot_bytes = tree_bytes(boot_entries) + 16 * MiB
     # The largest the image may grow to (resize2fs's file size limit in the sandbox).
@@ -406,39 +402,39 @@ def from_partition(
     content = Path(tempfile.mkdtemp(dir=workdir, prefix="tree-"))  # the /boot files, for debugfs
     mounts = [sandbox.Bind(content, _CONTENT_DIR)] if boot is not None else []
     try:
-        extract_partition(image, image_format, offset, length, tmp)
-        # One sandbox for the e2fsprogs calls below (each would otherwise start its own).
-        with e2fs.session(tmp, writable=True, mounts=mounts, max_size=largest):
-            sb = e2fs.superblock(tmp)
-            if sb.block_size != BLOCK_SIZE:
-                raise InvalidImage(f"{what} has {sb.block_size}-byte blocks; the partition method needs {BLOCK_SIZE}")
-            if check_source_copy(tmp, what, repair=options.repair_source, sb=sb):
-                sb = e2fs.superblock(tmp)  # after a replay or repair: its counts are right now
-            # Growing (or keeping the size) only needs room for /boot; shrinking is bounded by
-            # what resize2fs can pack the filesystem into, which is more than the data it holds.
-            needed = sb.used_bytes + boot_bytes
-            grows = options.size_mode is SizeMode.KEEP or (
-                options.size_mode is SizeMode.FIXED and (options.size or 0) >= sb.size
-            )
-            if not grows:
-                needed = max(needed, e2fs.min_size_blocks(tmp) * BLOCK_SIZE + boot_bytes)
-            size = target_size(options.size_mode, needed=needed, requested=options.size, partition=length)
-            e2fs.resize(tmp, size // BLOCK_SIZE, BLOCK_SIZE)
-            e2fs.tune(tmp, label=options.label, reserved_percent=0)
-            if boot is not None:
-                if not boot_is_empty(tmp, "/boot", workdir):
+        # A work file (the squashfs stage reads it at once, a crash restarts the build): not flushed.
+        with AtomicOutput(dest, durable=False) as tmp:
+            extract_partition(image, image_format, offset, length, tmp)
+            # One sandbox for the e2fsprogs calls below (each would otherwise start its own).
+            with e2fs.session(tmp, writable=True, mounts=mounts, max_size=largest):
+                sb = e2fs.superblock(tmp)
+                if sb.block_size != BLOCK_SIZE:
                     raise InvalidImage(
-                        f"{what}: /boot on the root filesystem is not empty although a boot partition exists",
-                        hint="liveimg merges the boot partition into an empty /boot, as a mount would show it",
+                        f"{what} has {sb.block_size}-byte blocks; the partition method needs {BLOCK_SIZE}"
                     )
-                write_tree(tmp, _Prefetched(boot, boot_entries), "/boot", workdir, limit=boot_limit,
-                           inode_size=sb.inode_size, staging=content)  # fmt: skip
-            _finish_image(tmp, what)
-            final = e2fs.superblock(tmp)
-        tmp.rename(dest)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+                if check_source_copy(tmp, what, repair=options.repair_source, sb=sb):
+                    sb = e2fs.superblock(tmp)  # after a replay or repair: its counts are right now
+                # Growing (or keeping the size) only needs room for /boot; shrinking is bounded by
+                # what resize2fs can pack the filesystem into, which is more than the data it holds.
+                needed = sb.used_bytes + boot_bytes
+                grows = options.size_mode is SizeMode.KEEP or (
+                    options.size_mode is SizeMode.FIXED and (options.size or 0) >= sb.size
+                )
+                if not grows:
+                    needed = max(needed, e2fs.min_size_blocks(tmp) * BLOCK_SIZE + boot_bytes)
+                size = target_size(options.size_mode, needed=needed, requested=options.size, partition=length)
+                e2fs.resize(tmp, size // BLOCK_SIZE, BLOCK_SIZE)
+                e2fs.tune(tmp, label=options.label, reserved_percent=0)
+                if boot is not None:
+                    if not boot_is_empty(tmp, "/boot", workdir):
+                        raise InvalidImage(
+                            f"{what}: /boot on the root filesystem is not empty although a boot partition exists",
+                            hint="liveimg merges the boot partition into an empty /boot, as a mount would show it",
+                        )
+                    write_tree(tmp, _Prefetched(boot, boot_entries), "/boot", workdir, limit=boot_limit,
+                               inode_size=sb.inode_size, staging=content)  # fmt: skip
+                _finish_image(tmp, what)
+                final = e2fs.superblock(tmp)
     finally:
         shutil.rmtree(content, ignore_errors=True)
     return _result(dest, Method.PARTITION, boot_merged=boot is not None, sb=final)
@@ -447,14 +443,14 @@ def from_partition(
 class _Prefetched:
     """A tree source whose entries were already listed (listing through libguestfs costs time)."""
 
-    def __init__(self, source: TreeSource, entries: list[TreeEntry]) -> None:
+    def __init__(self, source: TreeSource, entries: list[Entry]) -> None:
         self.source = source
         self._entries = entries
 
-    def entries(self) -> list[TreeEntry]:
+    def entries(self) -> list[Entry]:
         return self._entries
 
-    def fetch(self, entry: TreeEntry, dest: Path) -> None:
+    def fetch(self, entry: Entry, dest: Path) -> None:
         self.source.fetch(entry, dest)
 
 
@@ -559,15 +555,10 @@ def by_copy(
             ) from None
         raise InvalidImage(f"{info.image}: copying the root filesystem failed: {text}") from None
     # The appliance is done with the drive: it becomes rootfs.img, cut to the filesystem's size.
-    tmp = dest.with_name(f".{dest.name}.tmp")
-    try:
+    with AtomicOutput(dest, durable=False) as tmp:  # a work file, as in from_partition
         os.replace(drive, tmp)
         os.truncate(tmp, size)
         _finish_image(tmp, str(info.root.device))
-        tmp.rename(dest)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return _result(dest, Method.COPY, boot_merged=boot_mp is not None)
 
 

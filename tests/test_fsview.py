@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from liveimg.errors import GuestPathEscapes, InvalidImage
-from liveimg.fsview import MAX_SYMLINKS, FileType, GuestTree, HostFS, MergedFS
+from liveimg.fsview import MAX_SYMLINKS, Escape, FileStat, FileType, GuestTree, HostFS, MergedFS, resolve
 
 
 @pytest.fixture
@@ -160,3 +160,61 @@ def test_merged_fs_routes_boot_and_hides_what_is_beneath(fs: object) -> None:
 def test_hostfs_refuses_to_read_a_symlink_directly(root: Path) -> None:
     with pytest.raises(InvalidImage, match="became a symlink"):
         HostFS(root, "img").read("/etc/os-release", 10)
+
+
+# --- the one resolver, both policies -------------------------------------------------------
+
+
+class _EmptyLinkFS:
+    """A filesystem with a symlink whose target is empty (Linux cannot make one; a hostile image can)."""
+
+    label = "hostile"
+
+    def lstat(self, path: str) -> FileStat | None:
+        return {
+            "/": FileStat(FileType.DIR, 0),
+            "/d": FileStat(FileType.DIR, 0),
+            "/d/e": FileStat(FileType.SYMLINK, 0),
+        }.get(path)
+
+    def readlink(self, path: str) -> str:
+        return ""
+
+    def listdir(self, path: str) -> list[str]:
+        return []
+
+    def read(self, path: str, size: int, offset: int = 0) -> bytes:
+        return b""
+
+
+def test_refuse_and_clamp_differ_only_where_the_policy_says(root: Path) -> None:
+    os.symlink("../../../../secret", root / "etc/up")
+    fs = HostFS(root, "img")
+
+    def both(path: str) -> tuple[list[str] | None, list[str] | None]:
+        refused: list[str] | None
+        try:
+            refused = resolve(fs, "/", path, escape=Escape.REFUSE, label="img")
+        except GuestPathEscapes:
+            refused = ["<refused>"]
+        return refused, resolve(fs, "/", path, escape=Escape.CLAMP, label="img")
+
+    # inside the root: the same answer
+    assert both("/lib/os-release") == (["usr", "lib", "os-release"], ["usr", "lib", "os-release"])
+    # above the root: refused, or stopped at the root as a chroot does
+    assert both("/etc/up") == (["<refused>"], ["secret"])
+    assert both("/../../etc") == (["<refused>"], ["etc"])
+    # missing names: the lookup ends; the path to create keeps them (and what follows)
+    assert both("/lib/new/../x") == (None, ["usr", "lib", "x"])
+    assert both("/rel/x") == (None, ["usr", "lib", "os-release", "x"])
+
+
+@pytest.mark.parametrize("escape", list(Escape))
+def test_loops_and_empty_targets_are_the_same_error_for_both_policies(root: Path, escape: Escape) -> None:
+    os.symlink("loop2", root / "loop1")
+    os.symlink("loop1", root / "loop2")
+    message = rf"^img: /loop1/x: too many symbolic links \(more than {MAX_SYMLINKS} symlinks: a loop\?\)$"
+    with pytest.raises(InvalidImage, match=message):
+        resolve(HostFS(root, "img"), "/", "/loop1/x", escape=escape, label="img")
+    with pytest.raises(InvalidImage, match=r"^hostile: d/e/f: symlink /d/e has an empty target$"):
+        resolve(_EmptyLinkFS(), "/", "d/e/f", escape=escape, label="hostile")

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from liveimg import bootsyntax, pxe
-from liveimg.errors import InvalidImage, InvalidOptions
+from liveimg.errors import HostError, InvalidImage, InvalidOptions
 from liveimg.pxe import CloudInitSeed, LiveBoot, PxeOptions
 from tests.bootparsers import (
     DRACUT_UTIL,
@@ -86,6 +86,14 @@ def test_ready_configs(tmp_path: Path) -> None:
     assert "    initrd /images/initramfs-6.1.0-9-amd64.img\n" in grub
     # the user's arguments end up in the lorax file too
     assert (tmp_path / "PXE_CONFIG").read_text().rstrip().endswith(f"ostree={OSTREE} rd.live.overlay.size=1024")
+
+
+def test_a_config_that_cannot_be_written_leaves_no_temporary_file(tmp_path: Path) -> None:
+    (tmp_path / "grub.cfg").mkdir()  # in the way: the rename over it fails
+    (tmp_path / "grub.cfg" / "keep").write_text("x")
+    with pytest.raises(HostError, match=f"^cannot write {tmp_path}/grub.cfg: "):
+        pxe.write_pxe(tmp_path, BOOT, PxeOptions(url="http://10.0.2.100/live/"))
+    assert not [p for p in tmp_path.rglob(".*")], "a temporary file was left behind"
 
 
 def test_user_argument_replaces_ours() -> None:

@@ -12,7 +12,7 @@ from liveimg import e2fs, rootfs, sparse
 from liveimg import run as runner
 from liveimg.errors import InvalidImage, InvalidOptions
 from liveimg.rootfs import GiB, MiB, RootfsOptions, SizeMode
-from liveimg.tree import HostTree, TreeEntry
+from liveimg.tree import Entry, HostTree
 from tests.support import need, need_root
 
 
@@ -59,24 +59,26 @@ def test_options_validate() -> None:
         RootfsOptions(label="x" * 17)
 
 
-def _entry(path: str, kind: str, **kw: object) -> TreeEntry:
-    modes = {"dir": stat.S_IFDIR, "file": stat.S_IFREG, "symlink": stat.S_IFLNK, "chardev": stat.S_IFCHR}
+def _entry(path: str, kind: int, **kw: object) -> Entry:
     base: dict[str, object] = {
-        "path": path, "kind": kind, "mode": modes[kind] | 0o644, "uid": 0, "gid": 0, "size": 0,
-        "atime_ns": 1, "mtime_ns": 2_000_000_005, "ctime_ns": 3,
-    }  # fmt: skip
+        "path": path,
+        "mode": kind | 0o644,
+        "atime_ns": 1,
+        "mtime_ns": 2_000_000_005,
+        "ctime_ns": 3,
+    }
     base.update(kw)
-    return TreeEntry(**base)  # type: ignore[arg-type]
+    return Entry(**base)  # type: ignore[arg-type]
 
 
 def test_tree_commands_order_links_and_quoting(tmp_path: Path) -> None:
     entries = [
-        _entry("", "dir", mode=stat.S_IFDIR | 0o555),
-        _entry('a "b"', "dir"),
-        _entry('a "b"/f', "file", size=3, inode=(1, 10), nlink=2, xattrs=(("security.selinux", b"x_t\0"),)),
-        _entry("g", "file", size=3, inode=(1, 10), nlink=2),
-        _entry("l", "symlink", link_target="../x"),
-        _entry("null", "chardev", rdev=os.makedev(1, 3)),
+        _entry("", stat.S_IFDIR, mode=stat.S_IFDIR | 0o555),
+        _entry('a "b"', stat.S_IFDIR),
+        _entry('a "b"/f', stat.S_IFREG, size=3, inode=(1, 10), nlink=2, xattrs=(("security.selinux", b"x_t\0"),)),
+        _entry("g", stat.S_IFREG, size=3, inode=(1, 10), nlink=2, hardlink='a "b"/f'),
+        _entry("l", stat.S_IFLNK, link_target="../x", xattrs=(("security.selinux", b"l_t\0"),)),
+        _entry("null", stat.S_IFCHR, rdev=(1, 3)),
     ]
     cmds = rootfs.tree_commands(
         entries, "/boot", lambda e: tmp_path / "c", xattr_file=lambda v: tmp_path / "xa", extra_times=True
@@ -93,6 +95,7 @@ def test_tree_commands_order_links_and_quoting(tmp_path: Path) -> None:
     # the top directory's metadata comes last, after everything inside it
     assert cmds[-9] == 'sif "/boot" mode 040555'
     assert not any(c.startswith('write "') and '"/boot/g"' in c for c in cmds)
+    assert not any(c.startswith("ea_set") and '"/boot/l"' in c for c in cmds)  # symlinks keep no xattrs
 
 
 def test_debugfs_refuses_names_with_line_breaks() -> None:
@@ -179,7 +182,7 @@ def test_partition_method_merges_boot(tmp_path: Path) -> None:
     dumped = tmp_path / "vmlinuz"
     runner.run(["debugfs", "-R", f"dump /boot/vmlinuz-1 {dumped}", dest])
     assert dumped.read_bytes() == (boot / "vmlinuz-1").read_bytes()
-    assert not list(tmp_path.glob(".rootfs.img.tmp"))
+    assert not list(tmp_path.glob(".rootfs.img.*"))
 
 
 def test_a_root_mounted_since_its_last_check_is_resized(tmp_path: Path) -> None:

@@ -38,6 +38,7 @@ from liveimg import run as runner
 from liveimg.dracut.initramfs import optional_module, plain_segments
 from liveimg.dracut.output import replaced_whole
 from liveimg.errors import InvalidOptions
+from liveimg.staging import temp_beside
 
 log = logging.getLogger(__name__)
 
@@ -157,12 +158,13 @@ def compress_initramfs(
                 out.write(inp.read(end - start))
                 out.write(b"\0" * (-out.tell() % 4))
         last = src
-        if len(segments) > 1 or last_start != 0 or last_end != src.stat().st_size:
-            last = dst.with_name(f".{dst.name}.liveimg-main")
-            with open(src, "rb") as inp, open(last, "wb") as part:
-                inp.seek(last_start)
-                _copy_range(inp, part, last_end - last_start)
         try:
+            if len(segments) > 1 or last_start != 0 or last_end != src.stat().st_size:
+                # The last archive alone, for the tool to read: a scratch file beside the output.
+                last = temp_beside(dst, ".main")
+                with open(src, "rb") as inp, open(last, "wb") as part:
+                    inp.seek(last_start)
+                    _copy_range(inp, part, last_end - last_start)
             if compression is Compression.NONE:
                 with open(tmp, "ab") as out, open(last, "rb") as inp:
                     shutil.copyfileobj(inp, out, 1 << 20)

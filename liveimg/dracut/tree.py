@@ -37,7 +37,7 @@ from liveimg import run as runner
 from liveimg import sandbox
 from liveimg.e2fs import fake_time_env
 from liveimg.errors import HostError, InvalidImage, InvalidOptions, ToolError
-from liveimg.fsview import MAX_SYMLINKS, FileType, HostFS, ReadOnlyFS
+from liveimg.fsview import Escape, HostFS, ReadOnlyFS, resolve
 
 log = logging.getLogger(__name__)
 
@@ -45,36 +45,15 @@ log = logging.getLogger(__name__)
 def chroot_path(fs: ReadOnlyFS, root: str, path: str, *, follow_last: bool = True) -> str:
     """Where ``path`` lands, in ``fs``, for a process chrooted into its directory ``root``.
 
-    This is the kernel's answer, not :class:`liveimg.fsview.GuestTree`'s: ``..`` at the root
-    stays there (GuestTree refuses it), and components that do not exist -- or dangling links --
-    are kept, so the result says where ``mkdir -p`` would create a mount point.  Symbolic links
-    are followed inside ``root`` (an absolute target starts again at ``root``), so the result
-    is always ``root`` or below it.  More than :data:`MAX_SYMLINKS` links are an
-    :class:`InvalidImage`.
+    This is the kernel's answer, not :class:`liveimg.fsview.GuestTree`'s: :func:`liveimg.fsview.resolve`
+    with the :attr:`~liveimg.fsview.Escape.CLAMP` policy.  ``..`` at the root stays there (GuestTree
+    refuses it), and components that do not exist -- or dangling links -- are kept, so the result
+    says where ``mkdir -p`` would create a mount point.  Symbolic links are followed inside ``root``
+    (an absolute target starts again at ``root``), so the result is always ``root`` or below it.
+    More than :data:`~liveimg.fsview.MAX_SYMLINKS` links are an :class:`InvalidImage`.
     """
     base = "/" + root.strip("/") if root.strip("/") else ""
-    pending = [p for p in path.split("/") if p not in ("", ".")]
-    pending.reverse()
-    parts: list[str] = []
-    links = 0
-    while pending:
-        name = pending.pop()
-        if name == "..":
-            if parts:
-                parts.pop()
-            continue
-        candidate = base + "/" + "/".join([*parts, name])
-        st = fs.lstat(candidate)
-        if (pending or follow_last) and st is not None and st.type is FileType.SYMLINK:
-            links += 1
-            if links > MAX_SYMLINKS:
-                raise InvalidImage(f"too many symbolic links while resolving {path!r} in {fs.label}")
-            target = fs.readlink(candidate)
-            if target.startswith("/"):
-                parts = []
-            pending.extend(reversed([p for p in target.split("/") if p not in ("", ".")]))
-            continue
-        parts.append(name)
+    parts = resolve(fs, base, path, escape=Escape.CLAMP, follow_last=follow_last, label=fs.label)
     return base + "/" + "/".join(parts) if parts else base or "/"
 
 

@@ -25,13 +25,13 @@ from array import array
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import BinaryIO
 
 from liveimg.errors import HostError, InvalidImage
 from liveimg.progress import StageProgress
 from liveimg.squashfs.block_writer import BlockWriter, FileData
 from liveimg.squashfs.compressor import Compressor
 from liveimg.squashfs.frag_table import FragmentTable
+from liveimg.tree import OPEN_FLAGS, Readable
 
 #: A block of a file: its bytes, or None when it lies entirely in a hole.
 Chunk = bytes | bytearray | None
@@ -94,7 +94,7 @@ def file_blocks(fd: int, size: int, block_size: int, where: str) -> Iterator[Chu
         yield buf
 
 
-def stream_blocks(stream: BinaryIO, size: int, block_size: int, where: str) -> Iterator[Chunk]:
+def stream_blocks(stream: Readable, size: int, block_size: int, where: str) -> Iterator[Chunk]:
     """Blocks read sequentially from a binary stream of ``size`` bytes."""
     for start in range(0, size, block_size):
         want = min(block_size, size - start)
@@ -273,11 +273,6 @@ class BlockProcessor:
 
 def block_sizes_array(count: int) -> array[int]:
     return array("I", bytes(4 * count))
-
-
-#: How file data is opened: never through a final symlink, and without blocking, so that a
-#: FIFO or device put in a file's place cannot hang the open (the caller's fstat refuses it).
-OPEN_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NOCTTY | os.O_NONBLOCK
 
 
 def open_for_reading(path: str | os.PathLike[str], where: str) -> int:

@@ -72,9 +72,9 @@ class Output:
         return os.pread(self.fd, size, offset)
 
     def finish(self, length: int) -> None:
+        """Cut the file at ``length`` (a rewound duplicate may have left bytes past it)."""
         try:
             os.ftruncate(self.fd, length)
-            os.fsync(self.fd)
         except OSError as exc:
             raise self._fail(exc) from exc
 

@@ -9,7 +9,6 @@ mksquashfs does, so the root comes last), a hard-linked inode at its first name.
 
 from __future__ import annotations
 
-import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -17,27 +16,13 @@ from typing import TYPE_CHECKING
 from liveimg.errors import InvalidImage, InvalidOptions
 from liveimg.squashfs.constants import MAX_NAME_LEN, InodeType
 from liveimg.squashfs.xattr import XattrSet
+from liveimg.tree import display
 
 if TYPE_CHECKING:
     from liveimg.squashfs.block_writer import FileData
 
-_KINDS = {
-    stat.S_IFDIR: InodeType.DIR,
-    stat.S_IFREG: InodeType.REG,
-    stat.S_IFLNK: InodeType.SYMLINK,
-    stat.S_IFBLK: InodeType.BLKDEV,
-    stat.S_IFCHR: InodeType.CHRDEV,
-    stat.S_IFIFO: InodeType.FIFO,
-    stat.S_IFSOCK: InodeType.SOCKET,
-}
-
-
-def kind_of_mode(mode: int, where: str) -> InodeType:
-    """The squashfs type for a ``st_mode``; :class:`InvalidImage` for types squashfs cannot store."""
-    kind = _KINDS.get(stat.S_IFMT(mode))
-    if kind is None:
-        raise InvalidImage(f"{where}: unsupported file type {stat.S_IFMT(mode):#o}")
-    return kind
+# display is liveimg.tree's, named here too for the modules that import it from here.
+__all__ = ["FsTree", "Node", "check_name", "display", "split_path"]
 
 
 @dataclass(slots=True, eq=False)
@@ -60,15 +45,6 @@ class Node:
     number: int = 0
     ref: int = -1
     sorted_children: list[tuple[bytes, Node]] = field(default_factory=list)
-
-
-def display(path: str | bytes) -> str:
-    """``path`` for a one-line message: as it is when printable, else quoted with escapes.
-
-    Names come from the guest: a newline or a terminal escape in one must not reach a log as is.
-    """
-    text = path if isinstance(path, str) else path.decode("utf-8", "surrogateescape")
-    return text if text.isprintable() else repr(text)
 
 
 def split_path(path: str | bytes) -> list[bytes]:

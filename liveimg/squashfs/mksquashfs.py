@@ -26,7 +26,7 @@ from liveimg import run as runner
 from liveimg.errors import HostError, InvalidOptions, ToolError
 from liveimg.progress import Progress
 from liveimg.squashfs.options import SquashfsOptions, SquashfsResult, clamp_to_epoch, source_date_epoch
-from liveimg.staging import source_stat, staged_file, temp_output
+from liveimg.staging import AtomicOutput, source_stat, staged_file
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +111,7 @@ def mksquashfs(
     progress = progress or Progress()
     total = _tree_bytes(source)
     started = time.monotonic()
-    with progress.stage("squashfs", total=total, unit="bytes") as stage, temp_output(dest) as tmp:
+    with progress.stage("squashfs", total=total, unit="bytes") as stage, AtomicOutput(dest) as tmp:
         argv = mksquashfs_argv(source, tmp, opts)
         if dest.exists():
             # mksquashfs leaves out the file it writes (the temporary one), not the previous image

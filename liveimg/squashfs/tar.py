@@ -1,4 +1,4 @@
-"""Feed a tar stream into :class:`~liveimg.squashfs.writer.SquashfsWriter`, entry by entry.
+"""A tar stream as a source of entries (:mod:`liveimg.tree`), fed into the squashfs writer.
 
 The pipeline's flat rootfs type (the tree itself in the squashfs, no ext4 image inside)
 reads the guest's files through libguestfs's ``tar-out``: GNU tar in the appliance, with
@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import collections
 import logging
+import stat
 import tarfile
-from typing import IO, BinaryIO, cast
+from collections.abc import Iterator
+from typing import IO, cast
 
 from liveimg.errors import HostError, InvalidImage, LiveImgError
-from liveimg.squashfs.fstree import display
 from liveimg.squashfs.writer import SquashfsWriter
+from liveimg.tree import Entry, display
 
 log = logging.getLogger(__name__)
 
@@ -66,15 +68,11 @@ class _Counted:
         return b"".join(self._chunks)[offset - start :]
 
 
-def _xattrs(member: tarfile.TarInfo) -> list[tuple[bytes, bytes]]:
-    out = []
-    for key, value in member.pax_headers.items():
-        if key.startswith(_XATTR):
-            # tarfile decodes pax values as UTF-8 with surrogateescape; undo it to get the raw bytes.
-            out.append(
-                (key[len(_XATTR) :].encode("utf-8", "surrogateescape"), value.encode("utf-8", "surrogateescape"))
-            )
-    return sorted(out)
+def _xattrs(member: tarfile.TarInfo) -> tuple[tuple[str, bytes], ...]:
+    # tarfile decodes pax values as UTF-8 with surrogateescape; undo it to get the raw bytes.
+    pairs = ((key[len(_XATTR) :], value.encode("utf-8", "surrogateescape"))
+             for key, value in member.pax_headers.items() if key.startswith(_XATTR))  # fmt: skip
+    return tuple(sorted(pairs))
 
 
 def _name(member_name: str, prefix: str) -> str:
@@ -110,59 +108,98 @@ def _check_end(stream: _Counted, end: int) -> None:
         raise DamagedStream(f"the tar stream goes on after its end-of-archive marker at byte {end}")
 
 
-def add_tar_stream(
-    writer: SquashfsWriter, stream: IO[bytes], *, prefix: str = "", skip: frozenset[str] = frozenset()
-) -> int:
-    """Add every member of a tar ``stream`` below ``prefix``; return how many were added.
+#: tar member types and the ``st_mode`` file type they stand for (a hard link, ``LNKTYPE``, aside).
+_TYPE_BITS = {
+    tarfile.DIRTYPE: stat.S_IFDIR,
+    tarfile.SYMTYPE: stat.S_IFLNK,
+    tarfile.CHRTYPE: stat.S_IFCHR,
+    tarfile.BLKTYPE: stat.S_IFBLK,
+    tarfile.FIFOTYPE: stat.S_IFIFO,
+    # tarfile's regular types, GNU sparse files included (it reads their map and fills the holes).
+    **dict.fromkeys((tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.CONTTYPE, tarfile.GNUTYPE_SPARSE), stat.S_IFREG),
+}
+
+
+class _Added:
+    """How many members the consumer has taken, for messages."""
+
+    count = 0
+
+
+class _MemberData:
+    """A member's bytes as the consumer reads them: a stream that ends early is a damaged stream."""
+
+    def __init__(self, data: IO[bytes], added: _Added) -> None:
+        self.data = data
+        self.added = added
+
+    def read(self, size: int = -1, /) -> bytes:
+        try:
+            return self.data.read(size)
+        except tarfile.TarError as exc:
+            raise DamagedStream(f"the tar stream is damaged after {self.added.count} members: {exc}") from exc
+
+
+def tar_entries(stream: IO[bytes], *, prefix: str = "", skip: frozenset[str] = frozenset()) -> Iterator[Entry]:
+    """Every member of a tar ``stream`` below ``prefix`` as an :class:`~liveimg.tree.Entry` (a source).
 
     ``skip`` names paths (relative to the stream's top) to leave out, with what is below them.
-    The stream is read to its end.  Raises :class:`DamagedStream` when it is not a whole
-    archive, :class:`InvalidImage` for a member the writer cannot store.
+    A regular file's data is the member's stream, read while the entry is the current one; a
+    member naming an earlier one (``LNKTYPE``) is an entry with ``hardlink`` set.  The stream is
+    read to its end.  Raises :class:`DamagedStream` when it is not a whole archive (also while
+    a member's data is read), :class:`InvalidImage` for a member without data.
     """
     counted = _Counted(stream)
-    count = 0
+    added = _Added()
     try:
         with tarfile.open(fileobj=cast(IO[bytes], counted), mode="r|", errors="surrogateescape") as tar:
             for member in tar:
-                count += _add_member(writer, tar, member, prefix, skip)
+                entry = _entry(tar, member, prefix, skip, added)
+                if entry is not None:
+                    yield entry
+                    added.count += 1
             _check_end(counted, tar.offset)
     except tarfile.TarError as exc:
-        raise DamagedStream(f"the tar stream is damaged after {count} members: {exc}") from exc
+        raise DamagedStream(f"the tar stream is damaged after {added.count} members: {exc}") from exc
     except OSError as exc:
         if isinstance(exc, LiveImgError):
             raise
-        raise HostError(f"reading the tar stream failed after {count} members: {exc.strerror or exc}") from exc
-    return count
+        raise HostError(f"reading the tar stream failed after {added.count} members: {exc.strerror or exc}") from exc
 
 
-def _add_member(
-    writer: SquashfsWriter, tar: tarfile.TarFile, member: tarfile.TarInfo, prefix: str, skip: frozenset[str]
+def add_tar_stream(
+    writer: SquashfsWriter, stream: IO[bytes], *, prefix: str = "", skip: frozenset[str] = frozenset()
 ) -> int:
+    """Add every member of a tar ``stream`` below ``prefix`` (:func:`tar_entries`); return how many were added.
+
+    Raises :class:`DamagedStream` when the stream is not a whole archive, :class:`InvalidImage`
+    for a member the writer cannot store.
+    """
+    return writer.add_all(tar_entries(stream, prefix=prefix, skip=skip))
+
+
+def _entry(
+    tar: tarfile.TarFile, member: tarfile.TarInfo, prefix: str, skip: frozenset[str], added: _Added
+) -> Entry | None:
     rel = _name(member.name, "")
     if any(rel == s or rel.startswith(s + "/") for s in skip):
-        return 0
+        return None
     path = _name(member.name, prefix)
-    mode, uid, gid, mtime, xattrs = member.mode & 0o7777, member.uid, member.gid, int(member.mtime), _xattrs(member)
-    if member.isdir():
-        writer.add_directory(path, mode=mode, uid=uid, gid=gid, mtime=mtime, xattrs=xattrs)
-    elif member.islnk():
-        writer.add_hardlink(path, _name(member.linkname, prefix))
-    elif member.isreg():
-        data = tar.extractfile(member)
-        if data is None:
-            raise InvalidImage(f"{display(path)}: no data in the tar stream")
-        writer.add_file(
-            path, cast(BinaryIO, data), size=member.size, mode=mode, uid=uid, gid=gid, mtime=mtime, xattrs=xattrs
-        )
-    elif member.issym():
-        writer.add_symlink(path, member.linkname, mode=mode, uid=uid, gid=gid, mtime=mtime, xattrs=xattrs)
-    elif member.ischr() or member.isblk():
-        kind = "c" if member.ischr() else "b"
-        writer.add_device(path, kind, member.devmajor, member.devminor, mode=mode, uid=uid, gid=gid,
-                          mtime=mtime, xattrs=xattrs)  # fmt: skip
-    elif member.isfifo():
-        writer.add_fifo(path, mode=mode, uid=uid, gid=gid, mtime=mtime, xattrs=xattrs)
-    else:
+    hardlink = _name(member.linkname, prefix) if member.islnk() else None
+    bits = stat.S_IFREG if hardlink is not None else _TYPE_BITS.get(member.type)
+    if bits is None:
         log.warning("skipping %s: unsupported tar member type %r", display(path), member.type)
-        return 0
-    return 1
+        return None
+    data = None
+    if bits == stat.S_IFREG and hardlink is None:
+        stream = tar.extractfile(member)
+        if stream is None:
+            raise InvalidImage(f"{display(path)}: no data in the tar stream")
+        data = _MemberData(stream, added)
+    device = bits in (stat.S_IFCHR, stat.S_IFBLK)
+    return Entry(
+        path, bits | (member.mode & 0o7777), uid=member.uid, gid=member.gid, size=member.size,
+        mtime_ns=int(member.mtime) * 10**9, rdev=(member.devmajor, member.devminor) if device else (0, 0),
+        link_target=member.linkname if bits == stat.S_IFLNK else None, hardlink=hardlink, xattrs=_xattrs(member),
+        data=data,
+    )  # fmt: skip

@@ -6,8 +6,8 @@ packs the data at once, so nothing is staged); :meth:`SquashfsWriter.finish` dra
 block processor, serializes the tree (inode table, then directory table), writes the
 fragment, export, id and xattr tables in the order the kernel checks them (each table's
 index must end where the next table starts), then the real superblock, and pads the
-image to 4 KiB.  The image is written to a temporary file beside the destination and
-renamed when complete; on any error it is removed.
+image to 4 KiB.  The image is written through :class:`~liveimg.staging.AtomicOutput`: a
+temporary file beside the destination, flushed and renamed when complete, removed on any error.
 
 Times.  squashfs stores an inode's mtime as an unsigned 32-bit count of seconds: a time
 before 1970 or after 2106-02-07 is clamped into that range with a warning naming the file
@@ -17,11 +17,12 @@ the superblock's time unless ``mkfs_time`` says otherwise: reproducible-builds.o
 clamping convention, which mksquashfs follows since 4.4 (its ``clamping`` default, documented
 in 4.7) and :func:`pack_file` always followed.  ``all_time`` overrides both.
 
-:func:`pack` packs a directory tree through directory file descriptors (``O_NOFOLLOW``
-opens relative to the directory being read), so that it never follows a symlink it did not
-record as one, whatever changes under it; only regular files and directories are opened.
-Entries are sorted by name, hard links detected by (device, inode); the image being written
-(its temporary file, and the previous image at the destination) is never packed.
+Entries of the entry model (:mod:`liveimg.tree`) go in through :meth:`SquashfsWriter.add`.
+:func:`pack` packs a directory tree read by :class:`~liveimg.tree.HostScan`, through directory
+file descriptors (``O_NOFOLLOW`` opens relative to the directory being read), so that it never
+follows a symlink it did not record as one, whatever changes under it; only regular files and
+directories are opened.  Entries are sorted by name, hard links detected by (device, inode); the
+image being written (its temporary file, and the previous image at the destination) is never packed.
 """
 
 from __future__ import annotations
@@ -32,15 +33,13 @@ import logging
 import os
 import stat
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
-from typing import BinaryIO, NamedTuple
 
 from liveimg.errors import HostError, InternalError, InvalidImage, InvalidOptions, LiveImgError
 from liveimg.progress import Progress, StageProgress
 from liveimg.squashfs.block_processor import (
-    OPEN_FLAGS,
     BlockProcessor,
     Chunk,
     ReadAt,
@@ -62,27 +61,24 @@ from liveimg.squashfs.constants import (
 from liveimg.squashfs.dir_writer import DirChild, DirWriter
 from liveimg.squashfs.export_table import export_table_bytes
 from liveimg.squashfs.frag_table import FragmentTable
-from liveimg.squashfs.fstree import FsTree, Node, display, kind_of_mode, split_path
+from liveimg.squashfs.fstree import FsTree, Node, split_path
 from liveimg.squashfs.id_table import IdTable
 from liveimg.squashfs.inode import DevInode, DirInode, Inode, IpcInode, RegInode, SymlinkInode, encode_dev
 from liveimg.squashfs.meta_writer import MetaWriter, build_table, encode_meta_block
 from liveimg.squashfs.options import SquashfsOptions, SquashfsResult, source_date_epoch
 from liveimg.squashfs.superblock import Superblock
 from liveimg.squashfs.xattr import XattrSet, XattrWriter, normalize
-from liveimg.staging import temp_beside
+from liveimg.staging import AtomicOutput
+from liveimg.tree import Entry, Excluded, HostScan, Kind, OpenFile, Readable, display, tree_size
 
 log = logging.getLogger(__name__)
 
-
-class OpenFile(NamedTuple):
-    """A regular file the caller opened, for :meth:`SquashfsWriter.add_file` (read with pread, not closed)."""
-
-    fd: int
-    name: str  # for messages
+#: What to do about extended attributes that cannot be read.
+_XATTR_HINT = "--no-xattrs packs without any"
 
 
 PathLike = str | bytes
-FileSource = Path | os.PathLike[str] | BinaryIO | ReadAt | OpenFile
+FileSource = Path | os.PathLike[str] | Readable | ReadAt | OpenFile
 Xattrs = Iterable[tuple[bytes, bytes]] | dict[bytes, bytes]
 
 _U32 = 1 << 32
@@ -119,9 +115,10 @@ class SquashfsWriter:
         self._progress = progress or Progress()
         self._stage_cm = self._progress.stage("squashfs", total=total_bytes, unit="bytes")
         self._stage: StageProgress | None = None
-        self._tmp = temp_beside(self.dest)
+        self._output = AtomicOutput(self.dest)
         self._closed = False
         try:
+            self._tmp = self._output.create()
             self.out = Output(self._tmp, str(self.dest))
             self._stage = self._stage_cm.__enter__()
             # Placeholder superblock and the compressor options; the real superblock comes last.
@@ -204,6 +201,55 @@ class SquashfsWriter:
             raise InvalidOptions("the squashfs writer is already finished")
 
     # --- entries -------------------------------------------------------------------------
+
+    def add(self, entry: Entry) -> None:
+        """Add one :class:`~liveimg.tree.Entry` (the writer as a sink of the entry model).
+
+        A later name of an inode (``entry.hardlink``) becomes a hard link; otherwise the entry
+        goes to the ``add_*`` call for its kind, with its attributes (the mtime in whole seconds,
+        rounded down as ``st_mtime.tv_sec`` is).  A regular file's bytes come from ``entry.data``.
+        """
+        path = entry.path
+        if entry.hardlink is not None:
+            self.add_hardlink(path, entry.hardlink)
+            return
+        kind, mode, uid, gid = entry.kind, entry.mode, entry.uid, entry.gid
+        mtime = entry.mtime_ns // 1_000_000_000
+        xattrs = [(os.fsencode(name), value) for name, value in entry.xattrs] if entry.xattrs else ()
+        if kind is Kind.FILE:
+            if entry.data is None:
+                raise InternalError(f"{_where(path)}: a regular file entry without its data")
+            self.add_file(path, entry.data, size=entry.size, mode=mode, uid=uid, gid=gid, mtime=mtime, xattrs=xattrs)
+        elif kind is Kind.DIR:
+            self.add_directory(path, mode=mode, uid=uid, gid=gid, mtime=mtime, xattrs=xattrs)
+        elif kind is Kind.SYMLINK:
+            self.add_symlink(path, entry.link_target or "", mode=mode, uid=uid, gid=gid, mtime=mtime, xattrs=xattrs)
+        elif kind in (Kind.CHARDEV, Kind.BLOCKDEV):
+            major, minor = entry.rdev
+            self.add_device(path, "c" if kind is Kind.CHARDEV else "b", major, minor, mode=mode, uid=uid, gid=gid,
+                            mtime=mtime, xattrs=xattrs)  # fmt: skip
+        elif kind is Kind.FIFO:
+            self.add_fifo(path, mode=mode, uid=uid, gid=gid, mtime=mtime, xattrs=xattrs)
+        else:
+            self.add_socket(path, mode=mode, uid=uid, gid=gid, mtime=mtime, xattrs=xattrs)
+
+    def add_all(self, entries: Iterable[Entry]) -> int:
+        """:meth:`add` every entry (each in turn, while its source holds its data); how many were added.
+
+        The iterator is closed when this returns or raises, so that its source lets go of what
+        it holds open at once.
+        """
+        count = 0
+        it = iter(entries)
+        try:
+            for entry in it:
+                self.add(entry)
+                count += 1
+        finally:
+            close = getattr(it, "close", None)  # a generator's: its finally blocks run now
+            if close is not None:
+                close()
+        return count
 
     def add_directory(
         self, path: PathLike, *, mode: int = 0o755, uid: int = 0, gid: int = 0, mtime: int | None = None,
@@ -349,8 +395,7 @@ class SquashfsWriter:
         out = getattr(self, "out", None)
         if out is not None:
             out.close()
-        with contextlib.suppress(FileNotFoundError):
-            self._tmp.unlink()
+        self._output.discard()
 
     def finish(self) -> SquashfsResult:
         """Write the metadata and the superblock, pad, and move the image into place."""
@@ -360,10 +405,7 @@ class SquashfsWriter:
             sb = self._write_metadata()
             self.out.finish(self.out.pos)
             self.out.close()
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(self._tmp, 0o666 & ~umask)
-            os.replace(self._tmp, self.dest)
+            self._output.commit()
         except BaseException as exc:
             self.abort(exc)
             raise
@@ -493,262 +535,6 @@ def _where(path: PathLike) -> str:
 
 # --- packing a directory tree ------------------------------------------------------------
 
-#: Directories are opened relative to their parent, never through a symlink.
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NOCTTY
-#: xattr errors that mean "none here": the filesystem has no xattrs, or one went away
-#: between listing and reading it.
-_NO_XATTRS = (errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENODATA)
-
-
-def _read_xattrs(target: int | bytes, where: str) -> list[tuple[bytes, bytes]]:
-    """The extended attributes of an open file (an fd), or of a path's last component (not followed).
-
-    Any failure but ENOTSUP/ENODATA is a :class:`HostError` naming the file.  mksquashfs 4.5
-    warns ("llistxattr for F failed ... Ignoring") and packs the file without any of its
-    attributes; a live root cannot afford that: a file that silently lost its
-    ``security.selinux`` label or ``security.capability`` fails only once booted (denials, a
-    ping without its capability), far from the cause.  ``no_xattrs`` leaves them out on purpose.
-    """
-    # An fd is the file itself; os refuses follow_symlinks with one.
-    nofollow: dict[str, bool] = {} if isinstance(target, int) else {"follow_symlinks": False}
-    pairs = []
-    try:
-        for name in os.listxattr(target, **nofollow):
-            try:
-                value = os.getxattr(target, name, **nofollow)
-            except OSError as exc:
-                if exc.errno != errno.ENODATA:  # removed since listed: gone, not unreadable
-                    raise
-                continue
-            pairs.append((os.fsencode(name), value))
-    except OSError as exc:
-        if exc.errno in _NO_XATTRS:
-            return []
-        raise HostError(
-            f"cannot read the extended attributes of {where}: {exc.strerror}",
-            hint="--no-xattrs packs without any",
-        ) from exc
-    return pairs
-
-
-class _Excluded:
-    """The image being written, never packed: its inodes, and its names in its directory."""
-
-    def __init__(self, dest: Path) -> None:
-        self.inodes: set[tuple[int, int]] = set()
-        self.names = {os.fsencode(dest.name)}
-        self.directory: tuple[int, int] | None = None
-        with contextlib.suppress(OSError):
-            st = os.stat(dest.parent)
-            self.directory = (st.st_dev, st.st_ino)
-        self.add(dest)
-
-    def add(self, path: Path) -> None:
-        """Leave out the file at ``path`` (by name in the destination's directory, and by inode)."""
-        self.names.add(os.fsencode(path.name))
-        with contextlib.suppress(OSError):
-            st = os.lstat(path)
-            self.inodes.add((st.st_dev, st.st_ino))
-
-    def names_in(self, directory: os.stat_result) -> set[bytes] | frozenset[bytes]:
-        return self.names if (directory.st_dev, directory.st_ino) == self.directory else frozenset()
-
-    def __contains__(self, st: os.stat_result) -> bool:
-        return (st.st_dev, st.st_ino) in self.inodes
-
-
-def _walk(
-    root_fd: int,
-    visit: Callable[[int, bytes, os.stat_result], list[bytes]],
-    refused: Callable[[bytes, OSError], None],
-) -> None:
-    """Depth first below the open directory ``root_fd``, through directory file descriptors.
-
-    ``visit(fd, rel, st)`` handles one directory (``rel`` is b"" for the top) and returns the
-    names of the subdirectories to enter, in order; each is opened relative to its parent with
-    ``O_DIRECTORY | O_NOFOLLOW``, so a symlink put in a directory's place is never followed:
-    the open fails and ``refused(rel, error)`` decides (raise, or return to skip it).  One
-    descriptor per level is open at a time.
-    """
-    stack: list[tuple[int, bytes, Iterator[bytes]]] = [(root_fd, b"", iter(visit(root_fd, b"", os.fstat(root_fd))))]
-    try:
-        while stack:
-            fd, rel, names = stack[-1]
-            name = next(names, None)
-            if name is None:
-                stack.pop()
-                if fd != root_fd:
-                    os.close(fd)
-                continue
-            child_rel = rel + b"/" + name if rel else name
-            try:
-                child = os.open(name, _DIR_FLAGS, dir_fd=fd)
-            except OSError as exc:
-                refused(child_rel, exc)
-                continue
-            try:
-                subdirs = visit(child, child_rel, os.fstat(child))
-            except BaseException:
-                os.close(child)
-                raise
-            stack.append((child, child_rel, iter(subdirs)))
-    finally:
-        for fd, _rel, _names in stack:
-            if fd != root_fd:
-                os.close(fd)
-
-
-def _tree_size(root_fd: int, excluded: _Excluded) -> int:
-    """Bytes in the regular files below ``root_fd``, for progress (what cannot be read is left out)."""
-    total = 0
-
-    def visit(fd: int, _rel: bytes, st: os.stat_result) -> list[bytes]:
-        nonlocal total
-        skip = excluded.names_in(st)
-        subdirs = []
-        with contextlib.suppress(OSError), os.scandir(fd) as it:
-            for entry in it:
-                with contextlib.suppress(OSError):
-                    if entry.is_dir(follow_symlinks=False):
-                        subdirs.append(os.fsencode(entry.name))
-                    elif entry.is_file(follow_symlinks=False) and os.fsencode(entry.name) not in skip:
-                        total += entry.stat(follow_symlinks=False).st_size
-        return subdirs
-
-    _walk(root_fd, visit, lambda _rel, _exc: None)
-    return total
-
-
-class _TreeScan:
-    """:func:`pack`'s walk: every entry below a directory into the writer.
-
-    Only regular files and directories are opened, relative to their directory and without
-    following a symlink; FIFOs, sockets and devices are recorded from their lstat; symlinks
-    are read with readlinkat.  An entry that turns into something else between its lstat and
-    its open (a directory swapped for a symlink, a file for a FIFO) is an :class:`InvalidImage`
-    naming it: the scan never reads what it did not see.
-    """
-
-    def __init__(self, writer: SquashfsWriter, src: bytes, excluded: _Excluded) -> None:
-        self.writer = writer
-        self.src = src
-        self.excluded = excluded
-        self.xattrs = not writer.options.no_xattrs
-        self.links: dict[tuple[int, int], bytes] = {}
-
-    def where(self, rel: bytes) -> str:
-        return display(os.path.join(self.src, rel) if rel else self.src)
-
-    def run(self, root_fd: int) -> None:
-        _walk(root_fd, self.directory, self.refused)
-
-    def refused(self, rel: bytes, exc: OSError) -> None:
-        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-            raise InvalidImage(f"{self.where(rel)}: changed while being packed (no longer a directory)") from exc
-        if exc.errno == errno.ENOENT:
-            raise InvalidImage(f"{self.where(rel)}: changed while being packed (removed)") from exc
-        raise HostError(f"cannot read directory {self.where(rel)}: {exc.strerror}") from exc
-
-    def _xattrs(self, target: int | bytes, rel: bytes) -> list[tuple[bytes, bytes]]:
-        return _read_xattrs(target, self.where(rel)) if self.xattrs else []
-
-    def directory(self, fd: int, rel: bytes, st: os.stat_result) -> list[bytes]:
-        """Add the directory open as ``fd`` and its entries but subdirectories; return those."""
-        w = self.writer
-        w.add_directory(rel, mode=st.st_mode, uid=st.st_uid, gid=st.st_gid, mtime=_seconds(st),
-                        xattrs=self._xattrs(fd, rel))  # fmt: skip
-        skip = self.excluded.names_in(st)
-        try:
-            with os.scandir(fd) as it:
-                names = sorted(os.fsencode(entry.name) for entry in it)
-        except OSError as exc:
-            raise HostError(f"cannot read directory {self.where(rel)}: {exc.strerror}") from exc
-        # Every entry's lstat first, then the entries: what each is was decided before any is read.
-        entries = []
-        for name in names:
-            if name in skip:
-                continue
-            try:
-                lst = os.stat(name, dir_fd=fd, follow_symlinks=False)
-            except OSError as exc:
-                raise HostError(f"cannot stat {self.where(self.rel(rel, name))}: {exc.strerror}") from exc
-            if lst not in self.excluded:
-                entries.append((name, lst))
-        subdirs = []
-        for name, lst in entries:
-            if stat.S_ISDIR(lst.st_mode):
-                subdirs.append(name)
-            elif stat.S_ISREG(lst.st_mode):
-                self.file(fd, name, self.rel(rel, name))
-            else:
-                self.other(fd, name, self.rel(rel, name), lst)
-        return subdirs
-
-    @staticmethod
-    def rel(rel: bytes, name: bytes) -> bytes:
-        return rel + b"/" + name if rel else name
-
-    def _linked(self, st: os.stat_result, relpath: bytes) -> bool:
-        """Whether ``relpath`` is another name of an inode already added (then added as a hard link)."""
-        if st.st_nlink < 2:
-            return False
-        key = (st.st_dev, st.st_ino)
-        first = self.links.get(key)
-        if first is None:
-            self.links[key] = relpath
-            return False
-        self.writer.add_hardlink(relpath, first)
-        return True
-
-    def file(self, dir_fd: int, name: bytes, relpath: bytes) -> None:
-        where = self.where(relpath)
-        try:
-            fd = os.open(name, OPEN_FLAGS, dir_fd=dir_fd)
-        except OSError as exc:
-            if exc.errno == errno.ELOOP:
-                raise InvalidImage(f"{where}: changed while being packed (now a symlink)") from exc
-            if exc.errno == errno.ENOENT:
-                raise InvalidImage(f"{where}: changed while being packed (removed)") from exc
-            raise HostError(f"cannot read {where}: {exc.strerror}") from exc
-        try:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode):
-                raise InvalidImage(f"{where}: changed while being packed (no longer a regular file)")
-            if self._linked(st, relpath):
-                return
-            self.writer.add_file(
-                relpath, OpenFile(fd, where), size=st.st_size, mode=st.st_mode, uid=st.st_uid, gid=st.st_gid,
-                mtime=_seconds(st), xattrs=self._xattrs(fd, relpath),
-            )  # fmt: skip
-        finally:
-            os.close(fd)
-
-    def other(self, dir_fd: int, name: bytes, relpath: bytes, st: os.stat_result) -> None:
-        """A symlink, device, FIFO or socket: from its lstat, never opened."""
-        where = self.where(relpath)
-        kind = kind_of_mode(st.st_mode, where)
-        if self._linked(st, relpath):
-            return
-        # The entry itself, found through the directory we hold open: not through a path.
-        xattrs = self._xattrs(b"/proc/self/fd/%d/%s" % (dir_fd, name), relpath)
-        w = self.writer
-        attrs = {"mode": st.st_mode, "uid": st.st_uid, "gid": st.st_gid, "mtime": _seconds(st), "xattrs": xattrs}
-        if kind == InodeType.SYMLINK:
-            try:
-                target = os.readlink(name, dir_fd=dir_fd)
-            except OSError as exc:
-                if exc.errno in (errno.EINVAL, errno.ENOENT):
-                    raise InvalidImage(f"{where}: changed while being packed (no longer a symlink)") from exc
-                raise HostError(f"cannot read symlink {where}: {exc.strerror}") from exc
-            w.add_symlink(relpath, target, **attrs)  # type: ignore[arg-type]
-        elif kind in (InodeType.BLKDEV, InodeType.CHRDEV):
-            w.add_device(relpath, "b" if kind == InodeType.BLKDEV else "c", os.major(st.st_rdev), os.minor(st.st_rdev),
-                         **attrs)  # type: ignore[arg-type]  # fmt: skip
-        elif kind == InodeType.FIFO:
-            w.add_fifo(relpath, **attrs)  # type: ignore[arg-type]
-        else:
-            w.add_socket(relpath, **attrs)  # type: ignore[arg-type]
-
 
 def _seconds(st: os.stat_result) -> int:
     """The mtime in whole seconds, rounded down as ``st_mtime.tv_sec`` is (int() would round -0.5 up)."""
@@ -785,11 +571,12 @@ def pack(
                 "and special files without following a path)",
                 hint="mount /proc, or pack with --no-xattrs",
             )
-        excluded = _Excluded(Path(dest))
-        writer = SquashfsWriter(dest, opts, progress, total_bytes=_tree_size(root_fd, excluded))
+        excluded = Excluded(Path(dest))
+        writer = SquashfsWriter(dest, opts, progress, total_bytes=tree_size(root_fd, excluded))
         with writer:
             excluded.add(writer.temp_path)
-            _TreeScan(writer, src, excluded).run(root_fd)
+            scan = HostScan(src, xattrs=not opts.no_xattrs, excluded=excluded, xattr_hint=_XATTR_HINT)
+            writer.add_all(scan.entries(root_fd))
             return writer.finish()
     finally:
         os.close(root_fd)

@@ -11,7 +11,7 @@ from liveimg import run as runner
 from liveimg.dracut import compress
 from liveimg.dracut.compress import Compression, compress_initramfs, tool_command
 from liveimg.dracut.initramfs import Initramfs
-from liveimg.errors import InvalidImage, InvalidOptions
+from liveimg.errors import InvalidImage, InvalidOptions, ToolError
 from tests.dracut.test_initramfs import EARLY, MAIN, check_main, write
 from tests.support import need
 
@@ -71,3 +71,14 @@ def test_bad_input_and_options(tmp_path: Path) -> None:
         compress_initramfs(src, tmp_path / "out.img", threads=-1)
     assert not (tmp_path / "out.img").exists()
     assert not list(tmp_path.glob(".out.img*"))
+
+
+def test_a_failing_tool_leaves_nothing_beside_the_output(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The output, and the scratch copy of the last archive the tool reads, are removed; the old output stays."""
+    monkeypatch.setattr(compress, "tool_command", lambda *_args: ["false"])
+    src = write(tmp_path, EARLY, MAIN, name="raw.cpio")
+    (tmp_path / "out.img").write_bytes(b"previous")
+    with pytest.raises(ToolError):
+        compress_initramfs(src, tmp_path / "out.img", Compression.XZ)
+    assert (tmp_path / "out.img").read_bytes() == b"previous"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.img", "raw.cpio"]

@@ -102,7 +102,7 @@ def test_append_in_place_and_twice(tmp_path: Path, base: Path) -> None:
     with Initramfs(base) as ird:
         assert ird.read("etc/cmdline.d/50-first.conf") == b"a=1\n"
         assert ird.read("etc/cmdline.d/60-second.conf") == b"b=2\n"
-    assert not list(tmp_path.glob(".*liveimg-tmp"))
+    assert not list(tmp_path.glob(".*")), "a temporary file was left behind"
 
 
 def test_nothing_after_lz4(tmp_path: Path) -> None:

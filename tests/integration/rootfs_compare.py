@@ -21,7 +21,7 @@ from liveimg import e2fs, rootfs
 from liveimg.guest import open_guest
 from liveimg.manifest import sha256_file
 from liveimg.rootfs import GiB, Method, RootfsOptions, SizeMode
-from liveimg.tree import ApplianceTree
+from liveimg.tree import ApplianceTree, kind_of
 from tests.samples import sample_image
 from tests.support import need, need_module
 
@@ -50,12 +50,6 @@ def _guest_records(g: Any, top: str, scratch: Path) -> tuple[dict[str, Record], 
         if e.kind == "file" and e.inode is not None:
             groups.setdefault(e.inode, set()).add(e.path)
     return records, sorted((frozenset(v) for v in groups.values() if len(v) > 1), key=sorted)
-
-
-_KINDS = {
-    stat.S_IFDIR: "dir", stat.S_IFREG: "file", stat.S_IFLNK: "symlink", stat.S_IFCHR: "chardev",
-    stat.S_IFBLK: "blockdev", stat.S_IFIFO: "fifo", stat.S_IFSOCK: "socket",
-}  # fmt: skip
 
 
 _ACL_SHORT_TAGS = (0x01, 0x04, 0x10, 0x20)  # USER_OBJ, GROUP_OBJ, MASK, OTHER: no id on disk
@@ -96,7 +90,7 @@ def _extfs_records(image: Path) -> tuple[dict[str, Record], list[frozenset[str]]
         for rel, node in walk(fs.get("/"), ""):
             raw = node.inode
             mode = int(raw.i_mode)
-            kind = _KINDS[stat.S_IFMT(mode)]
+            kind = kind_of(mode, rel)
             uid = int(raw.i_uid) | (int(raw.i_uid_high) << 16)
             gid = int(raw.i_gid) | (int(raw.i_gid_high) << 16)
             xattrs = tuple(sorted((x.name, _vfs_acl(x.name, bytes(x.value))) for x in node.xattr))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import os
-import stat
 import sys
 import textwrap
 from pathlib import Path
@@ -14,7 +13,6 @@ import pytest
 from liveimg import run as runner
 from liveimg.errors import HostError, InvalidImage, InvalidOptions
 from liveimg.progress import Event, Progress
-from liveimg.squashfs.fstree import kind_of_mode
 from liveimg.squashfs.options import SquashfsOptions
 from liveimg.squashfs.writer import SquashfsWriter, pack
 from tests import support
@@ -73,12 +71,6 @@ def test_file_that_grows_while_packed(tmp_path: Path) -> None:
     with pytest.raises(InvalidImage, match=r"growing: file changed while being packed \(size 400000 -> 400004\)"):
         pack(src, out / "o.sqfs", FAST, Progress(sink, rate=1e9))
     assert list(out.iterdir()) == []
-
-
-def test_unsupported_file_type() -> None:
-    with pytest.raises(InvalidImage, match=r"weird: unsupported file type 0o160000"):
-        kind_of_mode(0o160000 | 0o644, "weird")
-    assert kind_of_mode(stat.S_IFSOCK | 0o755, "s") == 6 + 1
 
 
 def test_unwritable_destination(tmp_path: Path) -> None:
