@@ -1,8 +1,9 @@
 """OUTDIR as a transaction, with real builds: --force, two builds at once, a mount point, a full disk in each stage.
 
 Every failure is one line (``liveimg: error: ...``), OUTDIR is left as it was, and nothing
-is left beside it.  Mounts happen only in private user and mount namespaces
-(``unshare --user --map-root-user --mount``): nothing is mounted on the host.  A full disk
+is left beside it.  Mounts happen only in private mount namespaces (``unshare --mount
+--propagation private``, as real root: liveimg refuses to run as root of a user namespace,
+where its sandbox user does not exist): nothing is mounted on the host.  A full disk
 is made at the moment a stage begins: the build is stopped (SIGSTOP) at the stage's
 ``--progress json`` event, the tmpfs holding OUTDIR is filled to the last byte, and the
 build continues into it.
@@ -27,8 +28,10 @@ from tests.samples import sample_image
 from tests.support import need, need_root
 
 OPTIONS = ("--compression", "lz4", "--initramfs-compression", "zstd", "--initramfs-level", "1")
-#: Run a command with a tmpfs of size $2 on $1, made in a private user and mount namespace.
-ON_TMPFS = ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c",
+#: In a private mount namespace.
+PRIVATE = ["unshare", "--mount", "--propagation", "private"]
+#: Run a command with a tmpfs of size $2 on $1, made in a private mount namespace.
+ON_TMPFS = [*PRIVATE, "sh", "-c",
             'mount -t tmpfs -o size="$2" liveimg-test "$1" && shift 2 && exec "$@"', "sh"]  # fmt: skip
 
 
@@ -203,7 +206,7 @@ def test_a_full_disk_in_a_stage_is_one_line_naming_the_directory(
     mnt = tmp_path / "small"
     mnt.mkdir()
     trigger = tmp_path / "fill"
-    wrap = ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", FULL_LATER, "sh", str(mnt), str(trigger)]
+    wrap = [*PRIVATE, "sh", "-c", FULL_LATER, "sh", str(mnt), str(trigger)]
     build = RunningBuild(
         "build", str(image), "-o", str(mnt / "out"), "--force", "--workdir", str(tmp_path / "work"), *OPTIONS,
         wrap=wrap,
