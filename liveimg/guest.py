@@ -2,7 +2,7 @@
 
 ::
 
-    with open_guest(Path("disk.qcow2")) as guest:       # one appliance launch (15-30 s under TCG)
+    with open_guest(Path("disk.qcow2")) as guest:       # one appliance launch
         info = guest.inspect()                            # ImageInfo: root, /boot, deployment, kernel...
         info.deployment.ostree_arg                        # /ostree/boot.1/fedora/<bootcsum>/0
         guest.g                                           # the raw guestfs handle, for later stages
@@ -30,10 +30,10 @@ maps device to mount point; :attr:`Guest.root_mountpoint`, :attr:`Guest.boot_mou
 them.  Guest files should be read through :meth:`Guest.tree` (resolution inside the guest root,
 see :mod:`liveimg.fsview`), never by following guest paths in the appliance.
 
-Cost under TCG, measured: launch 15-25 s; each daemon call that runs a helper program
-(``blkid``, ``mount``) 0.2-0.5 s, so discovery uses one ``blkid -p`` per device (it gives the
-partition's exact offset and size too) instead of ``list_filesystems`` (5 s) or ``part_list``
-(2 s); a file lookup is about 2 ms and is cached (the input is read-only).
+Cost: the appliance's launch dominates (``benchmarks/README.md``, stage *guest*); each daemon
+call that runs a helper program (``blkid``, ``mount``) is slow under TCG, so discovery uses one
+``blkid -p`` per device (it gives the partition's exact offset and size too) instead of
+``list_filesystems`` or ``part_list``; file lookups are cached (the input is read-only).
 """
 
 from __future__ import annotations

@@ -12,8 +12,8 @@ Two methods:
     with no reserved blocks; the boot partition's files (read through libguestfs with
     every piece of metadata) are written into its ``/boot`` with ``debugfs -w``; free
     blocks are discarded (``e2fsck -E discard`` punches holes in a file) so that the
-    squashfs stage sees them as holes.  About 10x faster than a file-by-file copy in the
-    appliance, and byte-for-byte reproducible (``E2FSPROGS_FAKE_TIME`` from
+    squashfs stage sees them as holes.  Faster than a file-by-file copy in the appliance (the
+    two are compared in ``benchmarks/README.md``), and byte-for-byte reproducible (``E2FSPROGS_FAKE_TIME`` from
     ``SOURCE_DATE_EPOCH``).
 
 ``copy`` (xfs, btrfs, LVM, or ext filesystems without 4 KiB blocks)
