@@ -469,6 +469,15 @@ class HostTree:
 def _check_name(path: str, where: str) -> None:
     if any(part in ("", ".", "..") for part in PurePosixPath(path).parts) or path.startswith("/"):
         raise InvalidImage(f"{where}: unexpected path {path!r} in a listing")
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        # libguestfs carries names as UTF-8 strings: a name that is not cannot be asked about.
+        shown = path.encode("utf-8", "surrogateescape").decode("ascii", "backslashreplace")
+        raise InvalidImage(
+            f"{where}: the file name '{shown}' is not UTF-8, which libguestfs cannot read",
+            hint="rename it in the image",
+        ) from None
 
 
 def _xattr_groups(flat: Sequence[dict[str, Any]], count: int, where: str) -> list[tuple[tuple[str, bytes], ...]]:

@@ -14,7 +14,7 @@ import pytest
 from liveimg import run as runner
 from liveimg.errors import InvalidImage
 from liveimg.squashfs.tar import tar_entries
-from liveimg.tree import Entry, HardLinks, HostScan, HostTree, Kind, OpenFile, file_kind, kind_of
+from liveimg.tree import ApplianceTree, Entry, HardLinks, HostScan, HostTree, Kind, OpenFile, file_kind, kind_of
 from tests import support
 
 
@@ -142,3 +142,25 @@ def test_a_host_directory_and_its_tar_stream_give_the_same_entries(tmp_path: Pat
         from_tar[entry.path] = comparable(entry)
     # tar names the first of two links by its own walk ("./b_file" comes before "./d/a_link" sorted)
     assert from_tar == host
+
+
+class ListingOnly:
+    """A guestfs handle that only lists: ``find0`` writes the given names; nothing else is asked."""
+
+    def __init__(self, names: list[bytes]) -> None:
+        self.names = names
+
+    def find0(self, top: str, out: str) -> None:
+        Path(out).write_bytes(b"\0".join(self.names) + b"\0")
+
+
+@pytest.mark.parametrize("bad", [b"vmlinuz-\xff", b"grub2/\xc3(", b"efi/\xed\xa0\x80"])
+def test_a_name_libguestfs_cannot_carry_is_refused_as_the_images_fault(tmp_path: Path, bad: bytes) -> None:
+    tree = ApplianceTree(ListingOnly([b"loader", b"loader/entries", bad]), "/boot", tmp_path)
+    with pytest.raises(InvalidImage) as excinfo:
+        tree.entries()
+    shown = bad.decode("ascii", "backslashreplace")  # vmlinuz-\xff: the bytes, readable
+    assert str(excinfo.value) == (
+        f"/boot: the file name '{shown}' is not UTF-8, which libguestfs cannot read (rename it in the image)"
+    )
+    assert "\\x" in str(excinfo.value) and list(tmp_path.iterdir()) == []
