@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, _ in MEASURES:
         base = median(r["base"][name] for r in rounds)
         head = median(r["head"][name] for r in rounds)
-        summary[name] = {"base": round(base, 3), "head": round(head, 3), "ratio": harness.ratio(head, base)}
+        summary[name] = {"base": round(base, 3), "head": round(head, 3), "ratio": round(harness.ratio(head, base), 3)}
         print(f"{name:34} base {base:7.2f} s  head {head:7.2f} s  head/base {summary[name]['ratio']}")
     record["rounds"] = rounds
     record["median"] = summary
