@@ -6,6 +6,8 @@ images), ``tests/e2e/`` the e2e tier (QEMU boots); everything else is a unit tes
 
 from __future__ import annotations
 
+import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -62,3 +64,17 @@ def atomic_qcow2() -> Path:
     from tests.samples import sample_image
 
     return sample_image("atomic", "qcow2")
+
+
+@pytest.fixture
+def default_signals() -> Iterator[None]:
+    """SIGINT, SIGTERM and SIGHUP as a fresh Python process has them (pytest may have its own), restored after."""
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)

@@ -6,7 +6,6 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -16,18 +15,7 @@ from liveimg import run as runner
 SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
-@pytest.fixture(autouse=True)
-def default_dispositions() -> Iterator[None]:
-    """Each test starts from what a fresh Python has (pytest may have set its own), and ends restored."""
-    saved = {sig: signal.getsignal(sig) for sig in SIGNALS}
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    signal.signal(signal.SIGHUP, signal.SIG_DFL)
-    try:
-        yield
-    finally:
-        for sig, handler in saved.items():
-            signal.signal(sig, handler)
+pytestmark = pytest.mark.usefixtures("default_signals")
 
 
 def wait_for_signal() -> None:

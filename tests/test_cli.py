@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -184,20 +183,6 @@ def test_an_os_error_is_one_line_naming_the_path(
     _with_doctor(monkeypatch, _raises(exc))
     assert cli.main(["doctor"]) == cli.EXIT_FAILURE
     assert capsys.readouterr().err == f"liveimg: error: {line}\n"
-
-
-@pytest.fixture
-def default_signals() -> Iterator[None]:
-    """The dispositions of a fresh `liveimg` process (pytest may have its own), restored after."""
-    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    signal.signal(signal.SIGHUP, signal.SIG_DFL)
-    try:
-        yield
-    finally:
-        for sig, handler in saved.items():
-            signal.signal(sig, handler)
 
 
 @pytest.mark.parametrize(("sig", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGHUP, 129)])

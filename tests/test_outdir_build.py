@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,18 +20,7 @@ from liveimg.errors import Cancelled, ToolError
 from liveimg.options import BuildOptions
 from liveimg.pipeline import build
 
-
-@pytest.fixture(autouse=True)
-def default_signals() -> Iterator[None]:
-    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    signal.signal(signal.SIGHUP, signal.SIG_DFL)
-    try:
-        yield
-    finally:
-        for sig, handler in saved.items():
-            signal.signal(sig, handler)
+pytestmark = pytest.mark.usefixtures("default_signals")
 
 
 def with_stages(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, stages: pipeline.Stage) -> tuple[Path, Path]:
