@@ -184,6 +184,13 @@ REFUSALS = {
         {},
         "refusing /dev/sr0 (HL-DT-ST DVD+-RW GU90N, 1024.0 MiB, ata, removable): it is an optical drive",
     ),
+    # What a device calls itself reaches the terminal as one line without control characters.
+    "hostile-names": (
+        ["/dev/sdf"],
+        {},
+        "refusing /dev/sdf (]0;pwned Kingston DataTraveler [2Jrm -rf, 64.0 MiB, usb, removable): it is read-only "
+        "(a stick or SD card may have a write-protect switch)",
+    ),
     "no-such-device": (
         ["/dev/sdx"],
         {},
@@ -234,3 +241,28 @@ def test_not_a_block_device(tmp_path: Path) -> None:
     other.write_bytes(b"x")
     hint = "name a whole disk such as /dev/sdb; lsblk lists them"
     assert refused(tmp_path, str(other)) == f"{other}: not a block device ({hint})"
+
+
+AGREED = """
+import sys
+import liveimg
+agreed = liveimg.probe_target("/dev/sdb", 1 << 20)
+try:
+    liveimg.write_image(sys.argv[1], "/dev/sdd", expect=agreed)
+except liveimg.DeviceRefused as exc:
+    print(exc)
+"""
+
+
+def test_a_device_other_than_the_one_agreed_to_is_refused(tmp_path: Path) -> None:
+    """The library's guard for a caller that asked first: the device it writes is the one it named."""
+    need("umockdev-run")
+    image = tmp_path / "live.iso"
+    image.write_bytes(bytes(MIB))
+    devices = [arg for path in sorted(DEVICES.glob("*.umockdev")) for arg in ("-d", str(path))]
+    argv = ["umockdev-run", *devices, "--", sys.executable, "-c", AGREED, str(image)]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run(argv, capture_output=True, text=True, env=env, check=True, timeout=120)
+    assert done.stdout == (
+        f"refusing /dev/sdd (WD Elements 25A2, 931.5 GiB, usb, removable): it is not the device agreed to, {STICK}\n"
+    )

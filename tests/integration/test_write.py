@@ -202,3 +202,21 @@ def test_a_device_held_by_another_program_is_refused_by_the_kernel(tmp_path: Pat
         "(a mounted filesystem, swap, LVM, RAID or another program holds it)"
     )
     assert device_bytes(node, DISK_SIZE) == bytes(DISK_SIZE)
+
+
+def test_a_device_in_use_as_swap_is_refused(tmp_path: Path, loop: tuple[str, Path]) -> None:
+    """Real swap, for a second: the loop device is swapped on, and off again in a finally."""
+    need("mkswap", "swapon", "swapoff")
+    node, backing = loop
+    subprocess.run(["mkswap", "-q", node], check=True)
+    image = odd_image(tmp_path)
+    subprocess.run(["swapon", "--priority", "0", node], check=True)
+    try:
+        done = liveimg_write(str(image), node, "--yes", "--yes-this-disk")
+    finally:
+        subprocess.run(["swapoff", node], check=True)
+    assert done.returncode == 1
+    assert done.stderr == (
+        f"liveimg: error: refusing {description(node, backing)}: {node} is active swap "
+        "(swapoff it first, or pick another device)\n"
+    )
