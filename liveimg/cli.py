@@ -587,8 +587,9 @@ def _cmd_boot_test(args: argparse.Namespace, ctx: Context) -> int:
 
 WRITE_EPILOG = (
     "Before writing, liveimg names the device on one line (vendor, model, size, bus) and, on a terminal, asks "
-    "for 'yes'. Without a terminal on standard input (a script, a pipe) it writes only with --yes. It refuses, "
-    "whatever the options: a partition, a read-only device or one without a medium, a disk smaller than the "
+    "'Overwrite DEVICE? [y/N]'. Without a terminal on standard input (a script, a pipe) it writes only with "
+    "--yes. It refuses, whatever the options: a partition, an optical drive, a read-only device or one without "
+    "a medium, a disk smaller than the "
     "image, and a disk with a mounted filesystem or active swap (on it, its partitions, or LVM/device-mapper "
     "devices on them); a disk that is not removable (an internal disk, a loop device) only with "
     "--yes-this-disk. The device is opened exclusively, so the kernel refuses one that is in use, then written, "
