@@ -18,6 +18,9 @@ external program, :class:`HostError` this machine, :class:`InternalError` liveim
 :class:`Cancelled` when a signal ended the work).  Progress goes to a :class:`Progress` given
 a sink: any callable taking an :class:`Event`, or :class:`JsonLines`, :class:`StageLines`,
 :class:`TerminalBar`.
+:func:`write_image` writes an image (a hybrid ISO) to a USB stick and reads it back,
+after :func:`probe_target` has named the device and refused what is not a removable,
+unused whole disk large enough (:class:`DeviceRefused`).
 
 Stability: the names in ``__all__`` are the public API.  Until 1.0 they may change between
 minor versions, and every change is named in the release notes; the stage modules
@@ -52,8 +55,18 @@ from liveimg.progress import Event, JsonLines, Progress, StageLines, TerminalBar
 from liveimg.pxe import CloudInitSeed, PxeOptions
 from liveimg.rootfs import RootfsOptions
 from liveimg.squashfs import SquashfsOptions
+from liveimg.write import (
+    BlockDevice,
+    DeviceRefused,
+    WriteOptions,
+    WriteResult,
+    WriteVerifyFailed,
+    probe_target,
+    write_image,
+)
 
 __all__ = [
+    "BlockDevice",
     "BootTestOptions",
     "BootTestResult",
     "BuildOptions",
@@ -61,6 +74,7 @@ __all__ = [
     "Cancelled",
     "CloudInitSeed",
     "Compression",
+    "DeviceRefused",
     "DracutOptions",
     "Event",
     "HostError",
@@ -82,8 +96,13 @@ __all__ = [
     "ToolError",
     "ToolNotFound",
     "ToolTimeout",
+    "WriteOptions",
+    "WriteResult",
+    "WriteVerifyFailed",
     "__version__",
     "boot_test",
     "build",
     "inspect",
+    "probe_target",
+    "write_image",
 ]

@@ -43,6 +43,7 @@ from liveimg.progress import JsonLines, Progress, StageLines, TerminalBar
 from liveimg.pxe import CloudInitSeed, PxeOptions
 from liveimg.rootfs import Method, RootfsOptions, SizeMode, parse_size
 from liveimg.squashfs import SquashfsOptions, parse_compress_args
+from liveimg.write import WriteOptions, human_size, image_size, probe_target, write_image
 
 log = logging.getLogger("liveimg")
 
@@ -582,6 +583,63 @@ def _cmd_boot_test(args: argparse.Namespace, ctx: Context) -> int:
     return EXIT_OK if result.ok else EXIT_FAILURE
 
 
+# --- write ---------------------------------------------------------------------------------
+
+WRITE_EPILOG = (
+    "Before writing, liveimg names the device on one line (vendor, model, size, bus) and, on a terminal, asks "
+    "'Overwrite DEVICE? [y/N]'. Without a terminal on standard input (a script, a pipe) it writes only with "
+    "--yes. It refuses, whatever the options: a partition, an optical drive, a read-only device or one without "
+    "a medium, a disk smaller than the "
+    "image, and a disk with a mounted filesystem or active swap (on it, its partitions, or LVM/device-mapper "
+    "devices on them); a disk that is not removable (an internal disk, a loop device) only with "
+    "--yes-this-disk. The device is opened exclusively, so the kernel refuses one that is in use, then written, "
+    "synced, and read back and compared with the image."
+)
+
+
+def _add_write(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = WRITE_EPILOG
+    parser.add_argument("image", type=Path, help="the image to write: a hybrid ISO, or any disk image file")
+    parser.add_argument("device", help="the whole disk to overwrite, such as /dev/sdb")
+    parser.add_argument("-y", "--yes", action="store_true",
+                        help="write without asking (needed when standard input is not a terminal)")  # fmt: skip
+    parser.add_argument("--yes-this-disk", action="store_true",
+                        help="write even to a disk that is not removable (internal, loop device)")  # fmt: skip
+    parser.add_argument("--no-verify", action="store_true", help="do not read the device back")
+
+
+def _confirm(node: str) -> bool:
+    """Ask on the terminal; only "y" or "yes" agrees."""
+    sys.stderr.write(f"Overwrite {node}? [y/N] ")
+    sys.stderr.flush()
+    return sys.stdin.readline().strip().lower() in ("y", "yes")
+
+
+def _cmd_write(args: argparse.Namespace, ctx: Context) -> int:
+    size = image_size(args.image)
+    target = probe_target(args.device, size, allow_fixed=args.yes_this_disk)
+    print(printable(f"liveimg: writing {args.image} ({human_size(size)}) to {target.describe()}", lines=False),
+          file=sys.stderr)  # fmt: skip
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise InvalidOptions(
+                f"not writing to {target.node}: standard input is not a terminal to ask on",
+                hint="add --yes to write without asking",
+            )
+        if not _confirm(target.node):
+            print("liveimg: nothing written", file=sys.stderr)
+            return EXIT_FAILURE
+    options = WriteOptions(allow_fixed=args.yes_this_disk, verify=not args.no_verify)
+    result = write_image(args.image, args.device, options, ctx.progress, expect=target)
+    checked = "read back and verified" if result.verified else "not read back"
+    if args.progress == "json":
+        print(json.dumps({"event": "result", "device": result.device.node, "image": str(result.image),
+                          "bytes": result.size, "verified": result.verified}))  # fmt: skip
+    else:
+        print(printable(f"wrote {result.image} to {result.device.node}: {result.size} bytes, {checked}", lines=False))
+    return EXIT_OK
+
+
 # --- the parser ---------------------------------------------------------------------------
 
 COMMANDS: tuple[tuple[str, str, Callable[[argparse.ArgumentParser], None], Handler], ...] = (
@@ -606,6 +664,7 @@ COMMANDS: tuple[tuple[str, str, Callable[[argparse.ArgumentParser], None], Handl
         _cmd_squashfs,
     ),
     ("initramfs", "read an initramfs, or append kernel arguments and files to it", _add_initramfs, _cmd_initramfs),
+    ("write", "write an image (a hybrid ISO) to a USB stick, safely, and read it back", _add_write, _cmd_write),
 )
 
 
