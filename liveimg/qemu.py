@@ -7,7 +7,7 @@ This is the engine of ``liveimg boot-test``.  A machine is described by frozen d
             netboot=NetworkBoot(tftp_root, bootfile) | None,
             network=True, restrict=True, forwards=(GuestForward(host_port, guest_port),))
 
-and boots one way: from its first disk, from a kernel given directly (QEMU's ``-kernel``), or
+and boots one way: from its first disk (a CD-ROM if that is one), from a kernel given directly (QEMU's ``-kernel``), or
 over PXE (:class:`NetworkBoot`: QEMU's TFTP server serves ``tftp_root`` and its DHCP server
 offers ``bootfile``; the caller fills the TFTP root, and ``liveimg boot-test`` puts there the
 pxe stage's own configurations).  Asking for both a kernel and a network boot, or for
@@ -59,16 +59,19 @@ GUEST_FORWARD_ADDR = "10.0.2.100"
 
 @dataclass(frozen=True)
 class Disk:
-    """A disk image attached as a virtio drive.  QEMU never writes to the file.
+    """A disk image attached to the guest.  QEMU never writes to the file.
 
     ``mode="snapshot"``: the guest may write, into a temporary overlay that is thrown away
     (an installed system needs a writable root).  ``mode="readonly"``: the guest sees a
-    read-only disk (a squashfs, an ISO).
+    read-only disk (a squashfs, an ISO).  ``bus``: a virtio drive (default), a CD-ROM on the
+    IDE controller (the firmware boots it by El Torito), or a USB stick on an xHCI controller
+    (the firmware boots it as a hard disk, as a stick written with an ISO).
     """
 
     path: Path
     fmt: Literal["raw", "qcow2"] = "raw"
     mode: Literal["snapshot", "readonly"] = "snapshot"
+    bus: Literal["virtio", "cdrom", "usb"] = "virtio"
 
 
 @dataclass(frozen=True)
@@ -135,9 +138,20 @@ def qemu_argv(machine: Machine, console_log: Path, accel: AccelChoice | None = N
         "-serial", f"file:{_qemu_path(console_log)}",
         "-device", "virtio-rng-pci",
     ]  # fmt: skip
+    usb = False
     for index, disk in enumerate(machine.disks):
         access = "snapshot=on" if disk.mode == "snapshot" else "readonly=on"
-        argv += ["-drive", f"file={_qemu_path(disk.path)},format={disk.fmt},if=virtio,index={index},{access}"]
+        drive = f"file={_qemu_path(disk.path)},format={disk.fmt}"
+        if disk.bus == "virtio":
+            argv += ["-drive", f"{drive},if=virtio,index={index},{access}"]
+        elif disk.bus == "cdrom":
+            argv += ["-drive", f"{drive},if=ide,index={index},media=cdrom,{access}"]
+        else:
+            if not usb:
+                argv += ["-device", "qemu-xhci,id=xhci"]
+                usb = True
+            argv += ["-drive", f"{drive},if=none,id=usb{index},{access}",
+                     "-device", f"usb-storage,bus=xhci.0,drive=usb{index},bootindex={index}"]  # fmt: skip
     if machine.kernel is not None:
         argv += ["-kernel", os.fspath(machine.kernel.kernel), "-append", machine.kernel.append]
         if machine.kernel.initrd is not None:
@@ -155,7 +169,8 @@ def qemu_argv(machine: Machine, console_log: Path, accel: AccelChoice | None = N
     if machine.netboot is not None:
         argv += ["-boot", "order=n"]
     elif machine.kernel is None:
-        argv += ["-boot", "order=c"]
+        cdrom = bool(machine.disks) and machine.disks[0].bus == "cdrom"
+        argv += ["-boot", "order=d" if cdrom else "order=c"]
     argv += list(machine.extra_args)
     return argv
 
