@@ -117,6 +117,7 @@ DOCTOR_MODULES: tuple[tuple[str, str], ...] = (
     ("guestfs", "Debian package python3-guestfs (venv made with --system-site-packages)"),
     ("libarchive", "PyPI libarchive-c and Debian libarchive13"),
     ("yaml", "PyPI PyYAML"),
+    ("pycdlib", "PyPI pycdlib (the live ISO)"),
     ("zstandard", "PyPI zstandard (optional: zstd squashfs)"),
     ("lz4", "PyPI lz4 (optional: lz4 squashfs)"),
     ("seccomp", "Debian package python3-seccomp (the sandbox's system call filter)"),
