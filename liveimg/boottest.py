@@ -18,6 +18,9 @@ nothing else), and boots one of four ways:
 ``iso-bios``
     No network: the live ISO (:mod:`liveimg.iso`) as a CD-ROM; SeaBIOS boots its El Torito
     image, isolinux, whose configuration has ``root=live:CDLABEL=<label>``.
+``iso-uefi``
+    The same ISO as a CD-ROM with UEFI (OVMF): the firmware boots the El Torito UEFI image,
+    GRUB, which finds the ISO by its label and reads its ``EFI/BOOT/grub.cfg``.
 ``usb``
     The same ISO as a USB stick (xHCI): SeaBIOS boots its isohybrid MBR, which starts isolinux.
 
@@ -62,10 +65,13 @@ from liveimg.pxe import LiveBoot, PxeOptions, arg_key, kernel_args, write_pxe
 
 log = logging.getLogger(__name__)
 
-Via = Literal["pxelinux", "ipxe", "kernel", "disk", "iso-bios", "usb"]
-VIAS: tuple[Via, ...] = ("pxelinux", "ipxe", "kernel", "disk", "iso-bios", "usb")
+Via = Literal["pxelinux", "ipxe", "kernel", "disk", "iso-bios", "iso-uefi", "usb"]
+VIAS: tuple[Via, ...] = ("pxelinux", "ipxe", "kernel", "disk", "iso-bios", "iso-uefi", "usb")
 #: The ways that boot the live ISO (no network).
-ISO_VIAS: tuple[Via, ...] = ("iso-bios", "usb")
+ISO_VIAS: tuple[Via, ...] = ("iso-bios", "iso-uefi", "usb")
+#: Debian's OVMF (package ovmf): UEFI for QEMU, its code and a blank variable store.
+OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
+OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
 
 #: Debian's PXE loaders (packages pxelinux and syslinux-common), copied into the TFTP root.
 PXELINUX_DIR = Path("/usr/lib/PXELINUX")
@@ -412,8 +418,16 @@ def _machine(
         if iso_label is None:
             raise InternalError(f"a boot via {opts.via} needs the ISO's label")
         iso = _test_iso(live, serve, pxe_options, iso_label)
-        disk = qemu.Disk(iso, mode="readonly", bus="cdrom" if opts.via == "iso-bios" else "usb")
-        return qemu.Machine(memory_mib=opts.memory_mib, disks=(disk,))
+        disk = qemu.Disk(iso, mode="readonly", bus="usb" if opts.via == "usb" else "cdrom")
+        uefi = None
+        if opts.via == "iso-uefi":
+            for path in (OVMF_CODE, OVMF_VARS):
+                if not path.is_file():
+                    raise HostError(f"{path} is missing", hint="install the Debian package ovmf")
+            variables = serve.parent / OVMF_VARS.name  # the guest's own copy: it may write it
+            shutil.copyfile(OVMF_VARS, variables)
+            uefi = qemu.Uefi(OVMF_CODE, variables)
+        return qemu.Machine(memory_mib=opts.memory_mib, disks=(disk,), uefi=uefi)
     if opts.via == "disk":
         # No network at all: the squashfs is the first virtio disk.
         args = ["root=live:/dev/vda" if a.startswith("root=live:") else a for a in args if a != "ip=dhcp"]

@@ -433,7 +433,7 @@ def _add_build(parser: argparse.ArgumentParser) -> None:
                    help="do not keep the installed system's own kernel arguments (console=, ...)")  # fmt: skip
     g = parser.add_argument_group("live ISO")
     g.add_argument("--iso", action="store_true",
-                   help="also write live.iso: a hybrid ISO (CD or USB stick, BIOS) of the live system")  # fmt: skip
+                   help="also write live.iso, a hybrid ISO of the live system (CD: BIOS, UEFI; USB stick)")  # fmt: skip
     g.add_argument("--iso-label", metavar="LABEL",
                    help="its volume label: up to 32 of A-Z, 0-9 and _ (default: from the OS, as lorax)")  # fmt: skip
     g = parser.add_argument_group("cloud-init NoCloud seed (served with the artifacts)")
@@ -553,7 +553,8 @@ def _add_boot_test(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("outdir", type=Path, help="OUTDIR of `liveimg build`")
     parser.add_argument("--via", choices=VIAS, default="pxelinux",
                         help="pxelinux (PXE, TFTP; default), ipxe (PXE, HTTP), kernel (QEMU -kernel), "
-                        "disk (the squashfs as a disk, no network)")  # fmt: skip
+                        "disk (the squashfs as a disk, no network), iso-bios, iso-uefi (the live ISO as a CD, "
+                        "SeaBIOS or OVMF), usb (the live ISO as a USB stick)")  # fmt: skip
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds (default 1800)")
     parser.add_argument("--memory", type=int, default=3072, metavar="MIB", help="guest RAM (default 3072)")
     parser.add_argument("--kernel-arg", action="append", default=[], metavar="ARG", help="add a kernel argument")

@@ -5,13 +5,15 @@ This is the engine of ``liveimg boot-test``.  A machine is described by frozen d
     Machine(memory_mib=2048, cpus=1, disks=(Disk(path, fmt="raw", mode="snapshot"),),
             kernel=DirectKernel(kernel, initrd, append) | None,
             netboot=NetworkBoot(tftp_root, bootfile) | None,
-            network=True, restrict=True, forwards=(GuestForward(host_port, guest_port),))
+            network=True, restrict=True, forwards=(GuestForward(host_port, guest_port),),
+            uefi=Uefi(ovmf_code, ovmf_vars_copy) | None)
 
-and boots one way: from its first disk (a CD-ROM if that is one), from a kernel given directly (QEMU's ``-kernel``), or
-over PXE (:class:`NetworkBoot`: QEMU's TFTP server serves ``tftp_root`` and its DHCP server
+and boots one way: from its first disk (a CD-ROM if that is one), from a kernel given directly
+(QEMU's ``-kernel``), or over PXE (:class:`NetworkBoot`: QEMU's TFTP server serves ``tftp_root`` and its DHCP server
 offers ``bootfile``; the caller fills the TFTP root, and ``liveimg boot-test`` puts there the
 pxe stage's own configurations).  Asking for both a kernel and a network boot, or for
-nothing to boot, is an :class:`~liveimg.errors.InvalidOptions`.
+nothing to boot, is an :class:`~liveimg.errors.InvalidOptions`.  The firmware is SeaBIOS, or
+OVMF with ``uefi`` (whose variable store, the caller's copy, is the one file QEMU writes).
 
 ``qemu_argv(machine, console_log, accel=None)`` builds the command line, and it promises:
 
@@ -75,6 +77,15 @@ class Disk:
 
 
 @dataclass(frozen=True)
+class Uefi:
+    """UEFI firmware (OVMF) instead of SeaBIOS: its code, read-only, and a copy of its variable
+    store that the guest may write (the caller's copy, never the distribution's file)."""
+
+    code: Path
+    variables: Path
+
+
+@dataclass(frozen=True)
 class DirectKernel:
     """Boot this kernel and initramfs with this command line (QEMU's ``-kernel``)."""
 
@@ -115,6 +126,7 @@ class Machine:
     restrict: bool = True
     forwards: tuple[GuestForward, ...] = ()
     extra_args: tuple[str, ...] = ()
+    uefi: Uefi | None = None
 
 
 def _qemu_path(path: Path) -> str:
@@ -138,6 +150,9 @@ def qemu_argv(machine: Machine, console_log: Path, accel: AccelChoice | None = N
         "-serial", f"file:{_qemu_path(console_log)}",
         "-device", "virtio-rng-pci",
     ]  # fmt: skip
+    if machine.uefi is not None:
+        argv += ["-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={_qemu_path(machine.uefi.code)}",
+                 "-drive", f"if=pflash,format=raw,unit=1,file={_qemu_path(machine.uefi.variables)}"]  # fmt: skip
     usb = False
     for index, disk in enumerate(machine.disks):
         access = "snapshot=on" if disk.mode == "snapshot" else "readonly=on"

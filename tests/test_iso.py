@@ -48,6 +48,8 @@ def outdir(tmp_path: Path) -> Path:
     """A stand-in OUTDIR: kernel, initramfs and squashfs of distinct random bytes."""
     need_file("/usr/lib/ISOLINUX/isolinux.bin", "isolinux")
     need_file("/usr/lib/syslinux/modules/bios/ldlinux.c32", "syslinux-common")
+    need_file("/usr/lib/grub/x86_64-efi/linux.mod", "grub-efi-amd64-bin")
+    need("grub-mkimage", "mkfs.fat", "mcopy", "mmd")
     out = tmp_path / "out"
     out.mkdir()
     for name, size in ((BOOT.kernel, 70_001), (BOOT.initramfs, 50_003), (BOOT.squashfs, 300_007)):
@@ -99,6 +101,8 @@ def test_layout_is_loraxs_in_rock_ridge_joliet_and_iso9660(opened: tuple[pycdlib
         "/isolinux/ldlinux.c32",
         "/isolinux/isolinux.cfg",
         "/isolinux/boot.cat",
+        "/images/efiboot.img",
+        "/EFI/BOOT/grub.cfg",
     }
     joliet = {f"{root.rstrip('/')}/{n}" for root, _, names in image.walk(joliet_path="/") for n in names}
     assert joliet == files
@@ -124,7 +128,8 @@ def test_kernel_and_initramfs_are_stored_once(opened: tuple[pycdlib.PyCdlib, Pat
         b = image.get_record(rr_path=f"/isolinux/{name}")
         assert a.extent_location() == b.extent_location()
     payload = sum((outdir / n).stat().st_size for n in (BOOT.kernel, BOOT.initramfs, BOOT.squashfs))
-    assert dest.stat().st_size < payload + 1024 * 1024
+    efiboot = image.get_record(rr_path="/images/efiboot.img").get_data_length()
+    assert dest.stat().st_size < payload + efiboot + 1024 * 1024
 
 
 def test_volume_label_and_identifiers(opened: tuple[pycdlib.PyCdlib, Path, list[str]]) -> None:
@@ -174,21 +179,57 @@ def test_el_torito_boots_isolinux_with_a_boot_info_table(opened: tuple[pycdlib.P
     assert length == Path("/usr/lib/ISOLINUX/isolinux.bin").stat().st_size
 
 
-def test_isohybrid_mbr_is_syslinuxs_with_one_partition_over_the_image(
+def test_isohybrid_mbr_is_syslinuxs_with_the_image_and_the_efi_partitions(
     opened: tuple[pycdlib.PyCdlib, Path, list[str]],
 ) -> None:
-    _, dest, _ = opened
-    mbr = dest.read_bytes()[:512]
+    image, dest, _ = opened
+    data = dest.read_bytes()
+    mbr = data[:512]
     assert mbr[:432] == Path("/usr/lib/ISOLINUX/isohdpfx.bin").read_bytes()
     assert mbr[510:] == b"\x55\xaa"
     status, ptype, start, sectors = mbr[446], mbr[450], *struct.unpack_from("<II", mbr, 454)
-    assert (status, ptype, start) == (0x80, 0x17, 0)
-    assert sectors * 512 == dest.stat().st_size  # padded to whole cylinders, all of it the partition
+    assert (status, ptype, start) == (0x80, 0, 0)
+    # padded to whole cylinders, all of it the first partition, and a GPT's backup at the end
+    assert data[512:520] == b"EFI PART" and data[-512:-504] == b"EFI PART"
+    assert sectors * 512 <= dest.stat().st_size
+    efi_type, efi_start, efi_sectors = mbr[466], *struct.unpack_from("<II", mbr, 470)
+    efiboot = image.get_record(rr_path="/images/efiboot.img")
+    assert (efi_type, efi_start) == (0xEF, efiboot.extent_location() * 4)
+    assert efi_sectors * 512 == efiboot.get_data_length()
     # isolinux's MBR jumps into isolinux.bin at the 512-byte sector it stores at byte 432
     isolinux_sector = struct.unpack_from("<I", mbr, 432)[0]
     with open(dest, "rb") as f:
         f.seek(isolinux_sector * 512 + 0x40)
         assert f.read(4) == iso.ISOLINUX_SIGNATURE
+
+
+def test_el_torito_has_a_uefi_section_with_grub(
+    opened: tuple[pycdlib.PyCdlib, Path, list[str]], tmp_path: Path
+) -> None:
+    image, _, args = opened
+    catalog = image.eltorito_boot_catalog
+    assert catalog is not None and len(catalog.sections) == 1
+    section = catalog.sections[0]
+    assert section.platform_id == 0xEF
+    entry = section.section_entries[0]
+    assert entry.boot_indicator == 0x88 and entry.boot_media_type == 0
+    efiboot = image.get_record(rr_path="/images/efiboot.img")
+    assert entry.load_rba == efiboot.extent_location()
+    # The FAT, read with mtools: GRUB as the removable-media path UEFI firmware boots
+    fat = tmp_path / "efiboot.img"
+    fat.write_bytes(read(image, rr_path="/images/efiboot.img"))
+    grub = tmp_path / "BOOTX64.EFI"
+    env = {**os.environ, "MTOOLS_SKIP_CHECK": "1"}
+    subprocess.run(["mcopy", "-i", str(fat), "::/EFI/BOOT/BOOTX64.EFI", str(grub)], env=env, check=True)
+    efi = grub.read_bytes()
+    assert efi[:2] == b"MZ" and efi[struct.unpack_from("<I", efi, 0x3C)[0] :][:4] == b"PE\0\0"
+    assert iso.grub_early_config(LABEL).encode() in efi  # its first configuration, built in
+    # and the menu it reads from the ISO: the same kernel arguments as isolinux's
+    text = read(image, rr_path="/EFI/BOOT/grub.cfg").decode()
+    assert text == iso.grub_config(BOOT, args, LABEL)
+    linux = next(line.split()[1:] for line in text.splitlines() if line.strip().startswith("linux "))
+    assert linux == ["/images/pxeboot/vmlinuz", *args]  # all bare words here: nothing to quote
+    assert f"search --no-floppy --set=root --label {LABEL}" in text
 
 
 def test_ostree_free_image_and_user_arguments_replace_ours(outdir: Path) -> None:

@@ -9,7 +9,7 @@ import pytest
 from liveimg import run as runner
 from liveimg.accel import Accel, AccelChoice
 from liveimg.errors import InvalidOptions
-from liveimg.qemu import DirectKernel, Disk, GuestForward, Machine, NetworkBoot, qemu_argv
+from liveimg.qemu import DirectKernel, Disk, GuestForward, Machine, NetworkBoot, Uefi, qemu_argv
 from tests import support
 
 TCG = AccelChoice(Accel.TCG, "test")
@@ -104,3 +104,14 @@ def test_iso_as_a_usb_stick_boots_as_a_disk(tmp_path: Path) -> None:
         "usb-storage,bus=xhci.0,drive=usb0,bootindex=0",
     ]
     assert option(argv, "-boot") == ["order=c"]
+
+
+def test_uefi_firmware_is_ovmf_in_flash(tmp_path: Path) -> None:
+    code, variables = Path("/usr/share/OVMF/OVMF_CODE_4M.fd"), tmp_path / "OVMF_VARS_4M.fd"
+    machine = Machine(disks=(Disk(tmp_path / "live.iso", mode="readonly", bus="cdrom"),), uefi=Uefi(code, variables))
+    argv = qemu_argv(machine, tmp_path / "console.log", TCG)
+    assert option(argv, "-drive") == [
+        f"if=pflash,format=raw,unit=0,readonly=on,file={code}",
+        f"if=pflash,format=raw,unit=1,file={variables}",
+        f"file={tmp_path}/live.iso,format=raw,if=ide,index=0,media=cdrom,readonly=on",
+    ]

@@ -1,11 +1,12 @@
-"""atomic sample -> `liveimg build --iso` -> the live ISO booted as a CD (BIOS) and as a USB stick.
+"""atomic sample -> `liveimg build --iso` -> the live ISO booted as a CD (BIOS, UEFI) and as a USB stick.
 
 One build, as a user types it, with ``SOURCE_DATE_EPOCH`` set: ``live.iso`` is in OUTDIR and
 in manifest.json with its sha256; ``liveimg iso OUTDIR`` makes it again, byte for byte (a PXE
-build's OUTDIR is enough for an ISO); ``liveimg boot-test --via iso-bios`` boots it from a
-CD-ROM with SeaBIOS (El Torito, isolinux) and ``--via usb`` from a USB stick (the isohybrid
-MBR): each reaches the live system's checks, from the ISO's squashfs found by its label, with
-the deployment the manifest names booted.
+build's OUTDIR is enough for an ISO); ``liveimg boot-test`` boots it ``--via iso-bios`` from a
+CD-ROM with SeaBIOS (El Torito, isolinux), ``--via iso-uefi`` from a CD-ROM with OVMF (El
+Torito's UEFI image, GRUB) and ``--via usb`` from a USB stick (the isohybrid MBR): each
+reaches the live system's checks, from the ISO's squashfs found by its label, with the
+deployment the manifest names booted.
 """
 
 from __future__ import annotations
@@ -84,6 +85,17 @@ def test_boots_as_a_cd_with_bios(built: tuple[Path, dict[str, Any]]) -> None:
     console = Path(report["console_log"]).read_text(errors="replace")
     assert "root=live:CDLABEL=DEBIAN_12_X86_64" in console  # the kernel's command line, from isolinux.cfg
     assert "QEMU DVD-ROM" in console
+
+
+def test_boots_as_a_cd_with_uefi(built: tuple[Path, dict[str, Any]]) -> None:
+    need_file("/usr/share/OVMF/OVMF_CODE_4M.fd", "ovmf")
+    out, _ = built
+    report = boot(out, "iso-uefi")
+    assert report["checks"]["root"].startswith("/dev/mapper/live-rw")
+    assert report["checks"]["ostree-booted"] == "yes"
+    console = Path(report["console_log"]).read_text(errors="replace")
+    assert "GNU GRUB" in console and "efi: EFI v" in console  # GRUB from the UEFI image, a kernel booted by UEFI
+    assert "root=live:CDLABEL=DEBIAN_12_X86_64" in console
 
 
 def test_boots_as_a_usb_stick(built: tuple[Path, dict[str, Any]]) -> None:
