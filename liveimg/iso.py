@@ -8,19 +8,24 @@ out as lorax lays out its live media::
     images/pxeboot/initrd.img        the live initramfs, and the same extent as isolinux/initrd.img
     isolinux/isolinux.bin            the El Torito BIOS boot image (no emulation, boot info table)
     isolinux/ldlinux.c32             syslinux's core module, which isolinux.bin loads
-    isolinux/isolinux.cfg            one entry: root=live:CDLABEL=<label> rd.live.image ...
+    isolinux/isolinux.cfg            root=live:CDLABEL=<label> rd.live.image ...; and again with
+                                     rd.live.check (dracut's media check) as a second entry,
+                                     where the initramfs has checkisomd5
     isolinux/boot.cat                the El Torito boot catalog
     images/efiboot.img               the El Torito UEFI boot image: a FAT holding EFI/BOOT/BOOTX64.EFI
-    EFI/BOOT/grub.cfg                the UEFI menu: the same entry, for GRUB
+    EFI/BOOT/grub.cfg                the UEFI menu: the same entries, for GRUB
 
 with an isohybrid MBR (syslinux's ``isohdpfx.bin``; a partition over the whole image and one,
 type 0xef, over ``efiboot.img``, and a GPT as ``isohybrid --uefi`` makes) so that the same file
 boots from a disk or USB stick with BIOS.  ``BOOTX64.EFI`` is GRUB, made by
 ``grub-mkimage`` (Debian's grub-efi-amd64-bin) with its modules built in and a first
 configuration that finds the ISO by its label and reads ``EFI/BOOT/grub.cfg`` there; the FAT
-is made by ``mkfs.fat`` and filled by mtools, without mounting anything.  The kernel command line is the PXE configs'
-(:func:`liveimg.pxe.live_kernel_args`) with ``root=live:CDLABEL=<label>`` and without the
-network's ``ip=dhcp`` and cloud-init seed; every value goes through :mod:`liveimg.bootsyntax`.
+is made by ``mkfs.fat`` and filled by mtools, without mounting anything.  The kernel command
+line is the PXE configs' (:func:`liveimg.pxe.live_kernel_args`) with
+``root=live:CDLABEL=<label>`` and without the network's ``ip=dhcp`` and cloud-init seed; every
+value goes through :mod:`liveimg.bootsyntax`.  Last, ``implantisomd5`` (isomd5sum) writes the
+image's MD5 into its primary volume descriptor, which dracut's ``rd.live.check`` verifies
+with ``checkisomd5`` where the image has it.
 
 The volume label is ``--iso-label``, else made from the image's ``ID``, ``VERSION_ID`` and
 architecture as lorax makes it from the product, version and architecture, in ISO 9660's
@@ -62,6 +67,7 @@ from pycdlib.pycdlibexception import PyCdlibException
 from liveimg import bootsyntax
 from liveimg import run as runner
 from liveimg.bootsyntax import GrubConfig, Source, SyslinuxConfig
+from liveimg.dracut.initramfs import Initramfs
 from liveimg.errors import HostError, InternalError
 from liveimg.manifest import live_boot, read_manifest, sha256_file, write_manifest
 from liveimg.outdir import OutdirLock
@@ -110,6 +116,8 @@ GRUB_MODULES = ("normal", "configfile", "search", "search_label", "iso9660", "fa
 #: The FAT of the UEFI boot image: its label, and room beside BOOTX64.EFI (KiB).
 EFI_FAT_LABEL = "EFIBOOT"
 EFI_FAT_SLACK_KIB = 512
+#: Time limit of implantisomd5, which reads the whole ISO.
+IMPLANT_TIMEOUT = 3600.0
 #: Time limit of grub-mkimage, mkfs.fat and mtools (each makes a few MiB).
 EFI_TOOL_TIMEOUT = 300.0
 
@@ -143,6 +151,7 @@ class IsoResult:
     kernel_args: tuple[str, ...]
     size: int
     sha256: str
+    media_check: bool = False  # the menus' second entry, with rd.live.check
 
     def manifest(self) -> dict[str, Any]:
         """The manifest's ``iso`` entry."""
@@ -152,6 +161,7 @@ class IsoResult:
             "kernel_args": list(self.kernel_args),
             "size": self.size,
             "sha256": self.sha256,
+            "media_check": self.media_check,
         }
 
 
@@ -166,29 +176,56 @@ def iso_kernel_args(boot: LiveBoot, options: PxeOptions, label: str) -> list[str
     return live_kernel_args(boot, options, root, url=None)
 
 
-def isolinux_config(boot: LiveBoot, args: Sequence[str]) -> str:
-    """``isolinux/isolinux.cfg``: one entry, booted after 5 s; ``args`` are checked kernel arguments."""
+#: dracut's media check: checkisomd5 verifies the implanted MD5 before the live image is used.
+MEDIA_CHECK = "rd.live.check"
+
+
+#: The program dracut's media check runs, which dracut takes into the initramfs from the image.
+CHECKISOMD5 = "checkisomd5"
+
+
+def has_media_check(initramfs: Path) -> bool:
+    """Whether ``initramfs`` (the image's, read as guest data) has ``checkisomd5``: without it,
+    dracut refuses to boot with ``rd.live.check``."""
+    with Initramfs(initramfs) as reader:
+        return bool(reader.find(f"usr/bin/{CHECKISOMD5}") or reader.find(f"bin/{CHECKISOMD5}"))
+
+
+def _entries(boot: LiveBoot, args: Sequence[str], media_check: bool) -> list[tuple[str, str, list[str]]]:
+    """(name, menu title, kernel arguments) of each menu entry: the live system (the default),
+    and, with ``media_check``, the same after dracut's media check, as lorax offers it."""
+    title = bootsyntax.label(boot.title)
+    entries = [("live", f"{title} (live)", list(args))]
+    if media_check and MEDIA_CHECK not in args:
+        entries.append(("check", f"Check the medium, then {title} (live)", [*args, MEDIA_CHECK]))
+    return entries
+
+
+def isolinux_config(boot: LiveBoot, args: Sequence[str], *, media_check: bool = True) -> str:
+    """``isolinux/isolinux.cfg``: the entries, the first booted after 5 s; ``args`` are checked kernel arguments."""
     config = SyslinuxConfig("isolinux configuration generated by liveimg")
     config.directive("DEFAULT", "live")
     config.directive("PROMPT", "0")
     config.directive("TIMEOUT", "50")
-    config.directive("LABEL", "live")
-    config.directive("MENU LABEL", bootsyntax.label(boot.title), "(live)", indent=2)
-    config.directive("KERNEL", ISOLINUX_KERNEL[1], indent=2)
-    config.directive("APPEND", f"initrd={ISOLINUX_INITRD[1]}", *args, indent=2)
+    for name, title, entry_args in _entries(boot, args, media_check):
+        config.directive("LABEL", name)
+        config.directive("MENU LABEL", title, indent=2)
+        config.directive("KERNEL", ISOLINUX_KERNEL[1], indent=2)
+        config.directive("APPEND", f"initrd={ISOLINUX_INITRD[1]}", *entry_args, indent=2)
     return config.text()
 
 
-def grub_config(boot: LiveBoot, args: Sequence[str], label: str) -> str:
-    """``EFI/BOOT/grub.cfg``: one entry, booted after 5 s, from the ISO found by its label."""
+def grub_config(boot: LiveBoot, args: Sequence[str], label: str, *, media_check: bool = True) -> str:
+    """``EFI/BOOT/grub.cfg``: the same entries, from the ISO found by its label."""
     config = GrubConfig("GRUB configuration generated by liveimg (the live ISO, UEFI)")
     config.command("search", "--no-floppy", "--set=root", "--label", bootsyntax.iso_label(label))
     config.command("set", "default=0")
     config.command("set", "timeout=5")
-    config.begin("menuentry", f"{bootsyntax.label(boot.title)} (live)")
-    config.command("linux", PXEBOOT_KERNEL[1], *(bootsyntax.grub_linux_word(a) for a in args))
-    config.command("initrd", PXEBOOT_INITRD[1])
-    config.end()
+    for _, title, entry_args in _entries(boot, args, media_check):
+        config.begin("menuentry", title)
+        config.command("linux", PXEBOOT_KERNEL[1], *(bootsyntax.grub_linux_word(a) for a in entry_args))
+        config.command("initrd", PXEBOOT_INITRD[1])
+        config.end()
     return config.text()
 
 
@@ -234,12 +271,14 @@ def write_iso(
     args: Sequence[str],
     label: str,
     *,
+    media_check: bool = True,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> None:
     """Write the hybrid live ISO at ``dest`` (atomically) from ``content``; see the module.
 
-    ``args`` are the checked kernel arguments of :func:`iso_kernel_args`; ``on_progress`` gets
-    (bytes written, bytes in all) as the image is written.
+    ``args`` are the checked kernel arguments of :func:`iso_kernel_args`; ``media_check``: the
+    menus offer a second entry with ``rd.live.check``; ``on_progress`` gets (bytes written,
+    bytes in all) as the image is written.
     """
     label = bootsyntax.iso_label(label, source=Source.CALLER)
     bootsyntax.command_line(args)
@@ -253,8 +292,8 @@ def write_iso(
             raise InternalError(f"{path} is missing: the ISO is made of a build's files")
     epoch = source_date_epoch()
     when = epoch if epoch is not None else int(time.time())
-    config = isolinux_config(boot, args).encode()
-    grub_cfg = grub_config(boot, args, label).encode()
+    config = isolinux_config(boot, args, media_check=media_check).encode()
+    grub_cfg = grub_config(boot, args, label, media_check=media_check).encode()
     try:
         work = Path(tempfile.mkdtemp(prefix=f".{dest.name}.efi.", dir=dest.parent))
     except OSError as exc:
@@ -352,6 +391,8 @@ def _write_iso(  # noqa: PLR0917 (the pieces write_iso checked and made)
             try:
                 iso.write(str(tmp), progress_cb=progress)
                 _set_modification_dates(tmp, when)
+                # isomd5sum's MD5 in the primary volume descriptor, for rd.live.check (last: it covers the rest)
+                runner.run(["implantisomd5", "--force", tmp], timeout=IMPLANT_TIMEOUT, package="isomd5sum")
             except OSError as exc:  # a full disk said as such
                 raise output.error(exc) from exc
     except PyCdlibException as exc:
@@ -468,12 +509,15 @@ def build_iso(
     args = iso_kernel_args(boot, dataclasses.replace(pxe, cloud_init=None), label)
     content = IsoContent(outdir / boot.kernel, initramfs or outdir / boot.initramfs, outdir / boot.squashfs)
     with progress.stage("iso", unit="bytes") as stage:
+        media_check = has_media_check(content.initramfs)
+        if not media_check:
+            log.warning("iso: the initramfs has no %s (the image lacks isomd5sum): no media check entry", CHECKISOMD5)
 
         def on_progress(done: int, total: int) -> None:
             stage.update(done, total)
 
-        write_iso(dest, content, boot, args, label, on_progress=on_progress)
-    return IsoResult(dest, label, tuple(args), dest.stat().st_size, sha256_file(dest))
+        write_iso(dest, content, boot, args, label, media_check=media_check, on_progress=on_progress)
+    return IsoResult(dest, label, tuple(args), dest.stat().st_size, sha256_file(dest), media_check)
 
 
 def label_of(manifest: Mapping[str, Any]) -> str:

@@ -49,12 +49,26 @@ def outdir(tmp_path: Path) -> Path:
     need_file("/usr/lib/ISOLINUX/isolinux.bin", "isolinux")
     need_file("/usr/lib/syslinux/modules/bios/ldlinux.c32", "syslinux-common")
     need_file("/usr/lib/grub/x86_64-efi/linux.mod", "grub-efi-amd64-bin")
-    need("grub-mkimage", "mkfs.fat", "mcopy", "mmd")
+    need("grub-mkimage", "mkfs.fat", "mcopy", "mmd", "implantisomd5")
     out = tmp_path / "out"
     out.mkdir()
-    for name, size in ((BOOT.kernel, 70_001), (BOOT.initramfs, 50_003), (BOOT.squashfs, 300_007)):
+    for name, size in ((BOOT.kernel, 70_001), (BOOT.squashfs, 300_007)):
         (out / name).write_bytes(os.urandom(size))
+    initramfs(out / BOOT.initramfs, media_check=True)
     return out
+
+
+def initramfs(dest: Path, *, media_check: bool) -> None:
+    """A stand-in initramfs, an uncompressed cpio: random bytes, and checkisomd5 if asked."""
+    need("cpio")
+    tree = dest.parent.parent / f"{dest.name}.{os.urandom(4).hex()}.tree"
+    (tree / "usr/bin").mkdir(parents=True)
+    (tree / "init").write_bytes(os.urandom(50_003))
+    if media_check:
+        (tree / "usr/bin/checkisomd5").write_bytes(b"\x7fELF")
+    names = "\n".join(str(p.relative_to(tree)) for p in sorted(tree.rglob("*"))) + "\n"
+    with open(dest, "wb") as f:
+        subprocess.run(["cpio", "-o", "-H", "newc", "--quiet"], input=names.encode(), stdout=f, cwd=tree, check=True)
 
 
 def write(out: Path, dest: Path, label: str = LABEL, args: tuple[str, ...] = ("rd.live.overlay.size=1024",)
@@ -145,17 +159,21 @@ def test_isolinux_cfg_boots_the_live_image_by_label(opened: tuple[pycdlib.PyCdli
     image, _, args = opened
     text = read(image, rr_path="/isolinux/isolinux.cfg").decode()
     assert text == isolinux_config(BOOT, args)
-    directives = dict(pxelinux_directives(text))
-    assert directives["kernel"] == "/isolinux/vmlinuz"
-    parsed = kernel_split(directives["append"])
-    assert parsed[:4] == [
+    directives = pxelinux_directives(text)
+    assert ("default", "live") in directives
+    assert [v for k, v in directives if k == "label"] == ["live", "check"]
+    assert [v for k, v in directives if k == "kernel"] == ["/isolinux/vmlinuz"] * 2
+    live, check = (kernel_split(v) for k, v in directives if k == "append")
+    assert live[:4] == [
         ("initrd", "/isolinux/initrd.img"),
         ("root", f"live:CDLABEL={LABEL}"),
         ("rd.live.image", None),
         ("ostree", OSTREE),
     ]
     # the image's own arguments but those naming its disks, then the user's; no network
-    assert [p for p, _ in parsed[4:]] == ["rw", "console", "quiet", "rd.live.overlay.size"]
+    assert [p for p, _ in live[4:]] == ["rw", "console", "quiet", "rd.live.overlay.size"]
+    # the second entry: the same, after dracut's media check
+    assert check == [*live, ("rd.live.check", None)]
 
 
 def test_el_torito_boots_isolinux_with_a_boot_info_table(opened: tuple[pycdlib.PyCdlib, Path, list[str]]) -> None:
@@ -230,6 +248,40 @@ def test_el_torito_has_a_uefi_section_with_grub(
     linux = next(line.split()[1:] for line in text.splitlines() if line.strip().startswith("linux "))
     assert linux == ["/images/pxeboot/vmlinuz", *args]  # all bare words here: nothing to quote
     assert f"search --no-floppy --set=root --label {LABEL}" in text
+
+
+def test_media_check_md5_is_implanted_and_catches_one_changed_byte(
+    opened: tuple[pycdlib.PyCdlib, Path, list[str]], tmp_path: Path
+) -> None:
+    need("checkisomd5")
+    image, dest, _ = opened
+    ok = subprocess.run(["checkisomd5", str(dest)], capture_output=True, text=True, check=False)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    # one bit of the squashfs, in a copy
+    bad = tmp_path / "bad.iso"
+    data = bytearray(dest.read_bytes())
+    data[image.get_record(rr_path="/LiveOS/squashfs.img").extent_location() * 2048 + 1000] ^= 1
+    bad.write_bytes(data)
+    failed = subprocess.run(["checkisomd5", str(bad)], capture_output=True, text=True, check=False)
+    assert failed.returncode == 1 and "the result is: FAIL" in failed.stderr
+
+
+def test_no_media_check_entry_without_checkisomd5(outdir: Path) -> None:
+    fake_manifest(outdir)
+    assert make_iso(outdir).media_check
+    initramfs(outdir / "other.img", media_check=False)
+    (outdir / "other.img").replace(outdir / BOOT.initramfs)
+    result = make_iso(outdir)
+    assert not result.media_check
+    assert json.loads((outdir / "manifest.json").read_text())["iso"]["media_check"] is False
+    image = pycdlib.PyCdlib()
+    image.open(str(result.path))
+    try:
+        for path in ("/isolinux/isolinux.cfg", "/EFI/BOOT/grub.cfg"):
+            text = read(image, rr_path=path).decode()
+            assert "rd.live.check" not in text and text.count("/initrd.img") == 1, text
+    finally:
+        image.close()
 
 
 def test_ostree_free_image_and_user_arguments_replace_ours(outdir: Path) -> None:
