@@ -10,8 +10,9 @@ The library other build tools use is this package's top level::
     assert liveimg.boot_test("out", liveimg.BootTestOptions(via="ipxe")).ok
 
 :func:`build` runs the whole pipeline (inspect, rootfs, squashfs, dracut, pxe) into an OUTDIR
-replaced as a whole or not at all; :func:`inspect` describes an image; :func:`boot_test` boots
-an OUTDIR in QEMU and checks the live system from inside.  Options are frozen dataclasses
+replaced as a whole or not at all; :func:`inspect` describes an image; :func:`make_iso` makes a
+hybrid live ISO from a finished OUTDIR; :func:`boot_test` boots an OUTDIR in QEMU and checks the
+live system from inside.  Options are frozen dataclasses
 checked when made; every error is a :class:`LiveImgError` subclass saying who must act
 (:class:`InvalidOptions` the caller, :class:`InvalidImage` the input, :class:`ToolError` an
 external program, :class:`HostError` this machine, :class:`InternalError` liveimg itself;
@@ -49,6 +50,7 @@ from liveimg.errors import (
 )
 from liveimg.guest import inspect_image as inspect
 from liveimg.imageinfo import ImageInfo
+from liveimg.iso import IsoOptions, IsoResult, make_iso
 from liveimg.options import BuildOptions, RootfsType
 from liveimg.pipeline import build
 from liveimg.progress import Event, JsonLines, Progress, StageLines, TerminalBar
@@ -83,6 +85,8 @@ __all__ = [
     "InternalError",
     "InvalidImage",
     "InvalidOptions",
+    "IsoOptions",
+    "IsoResult",
     "JsonLines",
     "LiveImgError",
     "OutdirBusy",
@@ -103,6 +107,7 @@ __all__ = [
     "boot_test",
     "build",
     "inspect",
+    "make_iso",
     "probe_target",
     "write_image",
 ]

@@ -20,7 +20,7 @@ Linux kernel command line (``Documentation/admin-guide/kernel-parameters.rst``: 
     A bare ``--`` ends the kernel's parameters: everything after it goes to init.  dracut reads
     ``/proc/cmdline`` with the same rules (``dracut-getarg`` carries the kernel's ``next_arg``);
     systemd also takes ``'`` as a quote.
-pxelinux (syslinux ``readconfig.c``)
+pxelinux and isolinux (syslinux ``readconfig.c``, shared by both)
     Line based: a line is read with ``fgets`` into a 4096-byte buffer (a longer line is cut and
     its rest read as the next line), cut at the first CR or LF; ``APPEND``, ``KERNEL`` and
     ``MENU LABEL`` take the rest of the line verbatim.  No quoting exists.
@@ -47,6 +47,8 @@ What follows, per value:
   in a configuration match ``[A-Za-z0-9][A-Za-z0-9._+~-]*``;
 * a URL (:func:`base_url`) is http(s), ftp, tftp or nfs with a host, no query or fragment, and
   only the characters of a URI path that none of the syntaxes treats specially;
+* an ISO 9660 volume label (:func:`iso_label`, on the command line as ``CDLABEL=``) is 1 to 32
+  d-characters (``A-Z``, ``0-9``, ``_``), ECMA-119's limits for the volume identifier;
 * the menu title (:func:`label`, from the image's ``PRETTY_NAME``) is only a label: it is
   sanitised to letters, digits, blanks and ``._,:()+/!@=-`` rather than quoted, so that it reads
   the same in all three menus.
@@ -311,6 +313,40 @@ class PxelinuxConfig:
         return "\n".join(self._lines) + "\n"
 
 
+#: isolinux reads its configuration with pxelinux's parser: the same class writes both.
+SyslinuxConfig = PxelinuxConfig
+
+
+# --- ISO 9660 -------------------------------------------------------------------------------------
+
+#: ECMA-119 8.4.6: the volume identifier is 32 d-characters.
+MAX_ISO_LABEL = 32
+_D_CHARACTERS = re.compile(r"[A-Z0-9_]+")
+
+
+def iso_label(value: str, *, source: Source = Source.CALLER) -> str:
+    """``value`` if it is an ISO 9660 volume identifier: 1 to 32 d-characters (``A-Z 0-9 _``).
+
+    It is also the ``root=live:CDLABEL=`` value, which udev finds as ``/dev/disk/by-label/``;
+    d-characters need no quoting in any configuration syntax.
+    """
+    if not isinstance(value, str) or not _D_CHARACTERS.fullmatch(value) or len(value) > MAX_ISO_LABEL:
+        raise _refuse(
+            source,
+            f"invalid --iso-label {_show(value)}: an ISO 9660 volume label is 1 to {MAX_ISO_LABEL} "
+            "characters A-Z, 0-9 and _",
+        )
+    return value
+
+
+def iso_label_from(*parts: str | None) -> str:
+    """A volume label made of ``parts`` (lorax's ``<name>-<version>-<arch>``) in d-characters:
+    upper case, every run of other characters one ``_``, cut to 32; ``LIVE`` if nothing is left."""
+    words = [re.sub(r"[^A-Z0-9]+", "_", p.upper()).strip("_") for p in parts if p]
+    text = "_".join(w for w in words if w)[:MAX_ISO_LABEL].rstrip("_")
+    return text or "LIVE"
+
+
 # --- iPXE -----------------------------------------------------------------------------------------
 
 
@@ -445,10 +481,12 @@ def single_line(value: str, *, what: str) -> str:
 
 __all__ = [
     "MAX_CMDLINE",
+    "MAX_ISO_LABEL",
     "GrubConfig",
     "IpxeScript",
     "PxelinuxConfig",
     "Source",
+    "SyslinuxConfig",
     "base_url",
     "command_line",
     "file_name",
@@ -458,6 +496,8 @@ __all__ = [
     "ipxe_words",
     "is_kernel_version",
     "is_plain_name",
+    "iso_label",
+    "iso_label_from",
     "kernel_arg",
     "kernel_arg_key",
     "kernel_arg_meaning",

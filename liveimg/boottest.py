@@ -15,6 +15,18 @@ nothing else), and boots one of four ways:
     QEMU's ``-kernel``/``-initrd`` with the same command line (no firmware network boot).
 ``disk``
     No network: the squashfs is attached as a read-only disk and ``root=live:/dev/vda``.
+``iso-bios``
+    No network: the live ISO (:mod:`liveimg.iso`) as a CD-ROM; SeaBIOS boots its El Torito
+    image, isolinux, whose configuration has ``root=live:CDLABEL=<label>``.
+``iso-uefi``
+    The same ISO as a CD-ROM with UEFI (OVMF): the firmware boots the El Torito UEFI image,
+    GRUB, which finds the ISO by its label and reads its ``EFI/BOOT/grub.cfg``.
+``usb``
+    The same ISO as a USB stick (xHCI): SeaBIOS boots its isohybrid MBR, which starts isolinux.
+
+For the ISO ways the ISO is written again into the work directory by the same writer, with the
+build's label, kernel arguments and squashfs, the checker's initramfs and the test's console
+arguments (as the network ways write the pxe stage's configurations again for their URL).
 
 Looking inside.  Unless ``checks=False``, a small cpio is appended to (a copy of) the
 initramfs -- the customisation feature of :mod:`liveimg.dracut.customize` -- holding a dracut
@@ -31,8 +43,6 @@ failed download, ...) ends it sooner.
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import logging
 import os
 import re
@@ -47,14 +57,21 @@ from typing import Any, Literal
 from liveimg import console, httpserve, qemu
 from liveimg.accel import AccelChoice, choose_accel
 from liveimg.dracut import EmbeddedFile, append_cpio, hook_dir
-from liveimg.errors import HostError, InvalidImage, InvalidOptions
+from liveimg.errors import HostError, InternalError, InvalidOptions
+from liveimg.iso import ISO_NAME, build_iso, label_of
+from liveimg.manifest import live_boot, read_manifest
 from liveimg.progress import Progress, StageProgress
-from liveimg.pxe import LiveBoot, PxeOptions, kernel_args, write_pxe
+from liveimg.pxe import LiveBoot, PxeOptions, arg_key, kernel_args, write_pxe
 
 log = logging.getLogger(__name__)
 
-Via = Literal["pxelinux", "ipxe", "kernel", "disk"]
-VIAS: tuple[Via, ...] = ("pxelinux", "ipxe", "kernel", "disk")
+Via = Literal["pxelinux", "ipxe", "kernel", "disk", "iso-bios", "iso-uefi", "usb"]
+VIAS: tuple[Via, ...] = ("pxelinux", "ipxe", "kernel", "disk", "iso-bios", "iso-uefi", "usb")
+#: The ways that boot the live ISO (no network).
+ISO_VIAS: tuple[Via, ...] = ("iso-bios", "iso-uefi", "usb")
+#: Debian's OVMF (package ovmf): UEFI for QEMU, its code and a blank variable store.
+OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
+OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
 
 #: Debian's PXE loaders (packages pxelinux and syslinux-common), copied into the TFTP root.
 PXELINUX_DIR = Path("/usr/lib/PXELINUX")
@@ -62,6 +79,9 @@ SYSLINUX_BIOS_DIR = Path("/usr/lib/syslinux/modules/bios")
 
 CHECK = "LIVEIMG-CHECK"
 CHECK_END = "LIVEIMG-CHECK-END"
+#: The checker's last line, alone or after what getty printed on the same console line (its
+#: login prompt has no newline, and getty may print it while the checker reports).
+CHECKS_DONE = console.Pattern("checks", rf"(?:^|\s){CHECK_END}$")
 
 #: Run by the booted system (from /run, put there by the initramfs hook) once multi-user is reached.
 CHECK_SCRIPT = """\
@@ -210,30 +230,6 @@ class _BootSteps:
                 return
 
 
-def _read_manifest(outdir: Path) -> dict[str, Any]:
-    path = outdir / "manifest.json"
-    try:
-        manifest: dict[str, Any] = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise InvalidOptions(f"{outdir} has no manifest.json", hint="give the OUTDIR of `liveimg build`") from None
-    except (OSError, ValueError) as exc:
-        raise InvalidImage(f"{path} cannot be read: {exc}") from None
-    for key in ("boot", "kernel", "initramfs", "rootfs"):
-        if key not in manifest:
-            raise InvalidImage(f"{path} has no {key!r}: was it written by this version of liveimg?")
-    for name in (manifest["kernel"]["file"], manifest["initramfs"]["file"], manifest["rootfs"]["file"]):
-        if "/" in name or not (outdir / name).is_file():
-            raise InvalidImage(f"{outdir}: {name} (named in manifest.json) is missing")
-    return manifest
-
-
-def _live_boot(manifest: Mapping[str, Any]) -> LiveBoot:
-    fields = {f.name for f in dataclasses.fields(LiveBoot)}
-    data = {k: v for k, v in manifest["boot"].items() if k in fields}
-    data["image_args"] = tuple(data.get("image_args", ()))
-    return LiveBoot(**data)
-
-
 def with_checks(initramfs: Path, dest: Path, scratch: Path) -> Path:
     """A copy of ``initramfs`` with the checker appended (see the module docstring)."""
     hooks = hook_dir(initramfs, "pre-pivot")
@@ -336,8 +332,8 @@ def boot_test(
     opts = options or BootTestOptions()
     progress = progress or Progress()
     outdir = Path(outdir).absolute()
-    manifest = _read_manifest(outdir)
-    live = _live_boot(manifest)
+    manifest = read_manifest(outdir)
+    live = live_boot(manifest)
     base = opts.workdir or outdir.with_name(outdir.name + ".boot-test")
     base.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f"{opts.via}-", dir=base))
@@ -365,8 +361,8 @@ def boot_test(
             keep_image_args=bool(manifest["boot"].get("keep_image_args", True)),
         )
         args = kernel_args(live, pxe_options, url)
-        machine = _machine(opts, live, serve, pxe_options, server)
-        success = [console.Pattern("checks", rf"^{CHECK_END}\b")] if opts.checks else list(console.DEFAULT_SUCCESS)
+        machine = _machine(opts, live, serve, pxe_options, server, iso_label=label_of(manifest))
+        success = [CHECKS_DONE] if opts.checks else list(console.DEFAULT_SUCCESS)
         log.info("boot-test %s via %s: %s", outdir, opts.via, " ".join(args))
         with progress.stage(f"boot via {opts.via}", total=len(BOOT_STEPS), unit="steps") as stage:
             result = qemu.boot(
@@ -389,12 +385,28 @@ def boot_test(
     )
 
 
+def _test_iso(live: LiveBoot, serve: Path, pxe_options: PxeOptions, label: str) -> Path:
+    """The build's ISO made again in ``serve`` (the checker's initramfs, the test's arguments)."""
+    # A network boot's arguments (the seed's URL) mean nothing without the network.
+    user = tuple(a for a in pxe_options.kernel_args if arg_key(a) != "ds")
+    options = PxeOptions(kernel_args=user, keep_image_args=pxe_options.keep_image_args)
+    dest = serve / ISO_NAME
+    build_iso(serve, live, options, label, Progress(), dest=dest)
+    return dest
+
+
 def _accel(opts: BootTestOptions) -> AccelChoice | None:
     return choose_accel(opts.accel) if opts.accel else None
 
 
 def _machine(
-    opts: BootTestOptions, live: LiveBoot, serve: Path, pxe_options: PxeOptions, server: httpserve.HttpServer
+    opts: BootTestOptions,
+    live: LiveBoot,
+    serve: Path,
+    pxe_options: PxeOptions,
+    server: httpserve.HttpServer,
+    *,
+    iso_label: str | None = None,
 ) -> qemu.Machine:
     url = server.guest_url().rstrip("/")
     args = kernel_args(live, pxe_options, url)
@@ -402,6 +414,20 @@ def _machine(
     if opts.via == "kernel":
         kernel = qemu.DirectKernel(serve / live.kernel, serve / live.initramfs, " ".join(args))
         return qemu.Machine(memory_mib=opts.memory_mib, kernel=kernel, network=True, forwards=forwards)
+    if opts.via in ISO_VIAS:
+        if iso_label is None:
+            raise InternalError(f"a boot via {opts.via} needs the ISO's label")
+        iso = _test_iso(live, serve, pxe_options, iso_label)
+        disk = qemu.Disk(iso, mode="readonly", bus="usb" if opts.via == "usb" else "cdrom")
+        uefi = None
+        if opts.via == "iso-uefi":
+            for path in (OVMF_CODE, OVMF_VARS):
+                if not path.is_file():
+                    raise HostError(f"{path} is missing", hint="install the Debian package ovmf")
+            variables = serve.parent / OVMF_VARS.name  # the guest's own copy: it may write it
+            shutil.copyfile(OVMF_VARS, variables)
+            uefi = qemu.Uefi(OVMF_CODE, variables)
+        return qemu.Machine(memory_mib=opts.memory_mib, disks=(disk,), uefi=uefi)
     if opts.via == "disk":
         # No network at all: the squashfs is the first virtio disk.
         args = ["root=live:/dev/vda" if a.startswith("root=live:") else a for a in args if a != "ip=dhcp"]

@@ -36,6 +36,7 @@ from liveimg.dracut import Compression, DracutOptions, Where
 from liveimg.dracut.customize import DEFAULT_CMDLINE_NAME, AppendCompression, EmbeddedFile, append_cpio
 from liveimg.dracut.initramfs import Initramfs
 from liveimg.errors import Cancelled, InvalidOptions, LiveImgError, signal_name
+from liveimg.iso import IsoOptions, make_iso
 from liveimg.layouts import LAYOUTS
 from liveimg.options import BuildOptions, RootfsType
 from liveimg.pipeline import build
@@ -117,6 +118,7 @@ DOCTOR_MODULES: tuple[tuple[str, str], ...] = (
     ("guestfs", "Debian package python3-guestfs (venv made with --system-site-packages)"),
     ("libarchive", "PyPI libarchive-c and Debian libarchive13"),
     ("yaml", "PyPI PyYAML"),
+    ("pycdlib", "PyPI pycdlib (the live ISO)"),
     ("zstandard", "PyPI zstandard (optional: zstd squashfs)"),
     ("lz4", "PyPI lz4 (optional: lz4 squashfs)"),
     ("seccomp", "Debian package python3-seccomp (the sandbox's system call filter)"),
@@ -430,6 +432,11 @@ def _add_build(parser: argparse.ArgumentParser) -> None:
                    help="kernel argument for the live system, e.g. rd.live.overlay.size=1024 (repeatable)")  # fmt: skip
     g.add_argument("--no-image-kargs", action="store_true",
                    help="do not keep the installed system's own kernel arguments (console=, ...)")  # fmt: skip
+    g = parser.add_argument_group("live ISO")
+    g.add_argument("--iso", action="store_true",
+                   help="also write live.iso, a hybrid ISO of the live system (CD: BIOS, UEFI; USB stick)")  # fmt: skip
+    g.add_argument("--iso-label", metavar="LABEL",
+                   help="its volume label: up to 32 of A-Z, 0-9 and _ (default: from the OS, as lorax)")  # fmt: skip
     g = parser.add_argument_group("cloud-init NoCloud seed (served with the artifacts)")
     g.add_argument("--cloud-init", action="store_true", help="write a seed and point the kernel at it (needs --url)")
     g.add_argument("--ci-hostname", default="liveimg", help="local-hostname in meta-data")
@@ -517,6 +524,7 @@ def build_options(args: argparse.Namespace, accel: str | None) -> BuildOptions:
             keep_image_args=not args.no_image_kargs,
             cloud_init=seed,
         ),
+        iso=IsoOptions(label=args.iso_label) if args.iso or args.iso_label else None,
         workdir=args.workdir,
         keep_workdir=args.keep_workdir,
         force=args.force,
@@ -546,7 +554,8 @@ def _add_boot_test(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("outdir", type=Path, help="OUTDIR of `liveimg build`")
     parser.add_argument("--via", choices=VIAS, default="pxelinux",
                         help="pxelinux (PXE, TFTP; default), ipxe (PXE, HTTP), kernel (QEMU -kernel), "
-                        "disk (the squashfs as a disk, no network)")  # fmt: skip
+                        "disk (the squashfs as a disk, no network), iso-bios, iso-uefi (the live ISO as a CD, "
+                        "SeaBIOS or OVMF), usb (the live ISO as a USB stick)")  # fmt: skip
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds (default 1800)")
     parser.add_argument("--memory", type=int, default=3072, metavar="MIB", help="guest RAM (default 3072)")
     parser.add_argument("--kernel-arg", action="append", default=[], metavar="ARG", help="add a kernel argument")
@@ -640,6 +649,24 @@ def _cmd_write(args: argparse.Namespace, ctx: Context) -> int:
     return EXIT_OK
 
 
+# --- iso ---------------------------------------------------------------------------------
+
+
+def _add_iso(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("outdir", type=Path, help="OUTDIR of `liveimg build`")
+    parser.add_argument("--iso-label", metavar="LABEL",
+                        help="volume label, up to 32 of A-Z, 0-9 and _ (default: the build's or the OS's)")  # fmt: skip
+
+
+def _cmd_iso(args: argparse.Namespace, ctx: Context) -> int:
+    result = make_iso(args.outdir, IsoOptions(label=args.iso_label), ctx.progress)
+    if args.progress == "json":
+        print(json.dumps({"event": "result", "iso": str(result.path), "label": result.label, "sha256": result.sha256}))
+    else:
+        print(result.path)
+    return EXIT_OK
+
+
 # --- the parser ---------------------------------------------------------------------------
 
 COMMANDS: tuple[tuple[str, str, Callable[[argparse.ArgumentParser], None], Handler], ...] = (
@@ -655,6 +682,12 @@ COMMANDS: tuple[tuple[str, str, Callable[[argparse.ArgumentParser], None], Handl
         "boot built artifacts in QEMU (PXE by default) and check the live system",
         _add_boot_test,
         _cmd_boot_test,
+    ),
+    (
+        "iso",
+        "make a hybrid live ISO (live.iso) from the OUTDIR of a build, without building again",
+        _add_iso,
+        _cmd_iso,
     ),
     ("inspect", "describe an image: partitions, root, /boot, ostree deployments, kernel", _add_inspect, _cmd_inspect),
     (

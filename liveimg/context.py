@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from liveimg.fsview import GuestTree
     from liveimg.guest import Guest, ImageFormat
     from liveimg.imageinfo import ImageInfo
+    from liveimg.iso import IsoResult
     from liveimg.layouts import Layout, Packed
     from liveimg.manifest import InputDigest
     from liveimg.options import BuildOptions
@@ -82,6 +83,7 @@ class Build:
     kernel: Artifact[str] = Artifact()  # kernel: its file name in OUTDIR
     boot: Artifact[LiveBoot] = Artifact()  # pxe: what the boot configurations were made from
     pxe: Artifact[PxeResult] = Artifact()  # pxe
+    iso: Artifact[IsoResult] = Artifact()  # iso, with --iso
     manifest: Artifact[dict[str, Any]] = Artifact()  # manifest
 
     def __init__(

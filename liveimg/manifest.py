@@ -7,6 +7,7 @@ configurations for its own URL.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import hashlib
 import json
@@ -17,7 +18,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from liveimg._version import __version__
-from liveimg.errors import HostError, InternalError
+from liveimg.errors import HostError, InternalError, InvalidImage, InvalidOptions
+from liveimg.pxe import LiveBoot
+from liveimg.staging import AtomicOutput
 
 if TYPE_CHECKING:
     from liveimg.context import Build
@@ -85,6 +88,7 @@ def describe(ctx: Build) -> dict[str, Any]:
         "kernel_args": list(pxe.kernel_args),
         "lorax_args": list(pxe.lorax_args),
         "pxe": {"url": options.pxe.url, "pxe_dir": options.pxe.pxe_dir},
+        "iso": ctx.iso.manifest() if ctx.has("iso") else None,
         "artifacts": artifacts,
         "stages": dict(ctx.timings),
         "warnings": list(info.warnings),
@@ -145,12 +149,41 @@ class InputDigest(threading.Thread):
 
 
 def write_manifest(outdir: Path, manifest: Mapping[str, Any]) -> Path:
-    """Write ``manifest.json`` (keys sorted, so that equal builds give equal files)."""
+    """Write ``manifest.json`` (keys sorted, so that equal builds give equal files), atomically:
+    ``liveimg iso`` rewrites it in a finished OUTDIR."""
     path = outdir / "manifest.json"
     # json.dumps escapes every control and non-ASCII character (guest strings included): the
     # file is ASCII JSON whatever the image holds; NaN is not JSON, so it is refused.
-    path.write_text(json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=True, allow_nan=False) + "\n")
+    text = json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=True, allow_nan=False) + "\n"
+    with AtomicOutput(path) as tmp:
+        tmp.write_text(text)
     return path
 
 
-__all__ = ["InputDigest", "describe", "jsonable", "sha256_file", "write_manifest"]
+def read_manifest(outdir: Path) -> dict[str, Any]:
+    """``outdir``'s ``manifest.json``, checked to name files that are there (a one-line error if not)."""
+    path = outdir / "manifest.json"
+    try:
+        manifest: dict[str, Any] = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise InvalidOptions(f"{outdir} has no manifest.json", hint="give the OUTDIR of `liveimg build`") from None
+    except (OSError, ValueError) as exc:
+        raise InvalidImage(f"{path} cannot be read: {exc}") from None
+    for key in ("boot", "kernel", "initramfs", "rootfs"):
+        if key not in manifest:
+            raise InvalidImage(f"{path} has no {key!r}: was it written by this version of liveimg?")
+    for name in (manifest["kernel"]["file"], manifest["initramfs"]["file"], manifest["rootfs"]["file"]):
+        if "/" in name or not (outdir / name).is_file():
+            raise InvalidImage(f"{outdir}: {name} (named in manifest.json) is missing")
+    return manifest
+
+
+def live_boot(manifest: Mapping[str, Any]) -> LiveBoot:
+    """What the pxe stage was given (``manifest["boot"]``), checked again as it is read back."""
+    fields = {f.name for f in dataclasses.fields(LiveBoot)}
+    data = {k: v for k, v in manifest["boot"].items() if k in fields}
+    data["image_args"] = tuple(data.get("image_args", ()))
+    return LiveBoot(**data)
+
+
+__all__ = ["InputDigest", "describe", "jsonable", "live_boot", "read_manifest", "sha256_file", "write_manifest"]

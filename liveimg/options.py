@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from liveimg.dracut import DracutOptions
+from liveimg.iso import IsoOptions
 from liveimg.pxe import PxeOptions
 from liveimg.rootfs import RootfsOptions
 from liveimg.squashfs import Backend, SquashfsOptions, bcj_for_arch, parse_compress_args
@@ -42,6 +43,7 @@ class BuildOptions:
     squashfs_backend: Backend = "native"
     dracut: DracutOptions = field(default_factory=DracutOptions)
     pxe: PxeOptions = field(default_factory=PxeOptions)
+    iso: IsoOptions | None = None  # --iso: a live ISO too
     workdir: Path | None = None
     keep_workdir: bool = False
     force: bool = False

@@ -12,6 +12,7 @@ of the ones before it from the context and adds its own::
     initramfs  initramfs-<kver>.img by the image's dracut, the layout's hooks appended
     kernel     vmlinuz-<kver>, copied out of rootfs.img (the dracut stage, with initramfs)
     pxe        PXE_CONFIG, the ready boot configurations, the cloud-init seed
+    iso        with --iso: the hybrid live ISO (live.iso)
     manifest   manifest.json
 
 The live layout (``--rootfs-type``) is a class of :mod:`liveimg.layouts`, chosen by name: the
@@ -39,7 +40,7 @@ from liveimg.layouts import Layout, get_layout
 from liveimg.options import BuildOptions
 from liveimg.outdir import OutdirTransaction
 from liveimg.progress import Progress
-from liveimg.stages import appliance, guest, initramfs, kernel, manifest, pack, preflight, pxe, rootfs
+from liveimg.stages import appliance, guest, initramfs, iso, kernel, manifest, pack, preflight, pxe, rootfs
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,7 @@ STAGES: tuple[Stage, ...] = (
     initramfs.run,
     kernel.run,
     pxe.run,
+    iso.run,
     manifest.run,
 )
 

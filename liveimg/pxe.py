@@ -198,12 +198,25 @@ class PxeResult:
 
 
 def kernel_args(boot: LiveBoot, options: PxeOptions, url: str) -> list[str]:
-    """The live command line, ``root=live:`` first, each argument once (the user's win)."""
+    """The live command line of a network boot, ``root=live:<URL>/...`` first, each argument once (the user's win)."""
     url = check_url(url)
-    head = [f"root=live:{url}/{boot.squashfs}", "rd.live.image", "ip=dhcp"]
+    return live_kernel_args(boot, options, f"root=live:{url}/{boot.squashfs}", url=url)
+
+
+def live_kernel_args(boot: LiveBoot, options: PxeOptions, root: str, *, url: str | None) -> list[str]:
+    """The live command line with ``root`` (a checked ``root=live:...``) first, each argument once.
+
+    ``url`` is where the artifacts are served, for a network boot (``ip=dhcp`` and the cloud-init
+    seed come with it); None for a boot from local media (the ISO: ``root=live:CDLABEL=...``).
+    Then ``rd.live.image``, the deployment's ``ostree=``, the image's own arguments (unless
+    ``options.keep_image_args`` is off) and the user's, which replace ours with the same key.
+    """
+    head = [root, "rd.live.image"]
+    if url is not None:
+        head.append("ip=dhcp")
     if boot.ostree_arg:
         head.append(f"ostree={boot.ostree_arg}")
-    tail = [f"ds=nocloud-net;s={url}/cloud-init/"] if options.cloud_init is not None else []
+    tail = [f"ds=nocloud-net;s={url}/cloud-init/"] if options.cloud_init is not None and url is not None else []
     # Made of checked parts, and checked as arguments all the same.
     args = bootsyntax.kernel_args(head, what="the live kernel argument", source=Source.CALLER)
     if options.keep_image_args:

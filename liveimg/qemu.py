@@ -5,13 +5,15 @@ This is the engine of ``liveimg boot-test``.  A machine is described by frozen d
     Machine(memory_mib=2048, cpus=1, disks=(Disk(path, fmt="raw", mode="snapshot"),),
             kernel=DirectKernel(kernel, initrd, append) | None,
             netboot=NetworkBoot(tftp_root, bootfile) | None,
-            network=True, restrict=True, forwards=(GuestForward(host_port, guest_port),))
+            network=True, restrict=True, forwards=(GuestForward(host_port, guest_port),),
+            uefi=Uefi(ovmf_code, ovmf_vars_copy) | None)
 
-and boots one way: from its first disk, from a kernel given directly (QEMU's ``-kernel``), or
-over PXE (:class:`NetworkBoot`: QEMU's TFTP server serves ``tftp_root`` and its DHCP server
+and boots one way: from its first disk (a CD-ROM if that is one), from a kernel given directly
+(QEMU's ``-kernel``), or over PXE (:class:`NetworkBoot`: QEMU's TFTP server serves ``tftp_root`` and its DHCP server
 offers ``bootfile``; the caller fills the TFTP root, and ``liveimg boot-test`` puts there the
 pxe stage's own configurations).  Asking for both a kernel and a network boot, or for
-nothing to boot, is an :class:`~liveimg.errors.InvalidOptions`.
+nothing to boot, is an :class:`~liveimg.errors.InvalidOptions`.  The firmware is SeaBIOS, or
+OVMF with ``uefi`` (whose variable store, the caller's copy, is the one file QEMU writes).
 
 ``qemu_argv(machine, console_log, accel=None)`` builds the command line, and it promises:
 
@@ -59,16 +61,28 @@ GUEST_FORWARD_ADDR = "10.0.2.100"
 
 @dataclass(frozen=True)
 class Disk:
-    """A disk image attached as a virtio drive.  QEMU never writes to the file.
+    """A disk image attached to the guest.  QEMU never writes to the file.
 
     ``mode="snapshot"``: the guest may write, into a temporary overlay that is thrown away
     (an installed system needs a writable root).  ``mode="readonly"``: the guest sees a
-    read-only disk (a squashfs, an ISO).
+    read-only disk (a squashfs, an ISO).  ``bus``: a virtio drive (default), a CD-ROM on the
+    IDE controller (the firmware boots it by El Torito), or a USB stick on an xHCI controller
+    (the firmware boots it as a hard disk, as a stick written with an ISO).
     """
 
     path: Path
     fmt: Literal["raw", "qcow2"] = "raw"
     mode: Literal["snapshot", "readonly"] = "snapshot"
+    bus: Literal["virtio", "cdrom", "usb"] = "virtio"
+
+
+@dataclass(frozen=True)
+class Uefi:
+    """UEFI firmware (OVMF) instead of SeaBIOS: its code, read-only, and a copy of its variable
+    store that the guest may write (the caller's copy, never the distribution's file)."""
+
+    code: Path
+    variables: Path
 
 
 @dataclass(frozen=True)
@@ -112,6 +126,7 @@ class Machine:
     restrict: bool = True
     forwards: tuple[GuestForward, ...] = ()
     extra_args: tuple[str, ...] = ()
+    uefi: Uefi | None = None
 
 
 def _qemu_path(path: Path) -> str:
@@ -135,9 +150,23 @@ def qemu_argv(machine: Machine, console_log: Path, accel: AccelChoice | None = N
         "-serial", f"file:{_qemu_path(console_log)}",
         "-device", "virtio-rng-pci",
     ]  # fmt: skip
+    if machine.uefi is not None:
+        argv += ["-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={_qemu_path(machine.uefi.code)}",
+                 "-drive", f"if=pflash,format=raw,unit=1,file={_qemu_path(machine.uefi.variables)}"]  # fmt: skip
+    usb = False
     for index, disk in enumerate(machine.disks):
         access = "snapshot=on" if disk.mode == "snapshot" else "readonly=on"
-        argv += ["-drive", f"file={_qemu_path(disk.path)},format={disk.fmt},if=virtio,index={index},{access}"]
+        drive = f"file={_qemu_path(disk.path)},format={disk.fmt}"
+        if disk.bus == "virtio":
+            argv += ["-drive", f"{drive},if=virtio,index={index},{access}"]
+        elif disk.bus == "cdrom":
+            argv += ["-drive", f"{drive},if=ide,index={index},media=cdrom,{access}"]
+        else:
+            if not usb:
+                argv += ["-device", "qemu-xhci,id=xhci"]
+                usb = True
+            argv += ["-drive", f"{drive},if=none,id=usb{index},{access}",
+                     "-device", f"usb-storage,bus=xhci.0,drive=usb{index},bootindex={index}"]  # fmt: skip
     if machine.kernel is not None:
         argv += ["-kernel", os.fspath(machine.kernel.kernel), "-append", machine.kernel.append]
         if machine.kernel.initrd is not None:
@@ -155,7 +184,8 @@ def qemu_argv(machine: Machine, console_log: Path, accel: AccelChoice | None = N
     if machine.netboot is not None:
         argv += ["-boot", "order=n"]
     elif machine.kernel is None:
-        argv += ["-boot", "order=c"]
+        cdrom = bool(machine.disks) and machine.disks[0].bus == "cdrom"
+        argv += ["-boot", "order=d" if cdrom else "order=c"]
     argv += list(machine.extra_args)
     return argv
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from liveimg import boottest
-from liveimg.boottest import BOOT_STEPS, BootTestOptions, _BootSteps, _machine, judge, parse_checks
+from liveimg.boottest import BOOT_STEPS, CHECKS_DONE, BootTestOptions, _BootSteps, _machine, judge, parse_checks
 from liveimg.errors import HostError
 from liveimg.httpserve import HttpServer
 from liveimg.progress import Event, Progress
@@ -190,3 +190,12 @@ def test_a_missing_pxe_loader_is_named(tmp_path: Path, monkeypatch: pytest.Monke
     serve = _served(tmp_path)
     with HttpServer(serve) as server, pytest.raises(HostError, match=r"PXELINUX/pxelinux\.0 is missing"):
         _machine(BootTestOptions(), LIVE, serve, PxeOptions(url=server.guest_url()), server)
+
+
+def test_the_checks_end_also_after_a_login_prompt() -> None:
+    # seen in a boot via usb: getty printed its prompt, and the checker's last line followed it
+    assert CHECKS_DONE.search("LIVEIMG-CHECK-END")
+    assert CHECKS_DONE.search("liveimg-sample login: LIVEIMG-CHECK-END")
+    assert not CHECKS_DONE.search("LIVEIMG-CHECK-ENDED")
+    assert not CHECKS_DONE.search("echo LIVEIMG-CHECK-END >/dev/console")
+    assert not CHECKS_DONE.search("XLIVEIMG-CHECK-END")

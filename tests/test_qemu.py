@@ -9,7 +9,7 @@ import pytest
 from liveimg import run as runner
 from liveimg.accel import Accel, AccelChoice
 from liveimg.errors import InvalidOptions
-from liveimg.qemu import DirectKernel, Disk, GuestForward, Machine, NetworkBoot, qemu_argv
+from liveimg.qemu import DirectKernel, Disk, GuestForward, Machine, NetworkBoot, Uefi, qemu_argv
 from tests import support
 
 TCG = AccelChoice(Accel.TCG, "test")
@@ -84,3 +84,34 @@ def test_machine_must_boot_one_way(tmp_path: Path) -> None:
         )
     with pytest.raises(InvalidOptions, match="nothing to boot"):
         qemu_argv(Machine(), tmp_path / "c", TCG)
+
+
+def test_iso_as_a_cdrom_boots_by_el_torito(tmp_path: Path) -> None:
+    machine = Machine(disks=(Disk(tmp_path / "live.iso", mode="readonly", bus="cdrom"),))
+    argv = qemu_argv(machine, tmp_path / "console.log", TCG)
+    assert option(argv, "-drive") == [f"file={tmp_path}/live.iso,format=raw,if=ide,index=0,media=cdrom,readonly=on"]
+    assert option(argv, "-boot") == ["order=d"]
+    assert "-netdev" not in argv
+
+
+def test_iso_as_a_usb_stick_boots_as_a_disk(tmp_path: Path) -> None:
+    machine = Machine(disks=(Disk(tmp_path / "live.iso", mode="readonly", bus="usb"),))
+    argv = qemu_argv(machine, tmp_path / "console.log", TCG)
+    assert option(argv, "-drive") == [f"file={tmp_path}/live.iso,format=raw,if=none,id=usb0,readonly=on"]
+    assert option(argv, "-device") == [
+        "virtio-rng-pci",
+        "qemu-xhci,id=xhci",
+        "usb-storage,bus=xhci.0,drive=usb0,bootindex=0",
+    ]
+    assert option(argv, "-boot") == ["order=c"]
+
+
+def test_uefi_firmware_is_ovmf_in_flash(tmp_path: Path) -> None:
+    code, variables = Path("/usr/share/OVMF/OVMF_CODE_4M.fd"), tmp_path / "OVMF_VARS_4M.fd"
+    machine = Machine(disks=(Disk(tmp_path / "live.iso", mode="readonly", bus="cdrom"),), uefi=Uefi(code, variables))
+    argv = qemu_argv(machine, tmp_path / "console.log", TCG)
+    assert option(argv, "-drive") == [
+        f"if=pflash,format=raw,unit=0,readonly=on,file={code}",
+        f"if=pflash,format=raw,unit=1,file={variables}",
+        f"file={tmp_path}/live.iso,format=raw,if=ide,index=0,media=cdrom,readonly=on",
+    ]

@@ -1,0 +1,107 @@
+"""atomic sample -> `liveimg build --iso` -> the live ISO booted as a CD (BIOS, UEFI) and as a USB stick.
+
+One build, as a user types it, with ``SOURCE_DATE_EPOCH`` set: ``live.iso`` is in OUTDIR and
+in manifest.json with its sha256; ``liveimg iso OUTDIR`` makes it again, byte for byte (a PXE
+build's OUTDIR is enough for an ISO); ``liveimg boot-test`` boots it ``--via iso-bios`` from a
+CD-ROM with SeaBIOS (El Torito, isolinux), ``--via iso-uefi`` from a CD-ROM with OVMF (El
+Torito's UEFI image, GRUB) and ``--via usb`` from a USB stick (the isohybrid MBR): each
+reaches the live system's checks, from the ISO's squashfs found by its label, with the
+deployment the manifest names booted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from liveimg.manifest import sha256_file
+from tests.e2e.live import FAST_ARGS
+from tests.samples import sample_image
+from tests.support import need, need_file, need_root
+
+REPO = Path(__file__).resolve().parents[2]
+EPOCH = "1700000000"
+
+
+def liveimg(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "SOURCE_DATE_EPOCH": EPOCH}
+    argv = [sys.executable, "-m", "liveimg", "--progress", "none", *args]
+    return subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+    need_root()
+    need("qemu-system-x86_64", "socat")
+    need_file("/usr/lib/ISOLINUX/isolinux.bin", "isolinux")
+    image = sample_image("atomic")
+    out = tmp_path_factory.mktemp("iso") / "out"
+    result = liveimg("build", str(image), "-o", str(out), "--iso", *FAST_ARGS, timeout=3600)
+    assert result.returncode == 0, result.stderr
+    manifest: dict[str, Any] = json.loads((out / "manifest.json").read_text())
+    return out, manifest
+
+
+def boot(out: Path, via: str) -> dict[str, Any]:
+    result = liveimg("boot-test", str(out), "--via", via, "--json", timeout=1900)
+    report: dict[str, Any] = json.loads(result.stdout)
+    assert result.returncode == 0 and report["ok"], json.dumps(report, indent=2)
+    return report
+
+
+def test_the_iso_is_in_outdir_and_manifest(built: tuple[Path, dict[str, Any]]) -> None:
+    out, manifest = built
+    iso = manifest["iso"]
+    assert iso["file"] == "live.iso" and iso["label"] == "DEBIAN_12_X86_64"
+    assert iso["sha256"] == sha256_file(out / "live.iso") == manifest["artifacts"]["live.iso"]["sha256"]
+    assert iso["kernel_args"][:3] == ["root=live:CDLABEL=DEBIAN_12_X86_64", "rd.live.image",
+                                      f"ostree={manifest['deployment']['ostree']}"]  # fmt: skip
+    assert "iso" in manifest["stages"]
+    probe = subprocess.run(["blkid", "-p", "-o", "export", str(out / "live.iso")],
+                           capture_output=True, text=True, check=True).stdout  # fmt: skip
+    assert "TYPE=iso9660" in probe and "LABEL=DEBIAN_12_X86_64" in probe
+
+
+def test_liveimg_iso_makes_the_same_bytes_from_the_outdir(built: tuple[Path, dict[str, Any]]) -> None:
+    out, manifest = built
+    first = sha256_file(out / "live.iso")
+    (out / "live.iso").unlink()
+    result = liveimg("iso", str(out), timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert sha256_file(out / "live.iso") == first == manifest["iso"]["sha256"]
+
+
+def test_boots_as_a_cd_with_bios(built: tuple[Path, dict[str, Any]]) -> None:
+    out, _ = built
+    report = boot(out, "iso-bios")
+    assert report["checks"]["root"].startswith("/dev/mapper/live-rw")
+    assert report["checks"]["ostree-booted"] == "yes"
+    console = Path(report["console_log"]).read_text(errors="replace")
+    assert "root=live:CDLABEL=DEBIAN_12_X86_64" in console  # the kernel's command line, from isolinux.cfg
+    assert "QEMU DVD-ROM" in console
+
+
+def test_boots_as_a_cd_with_uefi(built: tuple[Path, dict[str, Any]]) -> None:
+    need_file("/usr/share/OVMF/OVMF_CODE_4M.fd", "ovmf")
+    out, _ = built
+    report = boot(out, "iso-uefi")
+    assert report["checks"]["root"].startswith("/dev/mapper/live-rw")
+    assert report["checks"]["ostree-booted"] == "yes"
+    console = Path(report["console_log"]).read_text(errors="replace")
+    assert "GNU GRUB" in console and "efi: EFI v" in console  # GRUB from the UEFI image, a kernel booted by UEFI
+    assert "root=live:CDLABEL=DEBIAN_12_X86_64" in console
+
+
+def test_boots_as_a_usb_stick(built: tuple[Path, dict[str, Any]]) -> None:
+    out, _ = built
+    report = boot(out, "usb")
+    assert report["checks"]["root"].startswith("/dev/mapper/live-rw")
+    assert report["checks"]["ostree-booted"] == "yes"
+    console = Path(report["console_log"]).read_text(errors="replace")
+    assert "QEMU USB HARDDRIVE" in console and "DVD-ROM" not in console
