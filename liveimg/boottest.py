@@ -23,6 +23,8 @@ nothing else), and boots one of four ways:
     GRUB, which finds the ISO by its label and reads its ``EFI/BOOT/grub.cfg``.
 ``usb``
     The same ISO as a USB stick (xHCI): SeaBIOS boots its isohybrid MBR, which starts isolinux.
+``usb-uefi``
+    The same USB stick with OVMF: the firmware boots GRUB from the EFI partition of its GPT.
 
 For the ISO ways the ISO is written again into the work directory by the same writer, with the
 build's label, kernel arguments and squashfs, the checker's initramfs and the test's console
@@ -65,10 +67,10 @@ from liveimg.pxe import LiveBoot, PxeOptions, arg_key, kernel_args, write_pxe
 
 log = logging.getLogger(__name__)
 
-Via = Literal["pxelinux", "ipxe", "kernel", "disk", "iso-bios", "iso-uefi", "usb"]
-VIAS: tuple[Via, ...] = ("pxelinux", "ipxe", "kernel", "disk", "iso-bios", "iso-uefi", "usb")
+Via = Literal["pxelinux", "ipxe", "kernel", "disk", "iso-bios", "iso-uefi", "usb", "usb-uefi"]
+VIAS: tuple[Via, ...] = ("pxelinux", "ipxe", "kernel", "disk", "iso-bios", "iso-uefi", "usb", "usb-uefi")
 #: The ways that boot the live ISO (no network).
-ISO_VIAS: tuple[Via, ...] = ("iso-bios", "iso-uefi", "usb")
+ISO_VIAS: tuple[Via, ...] = ("iso-bios", "iso-uefi", "usb", "usb-uefi")
 #: Debian's OVMF (package ovmf): UEFI for QEMU, its code and a blank variable store.
 OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
 OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
@@ -418,9 +420,9 @@ def _machine(
         if iso_label is None:
             raise InternalError(f"a boot via {opts.via} needs the ISO's label")
         iso = _test_iso(live, serve, pxe_options, iso_label)
-        disk = qemu.Disk(iso, mode="readonly", bus="usb" if opts.via == "usb" else "cdrom")
+        disk = qemu.Disk(iso, mode="readonly", bus="usb" if opts.via.startswith("usb") else "cdrom")
         uefi = None
-        if opts.via == "iso-uefi":
+        if opts.via.endswith("-uefi"):
             for path in (OVMF_CODE, OVMF_VARS):
                 if not path.is_file():
                     raise HostError(f"{path} is missing", hint="install the Debian package ovmf")

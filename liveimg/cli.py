@@ -555,7 +555,7 @@ def _add_boot_test(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--via", choices=VIAS, default="pxelinux",
                         help="pxelinux (PXE, TFTP; default), ipxe (PXE, HTTP), kernel (QEMU -kernel), "
                         "disk (the squashfs as a disk, no network), iso-bios, iso-uefi (the live ISO as a CD, "
-                        "SeaBIOS or OVMF), usb (the live ISO as a USB stick)")  # fmt: skip
+                        "SeaBIOS or OVMF), usb, usb-uefi (the live ISO as a USB stick)")  # fmt: skip
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds (default 1800)")
     parser.add_argument("--memory", type=int, default=3072, metavar="MIB", help="guest RAM (default 3072)")
     parser.add_argument("--kernel-arg", action="append", default=[], metavar="ARG", help="add a kernel argument")

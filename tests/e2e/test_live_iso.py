@@ -1,10 +1,11 @@
-"""atomic sample -> `liveimg build --iso` -> the live ISO booted as a CD (BIOS, UEFI) and as a USB stick.
+"""atomic sample -> `liveimg build --iso` -> the live ISO booted as a CD and as a USB stick (BIOS, UEFI).
 
 One build, as a user types it, with ``SOURCE_DATE_EPOCH`` set: ``live.iso`` is in OUTDIR and
 in manifest.json with its sha256; ``liveimg iso OUTDIR`` makes it again, byte for byte (a PXE
 build's OUTDIR is enough for an ISO); ``liveimg boot-test`` boots it ``--via iso-bios`` from a
 CD-ROM with SeaBIOS (El Torito, isolinux), ``--via iso-uefi`` from a CD-ROM with OVMF (El
-Torito's UEFI image, GRUB) and ``--via usb`` from a USB stick (the isohybrid MBR): each
+Torito's UEFI image, GRUB), ``--via usb`` from a USB stick with SeaBIOS (the isohybrid MBR)
+and ``--via usb-uefi`` from the stick with OVMF (GRUB in the GPT's EFI partition): each
 reaches the live system's checks, from the ISO's squashfs found by its label, with the
 deployment the manifest names booted.
 """
@@ -104,4 +105,15 @@ def test_boots_as_a_usb_stick(built: tuple[Path, dict[str, Any]]) -> None:
     assert report["checks"]["root"].startswith("/dev/mapper/live-rw")
     assert report["checks"]["ostree-booted"] == "yes"
     console = Path(report["console_log"]).read_text(errors="replace")
+    assert "QEMU USB HARDDRIVE" in console and "DVD-ROM" not in console
+
+
+def test_boots_as_a_usb_stick_with_uefi(built: tuple[Path, dict[str, Any]]) -> None:
+    need_file("/usr/share/OVMF/OVMF_CODE_4M.fd", "ovmf")
+    out, _ = built
+    report = boot(out, "usb-uefi")
+    assert report["checks"]["root"].startswith("/dev/mapper/live-rw")
+    assert report["checks"]["ostree-booted"] == "yes"
+    console = Path(report["console_log"]).read_text(errors="replace")
+    assert "GNU GRUB" in console and "efi: EFI v" in console
     assert "QEMU USB HARDDRIVE" in console and "DVD-ROM" not in console
