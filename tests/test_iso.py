@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import struct
 import subprocess
 import time
@@ -28,7 +29,7 @@ from liveimg.manifest import sha256_file
 from liveimg.progress import Progress
 from liveimg.pxe import LiveBoot, PxeOptions
 from tests.bootparsers import kernel_split, pxelinux_directives
-from tests.support import need, need_file
+from tests.support import need, need_file, need_root, unprivileged_user
 
 OSTREE = "/ostree/boot.1/debian-atomic/0f3c/0"
 BOOT = LiveBoot(
@@ -431,6 +432,31 @@ def test_liveimg_iso_command(outdir: Path, capsys: pytest.CaptureFixture[str]) -
     assert main(["--progress", "none", "iso", str(outdir), "--iso-label", "CLI_LABEL"]) == 0
     assert capsys.readouterr().out.strip() == str(outdir / "live.iso")
     assert json.loads((outdir / "manifest.json").read_text())["iso"]["label"] == "CLI_LABEL"
+
+
+def test_liveimg_iso_as_an_unprivileged_user(outdir: Path) -> None:
+    """No root: a throw-away user with no capability makes the ISO of its own OUTDIR."""
+    need_root()
+    need("setpriv")
+    fake_manifest(outdir)
+    with unprivileged_user() as user:
+        theirs = user.home / "out"
+        shutil.copytree(outdir, theirs)
+        for path in [theirs, *theirs.rglob("*")]:
+            os.chown(path, user.uid, user.gid)
+        done = user.liveimg("--progress", "none", "iso", theirs, "--iso-label", "NOT_ROOT", timeout=300)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == str(theirs / "live.iso")
+        assert (theirs / "live.iso").stat().st_uid == user.uid
+        manifest = json.loads((theirs / "manifest.json").read_text())
+        assert manifest["iso"]["label"] == "NOT_ROOT"
+        assert manifest["artifacts"]["live.iso"]["sha256"] == sha256_file(theirs / "live.iso")
+        image = pycdlib.PyCdlib()
+        image.open(str(theirs / "live.iso"))
+        try:
+            assert image.pvd.volume_identifier.rstrip(b" ") == b"NOT_ROOT"
+        finally:
+            image.close()
 
 
 def test_make_iso_refuses_what_is_not_an_outdir(tmp_path: Path, outdir: Path) -> None:
