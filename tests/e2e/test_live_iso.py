@@ -8,6 +8,8 @@ Torito's UEFI image, GRUB), ``--via usb`` from a USB stick with SeaBIOS (the iso
 and ``--via usb-uefi`` from the stick with OVMF (GRUB in the GPT's EFI partition): each
 reaches the live system's checks, from the ISO's squashfs found by its label, with the
 deployment the manifest names booted.
+Then OUTDIR's own ``live.iso``, untouched, is put on a loop device by ``liveimg write`` and that
+device boots as a USB stick with SeaBIOS to the sample's login prompt.
 """
 
 from __future__ import annotations
@@ -16,11 +18,13 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from liveimg import qemu
 from liveimg.manifest import sha256_file
 from tests.e2e.live import FAST_ARGS
 from tests.samples import sample_image
@@ -43,7 +47,9 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any
     need_file("/usr/lib/ISOLINUX/isolinux.bin", "isolinux")
     image = sample_image("atomic")
     out = tmp_path_factory.mktemp("iso") / "out"
-    result = liveimg("build", str(image), "-o", str(out), "--iso", *FAST_ARGS, timeout=3600)
+    # A serial console on the ISO's own command line, for the stick booted as written (below).
+    result = liveimg("build", str(image), "-o", str(out), "--iso", "--kernel-arg", "console=ttyS0,115200",
+                     *FAST_ARGS, timeout=3600)  # fmt: skip
     assert result.returncode == 0, result.stderr
     manifest: dict[str, Any] = json.loads((out / "manifest.json").read_text())
     return out, manifest
@@ -117,3 +123,34 @@ def test_boots_as_a_usb_stick_with_uefi(built: tuple[Path, dict[str, Any]]) -> N
     console = Path(report["console_log"]).read_text(errors="replace")
     assert "GNU GRUB" in console and "efi: EFI v" in console
     assert "QEMU USB HARDDRIVE" in console and "DVD-ROM" not in console
+
+
+@pytest.fixture
+def stick(tmp_path: Path) -> Iterator[str]:
+    """A 1 GiB loop device on a sparse file: a USB stick's stand-in (detached afterwards)."""
+    need("losetup")
+    backing = tmp_path / "stick.img"
+    with open(backing, "wb") as f:
+        f.truncate(1 << 30)
+    node = subprocess.run(["losetup", "--find", "--show", str(backing)], capture_output=True, text=True,
+                          check=True).stdout.strip()  # fmt: skip
+    try:
+        yield node
+    finally:
+        subprocess.run(["losetup", "--detach", node], check=True)
+
+
+def test_liveimg_write_puts_it_on_a_stick_that_boots(
+    built: tuple[Path, dict[str, Any]], stick: str, tmp_path: Path
+) -> None:
+    out, manifest = built
+    iso = out / "live.iso"
+    assert sha256_file(iso) == manifest["iso"]["sha256"]
+    result = liveimg("write", str(iso), stick, "--yes", "--yes-this-disk", timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().endswith(f"{iso.stat().st_size} bytes, read back and verified"), result.stdout
+    machine = qemu.Machine(memory_mib=3072, disks=(qemu.Disk(Path(stick), mode="readonly", bus="usb"),))
+    booted = qemu.boot(machine, tmp_path / "boot", timeout=1500)
+    text = booted.console_log.read_text(errors="replace")
+    assert booted.ok, booted.summary()
+    assert "root=live:CDLABEL=DEBIAN_12_X86_64" in text and "QEMU USB HARDDRIVE" in text
