@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import json
+import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from liveimg.dracut import Compression, DracutOptions
 from liveimg.manifest import sha256_file
 from liveimg.options import BuildOptions
 from liveimg.pipeline import build
 from tests.samples import sample_image
-from tests.support import need, need_root
+from tests.support import guestfs_env, need, need_root
 
 #: The codecs are not the point here; lorax's defaults are exercised by test_live_atomic.
 FAST: dict[str, Any] = {"compression": "lz4", "dracut": DracutOptions(compression=Compression.ZSTD, level=3)}
@@ -30,3 +34,35 @@ def build_sample(variant: str, out: Path, **options: Any) -> dict[str, Any]:
     manifest: dict[str, Any] = json.loads((out / "manifest.json").read_text())
     assert manifest == result.manifest
     return manifest
+
+
+def edited_copy(
+    base: Path, copy: Path, monkeypatch: pytest.MonkeyPatch, pattern: str, edit: Callable[[Any, str], None]
+) -> None:
+    """``copy``: a sparse copy of the sample ``base`` (never the cached sample itself), in which
+    the one path that the glob ``pattern`` matches on its root filesystem is handed to
+    ``edit(g, path)`` (``g``: a libguestfs handle with that filesystem mounted writable on /)."""
+    import guestfs  # type: ignore[import-not-found]
+
+    # A sparse copy, not a qcow2 overlay: liveimg refuses images with backing files.
+    subprocess.run(["cp", "--sparse=always", str(base), str(copy)], check=True)
+    for key, value in guestfs_env().items():
+        monkeypatch.setenv(key, value)
+    g = guestfs.GuestFS(python_return_dict=True)
+    try:
+        g.add_drive_opts(str(copy), format="raw", readonly=False)
+        g.launch()
+        found: list[str] = []
+        for device, fstype in g.list_filesystems().items():
+            if fstype not in ("ext4", "xfs"):
+                continue
+            g.mount(device, "/")
+            found = g.glob_expand(pattern)
+            if found:
+                break
+            g.umount_all()
+        assert len(found) == 1, found
+        edit(g, found[0])
+        g.shutdown()
+    finally:
+        g.close()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,9 +22,9 @@ from liveimg.manifest import sha256_file
 from liveimg.options import BuildOptions, RootfsType
 from liveimg.pipeline import build
 from liveimg.pxe import PxeOptions
-from tests.e2e.live import FAST
+from tests.e2e.live import FAST, edited_copy
 from tests.samples import sample_image
-from tests.support import guestfs_env, need, need_module, need_root
+from tests.support import need, need_module, need_root
 
 URL = "http://192.0.2.1/live"  # where a user would serve it; the boot test uses its own loopback URL
 SCRIPT = "/ostree/deploy/*/deploy/*/usr/lib/dracut/modules.d/90dmsquash-live/dmsquash-live-root.sh"
@@ -34,39 +35,15 @@ NG_CHANGES = (
 )
 
 
-def _dracut_ng_copy(base: Path, copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A copy of ``base`` whose deployment's dmsquash-live mounts EROFS as dracut-ng does."""
-    import guestfs  # type: ignore[import-not-found]
-
-    # A sparse copy, not a qcow2 overlay: liveimg refuses images with backing files.
-    subprocess.run(["cp", "--sparse=always", str(base), str(copy)], check=True)
-    for key, value in guestfs_env().items():
-        monkeypatch.setenv(key, value)
-    g = guestfs.GuestFS(python_return_dict=True)
-    try:
-        g.add_drive_opts(str(copy), format="raw", readonly=False)
-        g.launch()
-        scripts: list[str] = []
-        for device, fstype in g.list_filesystems().items():
-            if fstype not in ("ext4", "xfs"):
-                continue
-            g.mount(device, "/")
-            scripts = g.glob_expand(SCRIPT)
-            if scripts:
-                break
-            g.umount_all()
-        assert len(scripts) == 1, scripts
-        path = scripts[0]
-        text = g.read_file(path).decode()
-        for old, new in NG_CHANGES:
-            assert text.count(old) == 1, old
-            text = text.replace(old, new)
-        g.rm(path)  # a new file: the old one is a hard link into the ostree repository
-        g.write(path, text.encode())
-        g.chmod(0o755, path)
-        g.shutdown()
-    finally:
-        g.close()
+def _dracut_ng(g: Any, path: str) -> None:
+    """dmsquash-live-root.sh at ``path`` with dracut-ng's changes for EROFS."""
+    text = g.read_file(path).decode()
+    for old, new in NG_CHANGES:
+        assert text.count(old) == 1, old
+        text = text.replace(old, new)
+    g.rm(path)  # a new file: the old one is a hard link into the ostree repository
+    g.write(path, text.encode())
+    g.chmod(0o755, path)
 
 
 def test_erofs_live_image_boots_where_dracut_mounts_erofs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -74,7 +51,7 @@ def test_erofs_live_image_boots_where_dracut_mounts_erofs(tmp_path: Path, monkey
     need("qemu-system-x86_64", "mkfs.erofs", "blkid")
     need_module("guestfs", "Debian package python3-guestfs")
     image = tmp_path / "atomic-dracut-ng.raw"
-    _dracut_ng_copy(sample_image("atomic"), image, monkeypatch)
+    edited_copy(sample_image("atomic"), image, monkeypatch, SCRIPT, _dracut_ng)
     before = sha256_file(image)
     out = tmp_path / "out"
     result = build(image, out, BuildOptions(**{**FAST, "rootfs_type": RootfsType.EROFS, "pxe": PxeOptions(url=URL)}))

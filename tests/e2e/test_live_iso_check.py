@@ -12,8 +12,8 @@ bit of its squashfs changed is refused by the check, with its message, not left 
 from __future__ import annotations
 
 import shutil
-import subprocess
 from pathlib import Path
+from typing import Any
 
 import pycdlib
 import pytest
@@ -25,9 +25,9 @@ from liveimg.iso import IsoOptions
 from liveimg.options import BuildOptions
 from liveimg.pipeline import build
 from liveimg.pxe import PxeOptions
-from tests.e2e.live import FAST
+from tests.e2e.live import FAST, edited_copy
 from tests.samples import sample_image
-from tests.support import guestfs_env, need, need_file, need_module, need_root
+from tests.support import need, need_file, need_module, need_root
 
 CHECKISOMD5 = Path("/usr/bin/checkisomd5")
 LIBPOPT = Path("/usr/lib/x86_64-linux-gnu/libpopt.so.0")
@@ -35,37 +35,14 @@ DEPLOYMENT = "/ostree/deploy/*/deploy/*/usr/bin"
 MEDIA_CHECK_FAILED = console.Pattern("media-check", r"CD check failed|the result is: FAIL")
 
 
-def _with_checkisomd5(base: Path, copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A copy of ``base`` whose deployment has checkisomd5 (and the library it needs)."""
-    import guestfs  # type: ignore[import-not-found]
-
-    # A sparse copy, not a qcow2 overlay: liveimg refuses images with backing files.
-    subprocess.run(["cp", "--sparse=always", str(base), str(copy)], check=True)
-    for key, value in guestfs_env().items():
-        monkeypatch.setenv(key, value)
-    g = guestfs.GuestFS(python_return_dict=True)
-    try:
-        g.add_drive_opts(str(copy), format="raw", readonly=False)
-        g.launch()
-        deployments: list[str] = []
-        for device, fstype in g.list_filesystems().items():
-            if fstype not in ("ext4", "xfs"):
-                continue
-            g.mount(device, "/")
-            deployments = g.glob_expand(DEPLOYMENT)
-            if deployments:
-                break
-            g.umount_all()
-        assert len(deployments) == 1, deployments
-        root = deployments[0].rstrip("/").removesuffix("/usr/bin")
-        assert not g.exists(f"{root}{CHECKISOMD5}"), "the sample has checkisomd5 already: this copy is not needed"
-        for host in (CHECKISOMD5, LIBPOPT):
-            if not g.exists(f"{root}{host}"):
-                g.upload(str(host), f"{root}{host}")
-                g.chmod(0o755, f"{root}{host}")
-        g.shutdown()
-    finally:
-        g.close()
+def _with_checkisomd5(g: Any, usr_bin: str) -> None:
+    """The deployment whose /usr/bin is ``usr_bin`` given checkisomd5 and the library it needs."""
+    root = usr_bin.rstrip("/").removesuffix("/usr/bin")
+    assert not g.exists(f"{root}{CHECKISOMD5}"), "the sample has checkisomd5 already: this copy is not needed"
+    for host in (CHECKISOMD5, LIBPOPT):
+        if not g.exists(f"{root}{host}"):
+            g.upload(str(host), f"{root}{host}")
+            g.chmod(0o755, f"{root}{host}")
 
 
 def test_media_check_passes_the_iso_and_refuses_it_with_one_changed_bit(
@@ -77,7 +54,7 @@ def test_media_check_passes_the_iso_and_refuses_it_with_one_changed_bit(
     need_file(str(CHECKISOMD5), "isomd5sum")
     need_file(str(LIBPOPT), "libpopt0")
     image = tmp_path / "atomic-isomd5sum.raw"
-    _with_checkisomd5(sample_image("atomic"), image, monkeypatch)
+    edited_copy(sample_image("atomic"), image, monkeypatch, DEPLOYMENT, _with_checkisomd5)
     out = tmp_path / "out"
     args = ("console=ttyS0,115200", "rd.live.check")
     result = build(image, out, BuildOptions(**{**FAST, "iso": IsoOptions(), "pxe": PxeOptions(kernel_args=args)}))
