@@ -7,7 +7,6 @@ benchmarks/bench_dracut.py.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from collections.abc import Iterator
@@ -25,6 +24,7 @@ from liveimg.dracut.sandbox import Bind, Tmpfs, run_in_sandbox
 from liveimg.dracut.stage import Initrd, build_initramfs
 from liveimg.dracut.tree import ExtractedTree, extract_tree
 from liveimg.errors import InvalidImage, ToolError
+from liveimg.manifest import sha256_file
 from tests.integration.sample_rootfs import Sample, find_sample, rootfs_from_disk
 from tests.support import NOBODY, need, need_root, opt_in, public_directory, run_python_as_nobody
 
@@ -59,14 +59,6 @@ def _deployment(image: Path, sample: Sample) -> str:
     return f"{base}/{names[0]}"
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 @pytest.fixture(scope="session")
 def public_dir() -> Iterator[Path]:
     """Scratch space that user nobody can read too (pytest's tmp dirs are private to their owner)."""
@@ -78,7 +70,7 @@ def _rootfs(variant: str, public_dir: Path) -> Rootfs:
     sample = _sample(variant)
     image = rootfs_from_disk(sample.disk, public_dir / f"{variant}-rootfs.img")
     image.chmod(0o644)
-    return Rootfs(sample, image, _deployment(image, sample), _sha256(image))
+    return Rootfs(sample, image, _deployment(image, sample), sha256_file(image))
 
 
 @pytest.fixture(scope="session")
@@ -140,7 +132,7 @@ def test_dracut_log_is_kept(atomic_initrd: Initrd) -> None:
 
 
 def test_rootfs_image_is_not_modified(atomic_initrd: Initrd, atomic_rootfs: Rootfs) -> None:
-    assert _sha256(atomic_rootfs.image) == atomic_rootfs.digest
+    assert sha256_file(atomic_rootfs.image) == atomic_rootfs.digest
 
 
 def test_appended_cpio_read_back_by_lsinitrd_and_cpio(
@@ -251,7 +243,7 @@ def test_atomic_initramfs_in_the_appliance(atomic_rootfs: Rootfs, atomic_initrd:
     assert initrd.where is Where.APPLIANCE
     assert initrd.modules == atomic_initrd.modules and initrd.left_out == atomic_initrd.left_out
     _assert_live(initrd.path, ostree=True)
-    assert _sha256(atomic_rootfs.image) == atomic_rootfs.digest
+    assert sha256_file(atomic_rootfs.image) == atomic_rootfs.digest
     # Same dracut, same modules: the same files, but for what dracut decides from the machine it
     # runs on (the appliance is a QEMU guest, so dracut adds virtio-9p support there).
     with Initramfs(initrd.path) as a, Initramfs(atomic_initrd.path) as b:

@@ -7,7 +7,6 @@ input's sha256 is unchanged afterwards.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import time
@@ -23,6 +22,7 @@ from liveimg import run as runner
 from liveimg.errors import GuestPathEscapes
 from liveimg.guest import Guest, UnreadableFilesystem, open_guest
 from liveimg.kernels import KernelNotFound
+from liveimg.manifest import sha256_file
 from liveimg.ostree.deployments import DeploymentNotFound
 from tests.integration import guest_images as gi
 from tests.support import need, need_module
@@ -30,14 +30,6 @@ from tests.support import need, need_module
 pytestmark = pytest.mark.timeout(1200)
 
 _STATUS = re.compile(r"^[* ] (\S+) ([0-9a-f]{64})\.([0-9]+)", re.MULTILINE)
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def ostree_status(sysroot: Path) -> list[tuple[str, str, int]]:
@@ -96,12 +88,12 @@ class Unchanged:
         self.before: dict[Path, str] = {}
 
     def add(self, path: Path) -> Path:
-        self.before[path] = sha256(path)
+        self.before[path] = sha256_file(path)
         return path
 
     def check(self) -> None:
         for path, digest in self.before.items():
-            assert sha256(path) == digest, f"{path} was modified"
+            assert sha256_file(path) == digest, f"{path} was modified"
 
 
 @pytest.fixture
