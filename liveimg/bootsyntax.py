@@ -134,6 +134,18 @@ def file_name(name: str, *, what: str, source: Source = Source.GUEST) -> str:
 _DIR_PART = re.compile(r"[A-Za-z0-9._+~-]+")
 
 
+def tftp_path(path: str, *, source: Source = Source.GUEST) -> str:
+    """``path``, a file's place under the TFTP root (``grub/grub.cfg``), if it is a plain relative one.
+
+    Each part is a plain name and neither ``.`` nor ``..``: the path is written to inside the
+    output directory and must stay there.
+    """
+    parts = path.split("/")
+    if len(path) > MAX_DIR or not all(_DIR_PART.fullmatch(p) and p not in (".", "..") for p in parts):
+        raise _refuse(source, f"the TFTP path {_show(path)} is not a plain relative path (names joined by /)")
+    return path
+
+
 def tftp_dir(path: str) -> str:
     """``--pxe-dir``: the TFTP directory of the kernel and initramfs, without a trailing ``/``."""
     stripped = path.rstrip("/")

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from liveimg._version import __version__
 from liveimg.errors import HostError, InternalError, InvalidImage, InvalidOptions
-from liveimg.pxe import LiveBoot
+from liveimg.pxe import EfiBoot, LiveBoot
 from liveimg.staging import AtomicOutput
 
 if TYPE_CHECKING:
@@ -183,6 +183,15 @@ def live_boot(manifest: Mapping[str, Any]) -> LiveBoot:
     fields = {f.name for f in dataclasses.fields(LiveBoot)}
     data = {k: v for k, v in manifest["boot"].items() if k in fields}
     data["image_args"] = tuple(data.get("image_args", ()))
+    efi: Mapping[str, Any] | None = data.get("efi")
+    if efi is not None:
+        data["efi"] = EfiBoot(
+            grub=efi["grub"],
+            shim=efi.get("shim"),
+            configs=tuple(efi.get("configs", ("grub.cfg",))),
+            http=bool(efi.get("http", False)),
+            source=str(efi.get("source", "")),
+        )
     return LiveBoot(**data)
 
 

@@ -167,6 +167,36 @@ class PxeOptions:
 
 
 @dataclass(frozen=True)
+class EfiBoot:
+    """The UEFI network boot chain in the output directory, which is laid out as a TFTP root.
+
+    File names are relative to the output directory.  ``grub`` is a network-capable GRUB,
+    named so that shim finds it beside itself; ``shim`` (when the image has one) is the
+    file the firmware boots, verified against its Secure Boot keys.  ``configs`` are where
+    that GRUB reads its ``grub.cfg`` (from the prefix built into the binary), and ``http``
+    says whether it has the http module built in (the kernel and initramfs then come over
+    HTTP, else over TFTP).  ``source`` says where the binaries came from.
+    """
+
+    grub: str
+    shim: str | None = None
+    configs: tuple[str, ...] = ("grub.cfg",)
+    http: bool = False
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        bootsyntax.file_name(self.grub, what="the GRUB file")
+        if self.shim is not None:
+            bootsyntax.file_name(self.shim, what="the shim file")
+        object.__setattr__(self, "configs", tuple(bootsyntax.tftp_path(c) for c in self.configs))
+
+    @property
+    def bootfile(self) -> str:
+        """What DHCP names as the boot file for UEFI x86_64 clients."""
+        return self.shim or self.grub
+
+
+@dataclass(frozen=True)
 class LiveBoot:
     """What the earlier stages produced, as the pxe stage needs it."""
 
@@ -178,6 +208,7 @@ class LiveBoot:
     image_args: tuple[str, ...] = ()
     squashfs: str = SQUASHFS_NAME
     seed_id: str = ""  # something that identifies the input, for a stable cloud-init instance id
+    efi: EfiBoot | None = None  # the UEFI network boot chain, when the build has one (--efi)
 
     def __post_init__(self) -> None:
         # All of these come from the image (or from a manifest.json read back): InvalidImage.
