@@ -89,6 +89,11 @@ BASE_PACKAGES = (
 )  # fmt: skip
 DRACUT_PACKAGES = ("dracut", "dracut-core", "dracut-live", "dracut-network")
 KERNEL_PACKAGES = ("linux-image-amd64",)
+#: The signed UEFI boot chain a real distribution host carries, for UEFI network boot with Secure
+#: Boot: Debian's shim (signed by Microsoft's UEFI CA, which OVMF's ``.ms`` variables trust), its
+#: signed GRUB images (``grubnetx64.efi.signed`` boots from the network) and mokutil.  Debian's
+#: linux-image-amd64 is itself signed with the key Debian's shim trusts.
+EFI_PACKAGES = ("shim-signed", "grub-efi-amd64-signed")
 
 # Debian's dracut builds host-only initramfs by default; a sample must boot anywhere, over the
 # network too, and as an ostree deployment.
@@ -353,6 +358,7 @@ def build_base(r: Runner, dest: Path, apt_cache: Path, work: Path) -> None:
         r.in_chroot(
             tree,
             f"apt-get -q update\n{apt} install {' '.join(DRACUT_PACKAGES)}\n{apt} install {' '.join(KERNEL_PACKAGES)}\n"
+            f"{apt} install {' '.join(EFI_PACKAGES)}\n"
             f"echo root:{ROOT_PASSWORD} | chpasswd\n",
             apt_cache=apt_cache,
         )
@@ -687,8 +693,8 @@ def build_classic(r: Runner, base: Path, disk: Path, work: Path) -> Manifest:
 def base_key() -> str:
     """Key of the base tarball: only what goes into the base, so variant edits do not redo debootstrap."""
     recipe = [inspect.getsource(f) for f in (build_base, configure_base, Runner.in_chroot)]
-    recipe += [repr(v) for v in (SUITE, BASE_PACKAGES, DRACUT_PACKAGES, KERNEL_PACKAGES, DRACUT_CONF, MARKER_SCRIPT,
-                                  MARKER_UNIT, HOSTNAME, ROOT_PASSWORD)]  # fmt: skip
+    recipe += [repr(v) for v in (SUITE, BASE_PACKAGES, DRACUT_PACKAGES, KERNEL_PACKAGES, EFI_PACKAGES, DRACUT_CONF,
+                                  MARKER_SCRIPT, MARKER_UNIT, HOSTNAME, ROOT_PASSWORD)]  # fmt: skip
     return hashlib.sha256("\0".join(recipe).encode()).hexdigest()[:16]
 
 
