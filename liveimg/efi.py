@@ -486,15 +486,18 @@ def choose(candidates: list[Candidate], arch: EfiArch) -> tuple[Candidate | None
 
     Signed binaries first (a signed one is the one Secure Boot boots), then the names
     distributions give the network GRUB and shim (``grubnet<arch>.efi.signed`` before
-    ``grub<arch>.efi``), then the directories in the group's order, then the paths.
+    ``grub<arch>.efi``), then the directories in the group's order, then the order they were
+    found in (the newest version's directory first).
     """
     sfx = arch.suffix
     grub_rank = _rank([f"grubnet{sfx}.efi.signed", f"grubnet{sfx}.efi", f"grub{sfx}.efi.signed", f"grub{sfx}.efi",
                        "grub.efi"])  # fmt: skip
     shim_rank = _rank([f"shim{sfx}.efi.signed", f"shim{sfx}.efi.signed.latest", f"shim{sfx}.efi", "shim.efi"])
 
+    found = {id(c): i for i, c in enumerate(candidates)}
+
     def key(rank: dict[str, int]) -> Callable[[Candidate], tuple[object, ...]]:
-        return lambda c: (not c.pe.signed, rank.get(c.name.lower(), len(rank)), c.order, _natural(c.path))
+        return lambda c: (not c.pe.signed, rank.get(c.name.lower(), len(rank)), c.order, found[id(c)])
 
     grubs = sorted((c for c in candidates if c.grub is not None and c.grub.network), key=key(grub_rank))
     shims = sorted((c for c in candidates if c.shim), key=key(shim_rank))
