@@ -34,6 +34,7 @@ of ``LiveOS/rootfs.img`` (:mod:`liveimg.e2fs`) and checks they are the bytes tha
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import hashlib
 import logging
@@ -46,7 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from liveimg import bootsyntax, e2fs
-from liveimg.errors import InvalidImage, InvalidOptions
+from liveimg.errors import InternalError, InvalidImage, InvalidOptions
 from liveimg.fsview import GuestTree
 from liveimg.manifest import sha256_file
 from liveimg.pxe import EfiBoot
@@ -378,16 +379,22 @@ class EfiChain:
     arch: EfiArch
     notes: tuple[str, ...] = ()
 
+    @property
+    def grub_image(self) -> GrubImage:
+        """What the chosen GRUB has built in."""
+        if self.grub.grub is None:
+            raise InternalError(f"{self.grub.path} was chosen as GRUB, but it is no GRUB image")
+        return self.grub.grub
+
     def boot(self) -> EfiBoot:
         """The :class:`EfiBoot` of this chain once copied into OUTDIR."""
-        assert self.grub.grub is not None
-        configs, _ = self.grub.grub.config_paths()
+        configs, _ = self.grub_image.config_paths()
         files = [p.path for p in (self.shim, self.grub) if p is not None]
         return EfiBoot(
             grub=self.arch.grub_name,
             shim=self.arch.shim_name if self.shim is not None else None,
             configs=configs,
-            http=self.grub.grub.http,
+            http=self.grub_image.http,
             source=f"{self.where}: {', '.join(files)}",
         )
 
@@ -505,9 +512,9 @@ def choose(candidates: list[Candidate], arch: EfiArch) -> tuple[Candidate | None
 
 
 def _chain(grub: Candidate, shim: Candidate | None, where: str, from_host: bool, arch: EfiArch) -> EfiChain:
-    assert grub.grub is not None
+    chain = EfiChain(grub, shim, where, from_host, arch)
     notes = []
-    _, prefix_note = grub.grub.config_paths()
+    _, prefix_note = chain.grub_image.config_paths()
     if prefix_note:
         notes.append(f"UEFI: {grub.path}: {prefix_note}; grub.cfg is written only at the TFTP root")
     if shim is None:
@@ -516,7 +523,7 @@ def _chain(grub: Candidate, shim: Candidate | None, where: str, from_host: bool,
     elif not (shim.pe.signed and grub.pe.signed):
         unsigned = [c.path for c in (shim, grub) if not c.pe.signed]
         notes.append(f"UEFI: {', '.join(unsigned)} not signed: Secure Boot will refuse it")
-    return EfiChain(grub, shim, where, from_host, arch, tuple(notes))
+    return dataclasses.replace(chain, notes=tuple(notes))
 
 
 MISSING = "shim and a network GRUB (an EFI GRUB image with efinet and tftp or http built in)"

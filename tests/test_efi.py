@@ -314,6 +314,19 @@ def test_links_out_of_the_root_and_foreign_binaries_are_passed_over(
     assert chain is not None and chain.boot().grub == "grubaa64.efi" and chain.boot().shim == "shimaa64.efi"
 
 
+def test_symlink_loops_are_passed_over(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    tree = tree_of(tmp_path, {"/usr/lib/shim/shimx64.efi.signed": b.shim_efi()})
+    os.symlink("b.efi", tmp_path / "usr/lib/shim/a.efi")
+    os.symlink("a.efi", tmp_path / "usr/lib/shim/b.efi")
+    (tmp_path / "usr/lib/efi").mkdir()
+    os.symlink("shim", tmp_path / "usr/lib/efi/shim")
+    with caplog.at_level(logging.WARNING, logger="liveimg.efi"):
+        assert locate(tree, "x86_64", EfiOptions()) is None  # a shim alone is no chain
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("passing over /usr/lib/shim/a.efi" in m and "too many symbolic links" in m for m in messages)
+    assert any("passing over /usr/lib/efi/shim/*/EFI/*" in m and "too many symbolic links" in m for m in messages)
+
+
 def test_efi_required_without_a_chain_is_one_line(tmp_path: Path) -> None:
     tree = tree_of(tmp_path, {f"{DEBIAN_GRUB}/grubx64.efi.signed": b.grub_efi(("normal", "efinet"))})
     with pytest.raises(InvalidImage) as excinfo:
