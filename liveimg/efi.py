@@ -129,6 +129,13 @@ class EfiOptions:
     def required(self) -> bool:
         return self.mode is EfiMode.REQUIRE or self.source is not None
 
+    def check(self) -> None:
+        """Refuse, before anything is touched, a ``source`` that is not a directory (what it holds is
+        read once the image's architecture is known)."""
+        if self.source is not None and not self.source.is_dir():
+            why = "no such directory" if not self.source.exists() else "not a directory"
+            raise InvalidOptions(f"--efi-from {self.source}: {why}", hint="give the directory holding shim and GRUB")
+
 
 # --- PE ---------------------------------------------------------------------------------------------
 

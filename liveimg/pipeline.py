@@ -129,6 +129,7 @@ def _check_options(opts: BuildOptions) -> tuple[BuildOptions, Layout]:
     """The options, refused or completed before anything is touched, and the layout they choose."""
     layout = get_layout(opts.rootfs_type)
     layout.check(opts)
+    opts.efi.check()
     if layout.dracut_args:
         dracut = dataclasses.replace(opts.dracut, extra_args=(*opts.dracut.extra_args, *layout.dracut_args))
         opts = dataclasses.replace(opts, dracut=dracut)

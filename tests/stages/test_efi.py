@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from liveimg.efi import EfiMode, EfiOptions
-from liveimg.errors import InvalidImage
+from liveimg.errors import InvalidImage, InvalidOptions
 from liveimg.options import BuildOptions
 from liveimg.pipeline import build
 from liveimg.pxe import PxeOptions
@@ -89,3 +89,12 @@ def test_efi_from_a_directory_wins_over_the_images(tmp_path: Path, monkeypatch: 
     assert (efi["configs"], efi["http"]) == (["grub.cfg"], True)
     assert f"    linux '(http,pxe.example)/toy/vmlinuz-{standins.KVER}' " in (out / "grub.cfg").read_text()
     assert not (out / "grub").exists()
+
+
+def test_efi_from_a_missing_directory_is_refused_before_anything_is_touched(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    for source, why in ((tmp_path / "nope", "no such directory"), (tmp_path / "file", "not a directory")):
+        with pytest.raises(InvalidOptions) as excinfo:
+            build(tmp_path / "disk.raw", tmp_path / "out", BuildOptions(efi=EfiOptions(source=source)))
+        assert str(excinfo.value) == f"--efi-from {source}: {why} (give the directory holding shim and GRUB)"
+    assert [p.name for p in tmp_path.iterdir()] == ["file"]
