@@ -35,6 +35,7 @@ from liveimg._version import __version__
 from liveimg.boottest import BootTestOptions, BootTestResult, boot_test
 from liveimg.context import BuildResult
 from liveimg.dracut import Compression, DracutOptions
+from liveimg.efi import EfiMode, EfiOptions
 from liveimg.errors import (
     Cancelled,
     HostError,
@@ -78,6 +79,8 @@ __all__ = [
     "Compression",
     "DeviceRefused",
     "DracutOptions",
+    "EfiMode",
+    "EfiOptions",
     "Event",
     "HostError",
     "ImageInfo",

@@ -519,4 +519,5 @@ __all__ = [
     "ostree_path",
     "single_line",
     "tftp_dir",
+    "tftp_path",
 ]

@@ -35,6 +35,7 @@ from liveimg.boottest import VIAS, BootTestOptions, boot_test
 from liveimg.dracut import Compression, DracutOptions, Where
 from liveimg.dracut.customize import DEFAULT_CMDLINE_NAME, AppendCompression, EmbeddedFile, append_cpio
 from liveimg.dracut.initramfs import Initramfs
+from liveimg.efi import EfiMode, EfiOptions
 from liveimg.errors import Cancelled, InvalidOptions, LiveImgError, signal_name
 from liveimg.iso import IsoOptions, make_iso
 from liveimg.layouts import LAYOUTS
@@ -432,6 +433,15 @@ def _add_build(parser: argparse.ArgumentParser) -> None:
                    help="kernel argument for the live system, e.g. rd.live.overlay.size=1024 (repeatable)")  # fmt: skip
     g.add_argument("--no-image-kargs", action="store_true",
                    help="do not keep the installed system's own kernel arguments (console=, ...)")  # fmt: skip
+    g = parser.add_argument_group("UEFI network boot (Secure Boot): shim and a network GRUB in OUTDIR, the TFTP root")
+    efi = g.add_mutually_exclusive_group()
+    efi.add_argument("--efi", dest="efi", action="store_const", const=EfiMode.REQUIRE.value, default="auto",
+                     help="require the image's signed shim and network GRUB (default: include them when the "
+                     "image has them)")  # fmt: skip
+    efi.add_argument("--no-efi", dest="efi", action="store_const", const=EfiMode.OFF.value,
+                     help="leave them out")  # fmt: skip
+    g.add_argument("--efi-from", type=Path, metavar="DIR",
+                   help="take shim and the network GRUB from DIR (yours) instead of the image")  # fmt: skip
     g = parser.add_argument_group("live ISO")
     g.add_argument("--iso", action="store_true",
                    help="also write live.iso, a hybrid ISO of the live system (CD: BIOS, UEFI; USB stick)")  # fmt: skip
@@ -525,6 +535,7 @@ def build_options(args: argparse.Namespace, accel: str | None) -> BuildOptions:
             cloud_init=seed,
         ),
         iso=IsoOptions(label=args.iso_label) if args.iso or args.iso_label else None,
+        efi=EfiOptions(mode=EfiMode(args.efi), source=args.efi_from),
         workdir=args.workdir,
         keep_workdir=args.keep_workdir,
         force=args.force,

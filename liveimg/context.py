@@ -21,6 +21,7 @@ from liveimg.errors import InternalError
 
 if TYPE_CHECKING:
     from liveimg.dracut import Initrd
+    from liveimg.efi import EfiChain
     from liveimg.fsview import GuestTree
     from liveimg.guest import Guest, ImageFormat
     from liveimg.imageinfo import ImageInfo
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
     from liveimg.options import BuildOptions
     from liveimg.outdir import OutdirTransaction
     from liveimg.progress import Progress
-    from liveimg.pxe import LiveBoot, PxeResult
+    from liveimg.pxe import EfiBoot, LiveBoot, PxeResult
     from liveimg.rootfs import RootfsImage
 
 T = TypeVar("T")
@@ -77,10 +78,12 @@ class Build:
     drive: Artifact[Path] = Artifact()  # appliance: the appliance's writable work drive
     guest: Artifact[Guest] = Artifact()  # appliance: the image opened in the appliance
     info: Artifact[ImageInfo] = Artifact()  # guest
+    efi_chain: Artifact[EfiChain | None] = Artifact()  # preflight: the UEFI boot chain found, to copy
     rootfs: Artifact[RootfsImage] = Artifact()  # rootfs: LiveOS/rootfs.img
     live: Artifact[Packed] = Artifact()  # pack: the live file, packed by the layout
     initrd: Artifact[Initrd] = Artifact()  # initramfs
     kernel: Artifact[str] = Artifact()  # kernel: its file name in OUTDIR
+    efi: Artifact[EfiBoot | None] = Artifact()  # efi: the UEFI network boot chain in OUTDIR
     boot: Artifact[LiveBoot] = Artifact()  # pxe: what the boot configurations were made from
     pxe: Artifact[PxeResult] = Artifact()  # pxe
     iso: Artifact[IsoResult] = Artifact()  # iso, with --iso

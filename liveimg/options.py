@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from liveimg.dracut import DracutOptions
+from liveimg.efi import EfiOptions
 from liveimg.iso import IsoOptions
 from liveimg.pxe import PxeOptions
 from liveimg.rootfs import RootfsOptions
@@ -44,6 +45,7 @@ class BuildOptions:
     dracut: DracutOptions = field(default_factory=DracutOptions)
     pxe: PxeOptions = field(default_factory=PxeOptions)
     iso: IsoOptions | None = None  # --iso: a live ISO too
+    efi: EfiOptions = field(default_factory=EfiOptions)  # the UEFI network boot chain (--efi, --efi-from)
     workdir: Path | None = None
     keep_workdir: bool = False
     force: bool = False

@@ -6,11 +6,13 @@ of the ones before it from the context and adds its own::
 
     appliance  the input probed and opened once, its sha256 begun, the appliance launched
     guest      the image inspected: root, /boot, deployment, kernel (ImageInfo)
-    preflight  what cannot boot refused before the long stages: dracut's plan, the layout's
+    preflight  what cannot boot refused before the long stages: dracut's plan, the layout's;
+               the UEFI boot chain found
     rootfs     LiveOS/rootfs.img, ext4
     pack       the live file, packed by the layout (the squashfs or the erofs stage)
     initramfs  initramfs-<kver>.img by the image's dracut, the layout's hooks appended
     kernel     vmlinuz-<kver>, copied out of rootfs.img (the dracut stage, with initramfs)
+    efi        the UEFI network boot chain (shim, network GRUB), copied out of rootfs.img (or --efi-from)
     pxe        PXE_CONFIG, the ready boot configurations, the cloud-init seed
     iso        with --iso: the hybrid live ISO (live.iso)
     manifest   manifest.json
@@ -40,7 +42,7 @@ from liveimg.layouts import Layout, get_layout
 from liveimg.options import BuildOptions
 from liveimg.outdir import OutdirTransaction
 from liveimg.progress import Progress
-from liveimg.stages import appliance, guest, initramfs, iso, kernel, manifest, pack, preflight, pxe, rootfs
+from liveimg.stages import appliance, efi, guest, initramfs, iso, kernel, manifest, pack, preflight, pxe, rootfs
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +57,7 @@ STAGES: tuple[Stage, ...] = (
     pack.run,
     initramfs.run,
     kernel.run,
+    efi.run,
     pxe.run,
     iso.run,
     manifest.run,
@@ -126,6 +129,7 @@ def _check_options(opts: BuildOptions) -> tuple[BuildOptions, Layout]:
     """The options, refused or completed before anything is touched, and the layout they choose."""
     layout = get_layout(opts.rootfs_type)
     layout.check(opts)
+    opts.efi.check()
     if layout.dracut_args:
         dracut = dataclasses.replace(opts.dracut, extra_args=(*opts.dracut.extra_args, *layout.dracut_args))
         opts = dataclasses.replace(opts, dracut=dracut)

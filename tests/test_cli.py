@@ -112,6 +112,29 @@ def test_an_ssh_key_file_gives_one_key_a_line(tmp_path: Path) -> None:
     assert seed.ssh_authorized_keys == ("ssh-ed25519 AAAA one@h", "ssh-rsa BBBB two@h", "ssh-ed25519 CCCC three@h")
 
 
+@pytest.mark.parametrize(
+    ("flags", "mode", "source"),
+    [
+        ([], "auto", None),
+        (["--efi"], "require", None),
+        (["--no-efi"], "off", None),
+        (["--efi-from", "/srv/efi"], "auto", Path("/srv/efi")),
+        (["--efi", "--efi-from", "/srv/efi"], "require", Path("/srv/efi")),
+    ],
+)
+def test_the_uefi_boot_chain_options(flags: list[str], mode: str, source: Path | None) -> None:
+    efi = cli.build_options(cli.build_parser().parse_args(["build", "img", "-o", "out", *flags]), None).efi
+    assert (efi.mode, efi.source, efi.required) == (mode, source, mode == "require" or source is not None)
+
+
+def test_contradictory_uefi_options_are_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["build", "img", "-o", "out", "--no-efi", "--efi-from", "/srv/efi"]) == cli.EXIT_FAILURE
+    assert capsys.readouterr().err == "liveimg: error: --efi-from and --no-efi contradict each other\n"
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["build", "img", "-o", "out", "--efi", "--no-efi"])
+    assert exited.value.code == cli.EXIT_USAGE
+
+
 def test_guest_text_cannot_drive_the_terminal(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     hostile = tmp_path / "image\x1b]0;owned\x07\x1b[2J\u202e.raw"
     assert cli.main(["inspect", str(hostile)]) == 1

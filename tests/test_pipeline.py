@@ -17,15 +17,15 @@ from liveimg import pipeline
 from liveimg.errors import HostError, InternalError, InvalidOptions
 from liveimg.options import BuildOptions
 from liveimg.pipeline import build
-from liveimg.stages import appliance, guest, initramfs, iso, kernel, manifest, pack, preflight, pxe, rootfs
+from liveimg.stages import appliance, efi, guest, initramfs, iso, kernel, manifest, pack, preflight, pxe, rootfs
 from tests.stages import standins
 from tests.support import need
 
 
 def test_the_stages_run_in_this_order() -> None:
     assert (
-        appliance.run, guest.run, preflight.run, rootfs.run, pack.run, initramfs.run, kernel.run, pxe.run, iso.run,
-        manifest.run,
+        appliance.run, guest.run, preflight.run, rootfs.run, pack.run, initramfs.run, kernel.run, efi.run, pxe.run,
+        iso.run, manifest.run,
     ) == pipeline.STAGES  # fmt: skip
 
 

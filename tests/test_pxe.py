@@ -322,3 +322,68 @@ def test_the_seed_is_yaml_that_reads_back(keys: list[str], password: str, runcmd
 def test_seed_values_consumers_read_by_lines_are_one_line(fields: dict[str, Any], message: str) -> None:
     with pytest.raises(InvalidOptions, match=re.escape(message)):
         CloudInitSeed(**fields)
+
+
+# --- UEFI: grub.cfg where the image's network GRUB reads it ---------------------------------------------
+
+EFI = pxe.EfiBoot(grub="grubx64.efi", shim="shimx64.efi", configs=("grub/grub.cfg", "grub.cfg"))
+
+
+def test_uefi_grub_cfg_is_written_at_each_place_its_grub_reads_it_over_tftp(tmp_path: Path) -> None:
+    boot = dataclasses.replace(BOOT, efi=EFI)
+    result = pxe.write_pxe(tmp_path, boot, PxeOptions(url="http://10.0.2.2:8080/live", pxe_dir="images"))
+    assert {p.relative_to(tmp_path).as_posix() for p in result.files} == {
+        "PXE_CONFIG", "pxelinux.cfg/default", "boot.ipxe", "grub/grub.cfg", "grub.cfg",
+    }  # fmt: skip
+    text = (tmp_path / "grub.cfg").read_text()
+    assert (tmp_path / "grub" / "grub.cfg").read_text() == text
+    assert "    linux /images/vmlinuz-6.1.0-9-amd64 root=live:http://10.0.2.2:8080/live/live-rootfs" in text
+    assert "    initrd /images/initramfs-6.1.0-9-amd64.img\n" in text
+    assert (tmp_path / "PXE_CONFIG").read_text().splitlines()[-2:] == [
+        "# UEFI: serve this directory as the TFTP root; the DHCP boot file of UEFI clients is shimx64.efi "
+        "(Secure Boot: shim, then GRUB)",
+        "# UEFI: GRUB (grubx64.efi) reads grub/grub.cfg and grub.cfg",
+    ]
+
+
+def test_without_shim_the_uefi_boot_file_is_grub(tmp_path: Path) -> None:
+    boot = dataclasses.replace(BOOT, efi=pxe.EfiBoot(grub="grubx64.efi"))
+    pxe.write_pxe(tmp_path, boot, PxeOptions())
+    assert (tmp_path / "PXE_CONFIG").read_text().splitlines()[-2] == (
+        "# UEFI: serve this directory as the TFTP root; the DHCP boot file of UEFI clients is grubx64.efi"
+    )
+    assert not (tmp_path / "grub.cfg").exists()  # no URL: no ready configuration, as without UEFI
+
+
+@pytest.mark.parametrize(
+    ("url", "kernel"),
+    [
+        ("http://10.0.2.2:8080/live/", "(http,10.0.2.2:8080)/live/vmlinuz-6.1.0-9-amd64"),
+        ("http://pxe.example", "(http,pxe.example)/vmlinuz-6.1.0-9-amd64"),
+        ("https://pxe.example/live", "/vmlinuz-6.1.0-9-amd64"),  # GRUB has no TLS: TFTP
+        ("http://[fd00::1]:8080/live", "/vmlinuz-6.1.0-9-amd64"),  # (http,...) cannot name an IPv6 host
+        ("http://user:pw@pxe.example/live", "/vmlinuz-6.1.0-9-amd64"),
+    ],
+)
+def test_a_grub_with_http_fetches_the_kernel_from_the_url(tmp_path: Path, url: str, kernel: str) -> None:
+    boot = dataclasses.replace(BOOT, efi=dataclasses.replace(EFI, http=True))
+    pxe.write_pxe(tmp_path, boot, PxeOptions(url=url))
+    cfg = tmp_path / "grub" / "grub.cfg"
+    need("grub-script-check", "grub-emu")
+    assert grub_script_check(cfg) == ""
+    _, grub = grub_emu_boot(cfg, tmp_path / "emu")
+    assert grub[0][:2] == ["linux", kernel]
+    assert grub[1] == ["initrd", kernel.replace("vmlinuz-6.1.0-9-amd64", "initramfs-6.1.0-9-amd64.img")]
+
+
+def test_the_uefi_chain_is_read_back_from_the_manifest() -> None:
+    from dataclasses import asdict
+
+    from liveimg.manifest import jsonable, live_boot
+
+    boot = dataclasses.replace(BOOT, efi=dataclasses.replace(EFI, http=True, source="Debian/Ubuntu: /a, /b"))
+    assert live_boot({"boot": jsonable(asdict(boot))}) == boot
+    hostile = jsonable(asdict(boot))
+    hostile["efi"]["configs"] = ["../../etc/grub.cfg"]
+    with pytest.raises(InvalidImage, match="is not a plain relative path"):
+        live_boot({"boot": hostile})

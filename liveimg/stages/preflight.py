@@ -1,7 +1,9 @@
 """The preflight, part of the guest stage: what cannot work is refused before the long stages.
 
 An image whose dracut cannot build a live initramfs (:func:`liveimg.dracut.plan_dracut`), or
-that cannot boot the chosen layout (:meth:`~liveimg.layouts.Layout.preflight`).
+that cannot boot the chosen layout (:meth:`~liveimg.layouts.Layout.preflight`); and the UEFI
+network boot chain is found (:func:`liveimg.efi.locate`: ``--efi`` without one is refused here),
+while the appliance can still read the installed system, for the efi stage to copy.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from liveimg.dracut import plan_dracut
+from liveimg.efi import locate
 
 if TYPE_CHECKING:
     from liveimg.context import Build
@@ -20,3 +23,4 @@ def run(ctx: Build) -> None:
         plan_dracut(ctx.system_tree(), kver=info.kernel.version, ostree=info.ostree, options=ctx.options.dracut,
                     output="/run/initramfs.cpio")  # fmt: skip
         ctx.layout.preflight(ctx)
+        ctx.efi_chain = locate(ctx.system_tree(), info.arch, ctx.options.efi)

@@ -22,6 +22,7 @@ def run(ctx: Build) -> None:
         image_args=tuple(deployment.options) if deployment is not None else (),
         squashfs=ctx.layout.file_name,
         seed_id=ctx.input_digest.result(),
+        efi=ctx.efi,
     )
     with ctx.stage("pxe"), ctx.progress.stage("pxe"):
         ctx.pxe = write_pxe(ctx.txn.out, ctx.boot, ctx.options.pxe)

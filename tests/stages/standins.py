@@ -10,6 +10,7 @@ real one.  The real stages run in tests/integration and tests/e2e.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from liveimg import e2fs, pipeline
 from liveimg.context import Build
 from liveimg.dracut import Compression, DracutOptions, Initrd, Where
 from liveimg.dracut import cpio as cpiolib
+from liveimg.fsview import GuestTree, HostFS
 from liveimg.guest import ImageFormat, InputFile
 from liveimg.imageinfo import ImageInfo, Partition
 from liveimg.kernels import Kernel
@@ -50,17 +52,20 @@ def image_info(image: Path) -> ImageInfo:
 class FakeGuest:
     """The appliance as the stages use it once it is up; what happens to it is noted in ``events``."""
 
-    def __init__(self, info: ImageInfo, events: list[str]) -> None:
+    def __init__(self, info: ImageInfo, events: list[str], root: Path | None = None) -> None:
         self.info = info
         self.events = events
+        self.root = root
         self.work_devices = ("/dev/sdb",)
 
     def inspect(self, *, deployment: str | None, kernel: str | None) -> ImageInfo:
         self.events.append("inspect")
         return self.info
 
-    def tree(self) -> object:
-        return "the guest's tree"
+    def tree(self) -> GuestTree:
+        if self.root is None:
+            raise AssertionError("this stand-in appliance has no tree")
+        return GuestTree(HostFS(self.root, label="the guest's tree"))
 
     def close(self) -> None:
         if "appliance closed" not in self.events:
@@ -73,8 +78,9 @@ class FakeGuest:
         self.close()
 
 
-def appliance(events: list[str]) -> pipeline.Stage:
-    """The appliance stage, with the input opened and hashed as the real one does, and no appliance."""
+def appliance(events: list[str], files: Mapping[str, bytes]) -> pipeline.Stage:
+    """The appliance stage, with the input opened and hashed as the real one does, and no appliance:
+    the guest's tree is a host directory holding the kernel, os-release and ``files`` (path: bytes)."""
 
     def run(ctx: Build) -> None:
         with ctx.stage("appliance", timed=False):
@@ -82,23 +88,26 @@ def appliance(events: list[str]) -> pipeline.Stage:
             ctx.input_digest = InputDigest(ctx.input)
             ctx.drive = ctx.txn.work / "appliance-rootfs.img"
             ctx.drive.touch()
-            fake: Any = FakeGuest(image_info(ctx.image), events)
+            tree = ctx.txn.work / "tree"
+            for path, data in {f"boot/vmlinuz-{KVER}": KERNEL, "etc/os-release": OS_RELEASE, **files}.items():
+                (tree / path).parent.mkdir(parents=True, exist_ok=True)
+                (tree / path).write_bytes(data)
+            fake: Any = FakeGuest(image_info(ctx.image), events, tree)
             ctx.guest = ctx.resources.enter_context(fake)
 
     return run
 
 
+OS_RELEASE = b'ID=toy\nPRETTY_NAME="Toy Linux 1"\n'
+
+
 def rootfs(ctx: Build) -> None:
-    """The rootfs stage: a small ext4 LiveOS/rootfs.img holding the kernel, made by mkfs.ext4 -d."""
+    """The rootfs stage: a small ext4 LiveOS/rootfs.img of the guest's tree, made by mkfs.ext4 -d."""
     with ctx.stage("rootfs"):
         tree = ctx.txn.work / "tree"
-        (tree / "boot").mkdir(parents=True)
-        (tree / "boot" / f"vmlinuz-{KVER}").write_bytes(KERNEL)
-        (tree / "etc").mkdir()
-        (tree / "etc" / "os-release").write_text('ID=toy\nPRETTY_NAME="Toy Linux 1"\n')
         (ctx.txn.work / "LiveOS").mkdir()
         image = ctx.txn.work / "LiveOS" / "rootfs.img"
-        e2fs.mkfs(image, 16 << 20, label="LiveOS", source=tree)
+        e2fs.mkfs(image, 64 << 20, label="LiveOS", source=tree)
         size = image.stat().st_size
         ctx.rootfs = RootfsImage(image, size, os.stat(image).st_blocks * 512, size, Method.COPY, "LiveOS", "", True)
 
@@ -116,10 +125,11 @@ class FakeDracut:
                       0.0, 0.0, 0.0, Where.SANDBOX)  # fmt: skip
 
 
-def use(monkeypatch: pytest.MonkeyPatch, events: list[str]) -> FakeDracut:
-    """Put the stand-ins in place; the returned dracut notes the options it was given."""
+def use(monkeypatch: pytest.MonkeyPatch, events: list[str], files: Mapping[str, bytes] | None = None) -> FakeDracut:
+    """Put the stand-ins in place (the guest's tree holding ``files`` too, path: bytes); the
+    returned dracut notes the options it was given."""
     need("mkfs.ext4", "debugfs")  # the stand-in rootfs.img, and the real kernel stage reading it
-    fakes = {appliance_stage.run: appliance(events), rootfs_stage.run: rootfs}
+    fakes = {appliance_stage.run: appliance(events, files or {}), rootfs_stage.run: rootfs}
     monkeypatch.setattr(pipeline, "STAGES", tuple(fakes.get(stage, stage) for stage in pipeline.STAGES))
     monkeypatch.setattr(preflight, "plan_dracut", lambda *args, **kwargs: events.append("dracut planned"))
     dracut = FakeDracut()
