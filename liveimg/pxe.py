@@ -338,6 +338,10 @@ def write_pxe(outdir: Path, boot: LiveBoot, options: PxeOptions) -> PxeResult:
         write("pxelinux.cfg/default", pxelinux_config(boot, args, options.pxe_dir))
         write("boot.ipxe", ipxe_script(boot, args, options.url))
         write("grub.cfg", grub_config(boot, args, options.pxe_dir))
+        # TEMPORARY (efiboot, until efibuild's write_pxe lands): the same grub.cfg where the build's GRUB reads it.
+        for rel in boot.efi.configs if boot.efi is not None else ():
+            if rel != "grub.cfg":
+                write(rel, grub_config(boot, args, options.pxe_dir))
     if options.cloud_init is not None:
         seed = options.cloud_init
         write("cloud-init/meta-data", yaml.safe_dump(seed.meta_data(boot.seed_id), sort_keys=True))
