@@ -9,8 +9,9 @@ kernel and initramfs, dracut's livenet the squashfs over HTTP.  Booted three way
 1. OVMF without Secure Boot: the live system's checks pass and it says its firmware is UEFI;
 2. OVMF's Secure Boot build with Microsoft's keys (``secure_boot=True``): the firmware verifies
    shim, shim GRUB, GRUB (through shim) the kernel; the live system says Secure Boot is on;
-3. the same, with the kernel's Authenticode signature stripped: GRUB refuses it, and the boot
-   test says so (reason ``secure-boot``) as soon as GRUB does, long before its timeout.
+3. the same, with the Authenticode signature of the kernel, GRUB or shim stripped: GRUB, shim
+   or the firmware refuses it, and the boot test says so (reason ``secure-boot``) as soon as
+   the console does, long before its timeout.
 """
 
 from __future__ import annotations
@@ -85,20 +86,31 @@ def test_uefi_pxe_with_secure_boot_verifies_the_chain(built: tuple[Path, dict[st
     print(f"uefi-pxe --secure-boot: {result.boot.seconds:.0f} s")
 
 
-def test_secure_boot_refuses_an_unsigned_kernel(built: tuple[Path, dict[str, Any]], tmp_path: Path) -> None:
+#: Which file of the chain is stripped of its signature, and who refuses it with what message.
+REFUSALS = {
+    "kernel": "error: bad shim signature.",  # GRUB, through shim's protocol
+    "grub": "Verification failed: (0x1A) Security Violation",  # shim, in a dialog box
+    "shim": "Access Denied",  # the firmware: BdsDxe: failed to load Boot0001 ...: Access Denied
+}
+
+
+@pytest.mark.parametrize("unsigned", sorted(REFUSALS))
+def test_secure_boot_refuses_an_unsigned_file(
+    built: tuple[Path, dict[str, Any]], tmp_path: Path, unsigned: str
+) -> None:
     out, manifest = built
-    # OUTDIR again (hard links), with the kernel's signature stripped
-    unsigned = tmp_path / "out"
-    unsigned.mkdir()
-    kernel = manifest["boot"]["kernel"]
+    # OUTDIR again (hard links), with one file's signature stripped
+    copy = tmp_path / "out"
+    copy.mkdir()
+    name = manifest["boot"]["kernel"] if unsigned == "kernel" else manifest["boot"]["efi"][unsigned]
     for path in out.iterdir():
-        if path.is_file() and path.name != kernel:
-            os.link(path, unsigned / path.name)
-    unsigned_copy(out / kernel, unsigned / kernel)
-    assert certificate_table((unsigned / kernel).read_bytes()) == (0, 0)
+        if path.is_file() and path.name != name:
+            os.link(path, copy / path.name)
+    unsigned_copy(out / name, copy / name)
+    assert certificate_table((copy / name).read_bytes()) == (0, 0)
     options = BootTestOptions(via="uefi-pxe", secure_boot=True, timeout=TIMEOUT, workdir=tmp_path / "boot")
-    result = boot_test(unsigned, options)
+    result = boot_test(copy, options)
     assert (result.boot.outcome, result.boot.reason) == (Outcome.FAILURE, "secure-boot"), result.boot.explain()
-    assert result.boot.line == "error: bad shim signature."
+    assert result.boot.line is not None and REFUSALS[unsigned] in result.boot.line
     assert result.boot.seconds < REFUSED_WITHIN
-    print(f"uefi-pxe --secure-boot, unsigned kernel: refused after {result.boot.seconds:.0f} s")
+    print(f"uefi-pxe --secure-boot, unsigned {unsigned}: refused after {result.boot.seconds:.0f} s")
