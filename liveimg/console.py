@@ -144,8 +144,11 @@ def parse_marker(line: str) -> dict[str, str]:
 
 
 def clean_line(raw: str) -> str:
-    """A console line without ANSI escapes and control characters (a CR becomes a space)."""
-    text = _ANSI.sub("", raw).replace("\r", " ")
+    """A console line without ANSI escapes, control characters and undecodable bytes (a CR becomes a space).
+
+    Undecodable bytes are a firmware's box drawing (code page 437), not text.
+    """
+    text = _ANSI.sub("", raw).replace("\r", " ").replace("\ufffd", "")
     return "".join(ch for ch in text if ch == "\t" or ch >= " ").strip()
 
 

@@ -209,6 +209,13 @@ def test_secure_boot_refusals_stop_the_watch(tmp_path: Path, log: bytes, message
     assert time.monotonic() - started < 5  # fails fast, not at the timeout
     assert (result.outcome, result.reason) == (Outcome.FAILURE, "secure-boot")
     assert result.line is not None and message in result.line
+    assert "\ufffd" not in result.line  # no box drawing
+
+
+def test_a_dialog_box_line_is_its_text() -> None:
+    assert console.clean_line("\ufffd   Verification failed: (0x1A) Security Violation   \ufffd") == (
+        "Verification failed: (0x1A) Security Violation"
+    )
 
 
 def test_a_cursor_move_split_across_reads_still_ends_a_line(tmp_path: Path) -> None:
