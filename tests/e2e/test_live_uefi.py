@@ -34,7 +34,7 @@ from tests.support import need, need_file, need_root
 
 REPO = Path(__file__).resolve().parents[2]
 #: A refused kernel is reported when GRUB says so: far below the timeout given.
-REFUSED_WITHIN = 400.0
+REFUSED_WITHIN = 300.0
 TIMEOUT = 1800.0
 
 
