@@ -44,14 +44,14 @@ initramfs -- the customisation feature of :mod:`liveimg.dracut.customize` -- hol
 ``pre-pivot`` hook.  The hook installs a oneshot unit in ``/run/systemd/system`` that the
 booted system starts once ``multi-user.target`` is reached; it prints, on the console, what
 ``/`` is (``/dev/mapper/live-rw`` or an overlay), the firmware (``uefi`` if
-``/sys/firmware/efi`` exists, else ``bios``) and the Secure Boot state (the ``SecureBoot``
-EFI variable, and ``mokutil --sb-state`` where the image has mokutil), whether ``/run/ostree-booted`` exists,
-``ostree admin status``, the device-mapper table, the block devices, the hostname, whether a
-NoCloud seed named on the command line can be fetched (and, where the image has cloud-init,
-that the hostname is the seed's) and, if asked, the result of writing N MiB (to show an
-overlay's size).  No password, no login, and the system boots to its usual target.  The
-unit's last line ends the watch; a known failure (dracut's emergency shell, a kernel panic, a
-failed download, ...) ends it sooner.
+``/sys/firmware/efi`` exists, else ``bios``) and the Secure Boot state (the ``SecureBoot`` EFI
+variable, and ``mokutil --sb-state`` where the image has mokutil), whether
+``/run/ostree-booted`` exists, ``ostree admin status``, the device-mapper table, the block
+devices, the hostname, whether a NoCloud seed named on the command line can be fetched (and,
+where the image has cloud-init, that the hostname is the seed's) and, if asked, the result of
+writing N MiB (to show an overlay's size).  No password, no login, and the system boots to its
+usual target.  The unit's last line ends the watch; a known failure (dracut's emergency shell,
+a kernel panic, a failed download, ...) ends it sooner.
 """
 
 from __future__ import annotations
