@@ -2,7 +2,7 @@
 
 ``boot_test(outdir, options)`` reads ``manifest.json``, serves OUTDIR on 127.0.0.1 (the guest
 reaches it as ``http://10.0.2.100:<port>/`` through QEMU's restricted user network and
-nothing else), and boots one of four ways:
+nothing else), and boots one of these ways:
 
 ``pxelinux`` (default)
     The NIC's iPXE ROM gets ``pxelinux.0`` from QEMU's TFTP server; pxelinux loads the
@@ -25,6 +25,15 @@ nothing else), and boots one of four ways:
     The same ISO as a USB stick (xHCI): SeaBIOS boots its isohybrid MBR, which starts isolinux.
 ``usb-uefi``
     The same USB stick with OVMF: the firmware boots GRUB from the EFI partition of its GPT.
+``uefi-pxe``
+    OVMF's own network boot (its virtio-net driver and PXE, no option ROM) gets the build's
+    UEFI boot file (``--efi``: shim, else GRUB) from QEMU's TFTP server; shim loads GRUB beside
+    it, GRUB reads the ``grub.cfg`` that liveimg's pxe stage writes (again for the test URL) and
+    loads the kernel and initramfs over TFTP (or HTTP, as that file says); dracut's livenet
+    fetches the squashfs over HTTP.  With ``secure_boot``, the firmware is OVMF's Secure Boot
+    build with Microsoft's keys enrolled and Secure Boot on: the firmware verifies shim, shim
+    GRUB, and GRUB the kernel through shim.  A boot that Secure Boot stops ends at once with
+    the reason ``secure-boot`` (see :data:`liveimg.console.SECURE_BOOT_FAILURES`).
 
 For the ISO ways the ISO is written again into the work directory by the same writer, with the
 build's label, kernel arguments and squashfs, the checker's initramfs and the test's console
@@ -34,13 +43,15 @@ Looking inside.  Unless ``checks=False``, a small cpio is appended to (a copy of
 initramfs -- the customisation feature of :mod:`liveimg.dracut.customize` -- holding a dracut
 ``pre-pivot`` hook.  The hook installs a oneshot unit in ``/run/systemd/system`` that the
 booted system starts once ``multi-user.target`` is reached; it prints, on the console, what
-``/`` is (``/dev/mapper/live-rw`` or an overlay), whether ``/run/ostree-booted`` exists,
-``ostree admin status``, the device-mapper table, the block devices, the hostname, whether a
-NoCloud seed named on the command line can be fetched (and, where the image has cloud-init,
-that the hostname is the seed's) and, if asked, the result of writing N MiB (to show an
-overlay's size).  No password, no login, and the system boots to its usual target.  The
-unit's last line ends the watch; a known failure (dracut's emergency shell, a kernel panic, a
-failed download, ...) ends it sooner.
+``/`` is (``/dev/mapper/live-rw`` or an overlay), the firmware (``uefi`` if
+``/sys/firmware/efi`` exists, else ``bios``) and the Secure Boot state (the ``SecureBoot`` EFI
+variable, and ``mokutil --sb-state`` where the image has mokutil), whether
+``/run/ostree-booted`` exists, ``ostree admin status``, the device-mapper table, the block
+devices, the hostname, whether a NoCloud seed named on the command line can be fetched (and,
+where the image has cloud-init, that the hostname is the seed's) and, if asked, the result of
+writing N MiB (to show an overlay's size).  No password, no login, and the system boots to its
+usual target.  The unit's last line ends the watch; a known failure (dracut's emergency shell,
+a kernel panic, a failed download, ...) ends it sooner.
 """
 
 from __future__ import annotations
@@ -67,13 +78,20 @@ from liveimg.pxe import LiveBoot, PxeOptions, arg_key, kernel_args, write_pxe
 
 log = logging.getLogger(__name__)
 
-Via = Literal["pxelinux", "ipxe", "kernel", "disk", "iso-bios", "iso-uefi", "usb", "usb-uefi"]
-VIAS: tuple[Via, ...] = ("pxelinux", "ipxe", "kernel", "disk", "iso-bios", "iso-uefi", "usb", "usb-uefi")
+Via = Literal["pxelinux", "ipxe", "kernel", "disk", "iso-bios", "iso-uefi", "usb", "usb-uefi", "uefi-pxe"]
+VIAS: tuple[Via, ...] = ("pxelinux", "ipxe", "kernel", "disk", "iso-bios", "iso-uefi", "usb", "usb-uefi", "uefi-pxe")
 #: The ways that boot the live ISO (no network).
 ISO_VIAS: tuple[Via, ...] = ("iso-bios", "iso-uefi", "usb", "usb-uefi")
+#: The ways whose firmware is UEFI (OVMF).
+UEFI_VIAS: tuple[Via, ...] = ("iso-uefi", "usb-uefi", "uefi-pxe")
+#: The ways that can boot with Secure Boot on: the ISO's GRUB is liveimg's own, unsigned.
+SECURE_BOOT_VIAS: tuple[Via, ...] = ("uefi-pxe",)
 #: Debian's OVMF (package ovmf): UEFI for QEMU, its code and a blank variable store.
 OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
 OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
+#: OVMF's Secure Boot build (SMM) and a variable store with Microsoft's keys enrolled, Secure Boot on.
+OVMF_SECURE_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.ms.fd")
+OVMF_SECURE_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.ms.fd")
 
 #: Debian's PXE loaders (packages pxelinux and syslinux-common), copied into the TFTP root.
 PXELINUX_DIR = Path("/usr/lib/PXELINUX")
@@ -93,6 +111,21 @@ exec >/dev/console 2>&1
 say() { echo "LIVEIMG-CHECK $*"; }
 prefix() { while IFS= read -r line; do echo "LIVEIMG-CHECK-$1 $line"; done; }
 say "root=$(findmnt -no SOURCE / | head -n1) fstype=$(findmnt -no FSTYPE / | head -n1)"
+if [ -d /sys/firmware/efi ]; then
+    # The SecureBoot variable: 4 bytes of attributes, then 1 (on) or 0 (off).
+    sb=/sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c
+    case "$(od -An -tu1 -j4 -N1 "$sb" 2>/dev/null | tr -d ' ')" in
+        1) state=enabled ;;
+        0) state=disabled ;;
+        *) state=unknown ;;
+    esac
+    say "firmware=uefi secure-boot=$state"
+    if command -v mokutil >/dev/null 2>&1; then
+        say "mokutil-sb=$(mokutil --sb-state 2>/dev/null | sed -n 's/^SecureBoot \\([a-z]*\\).*/\\1/p' | head -n1)"
+    fi
+else
+    say "firmware=bios"
+fi
 if [ -e /run/ostree-booted ]; then say "ostree-booted=yes"; else say "ostree-booted=no"; fi
 say "hostname=$(cat /proc/sys/kernel/hostname)"
 if command -v ostree >/dev/null 2>&1 && [ -e /run/ostree-booted ]; then
@@ -158,10 +191,16 @@ class BootTestOptions:
     write_mib: int | None = None
     workdir: Path | None = None
     accel: str | None = None
+    secure_boot: bool = False
 
     def __post_init__(self) -> None:
         if self.via not in VIAS:
             raise InvalidOptions(f"unknown boot method {self.via!r}", hint="use " + ", ".join(VIAS))
+        if self.secure_boot and self.via not in SECURE_BOOT_VIAS:
+            raise InvalidOptions(
+                f"--secure-boot does not apply to --via {self.via}",
+                hint="use --via " + " or ".join(SECURE_BOOT_VIAS) + " (the live ISO's GRUB is not signed)",
+            )
         if self.write_mib is not None and not self.checks:
             raise InvalidOptions("the write test runs with the in-guest checks")
 
@@ -284,12 +323,26 @@ def judge(
     ostree_status: Sequence[str],
     dm_table: Sequence[str],
     block_devices: Sequence[str] = (),
+    *,
+    uefi: bool = False,
+    secure_boot: bool = False,
 ) -> list[str]:
-    """What is wrong with the booted system, judged from the checker's report."""
+    """What is wrong with the booted system, judged from the checker's report.
+
+    ``uefi``: the boot was meant to be through UEFI firmware; ``secure_boot``: with Secure Boot
+    on (the ``SecureBoot`` variable, and mokutil if the image has it, must say so).
+    """
     problems: list[str] = []
     root, fstype = fields.get("root", ""), fields.get("fstype", "")
     if not (root.startswith("/dev/mapper/live-") or fstype == "overlay"):
         problems.append(f"/ is {root or '?'} ({fstype or '?'}), not the live overlay")
+    if (uefi or secure_boot) and fields.get("firmware") != "uefi":
+        problems.append(f"the firmware is {fields.get('firmware', '?')}, not UEFI (no /sys/firmware/efi)")
+    elif secure_boot:
+        if fields.get("secure-boot") != "enabled":
+            problems.append(f"Secure Boot is {fields.get('secure-boot', '?')}, not enabled (the SecureBoot variable)")
+        if fields.get("mokutil-sb", "enabled") != "enabled":
+            problems.append(f"mokutil --sb-state says {fields['mokutil-sb'] or '?'}, not enabled")
     deployment = manifest.get("deployment")
     if deployment:
         if fields.get("ostree-booted") != "yes":
@@ -336,6 +389,8 @@ def boot_test(
     outdir = Path(outdir).absolute()
     manifest = read_manifest(outdir)
     live = live_boot(manifest)
+    if opts.via == "uefi-pxe" and live.efi is None:
+        raise InvalidOptions(f"{outdir} has no UEFI network boot chain (shim, GRUB)", hint="rebuild it with --efi")
     base = opts.workdir or outdir.with_name(outdir.name + ".boot-test")
     base.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f"{opts.via}-", dir=base))
@@ -348,6 +403,10 @@ def boot_test(
         _place(initramfs, serve / live.initramfs)
     _place(outdir / live.kernel, serve / live.kernel)
     _place(outdir / live.squashfs, serve / live.squashfs)
+    if opts.via == "uefi-pxe" and live.efi is not None:
+        for name in (live.efi.grub, live.efi.shim):
+            if name is not None:
+                _place(outdir / name, serve / name)
     if (outdir / "cloud-init").is_dir():
         shutil.copytree(outdir / "cloud-init", serve / "cloud-init")
     with httpserve.serve_directory(serve) as server:
@@ -375,7 +434,9 @@ def boot_test(
     if not opts.checks:
         return BootTestResult(result, workdir=work)
     fields, ostree_status, dm_table, blocks = parse_checks(result.console_log)
-    problems = judge(manifest, fields, ostree_status, dm_table, blocks) if result.ok else []
+    uefi = opts.via in UEFI_VIAS
+    problems = judge(manifest, fields, ostree_status, dm_table, blocks, uefi=uefi, secure_boot=opts.secure_boot)
+    problems = problems if result.ok else []
     return BootTestResult(
         boot=result,
         checks=MappingProxyType(fields),
@@ -395,6 +456,17 @@ def _test_iso(live: LiveBoot, serve: Path, pxe_options: PxeOptions, label: str) 
     dest = serve / ISO_NAME
     build_iso(serve, live, options, label, Progress(), dest=dest)
     return dest
+
+
+def _ovmf(work: Path, *, secure: bool) -> qemu.Uefi:
+    """OVMF (its Secure Boot build with Microsoft's keys if ``secure``) with a copy of its variables in ``work``."""
+    code, template = (OVMF_SECURE_CODE, OVMF_SECURE_VARS) if secure else (OVMF_CODE, OVMF_VARS)
+    for path in (code, template):
+        if not path.is_file():
+            raise HostError(f"{path} is missing", hint="install the Debian package ovmf")
+    variables = work / template.name  # the guest's own copy: it may write it
+    shutil.copyfile(template, variables)
+    return qemu.Uefi(code, variables, secure=secure)
 
 
 def _accel(opts: BootTestOptions) -> AccelChoice | None:
@@ -421,14 +493,7 @@ def _machine(
             raise InternalError(f"a boot via {opts.via} needs the ISO's label")
         iso = _test_iso(live, serve, pxe_options, iso_label)
         disk = qemu.Disk(iso, mode="readonly", bus="usb" if opts.via.startswith("usb") else "cdrom")
-        uefi = None
-        if opts.via.endswith("-uefi"):
-            for path in (OVMF_CODE, OVMF_VARS):
-                if not path.is_file():
-                    raise HostError(f"{path} is missing", hint="install the Debian package ovmf")
-            variables = serve.parent / OVMF_VARS.name  # the guest's own copy: it may write it
-            shutil.copyfile(OVMF_VARS, variables)
-            uefi = qemu.Uefi(OVMF_CODE, variables)
+        uefi = _ovmf(serve.parent, secure=opts.secure_boot) if opts.via in UEFI_VIAS else None
         return qemu.Machine(memory_mib=opts.memory_mib, disks=(disk,), uefi=uefi)
     if opts.via == "disk":
         # No network at all: the squashfs is the first virtio disk.
@@ -438,6 +503,17 @@ def _machine(
         return qemu.Machine(memory_mib=opts.memory_mib, kernel=kernel, disks=(disk,))
     # Network boot with the pxe stage's own configs, written for the test URL into the TFTP root.
     write_pxe(serve, live, pxe_options)
+    if opts.via == "uefi-pxe":
+        if live.efi is None:
+            raise InternalError("a boot via uefi-pxe needs the build's UEFI boot chain")
+        # Shim, GRUB and the grub.cfg files are in the TFTP root (boot_test, write_pxe).
+        return qemu.Machine(
+            memory_mib=opts.memory_mib,
+            netboot=qemu.NetworkBoot(serve, live.efi.bootfile),
+            network=True,
+            forwards=forwards,
+            uefi=_ovmf(serve.parent, secure=opts.secure_boot),
+        )
     if opts.via == "pxelinux":
         for src in (PXELINUX_DIR / "pxelinux.0", SYSLINUX_BIOS_DIR / "ldlinux.c32"):
             if not src.is_file():

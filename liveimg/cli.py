@@ -566,7 +566,11 @@ def _add_boot_test(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--via", choices=VIAS, default="pxelinux",
                         help="pxelinux (PXE, TFTP; default), ipxe (PXE, HTTP), kernel (QEMU -kernel), "
                         "disk (the squashfs as a disk, no network), iso-bios, iso-uefi (the live ISO as a CD, "
-                        "SeaBIOS or OVMF), usb, usb-uefi (the live ISO as a USB stick)")  # fmt: skip
+                        "SeaBIOS or OVMF), usb, usb-uefi (the live ISO as a USB stick), uefi-pxe (OVMF's own PXE: "
+                        "shim, GRUB; needs a build with --efi)")  # fmt: skip
+    parser.add_argument("--secure-boot", action="store_true",
+                        help="with --via uefi-pxe: OVMF with Microsoft's keys and Secure Boot on; the firmware "
+                        "verifies shim, shim GRUB, GRUB the kernel")  # fmt: skip
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds (default 1800)")
     parser.add_argument("--memory", type=int, default=3072, metavar="MIB", help="guest RAM (default 3072)")
     parser.add_argument("--kernel-arg", action="append", default=[], metavar="ARG", help="add a kernel argument")
@@ -583,6 +587,7 @@ def _cmd_boot_test(args: argparse.Namespace, ctx: Context) -> int:
     options = BootTestOptions(
         via=args.via, timeout=args.timeout, memory_mib=args.memory, kernel_args=tuple(args.kernel_arg),
         checks=not args.no_checks, write_mib=args.write, workdir=args.workdir, accel=ctx.accel,
+        secure_boot=args.secure_boot,
     )  # fmt: skip
     result = boot_test(args.outdir, options, ctx.progress)
     if args.json:

@@ -9,12 +9,15 @@ appear) and returns a :class:`BootResult` at the first of:
   systemd's multi-user target;
 * a known failure, checked on every line (:data:`DEFAULT_FAILURES`: a kernel panic,
   dracut's emergency shell, "Could not boot" and FATAL, no root filesystem, a missing
-  ostree root, curl and livenet download errors, no bootable device);
+  ostree root, curl and livenet download errors, no bootable device, and a boot file that
+  Secure Boot refuses (:data:`SECURE_BOOT_FAILURES`));
 * the exit of the process given (QEMU): the lines written so far are read first;
 * the timeout.
 
 Patterns are searched in lines cleaned by :func:`clean_line` (no ANSI escapes, no control
 characters); ``BootResult.last_lines`` keeps the last of them, to show where a boot stopped.
+A cursor move to a row and column (``ESC [ row ; col H``) ends a line as a newline does: a
+firmware's or shim's text screen (a dialog box waiting for a key) has no newlines at all.
 
 The sample images' marker line (scripts/sample_image.py), whose fields :func:`parse_marker`
 returns::
@@ -35,6 +38,8 @@ from types import MappingProxyType
 from typing import IO
 
 MARKER = "LIVEIMG-SAMPLE-READY"
+#: A cursor move to a row and column: a text screen's "new line".
+_CURSOR_TO = re.compile(rb"\x1b\[\d+;\d+H")
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][A-Z0-9]|\x1b[=>]")
 
 
@@ -57,6 +62,16 @@ MULTI_USER_PATTERN = Pattern("multi-user", r"Reached target .*Multi-User System"
 #: Default success patterns, best first.
 DEFAULT_SUCCESS: tuple[Pattern, ...] = (MARKER_PATTERN, LOGIN_PATTERN, MULTI_USER_PATTERN)
 
+#: A boot file that Secure Boot refuses, as the firmware (OVMF: an unsigned or untrusted shim),
+#: shim (a GRUB it cannot verify, in a dialog box) or GRUB (a kernel shim cannot verify) says it.
+SECURE_BOOT_FAILURES: tuple[Pattern, ...] = (
+    Pattern(
+        "secure-boot",
+        r"BdsDxe: failed to load .*: Access Denied|Verification failed: \(0x1A\) Security Violation"
+        r"|error: bad shim signature",
+    ),
+)
+
 #: Known ways a boot fails, checked on every line: the boot stops as soon as one matches.
 DEFAULT_FAILURES: tuple[Pattern, ...] = (
     Pattern("kernel-panic", r"Kernel panic - not syncing"),
@@ -67,6 +82,7 @@ DEFAULT_FAILURES: tuple[Pattern, ...] = (
     Pattern("ostree-root-missing", r"ostree-prepare-root.*(?:Couldn't find specified OSTree root|No such file)"),
     Pattern("download-failed", r"failed to download live image|Failed to download|curl: \(\d+\)"),
     Pattern("no-bootable-device", r"No bootable device|Could not boot from|PXE-E\d\d|Boot failed: could not read"),
+    *SECURE_BOOT_FAILURES,
 )
 
 
@@ -128,8 +144,11 @@ def parse_marker(line: str) -> dict[str, str]:
 
 
 def clean_line(raw: str) -> str:
-    """A console line without ANSI escapes and control characters (a CR becomes a space)."""
-    text = _ANSI.sub("", raw).replace("\r", " ")
+    """A console line without ANSI escapes, control characters and undecodable bytes (a CR becomes a space).
+
+    Undecodable bytes are a firmware's box drawing (code page 437), not text.
+    """
+    text = _ANSI.sub("", raw).replace("\r", " ").replace("\ufffd", "")
     return "".join(ch for ch in text if ch == "\t" or ch >= " ").strip()
 
 
@@ -147,7 +166,7 @@ class ConsoleReader:
                 self._file = open(self.path, "rb")  # noqa: SIM115 -- kept open while the log grows
             except FileNotFoundError:
                 return []
-        data = self._partial + self._file.read()
+        data = _CURSOR_TO.sub(b"\n", self._partial + self._file.read())
         *complete, self._partial = data.split(b"\n")
         return [clean_line(chunk.decode("utf-8", "replace")) for chunk in complete]
 

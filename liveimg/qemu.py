@@ -14,6 +14,10 @@ offers ``bootfile``; the caller fills the TFTP root, and ``liveimg boot-test`` p
 pxe stage's own configurations).  Asking for both a kernel and a network boot, or for
 nothing to boot, is an :class:`~liveimg.errors.InvalidOptions`.  The firmware is SeaBIOS, or
 OVMF with ``uefi`` (whose variable store, the caller's copy, is the one file QEMU writes).
+With OVMF the network card has no option ROM: the firmware's own virtio-net driver and PXE
+do a network boot, as a real machine's firmware would (and an unsigned iPXE ROM would be
+refused under Secure Boot).  ``Uefi(..., secure=True)`` is OVMF's Secure Boot build, which
+needs a q35 machine with SMM and its variable store in secure flash.
 
 ``qemu_argv(machine, console_log, accel=None)`` builds the command line, and it promises:
 
@@ -25,7 +29,8 @@ OVMF with ``uefi`` (whose variable store, the caller's copy, is the one file QEM
   ``-nodefaults`` leaves no other network card;
 * no display and no monitor; the serial console is written to ``console_log``; a reboot of
   the guest ends QEMU (``-no-reboot``);
-* ``-machine pc`` (not q35: SeaBIOS did not offer the virtio NIC's iPXE ROM with q35), with
+* ``-machine pc`` (not q35: SeaBIOS did not offer the virtio NIC's iPXE ROM with q35; but
+  ``q35,smm=on`` for OVMF's Secure Boot build, whose variables only SMM code may write), with
   the accelerator of :func:`liveimg.accel.choose_accel` (``-cpu max`` under TCG: x86-64-v2
   and later kernels need more than qemu64).
 
@@ -79,10 +84,15 @@ class Disk:
 @dataclass(frozen=True)
 class Uefi:
     """UEFI firmware (OVMF) instead of SeaBIOS: its code, read-only, and a copy of its variable
-    store that the guest may write (the caller's copy, never the distribution's file)."""
+    store that the guest may write (the caller's copy, never the distribution's file).
+
+    ``secure``: ``code`` is OVMF's Secure Boot build (``OVMF_CODE_4M.ms.fd``, with SMM), and
+    the machine is made as that build needs it.
+    """
 
     code: Path
     variables: Path
+    secure: bool = False
 
 
 @dataclass(frozen=True)
@@ -141,7 +151,8 @@ def qemu_argv(machine: Machine, console_log: Path, accel: AccelChoice | None = N
         raise InvalidOptions("the machine has nothing to boot: give a disk, a kernel or a network boot")
     choice = accel or choose_accel()
     accel_args = choice.qemu_args()
-    argv = [QEMU, "-machine", "pc", *accel_args]
+    secure = machine.uefi is not None and machine.uefi.secure
+    argv = [QEMU, "-machine", "q35,smm=on" if secure else "pc", *accel_args]
     if choice.accel is Accel.TCG and "-cpu" not in accel_args:
         argv += ["-cpu", "max"]  # x86-64-v2 and later kernels (RHEL 9, Fedora) need more than qemu64
     argv += [
@@ -153,6 +164,9 @@ def qemu_argv(machine: Machine, console_log: Path, accel: AccelChoice | None = N
     if machine.uefi is not None:
         argv += ["-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={_qemu_path(machine.uefi.code)}",
                  "-drive", f"if=pflash,format=raw,unit=1,file={_qemu_path(machine.uefi.variables)}"]  # fmt: skip
+        if secure:
+            # Only SMM code may write the flash: the OS cannot change the Secure Boot variables.
+            argv += ["-global", "driver=cfi.pflash01,property=secure,value=on"]
     usb = False
     for index, disk in enumerate(machine.disks):
         access = "snapshot=on" if disk.mode == "snapshot" else "readonly=on"
@@ -180,7 +194,9 @@ def qemu_argv(machine: Machine, console_log: Path, accel: AccelChoice | None = N
         if machine.forwards:
             socat = runner.require("socat")
             netdev += [fwd.qemu_option(socat) for fwd in machine.forwards]
-        argv += ["-netdev", ",".join(netdev), "-device", "virtio-net-pci,netdev=net0"]
+        # With OVMF, no option ROM: the firmware's own virtio-net driver (see the module docstring).
+        rom = ",romfile=" if machine.uefi is not None else ""
+        argv += ["-netdev", ",".join(netdev), "-device", f"virtio-net-pci,netdev=net0{rom}"]
     if machine.netboot is not None:
         argv += ["-boot", "order=n"]
     elif machine.kernel is None:

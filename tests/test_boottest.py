@@ -3,6 +3,8 @@ would boot with its TFTP root (no VM here)."""
 
 from __future__ import annotations
 
+import json
+import subprocess
 import urllib.request
 from pathlib import Path
 
@@ -10,11 +12,11 @@ import pytest
 
 from liveimg import boottest
 from liveimg.boottest import BOOT_STEPS, CHECKS_DONE, BootTestOptions, _BootSteps, _machine, judge, parse_checks
-from liveimg.errors import HostError
+from liveimg.errors import HostError, InvalidOptions
 from liveimg.httpserve import HttpServer
 from liveimg.progress import Event, Progress
-from liveimg.pxe import SQUASHFS_NAME, LiveBoot, PxeOptions
-from liveimg.qemu import NetworkBoot
+from liveimg.pxe import SQUASHFS_NAME, EfiBoot, LiveBoot, PxeOptions
+from liveimg.qemu import NetworkBoot, Uefi
 from tests.bootparsers import ipxe_commands, pxelinux_directives
 from tests.support import need_file
 
@@ -199,3 +201,108 @@ def test_the_checks_end_also_after_a_login_prompt() -> None:
     assert not CHECKS_DONE.search("LIVEIMG-CHECK-ENDED")
     assert not CHECKS_DONE.search("echo LIVEIMG-CHECK-END >/dev/console")
     assert not CHECKS_DONE.search("XLIVEIMG-CHECK-END")
+
+
+# --- UEFI network boot, Secure Boot ---------------------------------------------------------------
+
+EFI = EfiBoot(grub="grubx64.efi", shim="shimx64.efi", configs=("grub/grub.cfg", "grub.cfg"))
+
+
+def test_a_uefi_pxe_boot_offers_shim_from_a_tftp_root_with_grubs_configs(tmp_path: Path) -> None:
+    need_file(str(boottest.OVMF_CODE), "ovmf")
+    serve = _served(tmp_path)
+    live = LiveBoot(kernel=KERNEL, initramfs=INITRAMFS, kver="6.1.0-9-amd64", title="Debian Atomic", efi=EFI)
+    with HttpServer(serve) as server:
+        machine = _machine(BootTestOptions(via="uefi-pxe"), live, serve, PxeOptions(url=server.guest_url()), server)
+    assert machine.netboot == NetworkBoot(serve, "shimx64.efi")
+    assert machine.uefi == Uefi(boottest.OVMF_CODE, tmp_path / boottest.OVMF_VARS.name)
+    assert (tmp_path / boottest.OVMF_VARS.name).read_bytes() == boottest.OVMF_VARS.read_bytes()
+    # GRUB reads its grub.cfg where its prefix says: the kernel and initramfs from the TFTP root
+    for config in EFI.configs:
+        assert f"linux /{KERNEL} " in (serve / config).read_text()
+
+
+def test_a_secure_uefi_pxe_boot_has_ovmfs_secure_build_with_microsofts_keys(tmp_path: Path) -> None:
+    need_file(str(boottest.OVMF_SECURE_CODE), "ovmf")
+    serve = _served(tmp_path)
+    live = LiveBoot(kernel=KERNEL, initramfs=INITRAMFS, kver="6.1.0-9-amd64", title="Debian Atomic", efi=EFI)
+    options = BootTestOptions(via="uefi-pxe", secure_boot=True)
+    with HttpServer(serve) as server:
+        machine = _machine(options, live, serve, PxeOptions(url=server.guest_url()), server)
+    variables = tmp_path / boottest.OVMF_SECURE_VARS.name
+    assert machine.uefi == Uefi(boottest.OVMF_SECURE_CODE, variables, secure=True)
+    assert variables.read_bytes() == boottest.OVMF_SECURE_VARS.read_bytes()
+
+
+@pytest.mark.parametrize("via", ["pxelinux", "ipxe", "kernel", "disk", "iso-bios", "usb", "iso-uefi", "usb-uefi"])
+def test_secure_boot_needs_the_uefi_network_boot(via: boottest.Via) -> None:
+    with pytest.raises(InvalidOptions, match=f"--secure-boot does not apply to --via {via}"):
+        BootTestOptions(via=via, secure_boot=True)
+
+
+def test_a_build_without_the_uefi_chain_cannot_boot_via_uefi_pxe(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    for name in (KERNEL, INITRAMFS, SQUASHFS_NAME):
+        (out / name).write_bytes(b"x")
+    boot = {"kernel": KERNEL, "initramfs": INITRAMFS, "kver": "6.1.0-9-amd64", "title": "Debian Atomic"}
+    files = {"kernel": {"file": KERNEL}, "initramfs": {"file": INITRAMFS}, "rootfs": {"file": SQUASHFS_NAME}}
+    (out / "manifest.json").write_text(json.dumps({"boot": boot, **files}))
+    with pytest.raises(InvalidOptions, match="has no UEFI network boot chain") as raised:
+        boottest.boot_test(out, BootTestOptions(via="uefi-pxe"))
+    assert raised.value.hint == "rebuild it with --efi"
+    assert not (tmp_path / "out.boot-test").exists()
+
+
+UEFI_CONSOLE = CONSOLE.replace(
+    "LIVEIMG-CHECK ostree-booted=yes\n",
+    "LIVEIMG-CHECK firmware=uefi secure-boot=enabled\nLIVEIMG-CHECK mokutil-sb=enabled\n"
+    "LIVEIMG-CHECK ostree-booted=yes\n",
+)
+
+
+def test_the_firmware_and_secure_boot_state_are_read(tmp_path: Path) -> None:
+    fields, status, table, _ = _read(tmp_path, UEFI_CONSOLE)
+    assert (fields["firmware"], fields["secure-boot"], fields["mokutil-sb"]) == ("uefi", "enabled", "enabled")
+    manifest = {"deployment": DEPLOYMENT}
+    assert judge(manifest, fields, status, table, uefi=True, secure_boot=True) == []
+
+
+def test_a_uefi_way_must_boot_through_uefi(tmp_path: Path) -> None:
+    fields, status, table, _ = _read(tmp_path, CONSOLE.replace("ostree-booted=yes", "firmware=bios ostree-booted=yes"))
+    manifest = {"deployment": DEPLOYMENT}
+    assert judge(manifest, fields, status, table) == []  # a BIOS way says nothing of it
+    assert judge(manifest, fields, status, table, uefi=True) == [
+        "the firmware is bios, not UEFI (no /sys/firmware/efi)"
+    ]
+    fields, status, table, _ = _read(tmp_path, CONSOLE)  # an image too old to say
+    assert judge(manifest, fields, status, table, uefi=True) == ["the firmware is ?, not UEFI (no /sys/firmware/efi)"]
+
+
+def test_a_secure_boot_run_must_have_secure_boot_on(tmp_path: Path) -> None:
+    manifest = {"deployment": DEPLOYMENT}
+    off = UEFI_CONSOLE.replace("secure-boot=enabled", "secure-boot=disabled").replace("sb=enabled", "sb=disabled")
+    fields, status, table, _ = _read(tmp_path, off)
+    assert judge(manifest, fields, status, table, uefi=True) == []  # off is fine when not asked for
+    assert judge(manifest, fields, status, table, uefi=True, secure_boot=True) == [
+        "Secure Boot is disabled, not enabled (the SecureBoot variable)",
+        "mokutil --sb-state says disabled, not enabled",
+    ]
+    fields, status, table, _ = _read(tmp_path, UEFI_CONSOLE.replace("mokutil-sb=enabled", "mokutil-sb=disabled"))
+    assert judge(manifest, fields, status, table, uefi=True, secure_boot=True) == [
+        "mokutil --sb-state says disabled, not enabled"
+    ]
+
+
+def test_the_checker_reads_the_secure_boot_variables_last_byte(tmp_path: Path) -> None:
+    # The checker's own shell lines, run here against SecureBoot variables as efivarfs shows them.
+    script = boottest.CHECK_SCRIPT
+    start = script.index("    sb=/sys/firmware")
+    block = script[start : script.index('    say "firmware=uefi', start)]
+    for value, state in ((b"\x01", "enabled"), (b"\x00", "disabled"), (b"", "unknown")):
+        variable = tmp_path / "SecureBoot"
+        variable.write_bytes(b"\x06\x00\x00\x00" + value)
+        shell = block.replace("sb=/sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c",
+                              f"sb={variable}")  # fmt: skip
+        out = subprocess.run(["sh", "-c", shell + 'echo "$state"'], capture_output=True, text=True, check=True)
+        assert out.stdout.strip() == state

@@ -302,3 +302,28 @@ def _doctor_as_nobody(tmp_path: Path) -> None:
     (boot / "vmlinuz-6.1.0-1-amd64").chmod(0o644)
     again = json.loads(run_python_as_nobody(code, timeout=120).stdout)
     assert again["appliance kernel"]["ok"] is True
+
+
+def test_secure_boot_with_a_bios_way_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    status = cli.main(["boot-test", str(tmp_path / "nothing"), "--via", "iso-bios", "--secure-boot"])
+    err = capsys.readouterr().err
+    assert status == cli.EXIT_FAILURE and err.count("\n") == 1
+    assert err.startswith("liveimg: error: --secure-boot does not apply to --via iso-bios")
+    assert "use --via uefi-pxe" in err
+    assert not (tmp_path / "nothing.boot-test").exists()
+
+
+def test_uefi_pxe_of_a_build_without_efi_says_rebuild(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    names = {"kernel": "vmlinuz-6.1.0-9-amd64", "initramfs": "initramfs-6.1.0-9-amd64.img", "rootfs": "live.img"}
+    for name in names.values():
+        (out / name).write_bytes(b"x")
+    boot = {"kernel": names["kernel"], "initramfs": names["initramfs"], "kver": "6.1.0-9-amd64", "title": "T",
+            "squashfs": names["rootfs"]}  # fmt: skip
+    manifest = {"boot": boot, **{key: {"file": name} for key, name in names.items()}}
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    status = cli.main(["boot-test", str(out), "--via", "uefi-pxe", "--secure-boot"])
+    err = capsys.readouterr().err
+    assert status == cli.EXIT_FAILURE and err.count("\n") == 1
+    assert err.startswith(f"liveimg: error: {out} has no UEFI network boot chain") and "rebuild it with --efi" in err

@@ -67,6 +67,8 @@ FAILURES = {
     "ostree-root-missing": "[   9.1] ostree-prepare-root[400]: ostree-prepare-root: "
     "Couldn't find specified OSTree root '/sysroot//ostree/boot.1/x/y/0': No such file or directory",
     "download-failed": "[   50.1] dracut-initqueue[350]: curl: (7) Failed to connect to 10.0.2.100 port 8080",
+    # Debian's GRUB, given a kernel that shim cannot verify (Secure Boot on)
+    "secure-boot": "error: bad shim signature.",
 }
 
 
@@ -165,3 +167,65 @@ def test_qemu_exit_ends_the_watch(tmp_path: Path) -> None:
     assert result.outcome is Outcome.EXITED
     assert result.exit_status == 3
     assert result.last_lines == ("[    1.0] something",)
+
+
+# The real serial console of OVMF (Secure Boot on) refusing an unsigned shim over PXE, trimmed.
+FIRMWARE_REFUSES_SHIM = (
+    b"  NBP file downloaded successfully.\r\n"
+    b'BdsDxe: loading Boot0001 "UEFI PXEv4 (MAC:525400123456)" from PciRoot(0x0)/Pci(0x2,0x0)/MAC(525400123456,0x1)'
+    b"/IPv4(0.0.0.0,0x0,DHCP,0.0.0.0,0.0.0.0,0.0.0.0)\r\n"
+    b'BdsDxe: failed to load Boot0001 "UEFI PXEv4 (MAC:525400123456)" from PciRoot(0x0)/Pci(0x2,0x0)/MAC(525400123456,'
+    b"0x1)/IPv4(0.0.0.0,0x0,DHCP,0.0.0.0,0.0.0.0,0.0.0.0): Access Denied\r\n"
+    b">>Start PXE over IPv6.\r\n"
+)
+# The real serial console of shim refusing an unsigned GRUB: a dialog box drawn by cursor moves,
+# no newline after the message, and it waits for a key (trimmed to its first rows).
+SHIM_REFUSES_GRUB = (
+    b"Fetching Netboot Image grubx64.efi\r\n\x1b[0m\x1b[37m\x1b[44m\x1b[01;01H\xd9\x1b[01;01H\xda"
+    + b"\xc4" * 78
+    + b"\xbf\x1b[02;01H\xb3"
+    + b"ERROR".center(78)
+    + b"\xb3\x1b[03;01H\xb3"
+    + b" " * 78
+    + b"\xb3\x1b[04;01H\xb3"
+    + b"Verification failed: (0x1A) Security Violation".center(78)
+    + b"\xb3\x1b[05;01H\xb3"
+    + b" " * 48
+)
+
+
+@pytest.mark.parametrize(
+    ("log", "message"),
+    [
+        (FIRMWARE_REFUSES_SHIM, "Access Denied"),
+        (SHIM_REFUSES_GRUB, "Verification failed: (0x1A) Security Violation"),
+    ],
+)
+def test_secure_boot_refusals_stop_the_watch(tmp_path: Path, log: bytes, message: str) -> None:
+    path = tmp_path / "console.log"
+    path.write_bytes(log)
+    started = time.monotonic()
+    result = watch_console(path, timeout=30)
+    assert time.monotonic() - started < 5  # fails fast, not at the timeout
+    assert (result.outcome, result.reason) == (Outcome.FAILURE, "secure-boot")
+    assert result.line is not None and message in result.line
+    assert "\ufffd" not in result.line  # no box drawing
+
+
+def test_a_dialog_box_line_is_its_text() -> None:
+    assert console.clean_line("\ufffd   Verification failed: (0x1A) Security Violation   \ufffd") == (
+        "Verification failed: (0x1A) Security Violation"
+    )
+
+
+def test_a_cursor_move_split_across_reads_still_ends_a_line(tmp_path: Path) -> None:
+    path = tmp_path / "console.log"
+    path.write_bytes(b"\x1b[02;01HERROR\x1b[04;0")
+    reader = console.ConsoleReader(path)
+    try:
+        assert reader.read_lines() == [""]  # "ERROR" may go on: the move is not complete
+        with open(path, "ab") as log:
+            log.write(b"1HVerification failed\x1b[05;01H")
+        assert reader.read_lines() == ["ERROR", "Verification failed"]
+    finally:
+        reader.close()

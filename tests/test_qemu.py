@@ -115,3 +115,28 @@ def test_uefi_firmware_is_ovmf_in_flash(tmp_path: Path) -> None:
         f"if=pflash,format=raw,unit=1,file={variables}",
         f"file={tmp_path}/live.iso,format=raw,if=ide,index=0,media=cdrom,readonly=on",
     ]
+
+
+def test_a_uefi_network_boot_uses_the_firmwares_own_nic_driver(tmp_path: Path) -> None:
+    code, variables = Path("/usr/share/OVMF/OVMF_CODE_4M.fd"), tmp_path / "OVMF_VARS_4M.fd"
+    machine = Machine(netboot=NetworkBoot(tmp_path / "tftp", "shimx64.efi"), uefi=Uefi(code, variables))
+    argv = qemu_argv(machine, tmp_path / "console.log", TCG)
+    # no option ROM (iPXE): OVMF's virtio-net driver and PXE boot it, as a real machine's firmware
+    assert "virtio-net-pci,netdev=net0,romfile=" in option(argv, "-device")
+    assert option(argv, "-machine") == ["pc"] and "-global" not in argv
+    assert option(argv, "-boot") == ["order=n"]
+
+
+def test_secure_boot_firmware_gets_a_q35_machine_with_smm_and_secure_flash(tmp_path: Path) -> None:
+    code, variables = Path("/usr/share/OVMF/OVMF_CODE_4M.ms.fd"), tmp_path / "OVMF_VARS_4M.ms.fd"
+    machine = Machine(netboot=NetworkBoot(tmp_path / "tftp", "shimx64.efi"), uefi=Uefi(code, variables, secure=True))
+    argv = qemu_argv(machine, tmp_path / "console.log", TCG)
+    assert option(argv, "-machine") == ["q35,smm=on"]
+    assert option(argv, "-global") == ["driver=cfi.pflash01,property=secure,value=on"]
+    assert f"if=pflash,format=raw,unit=0,readonly=on,file={code}" in option(argv, "-drive")
+
+
+def test_a_bios_network_boot_keeps_the_nics_ipxe_rom(tmp_path: Path) -> None:
+    machine = Machine(netboot=NetworkBoot(tmp_path / "tftp", "pxelinux.0"))
+    argv = qemu_argv(machine, tmp_path / "console.log", TCG)
+    assert "virtio-net-pci,netdev=net0" in option(argv, "-device")
