@@ -84,6 +84,8 @@ def test_artifacts_and_manifest(built: Built) -> None:
     assert names == {
         "live-rootfs.squashfs.img", f"vmlinuz-{kver}", f"initramfs-{kver}.img", "PXE_CONFIG",
         "pxelinux.cfg/default", "boot.ipxe", "grub.cfg", "manifest.json",
+        # the sample's signed UEFI chain, included by default, and grub.cfg where its GRUB reads it
+        "shimx64.efi", "grubx64.efi", "grub/grub.cfg",
     }  # fmt: skip
     assert manifest["input"]["sha256"] == before
     for name, art in manifest["artifacts"].items():
