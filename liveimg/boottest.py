@@ -34,6 +34,13 @@ nothing else), and boots one of these ways:
     build with Microsoft's keys enrolled and Secure Boot on: the firmware verifies shim, shim
     GRUB, and GRUB the kernel through shim.  A boot that Secure Boot stops ends at once with
     the reason ``secure-boot`` (see :data:`liveimg.console.SECURE_BOOT_FAILURES`).
+``grub-bios``
+    SeaBIOS; the NIC's iPXE ROM gets a BIOS GRUB network image (Debian's grub-pc-bin, made by
+    ``grub-mkimage -O i386-pc-pxe`` into the TFTP root, its modules built in, its serial
+    console on) from QEMU's TFTP server; GRUB reads the ``grub.cfg`` that liveimg's pxe stage
+    writes (again for the test URL), where it writes it (``grub.cfg``, or the first of the UEFI
+    chain's ``configs``), and loads the kernel and initramfs over TFTP (or HTTP, as that file
+    says); dracut's livenet fetches the squashfs over HTTP.
 
 For the ISO ways the ISO is written again into the work directory by the same writer, with the
 build's label, kernel arguments and squashfs, the checker's initramfs and the test's console
@@ -68,7 +75,9 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 from liveimg import console, httpserve, qemu
+from liveimg import run as runner
 from liveimg.accel import AccelChoice, choose_accel
+from liveimg.bootsyntax import GrubConfig
 from liveimg.dracut import EmbeddedFile, append_cpio, hook_dir
 from liveimg.errors import HostError, InternalError, InvalidOptions
 from liveimg.iso import ISO_NAME, build_iso, label_of
@@ -78,8 +87,10 @@ from liveimg.pxe import LiveBoot, PxeOptions, arg_key, kernel_args, write_pxe
 
 log = logging.getLogger(__name__)
 
-Via = Literal["pxelinux", "ipxe", "kernel", "disk", "iso-bios", "iso-uefi", "usb", "usb-uefi", "uefi-pxe"]
-VIAS: tuple[Via, ...] = ("pxelinux", "ipxe", "kernel", "disk", "iso-bios", "iso-uefi", "usb", "usb-uefi", "uefi-pxe")
+Via = Literal["pxelinux", "ipxe", "kernel", "disk", "iso-bios", "iso-uefi", "usb", "usb-uefi", "uefi-pxe", "grub-bios"]
+VIAS: tuple[Via, ...] = (
+    "pxelinux", "ipxe", "kernel", "disk", "iso-bios", "iso-uefi", "usb", "usb-uefi", "uefi-pxe", "grub-bios",
+)  # fmt: skip
 #: The ways that boot the live ISO (no network).
 ISO_VIAS: tuple[Via, ...] = ("iso-bios", "iso-uefi", "usb", "usb-uefi")
 #: The ways whose firmware is UEFI (OVMF).
@@ -96,6 +107,14 @@ OVMF_SECURE_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.ms.fd")
 #: Debian's PXE loaders (packages pxelinux and syslinux-common), copied into the TFTP root.
 PXELINUX_DIR = Path("/usr/lib/PXELINUX")
 SYSLINUX_BIOS_DIR = Path("/usr/lib/syslinux/modules/bios")
+
+#: Debian's GRUB for BIOS (package grub-pc-bin), the network image made from it for ``grub-bios``
+#: (in the TFTP root), and the modules built into that image (none is loaded over the network).
+GRUB_BIOS_DIR = Path("/usr/lib/grub/i386-pc")
+GRUB_BIOS_IMAGE = "grub-i386-pc.0"
+GRUB_BIOS_MODULES = ("pxe", "tftp", "http", "normal", "linux", "echo", "test", "serial", "terminal")
+#: Time limit of grub-mkimage (it writes an image of a few hundred KiB).
+GRUB_MKIMAGE_TIMEOUT = 300.0
 
 CHECK = "LIVEIMG-CHECK"
 CHECK_END = "LIVEIMG-CHECK-END"
@@ -469,6 +488,39 @@ def _ovmf(work: Path, *, secure: bool) -> qemu.Uefi:
     return qemu.Uefi(code, variables, secure=secure)
 
 
+def _grub_cfg(live: LiveBoot) -> str:
+    """Where :func:`~liveimg.pxe.write_pxe` writes ``grub.cfg`` (relative to the TFTP root)."""
+    return "grub.cfg" if live.efi is None else live.efi.configs[0]
+
+
+def grub_bios_prefix(config: str) -> str:
+    """GRUB's prefix for ``config`` (a TFTP path ending in ``grub.cfg``): GRUB reads ``$prefix/grub.cfg``."""
+    directory, _, name = config.rpartition("/")
+    if name != "grub.cfg":
+        raise InternalError(f"GRUB reads grub.cfg, not {config}")
+    return f"(tftp){'/' if directory else ''}{directory}"
+
+
+def grub_bios_image(tftp_root: Path, config: str, work: Path) -> str:
+    """Make the BIOS GRUB network image in ``tftp_root``, reading ``config`` there; its TFTP name.
+
+    A :class:`~liveimg.errors.HostError` if Debian's grub-pc-bin is not installed.
+    """
+    if not (GRUB_BIOS_DIR / "pxeboot.img").is_file() or not (GRUB_BIOS_DIR / "linux.mod").is_file():
+        raise HostError(f"{GRUB_BIOS_DIR} has no BIOS GRUB", hint="install the Debian package grub-pc-bin")
+    # GRUB's menu and messages on the serial console too.  GRUB's first parser runs this file:
+    # no comment line (it would be an unknown command, and its error would fail the next one).
+    early = GrubConfig("liveimg boot-test: the BIOS GRUB's built-in configuration")
+    early.command("serial", "--unit=0", "--speed=115200")
+    early.command("terminal_input", "serial", "console")
+    early.command("terminal_output", "serial", "console")
+    (work / "grub-bios-early.cfg").write_text(early.text().split("\n", 1)[1])
+    runner.run(["grub-mkimage", "-O", "i386-pc-pxe", "-d", GRUB_BIOS_DIR, "-p", grub_bios_prefix(config),
+                "-c", work / "grub-bios-early.cfg", "-o", tftp_root / GRUB_BIOS_IMAGE, *GRUB_BIOS_MODULES],
+               timeout=GRUB_MKIMAGE_TIMEOUT, package="grub-common")  # fmt: skip
+    return GRUB_BIOS_IMAGE
+
+
 def _accel(opts: BootTestOptions) -> AccelChoice | None:
     return choose_accel(opts.accel) if opts.accel else None
 
@@ -514,7 +566,9 @@ def _machine(
             forwards=forwards,
             uefi=_ovmf(serve.parent, secure=opts.secure_boot),
         )
-    if opts.via == "pxelinux":
+    if opts.via == "grub-bios":
+        bootfile = grub_bios_image(serve, _grub_cfg(live), serve.parent)
+    elif opts.via == "pxelinux":
         for src in (PXELINUX_DIR / "pxelinux.0", SYSLINUX_BIOS_DIR / "ldlinux.c32"):
             if not src.is_file():
                 raise HostError(f"{src} is missing", hint="install the Debian packages pxelinux and syslinux-common")
