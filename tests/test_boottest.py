@@ -4,13 +4,16 @@ would boot with its TFTP root (no VM here)."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from liveimg import boottest
+from liveimg import run as runner
 from liveimg.boottest import BOOT_STEPS, CHECKS_DONE, BootTestOptions, _BootSteps, _machine, judge, parse_checks
 from liveimg.errors import HostError, InvalidOptions
 from liveimg.httpserve import HttpServer
@@ -194,6 +197,58 @@ def test_a_missing_pxe_loader_is_named(tmp_path: Path, monkeypatch: pytest.Monke
         _machine(BootTestOptions(), LIVE, serve, PxeOptions(url=server.guest_url()), server)
 
 
+# --- BIOS GRUB network boot -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("efi", "config", "prefix"), [(None, "grub.cfg", "(tftp)"), ("chain", "grub/grub.cfg", "(tftp)/grub")]
+)
+def test_a_grub_bios_boot_offers_a_bios_grub_whose_prefix_reads_the_written_grub_cfg(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, efi: str | None, config: str, prefix: str
+) -> None:
+    need_file(str(boottest.GRUB_BIOS_DIR / "linux.mod"), "grub-pc-bin")
+    calls: list[list[str]] = []
+
+    def spy(argv: list[str], **kwargs: Any) -> runner.Completed:
+        calls.append([os.fspath(a) for a in argv])
+        return real_run(argv, **kwargs)
+
+    real_run = runner.run
+    monkeypatch.setattr(runner, "run", spy)
+    serve = _served(tmp_path)
+    live = LiveBoot(kernel=KERNEL, initramfs=INITRAMFS, kver="6.1.0-9-amd64", title="Debian Atomic",
+                    efi=EFI if efi else None)  # fmt: skip
+    with HttpServer(serve) as server:
+        machine = _machine(BootTestOptions(via="grub-bios"), live, serve, PxeOptions(url=server.guest_url()), server)
+    assert machine.netboot == NetworkBoot(serve, boottest.GRUB_BIOS_IMAGE)
+    assert machine.uefi is None and machine.network  # SeaBIOS, the NIC's PXE ROM
+    # a PXE image (pxeboot.img first, then GRUB's core) in the TFTP root, made in the test's work dir
+    image = (serve / boottest.GRUB_BIOS_IMAGE).read_bytes()
+    assert image.startswith((boottest.GRUB_BIOS_DIR / "pxeboot.img").read_bytes())
+    [argv] = calls
+    assert argv[argv.index("-O") + 1] == "i386-pc-pxe" and argv[argv.index("-p") + 1] == prefix
+    assert {"pxe", "tftp", "normal", "linux", "serial"} <= set(argv)
+    assert "terminal_output serial console" in Path(argv[argv.index("-c") + 1]).read_text()
+    assert Path(argv[argv.index("-c") + 1]).parent == tmp_path
+    # GRUB reads $prefix/grub.cfg, the one write_pxe wrote: the kernel and initramfs from the TFTP root
+    assert f"linux /{KERNEL} " in (serve / config).read_text()
+    assert f"initrd /{INITRAMFS}" in (serve / config).read_text()
+
+
+def test_grubs_prefix_is_the_directory_of_its_grub_cfg() -> None:
+    assert boottest.grub_bios_prefix("grub.cfg") == "(tftp)"
+    assert boottest.grub_bios_prefix("grub/grub.cfg") == "(tftp)/grub"
+    assert boottest.grub_bios_prefix("boot/grub2/grub.cfg") == "(tftp)/boot/grub2"
+
+
+def test_a_missing_bios_grub_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(boottest, "GRUB_BIOS_DIR", tmp_path / "i386-pc")
+    serve = _served(tmp_path)
+    with HttpServer(serve) as server, pytest.raises(HostError, match="i386-pc has no BIOS GRUB") as caught:
+        _machine(BootTestOptions(via="grub-bios"), LIVE, serve, PxeOptions(url=server.guest_url()), server)
+    assert "grub-pc-bin" in str(caught.value)
+
+
 def test_the_checks_end_also_after_a_login_prompt() -> None:
     # seen in a boot via usb: getty printed its prompt, and the checker's last line followed it
     assert CHECKS_DONE.search("LIVEIMG-CHECK-END")
@@ -234,7 +289,9 @@ def test_a_secure_uefi_pxe_boot_has_ovmfs_secure_build_with_microsofts_keys(tmp_
     assert variables.read_bytes() == boottest.OVMF_SECURE_VARS.read_bytes()
 
 
-@pytest.mark.parametrize("via", ["pxelinux", "ipxe", "kernel", "disk", "iso-bios", "usb", "iso-uefi", "usb-uefi"])
+@pytest.mark.parametrize(
+    "via", ["pxelinux", "ipxe", "kernel", "disk", "iso-bios", "usb", "iso-uefi", "usb-uefi", "grub-bios"]
+)
 def test_secure_boot_needs_the_uefi_network_boot(via: boottest.Via) -> None:
     with pytest.raises(InvalidOptions, match=f"--secure-boot does not apply to --via {via}"):
         BootTestOptions(via=via, secure_boot=True)

@@ -2,7 +2,9 @@
 
 The README's Python example, run as written (on the sample as qcow2): one build, booted over
 pxelinux and TFTP (with rd.live.overlay.size and a write that needs it), checked from inside:
-/ is the live device, the deployment that booted is the one chosen, ostree says so.  iPXE over
+/ is the live device, the deployment that booted is the one chosen, ostree says so.  The same
+build boots again via grub-bios: SeaBIOS PXE into the host's BIOS GRUB, which reads the
+grub/grub.cfg liveimg wrote (the build has the sample's UEFI chain).  iPXE over
 HTTP (with rd.writable.fsimg=1) boots the erofs build (test_live_erofs.py), so that the e2e
 tier stays within its time.
 """
@@ -20,10 +22,10 @@ from typing import Any
 
 import pytest
 
-from liveimg.boottest import BootTestResult
+from liveimg.boottest import GRUB_BIOS_DIR, BootTestOptions, BootTestResult, boot_test
 from liveimg.manifest import sha256_file
 from tests.samples import sample_image
-from tests.support import need, need_root
+from tests.support import need, need_file, need_root
 
 URL = "http://pxe.example.com/atomic"  # the README's; the boot test uses its own loopback URL
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -112,3 +114,18 @@ def test_pxelinux_boot_with_a_larger_overlay(built: Built) -> None:
     assert result.checks["write"] == "ok"
     assert result.overlay_bytes == 1024 * 1024**2  # rd.live.overlay.size=1024 from the build
     assert "BOOTIF=" in result.boot.console_log.read_text(errors="replace")  # pxelinux's IPAPPEND 2
+
+
+def test_grub_bios_boot(built: Built) -> None:
+    """SeaBIOS and the NIC's PXE ROM load the host's BIOS GRUB, which reads grub/grub.cfg and loads the kernel."""
+    need_file(str(GRUB_BIOS_DIR / "linux.mod"), "grub-pc-bin")
+    result = boot_test(built.out, BootTestOptions(via="grub-bios", workdir=built.out.parent / "grub-bios"))
+    _check(result)
+    assert result.checks["firmware"] == "bios"
+    assert result.checks["ostree-booted"] == "yes"
+    log = result.boot.console_log.read_text(errors="replace")
+    # GRUB's menu (its serial console) before the kernel; GRUB's BOOT_IMAGE, not pxelinux's IPAPPEND
+    assert "GNU GRUB" in log and log.index("GNU GRUB") < log.index("Linux version")
+    kernel = json.loads((built.out / "manifest.json").read_text())["kernel"]["version"]
+    assert f"Command line: BOOT_IMAGE=/vmlinuz-{kernel} " in log
+    assert "BOOTIF=" not in log
