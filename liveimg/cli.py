@@ -567,7 +567,8 @@ def _add_boot_test(parser: argparse.ArgumentParser) -> None:
                         help="pxelinux (PXE, TFTP; default), ipxe (PXE, HTTP), kernel (QEMU -kernel), "
                         "disk (the squashfs as a disk, no network), iso-bios, iso-uefi (the live ISO as a CD, "
                         "SeaBIOS or OVMF), usb, usb-uefi (the live ISO as a USB stick), uefi-pxe (OVMF's own PXE: "
-                        "shim, GRUB; needs a build with --efi)")  # fmt: skip
+                        "shim, GRUB; needs a build with --efi), grub-bios (SeaBIOS PXE: the host's BIOS GRUB, "
+                        "grub.cfg)")  # fmt: skip
     parser.add_argument("--secure-boot", action="store_true",
                         help="with --via uefi-pxe: OVMF with Microsoft's keys and Secure Boot on; the firmware "
                         "verifies shim, shim GRUB, GRUB the kernel")  # fmt: skip
