@@ -348,8 +348,9 @@ def judge(
 ) -> list[str]:
     """What is wrong with the booted system, judged from the checker's report.
 
-    ``uefi``: the boot was meant to be through UEFI firmware; ``secure_boot``: with Secure Boot
-    on (the ``SecureBoot`` variable, and mokutil if the image has it, must say so).
+    ``uefi``: the boot was meant to be through UEFI firmware (else BIOS, when the checker says);
+    ``secure_boot``: with Secure Boot on (the ``SecureBoot`` variable, and mokutil if the image
+    has it, must say so).
     """
     problems: list[str] = []
     root, fstype = fields.get("root", ""), fields.get("fstype", "")
@@ -357,6 +358,8 @@ def judge(
         problems.append(f"/ is {root or '?'} ({fstype or '?'}), not the live overlay")
     if (uefi or secure_boot) and fields.get("firmware") != "uefi":
         problems.append(f"the firmware is {fields.get('firmware', '?')}, not UEFI (no /sys/firmware/efi)")
+    elif not uefi and fields.get("firmware", "bios") != "bios":
+        problems.append(f"the firmware is {fields['firmware']}, not BIOS (/sys/firmware/efi exists)")
     elif secure_boot:
         if fields.get("secure-boot") != "enabled":
             problems.append(f"Secure Boot is {fields.get('secure-boot', '?')}, not enabled (the SecureBoot variable)")

@@ -336,6 +336,14 @@ def test_a_uefi_way_must_boot_through_uefi(tmp_path: Path) -> None:
     assert judge(manifest, fields, status, table, uefi=True) == ["the firmware is ?, not UEFI (no /sys/firmware/efi)"]
 
 
+def test_a_bios_way_must_not_boot_through_uefi(tmp_path: Path) -> None:
+    console = CONSOLE.replace("ostree-booted=yes", "firmware=uefi secure-boot=disabled ostree-booted=yes")
+    fields, status, table, _ = _read(tmp_path, console)
+    manifest = {"deployment": DEPLOYMENT}
+    assert judge(manifest, fields, status, table, uefi=True) == []
+    assert judge(manifest, fields, status, table) == ["the firmware is uefi, not BIOS (/sys/firmware/efi exists)"]
+
+
 def test_a_secure_boot_run_must_have_secure_boot_on(tmp_path: Path) -> None:
     manifest = {"deployment": DEPLOYMENT}
     off = UEFI_CONSOLE.replace("secure-boot=enabled", "secure-boot=disabled").replace("sb=enabled", "sb=disabled")

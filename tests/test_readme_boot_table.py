@@ -24,7 +24,7 @@ def table_rows() -> list[list[str]]:
 
 def test_the_table_names_every_boot_loader_the_issue_asks_for() -> None:
     loaders = " ".join(row[0] for row in table_rows())
-    for name in ("pxelinux", "iPXE", "isolinux", "GRUB, UEFI", "GRUB + shim, Secure Boot"):
+    for name in ("pxelinux", "iPXE", "isolinux", "GRUB, BIOS", "GRUB, UEFI", "GRUB + shim, Secure Boot"):
         assert name in loaders
 
 
