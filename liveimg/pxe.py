@@ -371,7 +371,7 @@ def write_pxe(outdir: Path, boot: LiveBoot, options: PxeOptions) -> PxeResult:
             http_base = grub_http_base(options.url) if boot.efi.http else None
             text = grub_config(boot, args, options.pxe_dir, http_base=http_base)
             for config in boot.efi.configs:
-                write(bootsyntax.tftp_path(config), text)
+                write(config, text)  # checked plain relative paths (EfiBoot)
     if options.cloud_init is not None:
         seed = options.cloud_init
         write("cloud-init/meta-data", yaml.safe_dump(seed.meta_data(boot.seed_id), sort_keys=True))
