@@ -426,6 +426,9 @@ def _add_build(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--initramfs-level", type=int, metavar="N", help="compression level (default: dracut's)")
     g.add_argument("--dracut-timeout", type=float, default=3600.0, metavar="SECONDS",
                    help="time limit of the image's dracut, in the sandbox or the appliance (default 3600)")  # fmt: skip
+    g.add_argument("--no-verify", action="store_true",
+                   help="do not have the initramfs check the live image's size and sha256 against this "
+                   "build's before mounting it (it still says in one line why a download failed)")  # fmt: skip
     g = parser.add_argument_group("boot configuration")
     g.add_argument("--url", help="where OUTDIR will be served (http://...): writes pxelinux, iPXE and GRUB configs")
     g.add_argument("--pxe-dir", default="", help="TFTP directory of the kernel and initramfs in pxelinux/GRUB configs")
@@ -536,6 +539,7 @@ def build_options(args: argparse.Namespace, accel: str | None) -> BuildOptions:
         ),
         iso=IsoOptions(label=args.iso_label) if args.iso or args.iso_label else None,
         efi=EfiOptions(mode=EfiMode(args.efi), source=args.efi_from),
+        verify=not args.no_verify,
         workdir=args.workdir,
         keep_workdir=args.keep_workdir,
         force=args.force,

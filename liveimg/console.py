@@ -9,8 +9,9 @@ appear) and returns a :class:`BootResult` at the first of:
   systemd's multi-user target;
 * a known failure, checked on every line (:data:`DEFAULT_FAILURES`: a kernel panic,
   dracut's emergency shell, "Could not boot" and FATAL, no root filesystem, a missing
-  ostree root, curl and livenet download errors, no bootable device, and a boot file that
-  Secure Boot refuses (:data:`SECURE_BOOT_FAILURES`));
+  ostree root, a live image liveimg's livenetroot refused or could not fetch, curl and
+  livenet download errors, no bootable device, and a boot file that Secure Boot refuses
+  (:data:`SECURE_BOOT_FAILURES`));
 * the exit of the process given (QEMU): the lines written so far are read first;
 * the timeout.
 
@@ -80,6 +81,12 @@ DEFAULT_FAILURES: tuple[Pattern, ...] = (
     Pattern("dracut-fatal", r"dracut(?:-[\w-]+)?(?:\[\d+\])?: FATAL:"),
     Pattern("no-root-filesystem", r"Failed to find a root filesystem"),
     Pattern("ostree-root-missing", r"ostree-prepare-root.*(?:Couldn't find specified OSTree root|No such file)"),
+    # liveimg's livenetroot (liveimg.liveverify): before download-failed, whose curl pattern its lines may quote.
+    Pattern(
+        "image-verify",
+        r"liveimg: (?:the server answered \d{3} for |the download of \S+ is short|\S+ is not this build's live image"
+        r"|the network never came up|cannot (?:download|store|check) )",
+    ),
     Pattern("download-failed", r"failed to download live image|Failed to download|curl: \(\d+\)"),
     Pattern("no-bootable-device", r"No bootable device|Could not boot from|PXE-E\d\d|Boot failed: could not read"),
     *SECURE_BOOT_FAILURES,

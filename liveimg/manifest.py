@@ -67,6 +67,8 @@ def describe(ctx: Build) -> dict[str, Any]:
             "modules": list(initrd.modules),
             "left_out": [{"module": m, "why": why} for m, why in initrd.left_out],
             "built_in": str(initrd.where),
+            # Whether it checks the live file's size and sha256 before mounting it (liveimg.liveverify).
+            "verifies_live": options.verify,
         },
         "rootfs": {
             "file": layout.file_name,

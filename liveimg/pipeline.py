@@ -10,7 +10,8 @@ of the ones before it from the context and adds its own::
                the UEFI boot chain found
     rootfs     LiveOS/rootfs.img, ext4
     pack       the live file, packed by the layout (the squashfs or the erofs stage)
-    initramfs  initramfs-<kver>.img by the image's dracut, the layout's hooks appended
+    initramfs  initramfs-<kver>.img by the image's dracut, the layout's hooks appended, and
+               liveimg's livenetroot with the live file's size and sha256 (liveimg.liveverify)
     kernel     vmlinuz-<kver>, copied out of rootfs.img (the dracut stage, with initramfs)
     efi        the UEFI network boot chain (shim, network GRUB), copied out of rootfs.img (or --efi-from)
     pxe        PXE_CONFIG, the ready boot configurations, the cloud-init seed
@@ -39,6 +40,7 @@ from liveimg import cancel
 from liveimg.context import Build, BuildResult
 from liveimg.errors import Cancelled, HostError, InvalidImage, signal_name
 from liveimg.layouts import Layout, get_layout
+from liveimg.liveverify import DRACUT_INSTALL
 from liveimg.options import BuildOptions
 from liveimg.outdir import OutdirTransaction
 from liveimg.progress import Progress
@@ -130,8 +132,10 @@ def _check_options(opts: BuildOptions) -> tuple[BuildOptions, Layout]:
     layout = get_layout(opts.rootfs_type)
     layout.check(opts)
     opts.efi.check()
-    if layout.dracut_args:
-        dracut = dataclasses.replace(opts.dracut, extra_args=(*opts.dracut.extra_args, *layout.dracut_args))
+    # The live initramfs's check of the live file needs sha256sum and tee (liveimg.liveverify).
+    extra = (*(DRACUT_INSTALL if opts.verify else ()), *layout.dracut_args)
+    if extra:
+        dracut = dataclasses.replace(opts.dracut, extra_args=(*opts.dracut.extra_args, *extra))
         opts = dataclasses.replace(opts, dracut=dracut)
     return opts, layout
 

@@ -127,6 +127,12 @@ def test_the_uefi_boot_chain_options(flags: list[str], mode: str, source: Path |
     assert (efi.mode, efi.source, efi.required) == (mode, source, mode == "require" or source is not None)
 
 
+def test_no_verify_turns_the_live_image_check_off() -> None:
+    parse = cli.build_parser().parse_args
+    assert cli.build_options(parse(["build", "img", "-o", "out"]), None).verify is True
+    assert cli.build_options(parse(["build", "img", "-o", "out", "--no-verify"]), None).verify is False
+
+
 def test_contradictory_uefi_options_are_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["build", "img", "-o", "out", "--no-efi", "--efi-from", "/srv/efi"]) == cli.EXIT_FAILURE
     assert capsys.readouterr().err == "liveimg: error: --efi-from and --no-efi contradict each other\n"

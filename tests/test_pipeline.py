@@ -52,7 +52,20 @@ def test_the_erofs_layouts_driver_reaches_dracut(tmp_path: Path, monkeypatch: py
     image.write_bytes(b"x" * 4096)
     with pytest.raises(InternalError, match=r"^the build has no info yet"):  # the one stage made nothing
         build(image, tmp_path / "out", BuildOptions(rootfs_type="erofs", compression="lz4"))
-    assert seen == [("--add-drivers", "erofs")]
+    assert seen == [("--install", "sha256sum tee", "--add-drivers", "erofs")]
+
+
+@pytest.mark.parametrize("verify", [True, False])
+def test_the_live_check_s_tools_reach_dracut_unless_no_verify(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, verify: bool
+) -> None:
+    seen: list[Any] = []
+    monkeypatch.setattr(pipeline, "STAGES", (lambda ctx: seen.append(ctx.options.dracut.extra_args),))
+    image = tmp_path / "disk.raw"
+    image.write_bytes(b"x" * 4096)
+    with pytest.raises(InternalError, match=r"^the build has no info yet"):
+        build(image, tmp_path / "out", BuildOptions(verify=verify))
+    assert seen == [("--install", "sha256sum tee") if verify else ()]
 
 
 def test_a_full_disk_in_the_rootfs_stage_is_said_for_the_rootfs_stage(

@@ -1,6 +1,8 @@
 """The dracut stage: the live initramfs, built by the image's own dracut (:mod:`liveimg.dracut`).
 
-The layout's hooks (:attr:`~liveimg.layouts.Layout.hooks`) are appended to it.
+Appended to it in one archive: the layout's hooks (:attr:`~liveimg.layouts.Layout.hooks`), and
+liveimg's livenetroot with the live file's size and sha256 (:mod:`liveimg.liveverify`; the
+pack stage has written the live file by now).
 """
 
 from __future__ import annotations
@@ -9,7 +11,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from liveimg import liveverify
 from liveimg.dracut import EmbeddedFile, append_cpio, build_initramfs, hook_dir
+from liveimg.manifest import sha256_file
 
 if TYPE_CHECKING:
     from liveimg.context import Build
@@ -31,20 +35,27 @@ def run(ctx: Build) -> None:
             ostree=info.ostree,
             progress=ctx.progress,
         )
-        if ctx.layout.hooks:
-            add_hooks(ctx.initrd.path, ctx.layout.hooks, ctx.txn.work)
+        expected = None
+        if ctx.options.verify:
+            live = Path(ctx.live.path)
+            expected = (live.stat().st_size, sha256_file(live))
+        files = liveverify.initramfs_files(ctx.initrd.path, ctx.txn.work / "liveverify", expected)
+        add_hooks(ctx.initrd.path, ctx.layout.hooks, ctx.txn.work, files)
 
 
-def add_hooks(initramfs: Path, hooks: Sequence[Hook], workdir: Path) -> None:
-    """Append ``hooks`` to ``initramfs``, each in the directory where its dracut keeps that hook's scripts."""
-    files = []
+def add_hooks(initramfs: Path, hooks: Sequence[Hook], workdir: Path, files: Sequence[EmbeddedFile] = ()) -> None:
+    """Append ``hooks`` to ``initramfs``, each in the directory where its dracut keeps that hook's
+    scripts, with ``files`` (nothing appended if both are empty)."""
+    embedded = list(files)
     for hook in hooks:
         script = workdir / hook.name
         script.write_text(hook.script)
-        files.append(EmbeddedFile(script, f"/{hook_dir(initramfs, hook.point)}/{hook.name}", 0o755))
+        embedded.append(EmbeddedFile(script, f"/{hook_dir(initramfs, hook.point)}/{hook.name}", 0o755))
+    if not embedded:
+        return
     tmp = initramfs.with_name(f".{initramfs.name}.tmp")
     try:
-        append_cpio(initramfs, tmp, files=files)
+        append_cpio(initramfs, tmp, files=embedded)
         tmp.replace(initramfs)
     finally:
         tmp.unlink(missing_ok=True)

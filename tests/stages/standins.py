@@ -35,6 +35,15 @@ KVER = "6.1.0-9-amd64"
 KERNEL = b"MZ a toy kernel\n" * 1024
 #: The hook directory a dracut initramfs has, where layouts' hooks go.
 PRE_MOUNT = "usr/lib/dracut/hooks/pre-mount"
+#: What the stand-in dracut writes: the hook directories liveimg appends to, livenet's
+#: livenetroot (which liveimg replaces) and the tools the live image's check needs.
+DRACUT_FILES = (
+    cpiolib.directory(PRE_MOUNT),
+    cpiolib.directory("usr/lib/dracut/hooks/initqueue/timeout"),
+    cpiolib.file("usr/sbin/livenetroot", b"#!/bin/sh\n# livenet's\n", 0o755),
+    cpiolib.file("usr/bin/sha256sum", b"\x7fELF", 0o755),
+    cpiolib.file("usr/bin/tee", b"\x7fELF", 0o755),
+)
 
 
 def image_info(image: Path) -> ImageInfo:
@@ -120,7 +129,7 @@ class FakeDracut:
 
     def __call__(self, *, kver: str, output: Path, options: DracutOptions, **_: Any) -> Initrd:
         self.options = options
-        output.write_bytes(cpiolib.newc_bytes([cpiolib.directory(PRE_MOUNT)], mtime=0))
+        output.write_bytes(cpiolib.newc_bytes(DRACUT_FILES, mtime=0))
         return Initrd(output, kver, Compression.NONE, output.stat().st_size, ("dmsquash-live",), (), output,
                       0.0, 0.0, 0.0, Where.SANDBOX)  # fmt: skip
 

@@ -1,0 +1,66 @@
+"""The initramfs stage appends liveimg's livenetroot, its no-network hook and the live file's size and sha256."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from liveimg.dracut import cpio
+from liveimg.dracut.initramfs import Initramfs
+from liveimg.errors import InvalidImage
+from liveimg.liveverify import LIVENETROOT, TIMEOUT_HOOK, TIMEOUT_HOOK_NAME, VERIFY_FILE, initramfs_files
+from liveimg.manifest import sha256_file
+from liveimg.options import BuildOptions
+from liveimg.pipeline import build
+from tests.stages import standins
+from tests.stages.standins import DRACUT_FILES, KVER
+
+TIMEOUT_DIR = "usr/lib/dracut/hooks/initqueue/timeout"
+
+
+@pytest.mark.parametrize("verify", [True, False])
+def test_the_live_initramfs_carries_the_check(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, verify: bool) -> None:
+    standins.use(monkeypatch, [])
+    image = tmp_path / "disk.raw"
+    image.write_bytes(b"an image" * 512)
+    out = tmp_path / "out"
+    result = build(image, out, BuildOptions(verify=verify))
+    live = out / result.manifest["rootfs"]["file"]
+    with Initramfs(out / f"initramfs-{KVER}.img") as ird:
+        assert ird.read("usr/sbin/livenetroot") == LIVENETROOT.encode()
+        assert ird.read(f"{TIMEOUT_DIR}/{TIMEOUT_HOOK_NAME}") == TIMEOUT_HOOK.encode()
+        if verify:
+            assert ird.read(VERIFY_FILE.lstrip("/")) == f"{live.stat().st_size} {sha256_file(live)}\n".encode()
+        else:
+            assert not ird.find(VERIFY_FILE.lstrip("/"))
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["initramfs"]["verifies_live"] is verify
+
+
+def _initramfs(path: Path, leave_out: str) -> Path:
+    path.write_bytes(cpio.newc_bytes([e for e in DRACUT_FILES if e.name != leave_out], mtime=0))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("leave_out", "verify", "message"),
+    [
+        ("usr/sbin/livenetroot", False, "has no livenetroot: the image's dracut lacks its livenet module"),
+        ("usr/bin/sha256sum", True, "lacks sha256sum, which the live image's check needs"),
+    ],
+)
+def test_an_initramfs_that_cannot_run_the_check_is_refused(
+    tmp_path: Path, leave_out: str, verify: bool, message: str
+) -> None:
+    initramfs = _initramfs(tmp_path / "initramfs.img", leave_out)
+    with pytest.raises(InvalidImage, match=message):
+        initramfs_files(initramfs, tmp_path / "work", (5, "a" * 64) if verify else None)
+
+
+def test_without_the_check_its_tools_are_not_needed(tmp_path: Path) -> None:
+    initramfs = _initramfs(tmp_path / "initramfs.img", "usr/bin/sha256sum")
+    files = initramfs_files(initramfs, tmp_path / "work", None)
+    assert sorted(f.dest for f in files) == ["/usr/lib/dracut/hooks/initqueue/timeout/" + TIMEOUT_HOOK_NAME,
+                                             "/usr/sbin/livenetroot"]  # fmt: skip
