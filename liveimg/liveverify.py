@@ -69,7 +69,8 @@ liveimg_log() {
 liveimg_stop() {
     liveimg_log 2 "$1"
     # Halt: the line stays on the screen; a reboot would loop against the server and hide it.
-    halt -f || poweroff -f || echo o > /proc/sysrq-trigger
+    sleep 1  # the console's drivers have printed the line
+    halt -f || poweroff -f || echo o > "$P/proc/sysrq-trigger"
     exit 1
 }
 """
