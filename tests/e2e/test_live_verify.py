@@ -1,10 +1,11 @@
 """The live initramfs checks the live image it downloads (liveimg.liveverify), booted for real.
 
-One build of the atomic sample (fast codecs), booted four times with the kernel given to QEMU:
+One build of the atomic sample (fast codecs), booted five times with the kernel given to QEMU:
 this build's live file (checked, then the system comes up), a URL the server answers with 404,
-a file cut short, and the file with one byte flipped.  Each failure ends the boot with its own
-line (boot-test's ``image-verify``) within 2 minutes of the download's start, by the guest's
-clock: the kernel's timestamps of liveimg's ``fetching`` line and of the failure's.
+a file cut short, the file with one byte flipped, and no interface coming online.  Each failure
+ends the boot with its own line (boot-test's ``image-verify``); the download's within 2 minutes
+of its start, by the guest's clock: the kernel's timestamps of liveimg's ``fetching`` line and
+of the failure's.
 """
 
 from __future__ import annotations
@@ -129,3 +130,11 @@ def test_a_flipped_byte_is_another_build(built: Built, tmp_path: Path) -> None:
     expected = built.manifest["artifacts"][built.live.name]["sha256"]
     assert match.group(2) == expected
     assert match.group(3) != expected and re.fullmatch(r"[0-9a-f]{64}", match.group(3))
+
+
+def test_no_network_says_so_at_dracut_s_timeout(built: Built, tmp_path: Path) -> None:
+    # An interface that does not exist: none comes online; rd.retry=20 brings dracut's timeout near.
+    result, lines = _boot(built.out, tmp_path / "boot", "ip=eth9:dhcp", "rd.retry=20")
+    assert result.boot.reason == "image-verify", result.boot.explain()
+    assert result.boot.line is not None and re.search(MESSAGES["no-network"], result.boot.line)
+    assert not [text for _, text in lines if text.startswith("liveimg: fetching ")]
