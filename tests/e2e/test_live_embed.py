@@ -77,14 +77,17 @@ def test_the_second_initrd_holds_the_live_file(built: tuple[Path, dict[str, Any]
 
 
 def test_pxelinux_boots_it_over_tftp_with_no_http_server(built: tuple[Path, dict[str, Any]], tmp_path: Path) -> None:
-    out, _ = built
+    out, manifest = built
     result = boot_test(out, BootTestOptions(via="pxelinux", timeout=TIMEOUT, workdir=tmp_path))
     assert result.ok, result.summary() + "\n" + result.boot.explain()
     assert not result.http_server
     assert not (result.workdir / "http.log").exists()
     assert result.checks["ostree-booted"] == "yes"
     log = result.boot.console_log.read_text(errors="replace")
-    assert "live-rootfs.cpio" in log  # pxelinux said it loads the second initrd
+    # pxelinux was told to load both (its APPEND line reached the kernel), and the kernel unpacked them.
+    live, initramfs = manifest["rootfs"]["file"], manifest["initramfs"]["file"]
+    assert f"initrd={initramfs},live-rootfs.cpio root=live:/{live} " in log
+    assert "Trying to unpack rootfs image as initramfs" in log and "Initramfs unpacking failed" not in log
     # The live device is the loop device on the file the kernel unpacked, not a download.
     assert any(line.startswith("live-rw:") for line in result.dm_table)
     assert " checked: " not in log  # liveimg's livenetroot never ran (it says so when it has checked a download)
