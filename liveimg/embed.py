@@ -81,9 +81,10 @@ def size_warnings(embedded_size: int, initramfs_size: int) -> list[str]:
     warnings = []
     mib = embedded_size / MIB
     if embedded_size > TFTP_PLAIN_LIMIT:
+        blksize = -(-embedded_size // 65535)
         warnings.append(
-            f"{CPIO_NAME} is {mib:.0f} MiB: TFTP carries at most 32 MiB (65535 blocks of 512 bytes) unless "
-            f"the client and server negotiate blksize (at 1428 bytes: "
+            f"{CPIO_NAME} is {mib:.0f} MiB: TFTP carries at most 32 MiB (65535 blocks of 512 bytes); this needs "
+            f"a client and server that negotiate a blksize of at least {blksize} bytes (at 1428: "
             f"{TFTP_ETHERNET_LIMIT / MIB:.0f} MiB) or roll the block number over"
         )
     total = embedded_size + initramfs_size

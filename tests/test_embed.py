@@ -109,7 +109,8 @@ def test_the_size_warnings_name_each_limit_passed() -> None:
     assert size_warnings(TFTP_PLAIN_LIMIT, 0)[0].startswith("the machine needs RAM")  # at the limit: fine
     tftp = size_warnings(TFTP_PLAIN_LIMIT + 1, 40 * MIB)
     assert len(tftp) == 2 and "TFTP carries at most 32 MiB (65535 blocks of 512 bytes)" in tftp[0]
-    assert "at 1428 bytes: 89 MiB" in tftp[0]
+    assert "a blksize of at least 513 bytes (at 1428: 89 MiB)" in tftp[0]
+    assert "a blksize of at least 7340 bytes" in size_warnings(481026308, 0)[0]  # the atomic sample's, lz4
     assert len(size_warnings(INITRD_ADDR_MAX + 1 - 40 * MIB, 40 * MIB)) == 2  # the two end at 2 GiB: fine
     big = size_warnings(INITRD_ADDR_MAX + 2 - 40 * MIB, 40 * MIB)
     assert len(big) == 3 and "below initrd_addr_max (2 GiB)" in big[1]
