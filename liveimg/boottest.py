@@ -42,6 +42,12 @@ nothing else), and boots one of these ways:
     chain's ``configs``), and loads the kernel and initramfs over TFTP (or HTTP, as that file
     says); dracut's livenet fetches the squashfs over HTTP.
 
+A build with ``--embed-rootfs`` (:mod:`liveimg.embed`) boots the network ways with no HTTP
+server at all: QEMU's TFTP server gives the boot loader the kernel and both initrds (``ipxe``:
+its script's relative names resolve to TFTP too), and ``kernel`` gives QEMU the two initrds
+as one file, as a boot loader lays them out.  The server is started only for a cloud-init seed;
+:attr:`BootTestResult.http_server` says whether it was.
+
 For the ISO ways the ISO is written again into the work directory by the same writer, with the
 build's label, kernel arguments and squashfs, the checker's initramfs and the test's console
 arguments (as the network ways write the pxe stage's configurations again for their URL).
@@ -63,6 +69,7 @@ a kernel panic, a failed download, ...) ends it sooner.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -235,6 +242,7 @@ class BootTestResult:
     block_devices: tuple[str, ...] = ()
     problems: tuple[str, ...] = ()
     workdir: Path = Path()
+    http_server: bool = True  # whether boot-test served the artifacts over HTTP (not for an embedded live file)
 
     @property
     def ok(self) -> bool:
@@ -425,14 +433,19 @@ def boot_test(
         _place(initramfs, serve / live.initramfs)
     _place(outdir / live.kernel, serve / live.kernel)
     _place(outdir / live.squashfs, serve / live.squashfs)
+    if live.embedded is not None:
+        _place(outdir / live.embedded, serve / live.embedded)
     if opts.via == "uefi-pxe" and live.efi is not None:
         for name in (live.efi.grub, live.efi.shim):
             if name is not None:
                 _place(outdir / name, serve / name)
     if (outdir / "cloud-init").is_dir():
         shutil.copytree(outdir / "cloud-init", serve / "cloud-init")
-    with httpserve.serve_directory(serve) as server:
-        url = server.guest_url().rstrip("/")
+    # An embedded live file needs no server; a cloud-init seed still does.
+    need_http = live.embedded is None or bool(manifest["boot"].get("cloud_init"))
+    serving = httpserve.serve_directory(serve) if need_http else contextlib.nullcontext(None)
+    with serving as server:
+        url = server.guest_url().rstrip("/") if server is not None else None
         extra = ["console=ttyS0,115200", *opts.kernel_args]
         if manifest["boot"].get("cloud_init"):
             extra.append(f"ds=nocloud-net;s={url}/cloud-init/")
@@ -451,10 +464,13 @@ def boot_test(
             result = qemu.boot(
                 machine, work, timeout=opts.timeout, success=success, accel=_accel(opts), on_line=_BootSteps(stage)
             )
-        requests = server.requests
-    (work / "http.log").write_text("".join(f"{r.method} {r.path} {r.status} {r.bytes_sent}\n" for r in requests))
+        requests = server.requests if server is not None else []
+    if server is not None:
+        (work / "http.log").write_text("".join(f"{r.method} {r.path} {r.status} {r.bytes_sent}\n" for r in requests))
+    else:
+        log.info("boot-test %s via %s: no HTTP server (the live file is embedded)", outdir, opts.via)
     if not opts.checks:
-        return BootTestResult(result, workdir=work)
+        return BootTestResult(result, workdir=work, http_server=server is not None)
     fields, ostree_status, dm_table, blocks = parse_checks(result.console_log)
     uefi = opts.via in UEFI_VIAS
     problems = judge(manifest, fields, ostree_status, dm_table, blocks, uefi=uefi, secure_boot=opts.secure_boot)
@@ -467,6 +483,7 @@ def boot_test(
         block_devices=tuple(blocks),
         problems=tuple(problems),
         workdir=work,
+        http_server=server is not None,
     )
 
 
@@ -524,6 +541,20 @@ def grub_bios_image(tftp_root: Path, config: str, work: Path) -> str:
     return GRUB_BIOS_IMAGE
 
 
+def _initrds(live: LiveBoot, serve: Path) -> Path:
+    """The initrd QEMU's ``-initrd`` loads: the initramfs, or with an embedded live file both initrds
+    in one file, one after the other as a boot loader lays them out (each ends 4-byte aligned)."""
+    if live.embedded is None:
+        return serve / live.initramfs
+    joined = serve / "initrds.img"
+    with open(joined, "wb") as out:
+        for name in live.initrds:
+            with open(serve / name, "rb") as src:
+                shutil.copyfileobj(src, out, 1 << 20)
+            out.write(b"\0" * (-out.tell() % 4))
+    return joined
+
+
 def _accel(opts: BootTestOptions) -> AccelChoice | None:
     return choose_accel(opts.accel) if opts.accel else None
 
@@ -533,15 +564,15 @@ def _machine(
     live: LiveBoot,
     serve: Path,
     pxe_options: PxeOptions,
-    server: httpserve.HttpServer,
+    server: httpserve.HttpServer | None,
     *,
     iso_label: str | None = None,
 ) -> qemu.Machine:
-    url = server.guest_url().rstrip("/")
+    url = server.guest_url().rstrip("/") if server is not None else None
     args = kernel_args(live, pxe_options, url)
-    forwards = (server.forward(),)
+    forwards = (server.forward(),) if server is not None else ()
     if opts.via == "kernel":
-        kernel = qemu.DirectKernel(serve / live.kernel, serve / live.initramfs, " ".join(args))
+        kernel = qemu.DirectKernel(serve / live.kernel, _initrds(live, serve), " ".join(args))
         return qemu.Machine(memory_mib=opts.memory_mib, kernel=kernel, network=True, forwards=forwards)
     if opts.via in ISO_VIAS:
         if iso_label is None:

@@ -432,6 +432,10 @@ def _add_build(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("boot configuration")
     g.add_argument("--url", help="where OUTDIR will be served (http://...): writes pxelinux, iPXE and GRUB configs")
     g.add_argument("--pxe-dir", default="", help="TFTP directory of the kernel and initramfs in pxelinux/GRUB configs")
+    g.add_argument("--embed-rootfs", action="store_true",
+                   help="deliver the live file as a second initrd (live-rootfs.cpio, root=live:/FILE): boots with "
+                   "TFTP or iPXE alone, no HTTP server and no --url (--url only with --cloud-init, for the seed); "
+                   "needs RAM for about twice the live file")  # fmt: skip
     g.add_argument("--kernel-arg", action="append", default=[], metavar="ARG",
                    help="kernel argument for the live system, e.g. rd.live.overlay.size=1024 (repeatable)")  # fmt: skip
     g.add_argument("--no-image-kargs", action="store_true",
@@ -539,6 +543,7 @@ def build_options(args: argparse.Namespace, accel: str | None) -> BuildOptions:
         ),
         iso=IsoOptions(label=args.iso_label) if args.iso or args.iso_label else None,
         efi=EfiOptions(mode=EfiMode(args.efi), source=args.efi_from),
+        embed_rootfs=args.embed_rootfs,
         verify=not args.no_verify,
         workdir=args.workdir,
         keep_workdir=args.keep_workdir,
@@ -600,7 +605,7 @@ def _cmd_boot_test(args: argparse.Namespace, ctx: Context) -> int:
             "ok": result.ok, "outcome": str(result.boot.outcome), "reason": result.boot.reason,
             "seconds": result.boot.seconds, "checks": dict(result.checks), "problems": list(result.problems),
             "ostree_status": list(result.ostree_status), "console_log": str(result.boot.console_log),
-            "last_lines": list(result.boot.last_lines),
+            "last_lines": list(result.boot.last_lines), "http_server": result.http_server,
         }, indent=2))  # fmt: skip
     else:
         print(f"boot-test via {args.via}: {result.summary()}")

@@ -22,6 +22,7 @@ from liveimg.errors import InternalError
 if TYPE_CHECKING:
     from liveimg.dracut import Initrd
     from liveimg.efi import EfiChain
+    from liveimg.embed import Embedded
     from liveimg.fsview import GuestTree
     from liveimg.guest import Guest, ImageFormat
     from liveimg.imageinfo import ImageInfo
@@ -82,6 +83,8 @@ class Build:
     rootfs: Artifact[RootfsImage] = Artifact()  # rootfs: LiveOS/rootfs.img
     live: Artifact[Packed] = Artifact()  # pack: the live file, packed by the layout
     initrd: Artifact[Initrd] = Artifact()  # initramfs
+    embedded: Artifact[Embedded | None] = Artifact()  # embed: the live file as a second initrd (--embed-rootfs)
+    embed_warnings: Artifact[tuple[str, ...]] = Artifact()  # embed: the size limits it passes
     kernel: Artifact[str] = Artifact()  # kernel: its file name in OUTDIR
     efi: Artifact[EfiBoot | None] = Artifact()  # efi: the UEFI network boot chain in OUTDIR
     boot: Artifact[LiveBoot] = Artifact()  # pxe: what the boot configurations were made from

@@ -36,6 +36,7 @@ def describe(ctx: Build) -> dict[str, Any]:
         artifacts[rel] = {"size": path.stat().st_size, "sha256": sha256_file(path)}
     info, options, layout = ctx.info, ctx.options, ctx.layout
     boot, initrd, rootfs, pxe = ctx.boot, ctx.initrd, ctx.rootfs, ctx.pxe
+    embedded = ctx.embedded if ctx.has("embedded") else None
     deployment = info.deployment
     return {
         "liveimg": {"version": __version__},
@@ -91,6 +92,16 @@ def describe(ctx: Build) -> dict[str, Any]:
         "lorax_args": list(pxe.lorax_args),
         "pxe": {"url": options.pxe.url, "pxe_dir": options.pxe.pxe_dir},
         "iso": ctx.iso.manifest() if ctx.has("iso") else None,
+        # --embed-rootfs: the second initrd, the live file's path in it, and the limits it passes.
+        "embed": None
+        if embedded is None
+        else {
+            "file": embedded.file,
+            "path": embedded.path,
+            "size": artifacts[embedded.file]["size"],
+            "sha256": artifacts[embedded.file]["sha256"],
+            "warnings": list(ctx.embed_warnings),
+        },
         "artifacts": artifacts,
         "stages": dict(ctx.timings),
         "warnings": list(info.warnings),

@@ -46,6 +46,7 @@ class BuildOptions:
     pxe: PxeOptions = field(default_factory=PxeOptions)
     iso: IsoOptions | None = None  # --iso: a live ISO too
     efi: EfiOptions = field(default_factory=EfiOptions)  # the UEFI network boot chain (--efi, --efi-from)
+    embed_rootfs: bool = False  # the live file as a second initrd, root=live:/<file> (liveimg.embed)
     verify: bool = True  # the live initramfs checks the live file's size and sha256 (liveimg.liveverify)
     workdir: Path | None = None
     keep_workdir: bool = False

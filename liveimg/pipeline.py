@@ -12,6 +12,7 @@ of the ones before it from the context and adds its own::
     pack       the live file, packed by the layout (the squashfs or the erofs stage)
     initramfs  initramfs-<kver>.img by the image's dracut, the layout's hooks appended, and
                liveimg's livenetroot with the live file's size and sha256 (liveimg.liveverify)
+    embed      with --embed-rootfs: live-rootfs.cpio, the live file as a second initrd (liveimg.embed)
     kernel     vmlinuz-<kver>, copied out of rootfs.img (the dracut stage, with initramfs)
     efi        the UEFI network boot chain (shim, network GRUB), copied out of rootfs.img (or --efi-from)
     pxe        PXE_CONFIG, the ready boot configurations, the cloud-init seed
@@ -38,13 +39,26 @@ from pathlib import Path
 
 from liveimg import cancel
 from liveimg.context import Build, BuildResult
-from liveimg.errors import Cancelled, HostError, InvalidImage, signal_name
+from liveimg.errors import Cancelled, HostError, InvalidImage, InvalidOptions, signal_name
 from liveimg.layouts import Layout, get_layout
 from liveimg.liveverify import DRACUT_INSTALL
 from liveimg.options import BuildOptions
 from liveimg.outdir import OutdirTransaction
 from liveimg.progress import Progress
-from liveimg.stages import appliance, efi, guest, initramfs, iso, kernel, manifest, pack, preflight, pxe, rootfs
+from liveimg.stages import (
+    appliance,
+    efi,
+    embed,
+    guest,
+    initramfs,
+    iso,
+    kernel,
+    manifest,
+    pack,
+    preflight,
+    pxe,
+    rootfs,
+)
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +72,7 @@ STAGES: tuple[Stage, ...] = (
     rootfs.run,
     pack.run,
     initramfs.run,
+    embed.run,
     kernel.run,
     efi.run,
     pxe.run,
@@ -132,12 +147,34 @@ def _check_options(opts: BuildOptions) -> tuple[BuildOptions, Layout]:
     layout = get_layout(opts.rootfs_type)
     layout.check(opts)
     opts.efi.check()
+    check_embed(opts)
     # The live initramfs's check of the live file needs sha256sum and tee (liveimg.liveverify).
     extra = (*(DRACUT_INSTALL if opts.verify else ()), *layout.dracut_args)
     if extra:
         dracut = dataclasses.replace(opts.dracut, extra_args=(*opts.dracut.extra_args, *extra))
         opts = dataclasses.replace(opts, dracut=dracut)
     return opts, layout
+
+
+def check_embed(opts: BuildOptions) -> None:
+    """``--embed-rootfs`` with what it does not go with refused (:class:`InvalidOptions`).
+
+    Nothing is fetched over HTTP then but a cloud-init seed: ``--url`` says only where that is
+    served, and without ``--cloud-init`` it would name a server the boot never asks.  The live
+    ISO carries the live file itself, so the two together are refused rather than half-done.
+    """
+    if not opts.embed_rootfs:
+        return
+    if opts.iso is not None:
+        raise InvalidOptions(
+            "--embed-rootfs and --iso cannot be used together",
+            hint="the ISO carries the live file itself: build it without --embed-rootfs",
+        )
+    if opts.pxe.url is not None and opts.pxe.cloud_init is None:
+        raise InvalidOptions(
+            "--url means nothing with --embed-rootfs: the live file comes with the initramfs",
+            hint="leave --url out (it is only where a --cloud-init seed is served)",
+        )
 
 
 def _check_input(image: Path) -> Path:

@@ -3,6 +3,7 @@ would boot with its TFTP root (no VM here)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -371,3 +372,42 @@ def test_the_checker_reads_the_secure_boot_variables_last_byte(tmp_path: Path) -
                               f"sb={variable}")  # fmt: skip
         out = subprocess.run(["sh", "-c", shell + 'echo "$state"'], capture_output=True, text=True, check=True)
         assert out.stdout.strip() == state
+
+
+# --- an embedded live file (--embed-rootfs): no HTTP server ----------------------------------------
+
+EMBEDDED = dataclasses.replace(LIVE, embedded="live-rootfs.cpio")
+
+
+def _served_embedded(tmp_path: Path) -> Path:
+    serve = _served(tmp_path)
+    (serve / INITRAMFS).write_bytes(b"initramfs")  # 9 bytes: the next initrd starts at 12
+    (serve / "live-rootfs.cpio").write_bytes(b"070701 the live file")
+    return serve
+
+
+def test_an_embedded_pxelinux_boot_has_no_server_and_nothing_forwarded(tmp_path: Path) -> None:
+    need_file(PXELINUX, "pxelinux")
+    need_file(LDLINUX, "syslinux-common")
+    serve = _served_embedded(tmp_path)
+    machine = _machine(BootTestOptions(via="pxelinux"), EMBEDDED, serve, PxeOptions(), None)
+    assert machine.forwards == () and machine.netboot == NetworkBoot(serve, "pxelinux.0")
+    append = dict(pxelinux_directives((serve / "pxelinux.cfg/default").read_text()))["append"].split()
+    assert append[:2] == [f"initrd={INITRAMFS},live-rootfs.cpio", f"root=live:/{SQUASHFS_NAME}"]
+    assert not any("://" in arg for arg in append)
+
+
+def test_an_embedded_ipxe_boot_loads_both_initrds_from_where_its_script_came(tmp_path: Path) -> None:
+    serve = _served_embedded(tmp_path)
+    machine = _machine(BootTestOptions(via="ipxe"), EMBEDDED, serve, PxeOptions(), None)
+    assert machine.forwards == () and machine.netboot == NetworkBoot(serve, "boot.ipxe")
+    commands = ipxe_commands((serve / "boot.ipxe").read_text())
+    assert commands[2:4] == [["initrd", INITRAMFS], ["initrd", "live-rootfs.cpio"]]
+
+
+def test_an_embedded_kernel_boot_gives_qemu_both_initrds_in_one_file(tmp_path: Path) -> None:
+    serve = _served_embedded(tmp_path)
+    machine = _machine(BootTestOptions(via="kernel"), EMBEDDED, serve, PxeOptions(), None)
+    assert machine.forwards == () and machine.kernel is not None and machine.kernel.initrd is not None
+    assert machine.kernel.initrd.read_bytes() == b"initramfs" + b"\0" * 3 + b"070701 the live file"
+    assert machine.kernel.append.startswith(f"root=live:/{SQUASHFS_NAME} rd.live.image")

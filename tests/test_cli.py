@@ -333,3 +333,23 @@ def test_uefi_pxe_of_a_build_without_efi_says_rebuild(tmp_path: Path, capsys: py
     err = capsys.readouterr().err
     assert status == cli.EXIT_FAILURE and err.count("\n") == 1
     assert err.startswith(f"liveimg: error: {out} has no UEFI network boot chain") and "rebuild it with --efi" in err
+
+
+def test_embed_rootfs_reaches_the_build_options() -> None:
+    parse = cli.build_parser().parse_args
+    assert cli.build_options(parse(["build", "img", "-o", "out"]), None).embed_rootfs is False
+    options = cli.build_options(parse(["build", "img", "-o", "out", "--embed-rootfs"]), None)
+    assert options.embed_rootfs is True and options.pxe.url is None
+
+
+@pytest.mark.parametrize("served", [True, False])
+def test_boot_test_json_says_whether_an_http_server_ran(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], served: bool
+) -> None:
+    from liveimg.boottest import BootTestResult
+    from liveimg.console import BootResult, Outcome
+
+    boot = BootResult(Outcome.SUCCESS, "checks", 1.0, tmp_path / "console.log")
+    monkeypatch.setattr(cli, "boot_test", lambda *args: BootTestResult(boot, http_server=served))
+    assert cli.main(["boot-test", str(tmp_path), "--json"]) == cli.EXIT_OK
+    assert json.loads(capsys.readouterr().out)["http_server"] is served

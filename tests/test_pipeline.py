@@ -15,17 +15,32 @@ import pytest
 
 from liveimg import pipeline
 from liveimg.errors import HostError, InternalError, InvalidOptions
+from liveimg.iso import IsoOptions
 from liveimg.options import BuildOptions
 from liveimg.pipeline import build
-from liveimg.stages import appliance, efi, guest, initramfs, iso, kernel, manifest, pack, preflight, pxe, rootfs
+from liveimg.pxe import CloudInitSeed, PxeOptions
+from liveimg.stages import (
+    appliance,
+    efi,
+    embed,
+    guest,
+    initramfs,
+    iso,
+    kernel,
+    manifest,
+    pack,
+    preflight,
+    pxe,
+    rootfs,
+)
 from tests.stages import standins
 from tests.support import need
 
 
 def test_the_stages_run_in_this_order() -> None:
     assert (
-        appliance.run, guest.run, preflight.run, rootfs.run, pack.run, initramfs.run, kernel.run, efi.run, pxe.run,
-        iso.run, manifest.run,
+        appliance.run, guest.run, preflight.run, rootfs.run, pack.run, initramfs.run, embed.run, kernel.run, efi.run,
+        pxe.run, iso.run, manifest.run,
     ) == pipeline.STAGES  # fmt: skip
 
 
@@ -34,6 +49,27 @@ def test_an_unknown_rootfs_type_is_refused_before_anything_is_touched(tmp_path: 
         build(tmp_path / "disk.raw", tmp_path / "out", BuildOptions(rootfs_type="ext4"))
     assert str(excinfo.value) == "unknown rootfs type 'ext4' (choose one of squashfs-ext4, squashfs, erofs)"
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"iso": IsoOptions()}, "--embed-rootfs and --iso cannot be used together"),
+        ({"pxe": PxeOptions(url="http://pxe.example.com/live")}, "--url means nothing with --embed-rootfs"),
+    ],
+)
+def test_embed_rootfs_with_what_it_does_not_go_with_is_refused_before_anything_is_touched(
+    tmp_path: Path, options: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(InvalidOptions, match=message):
+        build(tmp_path / "disk.raw", tmp_path / "out", BuildOptions(embed_rootfs=True, **options))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_embed_rootfs_takes_a_url_for_the_cloud_init_seed() -> None:
+    pxe_options = PxeOptions(url="http://pxe.example.com/live", cloud_init=CloudInitSeed())
+    pipeline.check_embed(BuildOptions(embed_rootfs=True, pxe=pxe_options))
+    pipeline.check_embed(BuildOptions(iso=IsoOptions(), pxe=PxeOptions(url="http://pxe.example.com/live")))
 
 
 def test_the_flat_layout_refuses_mksquashfs_before_anything_is_touched(tmp_path: Path) -> None:

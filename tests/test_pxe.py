@@ -387,3 +387,69 @@ def test_the_uefi_chain_is_read_back_from_the_manifest() -> None:
     hostile["efi"]["configs"] = ["../../etc/grub.cfg"]
     with pytest.raises(InvalidImage, match="is not a plain relative path"):
         live_boot({"boot": hostile})
+
+
+# --- --embed-rootfs: the live file as a second initrd ----------------------------------------------
+
+EMBEDDED = dataclasses.replace(BOOT, embedded="live-rootfs.cpio")
+
+
+def test_embedded_configs_load_both_initrds_with_no_url(tmp_path: Path) -> None:
+    result = pxe.write_pxe(tmp_path, EMBEDDED, PxeOptions(pxe_dir="images"))
+    args = [
+        "root=live:/live-rootfs.squashfs.img", "rd.live.image", f"ostree={OSTREE}", "rw", "console=ttyS0,115200",
+        "quiet",
+    ]  # fmt: skip
+    assert list(result.kernel_args) == args
+    line = " ".join(args)
+    directives = pxelinux_directives((tmp_path / "pxelinux.cfg/default").read_text())
+    assert ("append", f"initrd=images/initramfs-6.1.0-9-amd64.img,images/live-rootfs.cpio {line}") in directives
+    # iPXE: names relative to the script's own URL (TFTP or HTTP), one initrd= and one initrd line each
+    assert ipxe_commands((tmp_path / "boot.ipxe").read_text())[1:] == [
+        ["kernel", "vmlinuz-6.1.0-9-amd64", "initrd=initramfs-6.1.0-9-amd64.img", "initrd=live-rootfs.cpio", *args],
+        ["initrd", "initramfs-6.1.0-9-amd64.img"],
+        ["initrd", "live-rootfs.cpio"],
+        ["boot"],
+    ]
+    grub = tmp_path / "grub.cfg"
+    assert "    initrd /images/initramfs-6.1.0-9-amd64.img /images/live-rootfs.cpio\n" in grub.read_text()
+    need("grub-script-check")
+    assert grub_script_check(grub) == ""
+    lorax = (tmp_path / "PXE_CONFIG").read_text().splitlines()
+    assert lorax[2] == (
+        "append initrd=<PXE_DIR>/initramfs-6.1.0-9-amd64.img,<PXE_DIR>/live-rootfs.cpio "
+        f"root=live:/live-rootfs.squashfs.img ostree={OSTREE}"
+    )
+    assert any("no HTTP server is needed" in line for line in lorax[3:])
+
+
+def test_grub_runs_both_initrds_of_an_embedded_boot(tmp_path: Path) -> None:
+    need("grub-emu")
+    pxe.write_pxe(tmp_path, EMBEDDED, PxeOptions())
+    _, commands = grub_emu_boot(tmp_path / "grub.cfg", tmp_path / "emu")
+    assert ["initrd", "/initramfs-6.1.0-9-amd64.img", "/live-rootfs.cpio"] in commands
+
+
+def test_an_embedded_boot_with_a_seed_brings_the_network_up_for_it(tmp_path: Path) -> None:
+    opts = PxeOptions(url="http://10.0.2.100:8080/live", cloud_init=CloudInitSeed(hostname="node1"))
+    result = pxe.write_pxe(tmp_path, EMBEDDED, opts)
+    assert result.kernel_args[:3] == ("root=live:/live-rootfs.squashfs.img", "rd.live.image", "ip=dhcp")
+    assert "ds=nocloud-net;s=http://10.0.2.100:8080/live/cloud-init/" in result.kernel_args
+    # the kernel and initrds still come from where iPXE got its script, not from the seed's server
+    seed = "ds=nocloud-net;s=http://10.0.2.100:8080/live/cloud-init/"
+    assert "http://" not in (tmp_path / "boot.ipxe").read_text().replace(seed, "")
+
+
+def test_the_embedded_initrd_is_read_back_from_the_manifest() -> None:
+    from liveimg.manifest import jsonable, live_boot
+
+    manifest = {"boot": jsonable(dataclasses.asdict(EMBEDDED))}
+    assert live_boot(manifest) == EMBEDDED
+    manifest["boot"]["embedded"] = "../etc/passwd"
+    with pytest.raises(InvalidImage, match="the embedded live image's initrd"):
+        live_boot(manifest)
+
+
+def test_a_network_boot_without_url_or_embedding_is_refused() -> None:
+    with pytest.raises(InvalidOptions, match="needs --url"):
+        pxe.kernel_args(BOOT, PxeOptions(), None)

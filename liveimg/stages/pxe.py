@@ -23,6 +23,7 @@ def run(ctx: Build) -> None:
         squashfs=ctx.layout.file_name,
         seed_id=ctx.input_digest.result(),
         efi=ctx.efi,
+        embedded=ctx.embedded.file if ctx.has("embedded") and ctx.embedded is not None else None,
     )
     with ctx.stage("pxe"), ctx.progress.stage("pxe"):
         ctx.pxe = write_pxe(ctx.txn.out, ctx.boot, ctx.options.pxe)
