@@ -13,6 +13,10 @@ nothing else), and boots one of these ways:
     The NIC's iPXE ROM runs the generated ``boot.ipxe``: kernel and initramfs over HTTP.
 ``kernel``
     QEMU's ``-kernel``/``-initrd`` with the same command line (no firmware network boot).
+
+A build for an ``nbd://`` URL (:mod:`liveimg.livenbd`) reads the squashfs over NBD instead:
+``qemu-nbd`` exports it on 127.0.0.1 (:mod:`liveimg.nbdserve`), which the guest reaches as
+``nbd://10.0.2.100:10809/<file>``.
 ``disk``
     No network: the squashfs is attached as a read-only disk and ``root=live:/dev/vda``.
 ``iso-bios``
@@ -63,6 +67,7 @@ a kernel panic, a failed download, ...) ends it sooner.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -74,7 +79,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
 
-from liveimg import console, httpserve, qemu
+from liveimg import bootsyntax, console, httpserve, qemu
 from liveimg import run as runner
 from liveimg.accel import AccelChoice, choose_accel
 from liveimg.bootsyntax import GrubConfig
@@ -82,6 +87,7 @@ from liveimg.dracut import EmbeddedFile, append_cpio, hook_dir
 from liveimg.errors import HostError, InternalError, InvalidOptions
 from liveimg.iso import ISO_NAME, build_iso, label_of
 from liveimg.manifest import live_boot, read_manifest
+from liveimg.nbdserve import NbdServer
 from liveimg.progress import Progress, StageProgress
 from liveimg.pxe import LiveBoot, PxeOptions, arg_key, kernel_args, write_pxe
 
@@ -431,8 +437,13 @@ def boot_test(
                 _place(outdir / name, serve / name)
     if (outdir / "cloud-init").is_dir():
         shutil.copytree(outdir / "cloud-init", serve / "cloud-init")
-    with httpserve.serve_directory(serve) as server:
-        url = server.guest_url().rstrip("/")
+    build_url = (manifest.get("pxe") or {}).get("url")
+    with httpserve.serve_directory(serve) as server, contextlib.ExitStack() as servers:
+        nbd = None
+        if isinstance(build_url, str) and bootsyntax.is_nbd(build_url):
+            # An nbd:// build reads the live file over NBD: a real NBD server exports it (liveimg.livenbd).
+            nbd = servers.enter_context(NbdServer(serve / live.squashfs, live.squashfs, work / "qemu-nbd.log"))
+        url = (nbd or server).guest_url().rstrip("/")
         extra = ["console=ttyS0,115200", *opts.kernel_args]
         if manifest["boot"].get("cloud_init"):
             extra.append(f"ds=nocloud-net;s={url}/cloud-init/")
@@ -444,7 +455,7 @@ def boot_test(
             keep_image_args=bool(manifest["boot"].get("keep_image_args", True)),
         )
         args = kernel_args(live, pxe_options, url)
-        machine = _machine(opts, live, serve, pxe_options, server, iso_label=label_of(manifest))
+        machine = _machine(opts, live, serve, pxe_options, server, iso_label=label_of(manifest), nbd=nbd)
         success = [CHECKS_DONE] if opts.checks else list(console.DEFAULT_SUCCESS)
         log.info("boot-test %s via %s: %s", outdir, opts.via, " ".join(args))
         with progress.stage(f"boot via {opts.via}", total=len(BOOT_STEPS), unit="steps") as stage:
@@ -536,10 +547,11 @@ def _machine(
     server: httpserve.HttpServer,
     *,
     iso_label: str | None = None,
+    nbd: NbdServer | None = None,
 ) -> qemu.Machine:
-    url = server.guest_url().rstrip("/")
+    url = (nbd or server).guest_url().rstrip("/")
     args = kernel_args(live, pxe_options, url)
-    forwards = (server.forward(),)
+    forwards = (server.forward(), *((nbd.forward(),) if nbd is not None else ()))
     if opts.via == "kernel":
         kernel = qemu.DirectKernel(serve / live.kernel, serve / live.initramfs, " ".join(args))
         return qemu.Machine(memory_mib=opts.memory_mib, kernel=kernel, network=True, forwards=forwards)
