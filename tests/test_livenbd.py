@@ -19,7 +19,7 @@ from liveimg import pipeline
 from liveimg.console import DEFAULT_FAILURES
 from liveimg.errors import InvalidImage
 from liveimg.fsview import GuestTree, HostFS
-from liveimg.livenbd import CMDLINE_HOOK, DRACUT_INSTALL, LIVENBDROOT, MESSAGES, check_image
+from liveimg.livenbd import CMDLINE_HOOK, DRACUT_INSTALL, GENERATOR, LIVENBDROOT, MESSAGES, check_image
 from liveimg.liveverify import TIMEOUT_HOOK, verify_line
 from liveimg.options import BuildOptions
 from liveimg.pxe import PxeOptions
@@ -278,3 +278,30 @@ def test_an_image_without_nbd_client_is_refused_in_one_line(tmp_path: Path) -> N
     (tmp_path / "usr/sbin/nbd-client").write_text("#!/bin/sh\n")
     (tmp_path / "usr/sbin/nbd-client").chmod(0o755)
     check_image(tree)
+
+
+def _generator(tmp_path: Path, cmdline: str) -> Path:
+    root, env = _root(tmp_path, cmdline, IMAGE, None)
+    lib = root / "lib/dracut-lib.sh"
+    lib.write_text(lib.read_text() + 'getargbool() { _v=$(getarg "$2=") || return 1; [ "$_v" != 0 ]; }\n')
+    script = tmp_path / "generator"
+    script.write_text(GENERATOR)
+    env["PATH"] += ":" + os.path.dirname(_shell("mkdir"))
+    out = tmp_path / "units"
+    subprocess.run([_shell("sh"), "-c", f'. "{lib}"; . {script}', "generator", "/n", str(out), "/l"],
+                   check=True, env=env, timeout=60)  # fmt: skip
+    return out
+
+
+def test_the_generator_mounts_the_live_root_made_of_the_nbd_device(tmp_path: Path) -> None:
+    units = _generator(tmp_path / "a", f"root=live:{URL} rootflags=noatime")
+    assert (units / "sysroot.mount").read_text() == (
+        "[Unit]\nBefore=initrd-root-fs.target\n[Mount]\nWhere=/sysroot\nWhat=/dev/mapper/live-rw\nOptions=noatime\n"
+    )
+    assert "JobTimeoutSec=3000" in (units / "dev-mapper-live\\x2drw.device.d/timeout.conf").read_text()
+    overlay = _generator(tmp_path / "b", f"root=live:{URL} rd.live.overlay.overlayfs=1")
+    assert (
+        "What=LiveOS_rootfs\nType=overlay\nOptions=lowerdir=/run/rootfsbase,upperdir=/run/overlayfs,"
+        in (overlay / "sysroot.mount").read_text()
+    )
+    assert not _generator(tmp_path / "c", "root=live:http://h/live.img").exists()
