@@ -13,10 +13,6 @@ nothing else), and boots one of these ways:
     The NIC's iPXE ROM runs the generated ``boot.ipxe``: kernel and initramfs over HTTP.
 ``kernel``
     QEMU's ``-kernel``/``-initrd`` with the same command line (no firmware network boot).
-
-A build for an ``nbd://`` URL (:mod:`liveimg.livenbd`) reads the squashfs over NBD instead:
-``qemu-nbd`` exports it on 127.0.0.1 (:mod:`liveimg.nbdserve`), which the guest reaches as
-``nbd://10.0.2.100:10809/<file>``.
 ``disk``
     No network: the squashfs is attached as a read-only disk and ``root=live:/dev/vda``.
 ``iso-bios``
@@ -45,6 +41,10 @@ A build for an ``nbd://`` URL (:mod:`liveimg.livenbd`) reads the squashfs over N
     writes (again for the test URL), where it writes it (``grub.cfg``, or the first of the UEFI
     chain's ``configs``), and loads the kernel and initramfs over TFTP (or HTTP, as that file
     says); dracut's livenet fetches the squashfs over HTTP.
+
+A build for an ``nbd://`` URL (:mod:`liveimg.livenbd`) reads the squashfs over NBD (the network ways):
+``qemu-nbd`` exports it on 127.0.0.1 (:mod:`liveimg.nbdserve`), which the guest reaches as
+``nbd://10.0.2.100:10809/<file>``.
 
 For the ISO ways the ISO is written again into the work directory by the same writer, with the
 build's label, kernel arguments and squashfs, the checker's initramfs and the test's console
