@@ -175,7 +175,15 @@ def ostree_path(value: str) -> str:
     return value
 
 
-_SCHEMES = ("http", "https", "ftp", "tftp", "nfs", "nfs4")
+_SCHEMES = ("http", "https", "ftp", "tftp", "nfs", "nfs4", "nbd")
+#: The port of an ``nbd://`` URL that names none (IANA's for NBD).
+NBD_PORT = 10809
+#: ``nbd://HOST[:PORT][/PATH]``: no user information, no ``%`` (the live initramfs hands the
+#: export name to nbd-client as it is, undecoded).
+_NBD_URL = re.compile(
+    r"nbd://(?P<host>[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::(?P<port>[0-9]{1,5}))?"
+    r"(?P<path>(?:/[A-Za-z0-9._~!=+,:@-]*)*)"
+)
 _URL = re.compile(
     r"(?P<scheme>[a-z0-9]+)://"
     r"(?P<host>(?:[A-Za-z0-9._~%!=+,-]+(?::[A-Za-z0-9._~%!=+,-]*)?@)?"  # userinfo, as ftp takes it
@@ -189,7 +197,8 @@ def base_url(url: str) -> str:
 
     Names are appended to it (``<URL>/live-rootfs.squashfs.img``), so it has no query or
     fragment; it has none of the characters a configuration syntax reads specially (blanks,
-    quotes, ``\\``, ``$``, ``&``, ``;``, ``#``, ...); ``%`` only as a ``%XX`` escape.
+    quotes, ``\\``, ``$``, ``&``, ``;``, ``#``, ...); ``%`` only as a ``%XX`` escape.  An
+    ``nbd://HOST[:PORT][/PATH]`` URL (:func:`nbd_export`) has no user information and no ``%``.
     """
     match = _URL.fullmatch(url)
     if (
@@ -197,13 +206,40 @@ def base_url(url: str) -> str:
         or match.group("scheme") not in _SCHEMES
         or re.search(r"%(?![0-9A-Fa-f]{2})", url)
         or len(url) > MAX_CMDLINE // 2
+        or (match.group("scheme") == "nbd" and _nbd_parts(url) is None)
     ):
         raise InvalidOptions(
             f"invalid --url {_show(url)}",
-            hint="give the http(s), ftp, tftp or nfs URL of a directory: no blanks, quotes, query or "
-            "fragment; percent-encode other characters",
+            hint="give the http(s), ftp, tftp, nfs or nbd URL of a directory: no blanks, quotes, query or "
+            "fragment; percent-encode other characters (nbd: none, and no user)",
         )
     return url.rstrip("/")
+
+
+def is_nbd(url: str) -> bool:
+    """Whether ``url`` is an ``nbd://`` URL: the live initramfs reads the live file as a block device."""
+    return url.startswith("nbd://")
+
+
+def _nbd_parts(url: str) -> tuple[str, int, str] | None:
+    match = _NBD_URL.fullmatch(url)
+    if match is None:
+        return None
+    port = int(match.group("port") or NBD_PORT)
+    if not 0 < port < 65536:
+        return None
+    return match.group("host").strip("[]"), port, match.group("path").strip("/")
+
+
+def nbd_export(url: str) -> tuple[str, int, str]:
+    """``nbd://HOST[:PORT]/EXPORT`` (the live file's URL, ``<--url>/<file>``) as (host, port, export name).
+
+    The export name is the path without its leading ``/``; an IPv6 host loses its brackets.
+    """
+    parts = _nbd_parts(url)
+    if parts is None or not parts[2]:
+        raise InvalidOptions(f"invalid NBD URL {_show(url)}", hint="give nbd://HOST[:PORT]/EXPORT")
+    return parts
 
 
 # --- the kernel command line ----------------------------------------------------------------------
@@ -494,6 +530,7 @@ def single_line(value: str, *, what: str) -> str:
 __all__ = [
     "MAX_CMDLINE",
     "MAX_ISO_LABEL",
+    "NBD_PORT",
     "GrubConfig",
     "IpxeScript",
     "PxelinuxConfig",
@@ -507,6 +544,7 @@ __all__ = [
     "hostname",
     "ipxe_words",
     "is_kernel_version",
+    "is_nbd",
     "is_plain_name",
     "iso_label",
     "iso_label_from",
@@ -516,6 +554,7 @@ __all__ = [
     "kernel_args",
     "kernel_version",
     "label",
+    "nbd_export",
     "ostree_path",
     "single_line",
     "tftp_dir",

@@ -48,6 +48,10 @@ its script's relative names resolve to TFTP too), and ``kernel`` gives QEMU the 
 as one file, as a boot loader lays them out.  The server is started only for a cloud-init seed;
 :attr:`BootTestResult.http_server` says whether it was.
 
+A build for an ``nbd://`` URL (:mod:`liveimg.livenbd`) reads the squashfs over NBD (the network ways):
+``qemu-nbd`` exports it on 127.0.0.1 (:mod:`liveimg.nbdserve`), which the guest reaches as
+``nbd://10.0.2.100:10809/<file>``.
+
 For the ISO ways the ISO is written again into the work directory by the same writer, with the
 build's label, kernel arguments and squashfs, the checker's initramfs and the test's console
 arguments (as the network ways write the pxe stage's configurations again for their URL).
@@ -81,7 +85,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
 
-from liveimg import console, httpserve, qemu
+from liveimg import bootsyntax, console, httpserve, qemu
 from liveimg import run as runner
 from liveimg.accel import AccelChoice, choose_accel
 from liveimg.bootsyntax import GrubConfig
@@ -89,6 +93,7 @@ from liveimg.dracut import EmbeddedFile, append_cpio, hook_dir
 from liveimg.errors import HostError, InternalError, InvalidOptions
 from liveimg.iso import ISO_NAME, build_iso, label_of
 from liveimg.manifest import live_boot, read_manifest
+from liveimg.nbdserve import NbdServer
 from liveimg.progress import Progress, StageProgress
 from liveimg.pxe import LiveBoot, PxeOptions, arg_key, kernel_args, write_pxe
 
@@ -444,8 +449,14 @@ def boot_test(
     # An embedded live file needs no server; a cloud-init seed still does.
     need_http = live.embedded is None or bool(manifest["boot"].get("cloud_init"))
     serving = httpserve.serve_directory(serve) if need_http else contextlib.nullcontext(None)
-    with serving as server:
-        url = server.guest_url().rstrip("/") if server is not None else None
+    build_url = (manifest.get("pxe") or {}).get("url")
+    with serving as server, contextlib.ExitStack() as servers:
+        nbd = None
+        if isinstance(build_url, str) and bootsyntax.is_nbd(build_url):
+            # An nbd:// build reads the live file over NBD: a real NBD server exports it (liveimg.livenbd).
+            nbd = servers.enter_context(NbdServer(serve / live.squashfs, live.squashfs, work / "qemu-nbd.log"))
+        guest_server = nbd or server
+        url = guest_server.guest_url().rstrip("/") if guest_server is not None else None
         extra = ["console=ttyS0,115200", *opts.kernel_args]
         if manifest["boot"].get("cloud_init"):
             extra.append(f"ds=nocloud-net;s={url}/cloud-init/")
@@ -457,7 +468,7 @@ def boot_test(
             keep_image_args=bool(manifest["boot"].get("keep_image_args", True)),
         )
         args = kernel_args(live, pxe_options, url)
-        machine = _machine(opts, live, serve, pxe_options, server, iso_label=label_of(manifest))
+        machine = _machine(opts, live, serve, pxe_options, server, iso_label=label_of(manifest), nbd=nbd)
         success = [CHECKS_DONE] if opts.checks else list(console.DEFAULT_SUCCESS)
         log.info("boot-test %s via %s: %s", outdir, opts.via, " ".join(args))
         with progress.stage(f"boot via {opts.via}", total=len(BOOT_STEPS), unit="steps") as stage:
@@ -567,10 +578,12 @@ def _machine(
     server: httpserve.HttpServer | None,
     *,
     iso_label: str | None = None,
+    nbd: NbdServer | None = None,
 ) -> qemu.Machine:
-    url = server.guest_url().rstrip("/") if server is not None else None
+    guest_server = nbd or server
+    url = guest_server.guest_url().rstrip("/") if guest_server is not None else None
     args = kernel_args(live, pxe_options, url)
-    forwards = (server.forward(),) if server is not None else ()
+    forwards = tuple(s.forward() for s in (server, nbd) if s is not None)
     if opts.via == "kernel":
         kernel = qemu.DirectKernel(serve / live.kernel, _initrds(live, serve), " ".join(args))
         return qemu.Machine(memory_mib=opts.memory_mib, kernel=kernel, network=True, forwards=forwards)

@@ -430,7 +430,11 @@ def _add_build(parser: argparse.ArgumentParser) -> None:
                    help="do not have the initramfs check the live image's size and sha256 against this "
                    "build's before mounting it (it still says in one line why a download failed)")  # fmt: skip
     g = parser.add_argument_group("boot configuration")
-    g.add_argument("--url", help="where OUTDIR will be served (http://...): writes pxelinux, iPXE and GRUB configs")
+    g.add_argument(
+        "--url",
+        help="where OUTDIR will be served (http://...): writes pxelinux, iPXE and GRUB "
+        "configs; nbd://HOST[:PORT][/PATH]: the live file is read over NBD",
+    )
     g.add_argument("--pxe-dir", default="", help="TFTP directory of the kernel and initramfs in pxelinux/GRUB configs")
     g.add_argument("--embed-rootfs", action="store_true",
                    help="deliver the live file as a second initrd (live-rootfs.cpio, root=live:/FILE): boots with "

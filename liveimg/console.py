@@ -84,8 +84,8 @@ DEFAULT_FAILURES: tuple[Pattern, ...] = (
     # liveimg's livenetroot (liveimg.liveverify): before download-failed, whose curl pattern its lines may quote.
     Pattern(
         "image-verify",
-        r"liveimg: (?:the server answered \d{3} for |the download of \S+ is short|\S+ is not this build's live image"
-        r"|the network never came up|cannot (?:download|store|check) )",
+        r"liveimg: (?:the server answered \d{3} for |the (?:download of|export) \S+ is short"
+        r"|\S+ is not this build's live image|the network never came up|cannot (?:download|store|check|attach) )",
     ),
     Pattern("download-failed", r"failed to download live image|Failed to download|curl: \(\d+\)"),
     Pattern("no-bootable-device", r"No bootable device|Could not boot from|PXE-E\d\d|Boot failed: could not read"),

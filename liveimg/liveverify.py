@@ -75,6 +75,9 @@ liveimg_stop() {
 }
 """
 
+#: The shell functions liveimg's initramfs scripts share (``liveimg_log``, ``liveimg_stop``; ``$P``, ``$STARTED``).
+COMMON = _COMMON
+
 #: /sbin/livenetroot, replaced: ``livenetroot IFACE livenet:<URL>`` (from dracut's netroot).
 LIVENETROOT = (
     r"""#!/bin/sh
@@ -218,7 +221,7 @@ TIMEOUT_HOOK = (
     + r"""
 _root=$(getarg root=)
 case "$_root" in
-    live:http://* | live:https://* | live:ftp://* | live:tftp://*) ;;
+    live:http://* | live:https://* | live:ftp://* | live:tftp://* | live:nbd://*) ;;
     *) exit 0 ;;
 esac
 [ -e "$STARTED" ] && exit 0
@@ -279,6 +282,7 @@ def initramfs_files(initramfs: Path, workdir: Path, expected: tuple[int, str] | 
 
 
 __all__ = [
+    "COMMON",
     "DRACUT_INSTALL",
     "LIVENETROOT",
     "MESSAGES",

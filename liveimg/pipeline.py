@@ -37,7 +37,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from liveimg import cancel
+from liveimg import cancel, livenbd
 from liveimg.context import Build, BuildResult
 from liveimg.errors import Cancelled, HostError, InvalidImage, InvalidOptions, signal_name
 from liveimg.layouts import Layout, get_layout
@@ -150,6 +150,8 @@ def _check_options(opts: BuildOptions) -> tuple[BuildOptions, Layout]:
     check_embed(opts)
     # The live initramfs's check of the live file needs sha256sum and tee (liveimg.liveverify).
     extra = (*(DRACUT_INSTALL if opts.verify else ()), *layout.dracut_args)
+    if livenbd.wanted(opts.pxe.url):  # the live file over NBD: nbd-client and the nbd module
+        extra += livenbd.DRACUT_INSTALL
     if extra:
         dracut = dataclasses.replace(opts.dracut, extra_args=(*opts.dracut.extra_args, *extra))
         opts = dataclasses.replace(opts, dracut=dracut)

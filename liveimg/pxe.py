@@ -20,6 +20,10 @@ pxelinux, two ``initrd`` lines and two ``initrd=`` names for iPXE, whose names a
 to the script's own URL, TFTP or HTTP; ``initrd a b`` for GRUB), and ``root=live:/<live file>``
 names it inside the initramfs; ``ip=dhcp`` only comes with a cloud-init seed's URL.
 
+With an ``nbd://HOST[:PORT][/PATH]`` URL the live file is read over NBD (:mod:`liveimg.livenbd`):
+the server exports it as ``PATH/live-rootfs.squashfs.img`` (``PXE_CONFIG`` says how); there is no
+``boot.ipxe`` (iPXE would fetch the kernel from that URL) and no cloud-init seed.
+
 And, when asked, a cloud-init NoCloud seed (``cloud-init/meta-data``, ``user-data``,
 ``vendor-data``) with ``ds=nocloud-net;s=<URL>/cloud-init/`` on the command line.
 
@@ -173,6 +177,11 @@ class PxeOptions:
     def __post_init__(self) -> None:
         if self.url is not None:
             object.__setattr__(self, "url", check_url(self.url))
+            if bootsyntax.is_nbd(self.url) and self.cloud_init is not None:
+                raise InvalidOptions(
+                    "a cloud-init seed is fetched over HTTP: it cannot be served at an nbd:// --url",
+                    hint="leave the --ci-* options out, or give an http:// --url",
+                )
         object.__setattr__(self, "pxe_dir", bootsyntax.tftp_dir(self.pxe_dir))
         bootsyntax.kernel_args(self.kernel_args, what="--kernel-arg", source=Source.CALLER)
 
@@ -259,7 +268,18 @@ def kernel_args(boot: LiveBoot, options: PxeOptions, url: str | None) -> list[st
     if url is None:
         raise InvalidOptions("a network boot of the live file needs --url (or --embed-rootfs)")
     url = check_url(url)
+    if bootsyntax.is_nbd(url):
+        bootsyntax.nbd_export(f"{url}/{boot.squashfs}")
     return live_kernel_args(boot, options, f"root=live:{url}/{boot.squashfs}", url=url)
+
+
+def nbd_server_hint(boot: LiveBoot, url: str) -> str:
+    """How to export the live file for an ``nbd://`` ``url``: a qemu-nbd command line."""
+    host, port, export = bootsyntax.nbd_export(f"{check_url(url)}/{boot.squashfs}")
+    return (
+        f"qemu-nbd --read-only --persistent --shared=0 --port {port} --export-name {export} {boot.squashfs}"
+        f"  (the live file as NBD export {export} on {host} port {port})"
+    )
 
 
 def live_kernel_args(boot: LiveBoot, options: PxeOptions, root: str, *, url: str | None) -> list[str]:
@@ -312,6 +332,8 @@ def lorax_pxe_config(boot: LiveBoot, options: PxeOptions) -> tuple[str, list[str
         config.line("# loader loads it after the initramfs and the kernel unpacks both, so no HTTP server is needed:")
         config.line("# pxelinux initrd=a,b; iPXE one initrd line and one initrd= name each; GRUB initrd a b.")
         config.line(f"# RAM: about twice {boot.embedded} while the kernel unpacks it (README, --embed-rootfs).")
+    if options.url is not None and bootsyntax.is_nbd(options.url):
+        config.line(f"# NBD: <URL> is {options.url}; serve the live file with {nbd_server_hint(boot, options.url)}")
     if boot.efi is not None:
         signed = " (Secure Boot: shim, then GRUB)" if boot.efi.shim else ""
         config.line(f"# UEFI: serve this directory as the TFTP root; the DHCP boot file of UEFI clients is "
@@ -404,7 +426,8 @@ def write_pxe(outdir: Path, boot: LiveBoot, options: PxeOptions) -> PxeResult:
         # Embedded, the artifacts come from where the boot loader came from: no HTTP server.
         served = options.url if boot.embedded is None else None
         write("pxelinux.cfg/default", pxelinux_config(boot, args, options.pxe_dir))
-        write("boot.ipxe", ipxe_script(boot, args, served))
+        if options.url is None or not bootsyntax.is_nbd(options.url):  # iPXE would fetch the kernel from the URL
+            write("boot.ipxe", ipxe_script(boot, args, served))
         if boot.efi is None:
             write("grub.cfg", grub_config(boot, args, options.pxe_dir))
         else:

@@ -87,7 +87,8 @@ BASE_PACKAGES = (
     "xfsprogs", "curl", "isc-dhcp-client", "iputils-arping", "kmod", "cpio", "e2fsprogs", "ca-certificates",
     "xz-utils", "zstd", "less",
 )  # fmt: skip
-DRACUT_PACKAGES = ("dracut", "dracut-core", "dracut-live", "dracut-network")
+#: nbd-client: the live initramfs can read the live image over NBD (``--url nbd://``) instead of downloading it.
+DRACUT_PACKAGES = ("dracut", "dracut-core", "dracut-live", "dracut-network", "nbd-client")
 KERNEL_PACKAGES = ("linux-image-amd64",)
 #: The signed UEFI boot chain a real distribution host carries, for UEFI network boot with Secure
 #: Boot: Debian's shim (signed by Microsoft's UEFI CA, which OVMF's ``.ms`` variables trust), its

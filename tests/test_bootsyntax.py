@@ -461,3 +461,30 @@ def test_single_line() -> None:
     for bad in ("a\nssh-rsa evil", "a\r", "a\u2028b", ""):
         with pytest.raises(InvalidOptions, match="must be one line of printable characters"):
             bootsyntax.single_line(bad, what="--ci-ssh-key")
+
+
+@pytest.mark.parametrize(
+    ("url", "expected", "export"),
+    [
+        ("nbd://10.0.2.100:10809/", "nbd://10.0.2.100:10809", ("10.0.2.100", 10809, "f.img")),
+        ("nbd://pxe.example.com/live/a", "nbd://pxe.example.com/live/a", ("pxe.example.com", 10809, "live/a/f.img")),
+        ("nbd://[fd00::1]:2000/x", "nbd://[fd00::1]:2000/x", ("fd00::1", 2000, "x/f.img")),
+    ],
+)
+def test_nbd_urls(url: str, expected: str, export: tuple[str, int, str]) -> None:
+    assert bootsyntax.base_url(url) == expected
+    assert bootsyntax.is_nbd(url)
+    assert bootsyntax.nbd_export(f"{expected}/f.img") == export
+
+
+@pytest.mark.parametrize(
+    "url", ["nbd://user@h/x", "nbd://h/a%20b", "nbd://h:0/x", "nbd://h:70000/x", "nbd://h:/x", "nbd:///x"]
+)
+def test_bad_nbd_urls(url: str) -> None:
+    with pytest.raises(InvalidOptions, match=r"^invalid --url "):
+        bootsyntax.base_url(url)
+
+
+def test_an_nbd_url_names_an_export() -> None:
+    with pytest.raises(InvalidOptions, match=r"^invalid NBD URL "):
+        bootsyntax.nbd_export("nbd://h:10809")

@@ -453,3 +453,20 @@ def test_the_embedded_initrd_is_read_back_from_the_manifest() -> None:
 def test_a_network_boot_without_url_or_embedding_is_refused() -> None:
     with pytest.raises(InvalidOptions, match="needs --url"):
         pxe.kernel_args(BOOT, PxeOptions(), None)
+
+
+def test_an_nbd_url_has_no_ipxe_script_and_says_how_to_export(tmp_path: Path) -> None:
+    result = pxe.write_pxe(tmp_path, BOOT, PxeOptions(url="nbd://192.0.2.1:10810/live"))
+    assert result.kernel_args[0] == "root=live:nbd://192.0.2.1:10810/live/live-rootfs.squashfs.img"
+    assert not (tmp_path / "boot.ipxe").exists()
+    assert (tmp_path / "pxelinux.cfg/default").exists() and (tmp_path / "grub.cfg").exists()
+    assert (tmp_path / "PXE_CONFIG").read_text().splitlines()[-1] == (
+        "# NBD: <URL> is nbd://192.0.2.1:10810/live; serve the live file with qemu-nbd --read-only --persistent "
+        "--shared=0 --port 10810 --export-name live/live-rootfs.squashfs.img live-rootfs.squashfs.img  "
+        "(the live file as NBD export live/live-rootfs.squashfs.img on 192.0.2.1 port 10810)"
+    )
+
+
+def test_an_nbd_url_cannot_serve_a_cloud_init_seed() -> None:
+    with pytest.raises(InvalidOptions, match="cloud-init seed is fetched over HTTP"):
+        PxeOptions(url="nbd://192.0.2.1/live", cloud_init=pxe.CloudInitSeed())

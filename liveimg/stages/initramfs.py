@@ -2,7 +2,8 @@
 
 Appended to it in one archive: the layout's hooks (:attr:`~liveimg.layouts.Layout.hooks`), and
 liveimg's livenetroot with the live file's size and sha256 (:mod:`liveimg.liveverify`; the
-pack stage has written the live file by now).
+pack stage has written the live file by now), and for an ``nbd://`` URL its livenbdroot
+(:mod:`liveimg.livenbd`).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from liveimg import liveverify
+from liveimg import livenbd, liveverify
 from liveimg.dracut import EmbeddedFile, append_cpio, build_initramfs, hook_dir
 from liveimg.manifest import sha256_file
 
@@ -40,6 +41,8 @@ def run(ctx: Build) -> None:
             live = Path(ctx.live.path)
             expected = (live.stat().st_size, sha256_file(live))
         files = liveverify.initramfs_files(ctx.initrd.path, ctx.txn.work / "liveverify", expected)
+        if livenbd.wanted(ctx.options.pxe.url):
+            files += livenbd.initramfs_files(ctx.initrd.path, ctx.txn.work / "livenbd", ctx.options.verify)
         add_hooks(ctx.initrd.path, ctx.layout.hooks, ctx.txn.work, files)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from liveimg import livenbd
 from liveimg.dracut import plan_dracut
 from liveimg.efi import locate
 
@@ -23,4 +24,6 @@ def run(ctx: Build) -> None:
         plan_dracut(ctx.system_tree(), kver=info.kernel.version, ostree=info.ostree, options=ctx.options.dracut,
                     output="/run/initramfs.cpio")  # fmt: skip
         ctx.layout.preflight(ctx)
+        if livenbd.wanted(ctx.options.pxe.url):
+            livenbd.check_image(ctx.system_tree())
         ctx.efi_chain = locate(ctx.system_tree(), info.arch, ctx.options.efi)
