@@ -10,7 +10,9 @@ a BLS entry for ostree images, from ``/boot`` and ``/etc/kernel/cmdline`` for cl
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import re
 import sys
 from dataclasses import dataclass
@@ -24,6 +26,9 @@ from tests import support
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "scripts" / "make-sample-image"
 SECTOR = 512
+#: The cache directories this process uses, each held by a shared lock on its ``.inuse`` until the
+#: process ends: a builder of another version prunes only directories nobody holds.
+_HELD: dict[Path, int] = {}
 
 
 @cache
@@ -38,7 +43,17 @@ def sample_image(variant: str = "atomic", fmt: str = "raw") -> Path:
     result = runner.run([sys.executable, SCRIPT, "--variant", variant, "--format", fmt], timeout=3600)
     path = Path(result.stdout.strip().splitlines()[-1])
     assert path.is_file(), f"make-sample-image printed {path}, which does not exist"
+    _hold(path.parent)
     return path
+
+
+def _hold(keydir: Path) -> None:
+    """Keep ``keydir`` from being pruned while this process may still read its samples."""
+    if keydir in _HELD:
+        return
+    fd = os.open(keydir / ".inuse", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    fcntl.flock(fd, fcntl.LOCK_SH)
+    _HELD[keydir] = fd
 
 
 def manifest(image: Path) -> dict[str, Any]:
