@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from liveimg.outdir import OutdirTransaction
     from liveimg.progress import Progress
     from liveimg.pxe import EfiBoot, LiveBoot, PxeResult
+    from liveimg.ramfloor import RamFloor
     from liveimg.rootfs import RootfsImage
 
 T = TypeVar("T")
@@ -82,6 +83,7 @@ class Build:
     rootfs: Artifact[RootfsImage] = Artifact()  # rootfs: LiveOS/rootfs.img
     live: Artifact[Packed] = Artifact()  # pack: the live file, packed by the layout
     initrd: Artifact[Initrd] = Artifact()  # initramfs
+    ram_floor: Artifact[RamFloor] = Artifact()  # initramfs: the RAM a network boot needs
     kernel: Artifact[str] = Artifact()  # kernel: its file name in OUTDIR
     efi: Artifact[EfiBoot | None] = Artifact()  # efi: the UEFI network boot chain in OUTDIR
     boot: Artifact[LiveBoot] = Artifact()  # pxe: what the boot configurations were made from

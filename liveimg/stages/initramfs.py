@@ -2,7 +2,7 @@
 
 Appended to it in one archive: the layout's hooks (:attr:`~liveimg.layouts.Layout.hooks`), and
 liveimg's livenetroot with the live file's size and sha256 (:mod:`liveimg.liveverify`; the
-pack stage has written the live file by now).
+pack stage has written the live file by now) and the build's RAM floor (:mod:`liveimg.ramfloor`).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from liveimg import liveverify
+from liveimg import liveverify, ramfloor
 from liveimg.dracut import EmbeddedFile, append_cpio, build_initramfs, hook_dir
 from liveimg.manifest import sha256_file
 
@@ -35,11 +35,11 @@ def run(ctx: Build) -> None:
             ostree=info.ostree,
             progress=ctx.progress,
         )
-        expected = None
-        if ctx.options.verify:
-            live = Path(ctx.live.path)
-            expected = (live.stat().st_size, sha256_file(live))
-        files = liveverify.initramfs_files(ctx.initrd.path, ctx.txn.work / "liveverify", expected)
+        live = Path(ctx.live.path)
+        expected = (live.stat().st_size, sha256_file(live)) if ctx.options.verify else None
+        # dracut's initramfs as unpacked at boot (what is appended below is a few KiB).
+        ctx.ram_floor = ramfloor.RamFloor(live.stat().st_size, ramfloor.unpacked_bytes(ctx.initrd.path))
+        files = liveverify.initramfs_files(ctx.initrd.path, ctx.txn.work / "liveverify", expected, ctx.ram_floor)
         add_hooks(ctx.initrd.path, ctx.layout.hooks, ctx.txn.work, files)
 
 

@@ -23,6 +23,7 @@ def run(ctx: Build) -> None:
         squashfs=ctx.layout.file_name,
         seed_id=ctx.input_digest.result(),
         efi=ctx.efi,
+        ram_floor_mib=ctx.ram_floor.need_mib,
     )
     with ctx.stage("pxe"), ctx.progress.stage("pxe"):
         ctx.pxe = write_pxe(ctx.txn.out, ctx.boot, ctx.options.pxe)
