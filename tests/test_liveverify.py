@@ -18,7 +18,7 @@ import pytest
 
 from liveimg.console import DEFAULT_FAILURES
 from liveimg.errors import InvalidOptions
-from liveimg.liveverify import LIVENETROOT, MESSAGES, TIMEOUT_HOOK, initramfs_files, verify_line
+from liveimg.liveverify import LIVENETROOT, MESSAGES, TIMEOUT_HOOK, verify_line
 from liveimg.ramfloor import RAM_FILE, RamFloor
 from tests.support import need
 
