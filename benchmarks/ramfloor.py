@@ -63,24 +63,41 @@ def round_up(mib: int, step: int = STEP) -> int:
     return -(-mib // step) * step
 
 
-def bisect(boots: Callable[[int], bool], start: int, *, step: int = STEP, bracket: int = BRACKET) -> tuple[int, int]:
+def bisect(
+    boots: Callable[[int], bool],
+    start: int,
+    *,
+    step: int = STEP,
+    bracket: int = BRACKET,
+    known: dict[int, bool] | None = None,
+) -> tuple[int, int]:
     """The smallest size (a multiple of ``step``) for which ``boots`` is true, and the largest below
     it for which it is false, found from ``start`` by bracketing then bisecting; ``boots`` is
-    assumed monotonic (more RAM never hurts)."""
+    assumed monotonic (more RAM never hurts); each size is booted once (``known``: sizes booted before)."""
+    seen = dict(known or {})
+
+    def once(memory: int) -> bool:
+        if memory not in seen:
+            seen[memory] = boots(memory)
+        return seen[memory]
+
     start = round_up(start, step)
-    if boots(start):
+    if once(start):
         hi, lo = start, start - bracket
-        while boots(lo):
+        while once(lo):
             hi, lo = lo, lo - bracket
     else:
-        lo, hi = start, start + bracket
-        while not boots(hi):
-            lo, hi = hi, hi + bracket
+        # Upwards the distance doubles: a way whose need the computed floor leaves out (a copy of
+        # rootfs.img with rd.writable.fsimg) is found in a few boots all the same.
+        lo, hi, up = start, start + bracket, bracket
+        while not once(hi):
+            up *= 2
+            lo, hi = hi, hi + up
     while hi - lo > step:
         mid = round_up(lo + (hi - lo) // 2, step)
         if mid >= hi:
             mid = hi - step
-        if boots(mid):
+        if once(mid):
             hi = mid
         else:
             lo = mid
@@ -115,7 +132,15 @@ def boot_once(outdir: Path, way: Way, memory: int, work: Path, *, nice: int, tim
 
 
 def measure_way(
-    outdir: Path, way: Way, work: Path, *, nice: int, timeout: float, reserve: int, say: Callable[[str], None]
+    outdir: Path,
+    way: Way,
+    work: Path,
+    *,
+    nice: int,
+    timeout: float,
+    reserve: int,
+    say: Callable[[str], None],
+    known: dict[int, bool] | None = None,
 ) -> dict[str, Any]:
     """The bisection of one way on the build in ``outdir``."""
     manifest = json.loads((outdir / "manifest.json").read_text())
@@ -130,7 +155,7 @@ def measure_way(
             f"MemTotal {result['memtotal_mib']} MiB, {result['seconds']} s)")  # fmt: skip
         return bool(result["ok"])
 
-    floor, below = bisect(boots_at, computed + reserve)
+    floor, below = bisect(boots_at, computed + reserve, known=known)
     at_floor = [b["memtotal_mib"] for b in boots if b["memory_mib"] == floor and b["memtotal_mib"]]
     return {
         "way": way.name,
@@ -141,6 +166,7 @@ def measure_way(
         "fails_at_mib": below,
         "memtotal_at_floor_mib": at_floor[0] if at_floor else None,
         "boots": sorted(boots, key=lambda b: int(b["memory_mib"])),
+        "earlier_boots": {str(m): ok for m, ok in sorted((known or {}).items())},
     }
 
 
@@ -163,6 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per boot (default 600)")
     parser.add_argument("--reserve", type=int, default=48,
                         help="MiB between -m and MemTotal, to start from (default 48)")  # fmt: skip
+    parser.add_argument("--seed", action="append", default=[], metavar="WAY:MIB:boots|fails",
+                        help="a boot of an earlier run of the same build, not repeated")  # fmt: skip
     parser.add_argument("--work", type=Path, default=Path("/var/tmp/liveimg-bench/ramfloor"))
     parser.add_argument("--name", default="ramfloor", help="the result file's name (default ramfloor)")
     args = parser.parse_args(argv)
@@ -172,6 +200,10 @@ def main(argv: list[str] | None = None) -> int:
     record: dict[str, Any] = harness.provenance(args.name)
     record["command"] = shlex.join(["python", "-m", "benchmarks.ramfloor", *(sys.argv[1:] if argv is None else argv)])
     record["niceness"] = args.nice
+    seeds: dict[str, dict[int, bool]] = {}
+    for seed in args.seed:
+        name, memory, verdict = seed.split(":")
+        seeds.setdefault(name, {})[int(memory)] = verdict == "boots"
     lock = threading.Lock()
 
     def say(text: str) -> None:
@@ -210,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         for way in chosen:
             out = builds[(*args.build_arg, *way.build_args)]
             futures.append(pool.submit(measure_way, out, way, args.work, nice=args.nice, timeout=args.timeout,
-                                       reserve=args.reserve, say=say))  # fmt: skip
+                                       reserve=args.reserve, say=say, known=seeds.get(way.name)))  # fmt: skip
         record["ways"] = [f.result() for f in futures]
     record["loadavg_after"] = harness.loadavg()
     for way in record["ways"]:
