@@ -99,15 +99,15 @@ url=${2#livenet:}
 [ -n "$url" ] || liveimg_stop "cannot download the live image: no URL in root=live:"
 
 # Enough RAM for the live file, before it fills the initramfs's tmpfs (liveimg/ramfloor.py):
-# this build's floor in MiB of MemTotal, and the live file's size, added with rd.live.ram=1.
+# this build's floors in MiB of MemTotal, without and with rd.live.ram=1 (a second copy in /run).
 if [ -e "$P/etc/liveimg/ram" ]; then
-    read -r need_mib live_mib _rest < "$P/etc/liveimg/ram"
-    for n in "$need_mib" "$live_mib"; do
+    read -r need_mib live_ram_mib _rest < "$P/etc/liveimg/ram"
+    for n in "$need_mib" "$live_ram_mib"; do
         case "$n" in
             '' | *[!0-9]*) liveimg_stop "cannot check the RAM: $P/etc/liveimg/ram is damaged (rebuild the initramfs)" ;;
         esac
     done
-    getargbool 0 rd.live.ram && need_mib=$((need_mib + live_mib))
+    getargbool 0 rd.live.ram && need_mib=$live_ram_mib
     have_kib=
     while read -r name value _rest; do
         [ "$name" = MemTotal: ] && have_kib=$value

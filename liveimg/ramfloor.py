@@ -9,12 +9,15 @@ system's services run beside them.  So a build needs
 
 of the memory Linux manages: ``/proc/meminfo``'s ``MemTotal``, which leaves out what the firmware
 and the kernel's own image keep, so a machine's installed RAM (QEMU's ``-m``) must be larger than
-the floor by that much.  ``rd.live.ram=1`` copies the live file once more (to ``/run/initramfs``),
-so its boot needs the live file's size again: the initramfs adds it when the command line has it.
+the floor by that much.  ``rd.live.ram=1`` copies the live file once more, to ``/run/initramfs``:
+its boot needs the live file's size again, and, since systemd mounts ``/run`` with a size of a
+fifth of the RAM (:data:`RUN_SHARE`; dracut's copy is cut short silently, then the mount fails),
+a ``MemTotal`` of five times the live file and what else ``/run`` holds (:data:`RUN_OTHER_MIB`).
 
-The floor goes into the initramfs as :data:`RAM_FILE` (``NEED_MIB LIVE_MIB``), where livenetroot
-compares it with ``MemTotal`` before it downloads anything; ``liveimg.ramcheck=0`` on the kernel
-command line skips that comparison (the RAM-floor benchmark boots below the floor with it).
+The floors go into the initramfs as :data:`RAM_FILE` (``NEED_MIB LIVE_RAM_MIB``), where
+livenetroot compares the one of its command line with ``MemTotal`` before it downloads anything;
+``liveimg.ramcheck=0`` on the kernel command line skips that comparison (the RAM-floor benchmark
+boots below the floor with it).
 """
 
 from __future__ import annotations
@@ -35,7 +38,11 @@ PAGE = 4096
 #: Calibrated on the atomic sample by the RAM-floor benchmark (``benchmarks/ramfloor.py``); the
 #: measurements are in ``benchmarks/README.md``, "RAM floor".
 BASE_MIB = 160
-#: Where the initramfs finds the floor: ``NEED_MIB LIVE_MIB``, one line.
+#: systemd's ``/run`` in the initramfs is a tmpfs of this fraction of the RAM (1/5: ``size=20%``).
+RUN_SHARE = 5
+#: What ``/run`` holds besides the copy of ``rd.live.ram`` (udev's database, logs, dracut's state), in MiB.
+RUN_OTHER_MIB = 8
+#: Where the initramfs finds the floors: ``NEED_MIB LIVE_RAM_MIB``, one line.
 RAM_FILE = "/etc/liveimg/ram"
 #: The kernel argument that turns the initramfs's comparison off (``liveimg.ramcheck=0``).
 RAMCHECK_ARG = "liveimg.ramcheck"
@@ -74,12 +81,13 @@ class RamFloor:
 
     @property
     def live_ram_mib(self) -> int:
-        """The same with ``rd.live.ram=1``: the live file copied once more."""
-        return self.need_mib + self.live_mib
+        """The same with ``rd.live.ram=1``: the live file copied once more, into a ``/run`` of
+        :data:`RUN_SHARE`-th of the RAM."""
+        return max(self.need_mib + self.live_mib, RUN_SHARE * (self.live_mib + RUN_OTHER_MIB))
 
     def line(self) -> str:
         """:data:`RAM_FILE`'s content."""
-        return f"{self.need_mib} {self.live_mib}\n"
+        return f"{self.need_mib} {self.live_ram_mib}\n"
 
     def manifest(self) -> dict[str, Any]:
         """The manifest's ``initramfs.ram_floor``: the floors and how they were computed."""
@@ -87,7 +95,8 @@ class RamFloor:
             "need_mib": self.need_mib,
             "live_ram_mib": self.live_ram_mib,
             "measure": "MemTotal",
-            "computed": "live file + unpacked initramfs + base (rd.live.ram=1: + live file)",
+            "computed": "live file + unpacked initramfs + base; rd.live.ram=1: the same + live file, "
+            f"at least {RUN_SHARE} x (live file + {RUN_OTHER_MIB} MiB) for systemd's /run",
             "live_mib": self.live_mib,
             "initramfs_unpacked_mib": self.initramfs_mib,
             "base_mib": self.base_mib,
@@ -105,4 +114,4 @@ def unpacked_bytes(initramfs: Path) -> int:
     return total
 
 
-__all__ = ["BASE_MIB", "RAMCHECK_ARG", "RAM_FILE", "RamFloor", "unpacked_bytes"]
+__all__ = ["BASE_MIB", "RAMCHECK_ARG", "RAM_FILE", "RUN_OTHER_MIB", "RUN_SHARE", "RamFloor", "unpacked_bytes"]

@@ -345,7 +345,8 @@ def test_verify_line_takes_only_a_size_and_a_hex_digest() -> None:
 
 
 # The RAM floor (liveimg.ramfloor): compared with MemTotal before anything is downloaded.
-FLOOR = RamFloor(live_bytes=300 << 20, initramfs_bytes=150 << 20, base_mib=100)  # needs 550 MiB, 850 with rd.live.ram
+# Needs 550 MiB; with rd.live.ram 1540: five times (300 + 8) MiB, for systemd's /run is a fifth of the RAM.
+FLOOR = RamFloor(live_bytes=300 << 20, initramfs_bytes=150 << 20, base_mib=100)
 
 
 @SHELLS
@@ -368,14 +369,16 @@ def test_at_the_ram_floor_the_download_goes_on(tmp_path: Path, server: _Server) 
 
 
 @SHELLS
-def test_rd_live_ram_needs_the_live_file_once_more(tmp_path: Path, server: _Server, shell: str) -> None:
+def test_rd_live_ram_needs_its_own_floor(tmp_path: Path, server: _Server, shell: str) -> None:
     url = f"http://127.0.0.1:{server.server_port}/good"
     ok = _livenetroot(tmp_path / "a", url, shell=shell, ram=FLOOR.line(), memtotal_kib=800 << 10)
     assert ok.handed is not None, ok.kmsg
     run = _livenetroot(tmp_path / "b", url, shell=shell, ram=FLOOR.line(), memtotal_kib=800 << 10,
                        cmdline="rd.live.ram=1")  # fmt: skip
-    assert _one_failure(run, "ram").groups() == ("850", "800")
-    assert FLOOR.live_ram_mib == 850
+    assert _one_failure(run, "ram").groups() == ("1540", "800")
+    enough = _livenetroot(tmp_path / "c", url, shell=shell, ram=FLOOR.line(), memtotal_kib=1540 << 10,
+                          cmdline="rd.live.ram=1")  # fmt: skip
+    assert enough.handed is not None and not enough.failures, enough.kmsg
 
 
 def test_liveimg_ramcheck_0_skips_the_comparison(tmp_path: Path, server: _Server) -> None:
@@ -401,8 +404,11 @@ def test_no_ram_file_no_comparison(tmp_path: Path, server: _Server) -> None:
 
 def test_the_floor_is_the_live_file_the_initramfs_and_the_base() -> None:
     floor = RamFloor(live_bytes=(300 << 20) + 1, initramfs_bytes=150 << 20, base_mib=100)
-    assert (floor.live_mib, floor.initramfs_mib, floor.need_mib, floor.live_ram_mib) == (301, 150, 551, 852)
-    assert floor.line() == "551 301\n"
+    assert (floor.live_mib, floor.initramfs_mib, floor.need_mib, floor.live_ram_mib) == (301, 150, 551, 5 * 309)
+    assert floor.line() == "551 1545\n"
+    # A small live file: rd.live.ram's floor is the second copy, not /run's share.
+    small = RamFloor(live_bytes=10 << 20, initramfs_bytes=150 << 20, base_mib=100)
+    assert (small.need_mib, small.live_ram_mib) == (260, 270)
     assert floor.manifest()["need_mib"] == 551 and floor.manifest()["measure"] == "MemTotal"
     for bad in (-1, True, 1.5):
         with pytest.raises(InvalidOptions):

@@ -45,7 +45,7 @@ def test_the_live_initramfs_carries_the_check(tmp_path: Path, monkeypatch: pytes
     floor = RamFloor(live.stat().st_size, pages)
     assert floor.need_mib == -(-(live.stat().st_size + pages) // (1 << 20)) + BASE_MIB
     with Initramfs(out / f"initramfs-{KVER}.img") as ird:
-        assert ird.read(RAM_FILE.lstrip("/")).decode() == f"{floor.need_mib} {floor.live_mib}\n"
+        assert ird.read(RAM_FILE.lstrip("/")).decode() == f"{floor.need_mib} {floor.live_ram_mib}\n"
     assert manifest["initramfs"]["ram_floor_mib"] == floor.need_mib
     assert manifest["initramfs"]["ram_floor"] == floor.manifest()
     assert manifest["initramfs"]["all_drivers"] is False
