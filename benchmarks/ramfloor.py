@@ -141,10 +141,15 @@ def measure_way(
     reserve: int,
     say: Callable[[str], None],
     known: dict[int, bool] | None = None,
+    start: int | None = None,
 ) -> dict[str, Any]:
-    """The bisection of one way on the build in ``outdir``."""
+    """The bisection of one way on the build in ``outdir``, from ``start`` MiB (default: its computed
+    floor plus ``reserve``; a build older than the floor has none)."""
     manifest = json.loads((outdir / "manifest.json").read_text())
-    computed = int(manifest["initramfs"]["ram_floor"][way.floor_key])
+    floors = manifest["initramfs"].get("ram_floor") or {}
+    computed = floors.get(way.floor_key)
+    if start is None and computed is None:
+        raise SystemExit(f"{outdir} has no computed RAM floor (an older build): give --start")
     boots: list[dict[str, Any]] = []
 
     def boots_at(memory: int) -> bool:
@@ -155,7 +160,7 @@ def measure_way(
             f"MemTotal {result['memtotal_mib']} MiB, {result['seconds']} s)")  # fmt: skip
         return bool(result["ok"])
 
-    floor, below = bisect(boots_at, computed + reserve, known=known)
+    floor, below = bisect(boots_at, start if start is not None else int(computed) + reserve, known=known)
     at_floor = [b["memtotal_mib"] for b in boots if b["memory_mib"] == floor and b["memtotal_mib"]]
     return {
         "way": way.name,
@@ -189,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per boot (default 600)")
     parser.add_argument("--reserve", type=int, default=48,
                         help="MiB between -m and MemTotal, to start from (default 48)")  # fmt: skip
+    parser.add_argument("--start", type=int, help="MiB of -m to start from (default: the computed floor + reserve)")
     parser.add_argument("--seed", action="append", default=[], metavar="WAY:MIB:boots|fails",
                         help="a boot of an earlier run of the same build, not repeated")  # fmt: skip
     parser.add_argument("--work", type=Path, default=Path("/var/tmp/liveimg-bench/ramfloor"))
@@ -235,14 +241,15 @@ def main(argv: list[str] | None = None) -> int:
             "outdir": str(out),
             "live_file_mib": round(manifest["artifacts"][live]["size"] / harness.MiB, 1),
             "initramfs_mib": round(manifest["artifacts"][manifest["initramfs"]["file"]]["size"] / harness.MiB, 1),
-            "initramfs": {k: manifest["initramfs"][k] for k in ("compression", "all_drivers", "ram_floor")},
+            "initramfs": {k: manifest["initramfs"].get(k) for k in ("compression", "all_drivers", "ram_floor")},
         }
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
         futures = []
         for way in chosen:
             out = builds[(*args.build_arg, *way.build_args)]
             futures.append(pool.submit(measure_way, out, way, args.work, nice=args.nice, timeout=args.timeout,
-                                       reserve=args.reserve, say=say, known=seeds.get(way.name)))  # fmt: skip
+                                       reserve=args.reserve, say=say, known=seeds.get(way.name),
+                                       start=args.start))  # fmt: skip
         record["ways"] = [f.result() for f in futures]
     record["loadavg_after"] = harness.loadavg()
     for way in record["ways"]:
