@@ -160,7 +160,9 @@ def measure_way(
             f"MemTotal {result['memtotal_mib']} MiB, {result['seconds']} s)")  # fmt: skip
         return bool(result["ok"])
 
-    floor, below = bisect(boots_at, start if start is not None else int(computed) + reserve, known=known)
+    if start is None:
+        start = int(computed) + reserve if computed is not None else 0
+    floor, below = bisect(boots_at, start, known=known)
     at_floor = [b["memtotal_mib"] for b in boots if b["memory_mib"] == floor and b["memtotal_mib"]]
     return {
         "way": way.name,
