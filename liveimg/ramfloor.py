@@ -40,8 +40,9 @@ PAGE = 4096
 BASE_MIB = 112
 #: systemd's ``/run`` in the initramfs is a tmpfs of this fraction of the RAM (1/5: ``size=20%``).
 RUN_SHARE = 5
-#: What ``/run`` holds besides the copy of ``rd.live.ram`` (udev's database, logs, dracut's state), in MiB.
-RUN_OTHER_MIB = 8
+#: What ``/run`` holds besides the copy of ``rd.live.ram`` (udev's database, logs, dracut's state), in
+#: MiB; calibrated with :data:`BASE_MIB` (``benchmarks/README.md``, "RAM floor").
+RUN_OTHER_MIB = 4
 #: Where the initramfs finds the floors: ``NEED_MIB LIVE_RAM_MIB``, one line.
 RAM_FILE = "/etc/liveimg/ram"
 #: The kernel argument that turns the initramfs's comparison off (``liveimg.ramcheck=0``).

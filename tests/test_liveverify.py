@@ -345,7 +345,7 @@ def test_verify_line_takes_only_a_size_and_a_hex_digest() -> None:
 
 
 # The RAM floor (liveimg.ramfloor): compared with MemTotal before anything is downloaded.
-# Needs 550 MiB; with rd.live.ram 1540: five times (300 + 8) MiB, for systemd's /run is a fifth of the RAM.
+# Needs 550 MiB; with rd.live.ram 1520: five times (300 + 4) MiB, for systemd's /run is a fifth of the RAM.
 FLOOR = RamFloor(live_bytes=300 << 20, initramfs_bytes=150 << 20, base_mib=100)
 
 
@@ -375,8 +375,8 @@ def test_rd_live_ram_needs_its_own_floor(tmp_path: Path, server: _Server, shell:
     assert ok.handed is not None, ok.kmsg
     run = _livenetroot(tmp_path / "b", url, shell=shell, ram=FLOOR.line(), memtotal_kib=800 << 10,
                        cmdline="rd.live.ram=1")  # fmt: skip
-    assert _one_failure(run, "ram").groups() == ("1540", "800")
-    enough = _livenetroot(tmp_path / "c", url, shell=shell, ram=FLOOR.line(), memtotal_kib=1540 << 10,
+    assert _one_failure(run, "ram").groups() == ("1520", "800")
+    enough = _livenetroot(tmp_path / "c", url, shell=shell, ram=FLOOR.line(), memtotal_kib=1520 << 10,
                           cmdline="rd.live.ram=1")  # fmt: skip
     assert enough.handed is not None and not enough.failures, enough.kmsg
 
@@ -404,8 +404,8 @@ def test_no_ram_file_no_comparison(tmp_path: Path, server: _Server) -> None:
 
 def test_the_floor_is_the_live_file_the_initramfs_and_the_base() -> None:
     floor = RamFloor(live_bytes=(300 << 20) + 1, initramfs_bytes=150 << 20, base_mib=100)
-    assert (floor.live_mib, floor.initramfs_mib, floor.need_mib, floor.live_ram_mib) == (301, 150, 551, 5 * 309)
-    assert floor.line() == "551 1545\n"
+    assert (floor.live_mib, floor.initramfs_mib, floor.need_mib, floor.live_ram_mib) == (301, 150, 551, 5 * 305)
+    assert floor.line() == "551 1525\n"
     # A small live file: rd.live.ram's floor is the second copy, not /run's share.
     small = RamFloor(live_bytes=10 << 20, initramfs_bytes=150 << 20, base_mib=100)
     assert (small.need_mib, small.live_ram_mib) == (260, 270)
