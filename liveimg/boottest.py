@@ -210,6 +210,11 @@ cp /etc/liveimg-check/check.sh /run/liveimg-check.sh
 """
 
 
+#: The guest RAM boot-test accepts, in MiB (QEMU's ``-m``): below, no kernel boots; above, no host here has it.
+MIN_MEMORY_MIB = 128
+MAX_MEMORY_MIB = 1 << 20
+
+
 @dataclass(frozen=True)
 class BootTestOptions:
     """How to boot-test.  ``write_mib`` writes that much in the booted system (overlay tests)."""
@@ -231,6 +236,12 @@ class BootTestOptions:
             raise InvalidOptions(
                 f"--secure-boot does not apply to --via {self.via}",
                 hint="use --via " + " or ".join(SECURE_BOOT_VIAS) + " (the live ISO's GRUB is not signed)",
+            )
+        memory = self.memory_mib
+        if isinstance(memory, bool) or not isinstance(memory, int) or not MIN_MEMORY_MIB <= memory <= MAX_MEMORY_MIB:
+            raise InvalidOptions(
+                f"memory {memory!r} MiB is out of range",
+                hint=f"give the guest's RAM in MiB, from {MIN_MEMORY_MIB} to {MAX_MEMORY_MIB}",
             )
         if self.write_mib is not None and not self.checks:
             raise InvalidOptions("the write test runs with the in-guest checks")

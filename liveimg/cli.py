@@ -31,7 +31,7 @@ from liveimg import bootsyntax, cancel, squashfs
 from liveimg import run as runner
 from liveimg._version import __version__
 from liveimg.accel import choose_accel
-from liveimg.boottest import VIAS, BootTestOptions, boot_test
+from liveimg.boottest import MAX_MEMORY_MIB, MIN_MEMORY_MIB, VIAS, BootTestOptions, boot_test
 from liveimg.dracut import Compression, DracutOptions, Where
 from liveimg.dracut.customize import DEFAULT_CMDLINE_NAME, AppendCompression, EmbeddedFile, append_cpio
 from liveimg.dracut.initramfs import Initramfs
@@ -418,6 +418,10 @@ def _add_build(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--dracut-conf", type=Path, metavar="FILE", help="a dracut.conf file for the guest's dracut")
     g.add_argument("--dracut-add", action="append", default=[], metavar="MODULE", help="add a dracut module")
     g.add_argument("--dracut-omit", action="append", default=[], metavar="MODULE", help="omit a dracut module")
+    g.add_argument("--dracut-all-drivers", action="store_true",
+                   help="every driver and filesystem of the kernel in the initramfs, as lorax (default: what a "
+                   "live boot needs: no Fibre Channel, InfiniBand or wireless drivers, only the live filesystems; "
+                   "less RAM)")  # fmt: skip
     g.add_argument("--dracut-in", choices=[w.value for w in Where], default="auto",
                    help="sandbox: a rootless user namespace on the host (default where possible); "
                    "appliance: the libguestfs VM, for images you do not trust")  # fmt: skip
@@ -508,6 +512,7 @@ def build_options(args: argparse.Namespace, accel: str | None) -> BuildOptions:
         dracut_conf=args.dracut_conf,
         where=Where(args.dracut_in),
         timeout=args.dracut_timeout,
+        all_drivers=args.dracut_all_drivers,
     )
     seed = None
     if args.cloud_init:
@@ -586,7 +591,10 @@ def _add_boot_test(parser: argparse.ArgumentParser) -> None:
                         help="with --via uefi-pxe: OVMF with Microsoft's keys and Secure Boot on; the firmware "
                         "verifies shim, shim GRUB, GRUB the kernel")  # fmt: skip
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds (default 1800)")
-    parser.add_argument("--memory", type=int, default=3072, metavar="MIB", help="guest RAM (default 3072)")
+    parser.add_argument("--memory", type=int, default=3072, metavar="MIB",
+                        help=f"the guest's RAM, QEMU's -m ({MIN_MEMORY_MIB} to {MAX_MEMORY_MIB}; default 3072); "
+                        "Linux counts less (MemTotal); a build's floor is manifest.json's "
+                        "initramfs.ram_floor_mib")  # fmt: skip
     parser.add_argument("--kernel-arg", action="append", default=[], metavar="ARG", help="add a kernel argument")
     parser.add_argument("--write", type=int, metavar="MIB", help="write MIB in the booted system (overlay size test)")
     parser.add_argument("--no-checks", action="store_true",

@@ -85,7 +85,8 @@ DEFAULT_FAILURES: tuple[Pattern, ...] = (
     Pattern(
         "image-verify",
         r"liveimg: (?:the server answered \d{3} for |the (?:download of|export) \S+ is short"
-        r"|\S+ is not this build's live image|the network never came up|cannot (?:download|store|check|attach) )",
+        r"|\S+ is not this build's live image|the network never came up|cannot (?:download|store|check|attach) "
+        r"|this image needs \d+ MiB of RAM)",
     ),
     Pattern("download-failed", r"failed to download live image|Failed to download|curl: \(\d+\)"),
     Pattern("no-bootable-device", r"No bootable device|Could not boot from|PXE-E\d\d|Boot failed: could not read"),

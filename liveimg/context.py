@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from liveimg.outdir import OutdirTransaction
     from liveimg.progress import Progress
     from liveimg.pxe import EfiBoot, LiveBoot, PxeResult
+    from liveimg.ramfloor import RamFloor
     from liveimg.rootfs import RootfsImage
 
 T = TypeVar("T")
@@ -85,6 +86,7 @@ class Build:
     initrd: Artifact[Initrd] = Artifact()  # initramfs
     embedded: Artifact[Embedded | None] = Artifact()  # embed: the live file as a second initrd (--embed-rootfs)
     embed_warnings: Artifact[tuple[str, ...]] = Artifact()  # embed: the size limits it passes
+    ram_floor: Artifact[RamFloor] = Artifact()  # initramfs: the RAM a network boot needs
     kernel: Artifact[str] = Artifact()  # kernel: its file name in OUTDIR
     efi: Artifact[EfiBoot | None] = Artifact()  # efi: the UEFI network boot chain in OUTDIR
     boot: Artifact[LiveBoot] = Artifact()  # pxe: what the boot configurations were made from

@@ -10,6 +10,8 @@ the initramfs (:mod:`liveimg.dracut.customize`), with :data:`LIVENETROOT`, which
   directory), hashing it as it streams (``curl | tee FILE | sha256sum``: one copy in RAM);
 * retries what may pass (HTTP 5xx, 408, 429; no connection, a reset, a stall, a cut transfer)
   a bounded number of times with a short back-off, and nothing else;
+* first compares this build's RAM floor (:mod:`liveimg.ramfloor`) with the machine's ``MemTotal``,
+  and stops below it, before the download fills the tmpfs;
 * compares the size and sha256 with :data:`VERIFY_FILE` (``SIZE SHA256``, written by this
   build for its own live file; left out with ``--no-verify``, which keeps only the download);
 * hands the file to dmsquash-live-root as livenet does -- or writes one line (:data:`MESSAGES`)
@@ -33,6 +35,7 @@ from pathlib import Path
 from liveimg.dracut import EmbeddedFile, cpio, hook_dir
 from liveimg.dracut.initramfs import Initramfs
 from liveimg.errors import InvalidImage, InvalidOptions
+from liveimg.ramfloor import RAM_FILE, RamFloor
 
 #: Where the initramfs finds the live file's expected size and sha256: ``SIZE SHA256``, one line.
 VERIFY_FILE = "/etc/liveimg/live-image"
@@ -50,6 +53,7 @@ MESSAGES = {
     "no-network": r"liveimg: the network never came up",
     "unreachable": r"liveimg: cannot download (\S+)",
     "no-room": r"liveimg: cannot store (\S+)",
+    "ram": r"liveimg: this image needs (\d+) MiB of RAM, this machine has (\d+) MiB",
 }
 
 # Shared by both scripts: say one line on every console, then stop the machine.
@@ -96,6 +100,33 @@ PAUSE=${LIVEIMG_PAUSE:-2}
 
 url=${2#livenet:}
 [ -n "$url" ] || liveimg_stop "cannot download the live image: no URL in root=live:"
+
+# Enough RAM for the live file, before it fills the initramfs's tmpfs (liveimg/ramfloor.py):
+# this build's floors in MiB of MemTotal, without and with rd.live.ram=1 (a second copy in /run).
+if [ -e "$P/etc/liveimg/ram" ]; then
+    read -r need_mib live_ram_mib _rest < "$P/etc/liveimg/ram"
+    for n in "$need_mib" "$live_ram_mib"; do
+        case "$n" in
+            '' | *[!0-9]*) liveimg_stop "cannot check the RAM: $P/etc/liveimg/ram is damaged (rebuild the initramfs)" ;;
+        esac
+    done
+    getargbool 0 rd.live.ram && need_mib=$live_ram_mib
+    have_kib=
+    while read -r name value _rest; do
+        [ "$name" = MemTotal: ] && have_kib=$value
+    done < "$P/proc/meminfo"
+    case "$have_kib" in
+        '' | *[!0-9]*) liveimg_log 4 "cannot read MemTotal in /proc/meminfo: the RAM is not checked" ;;
+        *)
+            have_mib=$((have_kib / 1024))
+            liveimg_log 5 "RAM: this machine has $have_mib MiB (MemTotal), this image needs $need_mib MiB"
+            # liveimg.ramcheck=0: go on below the floor (the RAM-floor benchmark does).
+            if [ "$have_mib" -lt "$need_mib" ] && getargbool 1 liveimg.ramcheck; then
+                liveimg_stop "this image needs $need_mib MiB of RAM, this machine has $have_mib MiB"
+            fi
+            ;;
+    esac
+fi
 
 want_size= want_sha=
 if [ -e "$P/etc/liveimg/live-image" ]; then
@@ -244,10 +275,13 @@ def verify_line(size: int, sha256: str) -> str:
     return f"{size} {sha256}\n"
 
 
-def initramfs_files(initramfs: Path, workdir: Path, expected: tuple[int, str] | None) -> list[EmbeddedFile]:
+def initramfs_files(
+    initramfs: Path, workdir: Path, expected: tuple[int, str] | None, ram: RamFloor | None = None
+) -> list[EmbeddedFile]:
     """What to append to ``initramfs``: :data:`LIVENETROOT` where it has livenet's, the timeout hook,
-    and, with ``expected`` (size, sha256), :data:`VERIFY_FILE` -- whose check needs the tools of
-    :data:`DRACUT_INSTALL` in it (an :class:`InvalidImage` if it lacks them)."""
+    with ``expected`` (size, sha256) :data:`VERIFY_FILE` -- whose check needs the tools of
+    :data:`DRACUT_INSTALL` in it (an :class:`InvalidImage` if it lacks them) -- and with ``ram``
+    the RAM floor (:data:`liveimg.ramfloor.RAM_FILE`), compared with the machine's before the download."""
     with Initramfs(initramfs) as ird:
         found = ird.files()
     regular = {m.path for m in found.values() if m.kind in (cpio.Kind.FILE, cpio.Kind.HARDLINK)}
@@ -278,6 +312,10 @@ def initramfs_files(initramfs: Path, workdir: Path, expected: tuple[int, str] | 
         line = workdir / "liveimg-live-image"
         line.write_text(verify_line(*expected))
         files.append(EmbeddedFile(line, VERIFY_FILE, 0o644))
+    if ram is not None:
+        floor = workdir / "liveimg-ram"
+        floor.write_text(ram.line())
+        files.append(EmbeddedFile(floor, RAM_FILE, 0o644))
     return files
 
 

@@ -70,6 +70,11 @@ def describe(ctx: Build) -> dict[str, Any]:
             "built_in": str(initrd.where),
             # Whether it checks the live file's size and sha256 before mounting it (liveimg.liveverify).
             "verifies_live": options.verify,
+            # Every driver and filesystem (lorax's), or what a live boot needs (liveimg.dracut.plan.SLIM_ARGS).
+            "all_drivers": options.dracut.all_drivers or options.dracut.dracut_args is not None,
+            # The RAM a network boot needs, computed (liveimg.ramfloor); the initramfs checks it.
+            "ram_floor_mib": ctx.ram_floor.need_mib,
+            "ram_floor": ctx.ram_floor.manifest(),
         },
         "rootfs": {
             "file": layout.file_name,

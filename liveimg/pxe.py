@@ -51,7 +51,7 @@ import yaml
 from liveimg import bootsyntax
 from liveimg.bootsyntax import GrubConfig, IpxeScript, PxelinuxConfig, Source
 from liveimg.embed import embedded_path
-from liveimg.errors import InvalidOptions
+from liveimg.errors import InvalidImage, InvalidOptions
 from liveimg.staging import AtomicOutput
 
 SQUASHFS_NAME = "live-rootfs.squashfs.img"
@@ -230,8 +230,12 @@ class LiveBoot:
     seed_id: str = ""  # something that identifies the input, for a stable cloud-init instance id
     efi: EfiBoot | None = None  # the UEFI network boot chain, when the build has one (--efi)
     embedded: str | None = None  # --embed-rootfs: the second initrd holding the live file (liveimg.embed)
+    ram_floor_mib: int | None = None  # the RAM a network boot needs, in MiB of MemTotal (liveimg.ramfloor)
 
     def __post_init__(self) -> None:
+        floor = self.ram_floor_mib
+        if floor is not None and (isinstance(floor, bool) or not isinstance(floor, int) or floor <= 0):
+            raise InvalidImage(f"the live boot's RAM floor {floor!r} is not a positive number of MiB")
         # All of these come from the image (or from a manifest.json read back): InvalidImage.
         bootsyntax.kernel_version(self.kver, where="the live boot")
         bootsyntax.file_name(self.kernel, what="the kernel file")
@@ -339,7 +343,18 @@ def lorax_pxe_config(boot: LiveBoot, options: PxeOptions) -> tuple[str, list[str
         config.line(f"# UEFI: serve this directory as the TFTP root; the DHCP boot file of UEFI clients is "
                     f"{boot.efi.bootfile}{signed}")  # fmt: skip
         config.line(f"# UEFI: GRUB ({boot.efi.grub}) reads {' and '.join(boot.efi.configs)}")
+    # The floor is the HTTP way's (the live file downloaded into RAM), not an embedded or NBD boot's.
+    over_http = boot.embedded is None and not (options.url is not None and bootsyntax.is_nbd(options.url))
+    if boot.ram_floor_mib is not None and over_http:
+        config.line(ram_note(boot.ram_floor_mib))
     return config.text(), add
+
+
+def ram_note(floor_mib: int) -> str:
+    """PXE_CONFIG's comment line on the RAM a network boot of this build needs."""
+    return (f"# RAM: this build needs at least {floor_mib} MiB of RAM over HTTP, as Linux counts it "
+            f"(MemTotal; installed RAM is larger by what firmware and kernel reserve); rd.live.ram=1 needs "
+            f"the live file's size more")  # fmt: skip
 
 
 def _path(pxe_dir: str, name: str) -> str:

@@ -14,7 +14,7 @@ import pytest
 
 from liveimg import cli
 from liveimg import run as runner
-from liveimg.errors import Cancelled
+from liveimg.errors import Cancelled, InvalidOptions
 from tests.support import need_root, public_directory, run_python_as_nobody
 
 
@@ -91,6 +91,31 @@ def test_bad_boot_options_are_one_line_errors(
     assert status == cli.EXIT_FAILURE
     assert err.count("\n") == 1 and err.startswith("liveimg: error: ") and message in err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("memory", ["64", "2000000", "0"])
+def test_boot_test_memory_out_of_range_is_one_line(
+    memory: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["boot-test", str(tmp_path), "--memory", memory]) == cli.EXIT_FAILURE
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert f"memory {memory} MiB is out of range" in err and "from 128 to 1048576" in err
+
+
+def test_the_memory_reaches_qemu() -> None:
+    from liveimg.boottest import BootTestOptions
+
+    assert BootTestOptions(via="kernel", memory_mib=496).memory_mib == 496
+    with pytest.raises(InvalidOptions, match="out of range"):
+        BootTestOptions(memory_mib=True)  # type: ignore[arg-type]
+
+
+def test_all_drivers_reaches_dracut() -> None:
+    parse = cli.build_parser().parse_args
+    assert cli.build_options(parse(["build", "img", "-o", "out"]), None).dracut.all_drivers is False
+    options = cli.build_options(parse(["build", "img", "-o", "out", "--dracut-all-drivers"]), None)
+    assert options.dracut.all_drivers is True
 
 
 def test_boot_test_kernel_arg_is_checked_first(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

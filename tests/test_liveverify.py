@@ -19,6 +19,7 @@ import pytest
 from liveimg.console import DEFAULT_FAILURES
 from liveimg.errors import InvalidOptions
 from liveimg.liveverify import LIVENETROOT, MESSAGES, TIMEOUT_HOOK, verify_line
+from liveimg.ramfloor import RAM_FILE, RamFloor
 from tests.support import need
 
 IMAGE = bytes(range(256)) * 4096  # 1 MiB, standing in for the live file
@@ -36,7 +37,7 @@ getarg() {
     return 1
 }
 getargbool() {
-    _v=$(getarg "$2=") || return 1
+    _v=$(getarg "$2=") || { [ "$1" != 0 ]; return; }
     [ "$_v" != 0 ]
 }
 """
@@ -122,7 +123,9 @@ def _shell(name: str) -> str:
     return found
 
 
-def _fake_root(tmp_path: Path, cmdline: str, verify: str | None) -> tuple[Path, dict[str, str]]:
+def _fake_root(
+    tmp_path: Path, cmdline: str, verify: str | None, ram: str | None = None, memtotal_kib: int | None = None
+) -> tuple[Path, dict[str, str]]:
     need("curl", "sha256sum", "tee")
     root = tmp_path / "root"
     for d in ("lib", "dev", "proc", "tmp", "sbin", "etc/liveimg", "bin"):
@@ -133,6 +136,13 @@ def _fake_root(tmp_path: Path, cmdline: str, verify: str | None) -> tuple[Path, 
     (root / "proc/uptime").write_text("131.52 250.01\n")
     if verify is not None:
         (root / "etc/liveimg/live-image").write_text(verify)
+    if ram is not None:
+        (root / RAM_FILE.lstrip("/")).write_text(ram)
+    if memtotal_kib is not None:
+        # As the kernel writes it; MemTotal is not always the first line's key everywhere.
+        (root / "proc/meminfo").write_text(
+            f"MemTotal:       {memtotal_kib} kB\nMemFree:          123456 kB\nMemAvailable:     234567 kB\n"
+        )
     handed = root / "sbin/dmsquash-live-root"
     handed.write_text(f'#!/bin/sh\necho "$@" > {root}/handed\n')
     handed.chmod(0o755)
@@ -150,8 +160,17 @@ def _fake_root(tmp_path: Path, cmdline: str, verify: str | None) -> tuple[Path, 
     return root, env
 
 
-def _livenetroot(tmp_path: Path, url: str, verify: str | None = verify_line(len(IMAGE), SHA), shell: str = "sh") -> Run:
-    root, env = _fake_root(tmp_path, f"root=live:{url}", verify)
+def _livenetroot(
+    tmp_path: Path,
+    url: str,
+    verify: str | None = verify_line(len(IMAGE), SHA),
+    shell: str = "sh",
+    *,
+    ram: str | None = None,
+    memtotal_kib: int | None = None,
+    cmdline: str = "",
+) -> Run:
+    root, env = _fake_root(tmp_path, f"root=live:{url} {cmdline}".strip(), verify, ram, memtotal_kib)
     script = tmp_path / "livenetroot"
     script.write_text(LIVENETROOT)
     proc = subprocess.run(
@@ -323,3 +342,74 @@ def test_verify_line_takes_only_a_size_and_a_hex_digest() -> None:
     for size, sha in ((0, "a" * 64), (5, "A" * 64), (5, "a" * 63), (5, "a" * 63 + "\n"), (True, "a" * 64)):
         with pytest.raises(InvalidOptions):
             verify_line(size, sha)
+
+
+# The RAM floor (liveimg.ramfloor): compared with MemTotal before anything is downloaded.
+# Needs 550 MiB; with rd.live.ram 1520: five times (300 + 4) MiB, for systemd's /run is a fifth of the RAM.
+FLOOR = RamFloor(live_bytes=300 << 20, initramfs_bytes=150 << 20, base_mib=100)
+
+
+@SHELLS
+def test_below_the_ram_floor_stops_before_downloading(tmp_path: Path, server: _Server, shell: str) -> None:
+    url = f"http://127.0.0.1:{server.server_port}/good-ram-{shell}"
+    run = _livenetroot(tmp_path, url, shell=shell, ram=FLOOR.line(), memtotal_kib=549 * 1024 + 1023)
+    match = _one_failure(run, "ram")
+    assert match.groups() == ("550", "549")
+    assert run.failures == ["<2>liveimg: this image needs 550 MiB of RAM, this machine has 549 MiB"]
+    assert f"/good-ram-{shell}" not in server.hits  # stopped before the download
+    assert not (run.root / "tmp/liveimg/live.img").exists()
+
+
+def test_at_the_ram_floor_the_download_goes_on(tmp_path: Path, server: _Server) -> None:
+    url = f"http://127.0.0.1:{server.server_port}/good"
+    run = _livenetroot(tmp_path, url, ram=FLOOR.line(), memtotal_kib=550 * 1024)
+    assert run.returncode == 0 and not run.failures, run.kmsg
+    assert run.handed is not None
+    assert "<5>liveimg: RAM: this machine has 550 MiB (MemTotal), this image needs 550 MiB" in run.kmsg
+
+
+@SHELLS
+def test_rd_live_ram_needs_its_own_floor(tmp_path: Path, server: _Server, shell: str) -> None:
+    url = f"http://127.0.0.1:{server.server_port}/good"
+    ok = _livenetroot(tmp_path / "a", url, shell=shell, ram=FLOOR.line(), memtotal_kib=800 << 10)
+    assert ok.handed is not None, ok.kmsg
+    run = _livenetroot(tmp_path / "b", url, shell=shell, ram=FLOOR.line(), memtotal_kib=800 << 10,
+                       cmdline="rd.live.ram=1")  # fmt: skip
+    assert _one_failure(run, "ram").groups() == ("1520", "800")
+    enough = _livenetroot(tmp_path / "c", url, shell=shell, ram=FLOOR.line(), memtotal_kib=1520 << 10,
+                          cmdline="rd.live.ram=1")  # fmt: skip
+    assert enough.handed is not None and not enough.failures, enough.kmsg
+
+
+def test_liveimg_ramcheck_0_skips_the_comparison(tmp_path: Path, server: _Server) -> None:
+    url = f"http://127.0.0.1:{server.server_port}/good"
+    run = _livenetroot(tmp_path, url, ram=FLOOR.line(), memtotal_kib=100 << 10, cmdline="liveimg.ramcheck=0")
+    assert run.handed is not None and not run.failures, run.kmsg
+    # Said all the same (the RAM-floor benchmark reads it).
+    assert "<5>liveimg: RAM: this machine has 100 MiB (MemTotal), this image needs 550 MiB" in run.kmsg
+
+
+def test_a_damaged_ram_file_stops(tmp_path: Path, server: _Server) -> None:
+    url = f"http://127.0.0.1:{server.server_port}/good"
+    run = _livenetroot(tmp_path, url, ram="55x 300\n", memtotal_kib=800 << 10)
+    assert run.halted and run.handed is None
+    assert len(run.failures) == 1 and "ram is damaged" in run.failures[0]
+
+
+def test_no_ram_file_no_comparison(tmp_path: Path, server: _Server) -> None:
+    url = f"http://127.0.0.1:{server.server_port}/good"
+    run = _livenetroot(tmp_path, url, memtotal_kib=64 << 10)
+    assert run.handed is not None and not run.failures, run.kmsg
+
+
+def test_the_floor_is_the_live_file_the_initramfs_and_the_base() -> None:
+    floor = RamFloor(live_bytes=(300 << 20) + 1, initramfs_bytes=150 << 20, base_mib=100)
+    assert (floor.live_mib, floor.initramfs_mib, floor.need_mib, floor.live_ram_mib) == (301, 150, 551, 5 * 305)
+    assert floor.line() == "551 1525\n"
+    # A small live file: rd.live.ram's floor is the second copy, not /run's share.
+    small = RamFloor(live_bytes=10 << 20, initramfs_bytes=150 << 20, base_mib=100)
+    assert (small.need_mib, small.live_ram_mib) == (260, 270)
+    assert floor.manifest()["need_mib"] == 551 and floor.manifest()["measure"] == "MemTotal"
+    for bad in (-1, True, 1.5):
+        with pytest.raises(InvalidOptions):
+            RamFloor(live_bytes=bad, initramfs_bytes=0)  # type: ignore[arg-type]

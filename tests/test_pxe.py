@@ -470,3 +470,16 @@ def test_an_nbd_url_has_no_ipxe_script_and_says_how_to_export(tmp_path: Path) ->
 def test_an_nbd_url_cannot_serve_a_cloud_init_seed() -> None:
     with pytest.raises(InvalidOptions, match="cloud-init seed is fetched over HTTP"):
         PxeOptions(url="nbd://192.0.2.1/live", cloud_init=pxe.CloudInitSeed())
+
+
+def test_the_http_ram_floor_is_said_only_for_a_download(tmp_path: Path) -> None:
+    floored = dataclasses.replace(BOOT, ram_floor_mib=600)
+    cases = [
+        (floored, PxeOptions(url="http://192.0.2.1/live"), True),
+        (floored, PxeOptions(url="nbd://192.0.2.1/live"), False),
+        (dataclasses.replace(floored, embedded="live-rootfs.cpio"), PxeOptions(), False),
+    ]
+    for n, (boot, opts, said) in enumerate(cases):
+        pxe.write_pxe(tmp_path / str(n), boot, opts)
+        text = (tmp_path / str(n) / "PXE_CONFIG").read_text()
+        assert ("needs at least 600 MiB of RAM over HTTP" in text) is said, (opts, text)

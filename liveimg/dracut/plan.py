@@ -38,6 +38,27 @@ EXPECTED_FILES: dict[str, tuple[str, ...]] = {
     "livenet": ("livenetroot", "curl"),
     "ostree": ("ostree-prepare-root",),
 }
+#: The kernel filesystems a live boot mounts: the live file (squashfs, erofs), the ``rootfs.img``
+#: in it (ext4), the overlay over it, the media it comes on (an ISO's iso9660, a stick's vfat with
+#: its code pages).  Given to dracut as ``--filesystems``, which replaces its ``=fs`` (every
+#: filesystem the kernel has) in a generic initramfs; dracut logs a name the kernel lacks and goes on.
+LIVE_FILESYSTEMS: tuple[str, ...] = (
+    "squashfs", "erofs", "ext4", "overlay", "iso9660", "vfat", "nls_cp437", "nls_iso8859_1", "nls_utf8",
+)  # fmt: skip
+#: Drivers a live boot never needs, for ``--omit-drivers`` (each a regular expression dracut anchors
+#: at both ends; ``_``, not ``-``, for dracut rewrites a ``-``): Fibre Channel, FCoE and iSCSI host
+#: adapters, InfiniBand and RDMA, wireless, SCSI targets.  Wired NIC drivers, and the block, CD-ROM,
+#: USB, MMC and virtual disk drivers an ISO or a USB stick boots from, stay.
+OMIT_DRIVERS: tuple[str, ...] = (
+    "lpfc", "qla2xxx", "qla4xxx", "bfa", "bnx2fc", "bnx2i", "qedf", "qedi", "fnic", "snic", "csiostor",
+    "be2iscsi", "cxgb3i", "cxgb4i", "libfc", "libfcoe", "fcoe", "zfcp",
+    "ib_.*", "rdma_.*", "iw_cm", "mlx4_ib", "mlx5_ib", "rdma_rxe", "siw", "irdma", "ib_srp.*", "ib_iser.*",
+    "cfg80211", "mac80211", "libertas.*", "rndis_wlan",
+    "target_core_.*", "iscsi_target_mod", "tcm_.*", "scsi_debug",
+)  # fmt: skip
+#: What liveimg adds to dracut's default arguments for a live initramfs of what a live boot needs
+#: (``DracutOptions.all_drivers`` leaves them out: every driver and filesystem, as lorax).
+SLIM_ARGS: tuple[str, ...] = ("--filesystems", " ".join(LIVE_FILESYSTEMS), "--omit-drivers", " ".join(OMIT_DRIVERS))
 _COMPRESSION_FLAGS = ("--xz", "--zstd", "--gzip", "--lz4", "--lzo", "--bzip2", "--lzma", "--compress")
 #: Where the output and the configuration appear inside the tree while dracut runs.
 OUT_DIR = "/run/liveimg"
@@ -66,6 +87,7 @@ class DracutOptions:
     dracut_conf: Path | None = None
     where: Where = Where.AUTO
     timeout: float = 3600.0
+    all_drivers: bool = False  # every driver and filesystem of the kernel, as lorax (no SLIM_ARGS)
 
     def __post_init__(self) -> None:
         for name in (*self.add_modules, *self.omit_modules):
@@ -153,6 +175,8 @@ def plan_dracut(tree: GuestTree, *, kver: str, ostree: bool, options: DracutOpti
         selection = select_modules(tree, wanted=wanted, required=required, checker=checker)
         modules, left_out = selection.modules, selection.left_out
         middle = ["--add", " ".join(modules), *LORAX_DEFAULT_ARGS]
+        if not options.all_drivers:
+            middle += SLIM_ARGS
         if options.omit_modules:
             middle += ["--omit", " ".join(options.omit_modules)]
     argv = (dracut, *LORAX_FIXED_ARGS, *middle, *options.extra_args, "--no-compress", output, kver)

@@ -17,6 +17,9 @@ lorax, on purpose:
   in a rootless user-namespace sandbox (:mod:`.sandbox`, the default where user namespaces
   work) or, for images you do not trust and as the fallback, in the libguestfs appliance
   (:mod:`.appliance`);
+* it is given :data:`~liveimg.dracut.plan.SLIM_ARGS` (``--filesystems``, ``--omit-drivers``): the
+  filesystems and drivers a live boot needs, not all the kernel has -- the unpacked initramfs is
+  in RAM beside the downloaded live file (``all_drivers`` keeps lorax's everything);
 * before running, the guest must have dracut, the kernel's modules and the live modules
   (``dmsquash-live``, ``livenet``; ``ostree`` on ostree images), or the error names the
   package to install in the image; afterwards the result must hold the live hooks and tools

@@ -2,8 +2,8 @@
 
 Appended to it in one archive: the layout's hooks (:attr:`~liveimg.layouts.Layout.hooks`), and
 liveimg's livenetroot with the live file's size and sha256 (:mod:`liveimg.liveverify`; the
-pack stage has written the live file by now), and for an ``nbd://`` URL its livenbdroot
-(:mod:`liveimg.livenbd`).
+pack stage has written the live file by now) and the build's RAM floor (:mod:`liveimg.ramfloor`),
+and for an ``nbd://`` URL its livenbdroot (:mod:`liveimg.livenbd`).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from liveimg import livenbd, liveverify
+from liveimg import livenbd, liveverify, ramfloor
 from liveimg.dracut import EmbeddedFile, append_cpio, build_initramfs, hook_dir
 from liveimg.manifest import sha256_file
 
@@ -36,11 +36,11 @@ def run(ctx: Build) -> None:
             ostree=info.ostree,
             progress=ctx.progress,
         )
-        expected = None
-        if ctx.options.verify:
-            live = Path(ctx.live.path)
-            expected = (live.stat().st_size, sha256_file(live))
-        files = liveverify.initramfs_files(ctx.initrd.path, ctx.txn.work / "liveverify", expected)
+        live = Path(ctx.live.path)
+        expected = (live.stat().st_size, sha256_file(live)) if ctx.options.verify else None
+        # dracut's initramfs as unpacked at boot (what is appended below is a few KiB).
+        ctx.ram_floor = ramfloor.RamFloor(live.stat().st_size, ramfloor.unpacked_bytes(ctx.initrd.path))
+        files = liveverify.initramfs_files(ctx.initrd.path, ctx.txn.work / "liveverify", expected, ctx.ram_floor)
         if livenbd.wanted(ctx.options.pxe.url):
             files += livenbd.initramfs_files(ctx.initrd.path, ctx.txn.work / "livenbd", ctx.options.verify)
         add_hooks(ctx.initrd.path, ctx.layout.hooks, ctx.txn.work, files)

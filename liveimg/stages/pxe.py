@@ -24,6 +24,7 @@ def run(ctx: Build) -> None:
         seed_id=ctx.input_digest.result(),
         efi=ctx.efi,
         embedded=ctx.embedded.file if ctx.has("embedded") and ctx.embedded is not None else None,
+        ram_floor_mib=ctx.ram_floor.need_mib,
     )
     with ctx.stage("pxe"), ctx.progress.stage("pxe"):
         ctx.pxe = write_pxe(ctx.txn.out, ctx.boot, ctx.options.pxe)

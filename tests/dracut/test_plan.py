@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from liveimg.dracut.compress import Compression
-from liveimg.dracut.plan import DracutOptions, lorax_dracut_args, plan_dracut
+from liveimg.dracut.plan import LIVE_FILESYSTEMS, OMIT_DRIVERS, DracutOptions, lorax_dracut_args, plan_dracut
 from liveimg.errors import InvalidImage, InvalidOptions
 from liveimg.fsview import GuestTree, HostFS
 from tests.dracut.fake_guest import PROGRAMS, make_guest
@@ -36,10 +36,28 @@ def test_lorax_defaults_with_ostree(tmp_path: Path) -> None:
         "--no-hostonly",
         "--debug",
         "--no-early-microcode",
+        "--filesystems",
+        " ".join(LIVE_FILESYSTEMS),
+        "--omit-drivers",
+        " ".join(OMIT_DRIVERS),
         "--no-compress",
         "/run/liveimg/initramfs.cpio",
         KVER,
     )
+
+
+def test_all_drivers_is_lorax_s_command_line(tmp_path: Path) -> None:
+    argv = plan(make_guest(tmp_path), all_drivers=True)
+    assert "--filesystems" not in argv and "--omit-drivers" not in argv
+    assert argv[5:9] == ("--no-hostonly", "--debug", "--no-early-microcode", "--no-compress")
+
+
+def test_the_slim_lists_are_what_dracut_reads() -> None:
+    # dracut rewrites the first "-" of --omit-drivers to "_" and anchors each word: plain names, no blanks.
+    for name in (*LIVE_FILESYSTEMS, *OMIT_DRIVERS):
+        assert name and "-" not in name and not any(c.isspace() for c in name), name
+    # What a live boot mounts is never left out.
+    assert {"squashfs", "ext4", "overlay", "iso9660"} <= set(LIVE_FILESYSTEMS)
 
 
 def test_classic_image_has_no_ostree_module(tmp_path: Path) -> None:
@@ -55,7 +73,7 @@ def test_add_omit_and_extra_args(tmp_path: Path) -> None:
         extra_args=("--kernel-cmdline", "rd.debug"),
     )
     assert argv[3:5] == ("--add", "dmsquash-live livenet ostree convertfs qemu qemu-net crypt")
-    assert argv[8:12] == ("--omit", "pollcdrom", "--kernel-cmdline", "rd.debug")
+    assert argv[12:16] == ("--omit", "pollcdrom", "--kernel-cmdline", "rd.debug")
 
 
 def test_lorax_dracut_arg_replaces_the_defaults(tmp_path: Path) -> None:

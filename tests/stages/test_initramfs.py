@@ -14,6 +14,7 @@ from liveimg.liveverify import LIVENETROOT, TIMEOUT_HOOK, TIMEOUT_HOOK_NAME, VER
 from liveimg.manifest import sha256_file
 from liveimg.options import BuildOptions
 from liveimg.pipeline import build
+from liveimg.ramfloor import BASE_MIB, RAM_FILE, RamFloor
 from tests.stages import standins
 from tests.stages.standins import DRACUT_FILES, KVER
 
@@ -37,6 +38,18 @@ def test_the_live_initramfs_carries_the_check(tmp_path: Path, monkeypatch: pytes
             assert not ird.find(VERIFY_FILE.lstrip("/"))
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["initramfs"]["verifies_live"] is verify
+    # The RAM floor: the live file, dracut's files in whole pages, the base; in the initramfs, the manifest
+    # and PXE_CONFIG.
+    pages = sum(-(-len(e.data) // 4096) * 4096 for e in DRACUT_FILES if e.kind is cpio.Kind.FILE
+                and isinstance(e.data, bytes))  # fmt: skip
+    floor = RamFloor(live.stat().st_size, pages)
+    assert floor.need_mib == -(-(live.stat().st_size + pages) // (1 << 20)) + BASE_MIB
+    with Initramfs(out / f"initramfs-{KVER}.img") as ird:
+        assert ird.read(RAM_FILE.lstrip("/")).decode() == f"{floor.need_mib} {floor.live_ram_mib}\n"
+    assert manifest["initramfs"]["ram_floor_mib"] == floor.need_mib
+    assert manifest["initramfs"]["ram_floor"] == floor.manifest()
+    assert manifest["initramfs"]["all_drivers"] is False
+    assert f"# RAM: this build needs at least {floor.need_mib} MiB of RAM over HTTP" in (out / "PXE_CONFIG").read_text()
 
 
 def _initramfs(path: Path, leave_out: str) -> Path:
