@@ -37,7 +37,7 @@ PAGE = 4096
 #: and udev in the initramfs and then in the live system, curl, the overlay's first writes.
 #: Calibrated on the atomic sample by the RAM-floor benchmark (``benchmarks/ramfloor.py``); the
 #: measurements are in ``benchmarks/README.md``, "RAM floor".
-BASE_MIB = 112
+BASE_MIB = 64
 #: systemd's ``/run`` in the initramfs is a tmpfs of this fraction of the RAM (1/5: ``size=20%``).
 RUN_SHARE = 5
 #: What ``/run`` holds besides the copy of ``rd.live.ram`` (udev's database, logs, dracut's state), in
