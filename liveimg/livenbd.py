@@ -99,15 +99,7 @@ if [ "$url" = "$rest" ] || [ "$name" = "$rest" ] || [ -z "$name" ] || [ -z "$hos
     liveimg_stop "cannot attach $url: it is not nbd://HOST[:PORT]/EXPORT"
 fi
 
-want_size= want_sha=
-if [ -e "$P/etc/liveimg/live-image" ]; then
-    read -r want_size want_sha _rest < "$P/etc/liveimg/live-image"
-    case "$want_size" in '' | *[!0-9]*) want_size=bad ;; esac
-    case "$want_sha" in *[!0-9a-f]*) want_sha= ;; esac
-    if [ "$want_size" = bad ] || [ "${#want_sha}" -ne 64 ]; then
-        liveimg_stop "cannot check $url: $P/etc/liveimg/live-image is damaged (rebuild the initramfs)"
-    fi
-fi
+liveimg_expected "$url"
 
 dev=$P/dev/nbd0
 err=$P/tmp/liveimg-nbd.err

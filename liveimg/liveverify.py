@@ -70,6 +70,19 @@ liveimg_log() {
     fi
 }
 
+# The live file's expected size and sha256, when this build checks it (VERIFY_FILE): sets
+# want_size and want_sha (both empty without the file); stops if the file is damaged.
+liveimg_expected() {
+    want_size= want_sha=
+    [ -e "$P/etc/liveimg/live-image" ] || return 0
+    read -r want_size want_sha _rest < "$P/etc/liveimg/live-image"
+    case "$want_size" in '' | *[!0-9]*) want_size=bad ;; esac
+    case "$want_sha" in *[!0-9a-f]*) want_sha= ;; esac
+    if [ "$want_size" = bad ] || [ "${#want_sha}" -ne 64 ]; then
+        liveimg_stop "cannot check $1: $P/etc/liveimg/live-image is damaged (rebuild the initramfs)"
+    fi
+}
+
 liveimg_stop() {
     liveimg_log 2 "$1"
     # Halt: the line stays on the screen; a reboot would loop against the server and hide it.
@@ -128,15 +141,7 @@ if [ -e "$P/etc/liveimg/ram" ]; then
     esac
 fi
 
-want_size= want_sha=
-if [ -e "$P/etc/liveimg/live-image" ]; then
-    read -r want_size want_sha _rest < "$P/etc/liveimg/live-image"
-    case "$want_size" in '' | *[!0-9]*) want_size=bad ;; esac
-    case "$want_sha" in *[!0-9a-f]*) want_sha= ;; esac
-    if [ "$want_size" = bad ] || [ "${#want_sha}" -ne 64 ]; then
-        liveimg_stop "cannot check $url: $P/etc/liveimg/live-image is damaged (rebuild the initramfs)"
-    fi
-fi
+liveimg_expected "$url"
 
 dir=$P/tmp/liveimg
 mkdir -p "$dir"
