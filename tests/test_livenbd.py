@@ -192,6 +192,14 @@ def test_a_flipped_byte_is_another_build(tmp_path: Path, shell: str) -> None:
     assert match.groups() == (URL, SHA, hashlib.sha256(FLIPPED).hexdigest())
 
 
+def test_a_damaged_verify_file_stops_before_attaching(tmp_path: Path) -> None:
+    run = _livenbdroot(tmp_path, verify="12x not-a-hash\n")
+    assert run.halted and run.handed is None
+    assert run.failures == [f"liveimg: cannot check {URL}: {tmp_path}/root/etc/liveimg/live-image is damaged "
+                            "(rebuild the initramfs)"]  # fmt: skip
+    assert run.calls == []
+
+
 def test_a_shorter_export_is_short(tmp_path: Path) -> None:
     match = _one_failure(_livenbdroot(tmp_path, export=IMAGE[:300000]), "short")
     # The device's size is in 512-byte sectors.
