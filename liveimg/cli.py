@@ -443,7 +443,7 @@ def _add_build(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--embed-rootfs", action="store_true",
                    help="deliver the live file as a second initrd (live-rootfs.cpio, root=live:/FILE): boots with "
                    "TFTP or iPXE alone, no HTTP server and no --url (--url only with --cloud-init, for the seed); "
-                   "needs RAM for about twice the live file")  # fmt: skip
+                   "needs RAM for the live file twice and the initramfs while the kernel unpacks them")  # fmt: skip
     g.add_argument("--kernel-arg", action="append", default=[], metavar="ARG",
                    help="kernel argument for the live system, e.g. rd.live.overlay.size=1024 (repeatable)")  # fmt: skip
     g.add_argument("--no-image-kargs", action="store_true",

@@ -25,7 +25,8 @@ The limits (:func:`size_warnings`), each said at build time when the archive pas
 * a newc entry's size field is 32 bits: a live file of 4 GiB or more cannot be embedded at all
   (an :class:`~liveimg.errors.InvalidOptions` from the cpio writer);
 * RAM: the kernel keeps the loaded initrds until it has unpacked them into its root
-  filesystem, so the machine holds the live file about twice while it boots.
+  filesystem, so the machine holds the live file twice, and the initramfs loaded and unpacked,
+  while it boots.
 """
 
 from __future__ import annotations
@@ -76,8 +77,9 @@ def write_embedded(live: Path, dest: Path) -> Embedded:
     return Embedded(file=dest.name, path=path, size=size)
 
 
-def size_warnings(embedded_size: int, initramfs_size: int) -> list[str]:
-    """The limits the second initrd passes (see the module), one sentence each."""
+def size_warnings(embedded_size: int, initramfs_size: int, initramfs_unpacked: int = 0) -> list[str]:
+    """The limits the second initrd passes (see the module), one sentence each; ``initramfs_unpacked``
+    (bytes, the initramfs's files) counts in the RAM the kernel holds while it unpacks."""
     warnings = []
     mib = embedded_size / MIB
     if embedded_size > TFTP_PLAIN_LIMIT:
@@ -94,9 +96,12 @@ def size_warnings(embedded_size: int, initramfs_size: int) -> list[str]:
             f"initrd_addr_max (2 GiB), where pxelinux and a BIOS GRUB put them; a larger live file does not boot "
             "that way"
         )
+    # While the kernel unpacks, the loaded initrds and the files unpacked from them are in RAM together.
+    need = (2 * embedded_size + initramfs_size + initramfs_unpacked) / MIB
     warnings.append(
-        f"the machine needs RAM for the live file about twice ({2 * mib:.0f} MiB) while the kernel unpacks "
-        f"{CPIO_NAME}, besides what the live system uses"
+        f"while the kernel unpacks the initrds it holds them and their files together: at least {need:.0f} MiB "
+        f"of RAM (the live file twice, the initramfs loaded and unpacked), besides the kernel's own and what "
+        "the live system uses"
     )
     return warnings
 

@@ -335,7 +335,9 @@ def lorax_pxe_config(boot: LiveBoot, options: PxeOptions) -> tuple[str, list[str
         config.line(f"# --embed-rootfs: {boot.embedded} is a second initrd holding {boot.squashfs}; the boot")
         config.line("# loader loads it after the initramfs and the kernel unpacks both, so no HTTP server is needed:")
         config.line("# pxelinux initrd=a,b; iPXE one initrd line and one initrd= name each; GRUB initrd a b.")
-        config.line(f"# RAM: about twice {boot.embedded} while the kernel unpacks it (README, --embed-rootfs).")
+        config.line(
+            f"# RAM: {boot.embedded} twice, and the initramfs, while the kernel unpacks them (README, --embed-rootfs)."
+        )
     if options.url is not None and bootsyntax.is_nbd(options.url):
         config.line(f"# NBD: <URL> is {options.url}; serve the live file with {nbd_server_hint(boot, options.url)}")
     if boot.efi is not None:

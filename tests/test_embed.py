@@ -104,9 +104,12 @@ def test_the_path_is_the_live_files_name_at_the_root() -> None:
 
 
 def test_the_size_warnings_name_each_limit_passed() -> None:
-    small = size_warnings(16 * MIB, 40 * MIB)
-    assert len(small) == 1 and "about twice (32 MiB)" in small[0]
-    assert size_warnings(TFTP_PLAIN_LIMIT, 0)[0].startswith("the machine needs RAM")  # at the limit: fine
+    small = size_warnings(16 * MIB, 40 * MIB, 100 * MIB)
+    assert (
+        len(small) == 1
+        and "at least 172 MiB of RAM (the live file twice, the initramfs loaded and unpacked)" in small[0]
+    )
+    assert size_warnings(TFTP_PLAIN_LIMIT, 0)[0].startswith("while the kernel unpacks")  # at the limit: fine
     tftp = size_warnings(TFTP_PLAIN_LIMIT + 1, 40 * MIB)
     assert len(tftp) == 2 and "TFTP carries at most 32 MiB (65535 blocks of 512 bytes)" in tftp[0]
     assert "a blksize of at least 513 bytes (at 1428: 89 MiB)" in tftp[0]

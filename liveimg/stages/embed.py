@@ -20,7 +20,9 @@ def run(ctx: Build) -> None:
         return
     with ctx.stage("embed"), ctx.progress.stage("embed") as stage:
         ctx.embedded = write_embedded(Path(ctx.live.path), ctx.txn.out / CPIO_NAME)
-        ctx.embed_warnings = tuple(size_warnings(ctx.embedded.size, ctx.initrd.path.stat().st_size))
+        ctx.embed_warnings = tuple(
+            size_warnings(ctx.embedded.size, ctx.initrd.path.stat().st_size, ctx.ram_floor.initramfs_bytes)
+        )
         for warning in ctx.embed_warnings:
             log.warning("embed: %s", warning)
             stage.message(warning)

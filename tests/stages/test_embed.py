@@ -44,7 +44,7 @@ def test_a_build_with_embed_rootfs_writes_the_second_initrd(
     assert f"APPEND {initrds} root=live:/{live} " in (out / "pxelinux.cfg/default").read_text()
     assert f"    initrd /initramfs-{KVER}.img /{CPIO_NAME}\n" in (out / "grub.cfg").read_text()
     # The limits it passes are said as warnings (a toy file passes only the RAM one) and as the stage's messages.
-    assert len(embed["warnings"]) == 1 and "about twice" in embed["warnings"][0]
+    assert len(embed["warnings"]) == 1 and "the live file twice" in embed["warnings"][0]
     assert f"embed: {embed['warnings'][0]}" in caplog.messages
     assert [e.message for e in events if e.stage == "embed" and e.event == "message"] == embed["warnings"]
 
