@@ -103,6 +103,9 @@ class Build:
         self.txn = txn
         self.progress = progress
         self.timings: dict[str, float] = {}
+        # The sha256 of OUTDIR files a stage has hashed already (by resolved path): the manifest
+        # reuses them rather than read a live file of hundreds of MiB again.
+        self.digests: dict[Path, str] = {}
         self.resources = contextlib.ExitStack()
 
     def has(self, artifact: str) -> bool:

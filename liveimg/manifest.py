@@ -33,7 +33,8 @@ def describe(ctx: Build) -> dict[str, Any]:
     artifacts = {}
     for path in sorted(p for p in out.rglob("*") if p.is_file()):
         rel = path.relative_to(out).as_posix()
-        artifacts[rel] = {"size": path.stat().st_size, "sha256": sha256_file(path)}
+        digest = ctx.digests.get(path.resolve()) or sha256_file(path)
+        artifacts[rel] = {"size": path.stat().st_size, "sha256": digest}
     info, options, layout = ctx.info, ctx.options, ctx.layout
     boot, initrd, rootfs, pxe = ctx.boot, ctx.initrd, ctx.rootfs, ctx.pxe
     embedded = ctx.embedded if ctx.has("embedded") else None

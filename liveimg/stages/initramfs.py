@@ -37,7 +37,10 @@ def run(ctx: Build) -> None:
             progress=ctx.progress,
         )
         live = Path(ctx.live.path)
-        expected = (live.stat().st_size, sha256_file(live)) if ctx.options.verify else None
+        expected = None
+        if ctx.options.verify:
+            ctx.digests[live.resolve()] = digest = sha256_file(live)
+            expected = (live.stat().st_size, digest)
         # dracut's initramfs as unpacked at boot (what is appended below is a few KiB).
         ctx.ram_floor = ramfloor.RamFloor(live.stat().st_size, ramfloor.unpacked_bytes(ctx.initrd.path))
         files = liveverify.initramfs_files(ctx.initrd.path, ctx.txn.work / "liveverify", expected, ctx.ram_floor)

@@ -77,3 +77,22 @@ def test_without_the_check_its_tools_are_not_needed(tmp_path: Path) -> None:
     files = initramfs_files(initramfs, tmp_path / "work", None)
     assert sorted(f.dest for f in files) == ["/usr/lib/dracut/hooks/initqueue/timeout/" + TIMEOUT_HOOK_NAME,
                                              "/usr/sbin/livenetroot"]  # fmt: skip
+
+
+def test_the_live_file_is_hashed_once_and_the_manifest_agrees(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    standins.use(monkeypatch, [])
+    hashed: list[str] = []
+
+    def counting(path: Path) -> str:
+        hashed.append(Path(path).name)
+        return sha256_file(path)
+
+    monkeypatch.setattr("liveimg.stages.initramfs.sha256_file", counting)
+    monkeypatch.setattr("liveimg.manifest.sha256_file", counting)
+    image = tmp_path / "disk.raw"
+    image.write_bytes(b"an image" * 512)
+    out = tmp_path / "out"
+    result = build(image, out, BuildOptions())
+    name = result.manifest["rootfs"]["file"]
+    assert hashed.count(name) == 1, hashed
+    assert result.manifest["artifacts"][name]["sha256"] == sha256_file(out / name)
