@@ -1,0 +1,154 @@
+"""``liveimg serve``: serve builds to diskless machines until stopped.
+
+:func:`serve` checks the builds (:func:`~liveimg.serve.catalog.load_builds`), makes the
+:class:`~liveimg.serve.catalog.Plan` for the address clients reach, writes the TFTP tree and
+dnsmasq's configuration into a private directory, starts liveimg's HTTP server
+(:mod:`liveimg.serve.http`) and, for TFTP or DHCP, dnsmasq (:mod:`liveimg.serve.dnsmasq`), calls
+``ready`` and serves until ``stop`` is set or a signal ends it.  Whatever ends it, dnsmasq is
+stopped and the private directory removed before it returns or raises.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import re
+import shutil
+import tempfile
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from liveimg import bootsyntax
+from liveimg.errors import InvalidOptions
+from liveimg.pxe import check_url
+from liveimg.serve.catalog import Artifact, BiosLoader, Plan, load_builds, plan, write_tree
+from liveimg.serve.dnsmasq import Dnsmasq, DhcpMode, Network, config, need_root, network_of
+from liveimg.serve.http import ArtifactServer, Served
+
+#: The HTTP port when ``--http`` gives none.
+DEFAULT_PORT = 8080
+
+_HOST_PORT = re.compile(r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[^:\[\]]*)):(?P<port>[0-9]{1,5})")
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    """How to serve.
+
+    ``http``: ``ADDR:PORT`` to listen on (``[ADDR]:PORT`` for IPv6; ``0.0.0.0`` or an empty
+    address: every address).  ``url``: the base URL machines use, when it is not
+    ``http://ADDR:PORT`` (a name, a proxy in front); by default that, with the interface's
+    address for a wildcard ADDR.  ``tftp``, ``dhcp``, ``interface``, ``loader``: see
+    :mod:`liveimg.serve.dnsmasq` and :class:`~liveimg.serve.catalog.BiosLoader`.
+    ``kernel_args``: added to every build's command line.
+    """
+
+    http: str = f"0.0.0.0:{DEFAULT_PORT}"
+    url: str | None = None
+    tftp: bool = False
+    dhcp: DhcpMode = DhcpMode.NONE
+    interface: str | None = None
+    loader: BiosLoader = BiosLoader.AUTO
+    kernel_args: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.dhcp is not DhcpMode.NONE and not self.tftp:
+            object.__setattr__(self, "tftp", True)  # PXE firmware loads its boot file over TFTP
+        if self.dhcp is not DhcpMode.NONE and self.interface is None:
+            raise InvalidOptions(f"--dhcp {self.dhcp} needs --interface", hint="name the interface the machines are on")
+        parse_http(self.http)
+        if self.url is not None:
+            check_url(self.url)
+
+
+def parse_http(text: str) -> tuple[str, int]:
+    """``ADDR:PORT`` (or ``[ADDR]:PORT``, or ``PORT``) as (address, port); ``""`` is every address."""
+    if text.isdigit():
+        text = f":{text}"
+    match = _HOST_PORT.fullmatch(text)
+    port = int(match.group("port")) if match else 0
+    if match is None or not 0 < port < 65536:
+        raise InvalidOptions(f"--http {text!r} is not ADDR:PORT", hint="e.g. --http 192.0.2.1:8080 or --http :8080")
+    host = match.group("v6") or match.group("host") or ""
+    if host:
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            raise InvalidOptions(f"--http {text!r}: {host!r} is not an IP address",
+                                 hint="listen on an address; name the host in --url") from None  # fmt: skip
+    return host, port
+
+
+def base_url(options: ServeOptions, network: Network | None) -> str:
+    """The URL machines fetch from (see :class:`ServeOptions`)."""
+    if options.url is not None:
+        return check_url(options.url)
+    host, port = parse_http(options.http)
+    if not host or ipaddress.ip_address(host).is_unspecified:
+        if network is None:
+            raise InvalidOptions(f"--http {options.http} does not say which address the machines fetch from",
+                                 hint="give --interface (its address is used), an address in --http, or --url")  # fmt: skip
+        host = str(network.address.ip)
+    named = f"[{host}]" if ":" in host else host
+    return bootsyntax.base_url(f"http://{named}:{port}")
+
+
+def served(files: Mapping[str, Artifact | str]) -> dict[str, Served]:
+    """The HTTP server's map: ``/path`` -> a build's file (its ETag its sha256) or a generated text."""
+    out: dict[str, Served] = {}
+    for rel, what in files.items():
+        if isinstance(what, Artifact):
+            out[f"/{rel}"] = Served(path=what.path, size=what.size, etag=what.sha256)
+        else:
+            out[f"/{rel}"] = Served(data=what.encode(), content_type="text/plain; charset=utf-8")
+    return out
+
+
+def prepare(outdirs: Sequence[Path], options: ServeOptions) -> tuple[Plan, Network | None]:
+    """The checked builds' plan for ``options``, and the network DHCP serves (if an interface is named)."""
+    if options.tftp or options.dhcp is not DhcpMode.NONE:
+        need_root("TFTP and DHCP")
+    network = network_of(options.interface) if options.interface is not None else None
+    builds = load_builds(outdirs)
+    url = base_url(options, network)
+    return plan(builds, url, kernel_args=options.kernel_args, loader=options.loader), network
+
+
+def serve(
+    outdirs: Sequence[Path],
+    options: ServeOptions,
+    *,
+    ready: Callable[[Plan], None] | None = None,
+    on_request: Callable[[str], None] | None = None,
+    on_dnsmasq: Callable[[str], None] | None = None,
+    stop: threading.Event | None = None,
+) -> None:
+    """Serve ``outdirs`` (see the module docstring) until ``stop`` is set or a signal ends it."""
+    the_plan, network = prepare(outdirs, options)
+    host, port = parse_http(options.http)
+    stop = stop or threading.Event()
+    private = Path(tempfile.mkdtemp(prefix="liveimg-serve-"))
+    try:
+        with contextlib.ExitStack() as stack:
+            server = stack.enter_context(ArtifactServer(served(the_plan.http), host=host or "0.0.0.0", port=port,
+                                                        log=on_request))  # fmt: skip
+            if options.tftp:
+                tftp = private / "tftp"
+                tftp.mkdir()
+                write_tree(the_plan, tftp)
+                conf = private / "dnsmasq.conf"
+                conf.write_text(config(the_plan, options.dhcp, tftp_root=tftp, network=network,
+                                       leases=private / "leases"))  # fmt: skip
+                stack.enter_context(Dnsmasq(conf, on_dnsmasq))
+            del server
+            if ready is not None:
+                ready(the_plan)
+            while not stop.wait(0.5):
+                pass
+    finally:
+        shutil.rmtree(private, ignore_errors=True)
+
+
+__all__ = ["DEFAULT_PORT", "ServeOptions", "base_url", "parse_http", "prepare", "serve", "served"]
