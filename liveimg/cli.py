@@ -666,7 +666,7 @@ def _add_serve(parser: argparse.ArgumentParser) -> None:
 
 
 def _cmd_serve(args: argparse.Namespace, ctx: Context) -> int:
-    from liveimg.serve import BiosLoader, DhcpMode, ServeOptions, describe, print_config, serve
+    from liveimg.serve import BiosLoader, DhcpMode, ServeOptions, describe, serve
 
     bootsyntax.kernel_args(args.kernel_arg, what="--kernel-arg", source=bootsyntax.Source.CALLER)
     options = ServeOptions(
@@ -674,6 +674,8 @@ def _cmd_serve(args: argparse.Namespace, ctx: Context) -> int:
         loader=BiosLoader(args.bios_loader), kernel_args=tuple(args.kernel_arg),
     )  # fmt: skip
     if args.print_config is not None:
+        from liveimg.serve.configs import print_config
+
         if args.tree is None:
             raise InvalidOptions("--print-config needs --tree DIR", hint="the servers read the menus from there")
         print(print_config(args.outdirs, options, args.print_config, args.tree), end="")

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
-import re
 import shutil
 import tempfile
 import threading
@@ -25,12 +24,11 @@ from liveimg.errors import InvalidOptions
 from liveimg.pxe import check_url
 from liveimg.serve.catalog import Artifact, BiosLoader, Plan, load_builds, plan, write_tree
 from liveimg.serve.dnsmasq import Dnsmasq, DhcpMode, Network, config, need_root, network_of
-from liveimg.serve.http import ArtifactServer, Served
+from liveimg.serve.http import ArtifactServer, Served, parse_address
 
 #: The HTTP port when ``--http`` gives none.
 DEFAULT_PORT = 8080
 
-_HOST_PORT = re.compile(r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[^:\[\]]*)):(?P<port>[0-9]{1,5})")
 
 
 @dataclass(frozen=True)
@@ -64,20 +62,15 @@ class ServeOptions:
 
 
 def parse_http(text: str) -> tuple[str, int]:
-    """``ADDR:PORT`` (or ``[ADDR]:PORT``, or ``PORT``) as (address, port); ``""`` is every address."""
+    """``ADDR:PORT`` (``[ADDR]:PORT`` for IPv6; ``:PORT`` or ``PORT`` for every IPv4 address) as
+    (address, port)."""
     if text.isdigit():
         text = f":{text}"
-    match = _HOST_PORT.fullmatch(text)
-    port = int(match.group("port")) if match else 0
-    if match is None or not 0 < port < 65536:
-        raise InvalidOptions(f"--http {text!r} is not ADDR:PORT", hint="e.g. --http 192.0.2.1:8080 or --http :8080")
-    host = match.group("v6") or match.group("host") or ""
-    if host:
-        try:
-            ipaddress.ip_address(host)
-        except ValueError:
-            raise InvalidOptions(f"--http {text!r}: {host!r} is not an IP address",
-                                 hint="listen on an address; name the host in --url") from None  # fmt: skip
+    if text.startswith(":"):
+        text = f"0.0.0.0{text}"
+    host, port = parse_address(text)
+    if port == 0:
+        raise InvalidOptions(f"--http {text!r}: machines need a fixed port", hint="e.g. --http :8080")
     return host, port
 
 
@@ -86,7 +79,7 @@ def base_url(options: ServeOptions, network: Network | None) -> str:
     if options.url is not None:
         return check_url(options.url)
     host, port = parse_http(options.http)
-    if not host or ipaddress.ip_address(host).is_unspecified:
+    if ipaddress.ip_address(host).is_unspecified:
         if network is None:
             raise InvalidOptions(f"--http {options.http} does not say which address the machines fetch from",
                                  hint="give --interface (its address is used), an address in --http, or --url")  # fmt: skip
@@ -96,14 +89,11 @@ def base_url(options: ServeOptions, network: Network | None) -> str:
 
 
 def served(files: Mapping[str, Artifact | str]) -> dict[str, Served]:
-    """The HTTP server's map: ``/path`` -> a build's file (its ETag its sha256) or a generated text."""
-    out: dict[str, Served] = {}
-    for rel, what in files.items():
-        if isinstance(what, Artifact):
-            out[f"/{rel}"] = Served(path=what.path, size=what.size, etag=what.sha256)
-        else:
-            out[f"/{rel}"] = Served(data=what.encode(), content_type="text/plain; charset=utf-8")
-    return out
+    """The HTTP server's map: URL path -> a build's file (its ETag its sha256) or a generated text."""
+    return {
+        rel: Served(path=what.path, size=what.size, etag=what.sha256) if isinstance(what, Artifact) else Served.text(what)
+        for rel, what in files.items()
+    }
 
 
 def prepare(outdirs: Sequence[Path], options: ServeOptions) -> tuple[Plan, Network | None]:
@@ -130,10 +120,10 @@ def serve(
     host, port = parse_http(options.http)
     stop = stop or threading.Event()
     private = Path(tempfile.mkdtemp(prefix="liveimg-serve-"))
+    private.chmod(0o711)  # dnsmasq reads the TFTP tree in it as an unprivileged user
     try:
         with contextlib.ExitStack() as stack:
-            server = stack.enter_context(ArtifactServer(served(the_plan.http), host=host or "0.0.0.0", port=port,
-                                                        log=on_request))  # fmt: skip
+            stack.enter_context(ArtifactServer(served(the_plan.http), host=host, port=port, log=on_request))
             if options.tftp:
                 tftp = private / "tftp"
                 tftp.mkdir()
@@ -142,7 +132,6 @@ def serve(
                 conf.write_text(config(the_plan, options.dhcp, tftp_root=tftp, network=network,
                                        leases=private / "leases"))  # fmt: skip
                 stack.enter_context(Dnsmasq(conf, on_dnsmasq))
-            del server
             if ready is not None:
                 ready(the_plan)
             while not stop.wait(0.5):
