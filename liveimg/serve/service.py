@@ -19,13 +19,16 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from liveimg import bootsyntax
 from liveimg.errors import InvalidOptions
 from liveimg.pxe import check_url
 from liveimg.serve.catalog import Artifact, BiosLoader, Plan, load_builds, plan, write_tree
-from liveimg.serve.dnsmasq import Dnsmasq, DhcpMode, Network, config, need_root, network_of
-from liveimg.serve.http import ArtifactServer, Served
+from liveimg.serve.dnsmasq import DhcpMode, Dnsmasq, Network, config, need_root, network_of
+
+if TYPE_CHECKING:  # the HTTP server is imported where it serves: --print-config does without it
+    from liveimg.serve.http import Served
 
 #: The HTTP port when ``--http`` gives none.
 DEFAULT_PORT = 8080
@@ -97,6 +100,8 @@ def base_url(options: ServeOptions, network: Network | None) -> str:
 
 def served(files: Mapping[str, Artifact | str]) -> dict[str, Served]:
     """The HTTP server's map: ``/path`` -> a build's file (its ETag its sha256) or a generated text."""
+    from liveimg.serve.http import Served  # noqa: PLC0415  # see the TYPE_CHECKING import
+
     out: dict[str, Served] = {}
     for rel, what in files.items():
         if isinstance(what, Artifact):
@@ -126,6 +131,8 @@ def serve(
     stop: threading.Event | None = None,
 ) -> None:
     """Serve ``outdirs`` (see the module docstring) until ``stop`` is set or a signal ends it."""
+    from liveimg.serve.http import ArtifactServer  # noqa: PLC0415  # see the TYPE_CHECKING import
+
     the_plan, network = prepare(outdirs, options)
     host, port = parse_http(options.http)
     stop = stop or threading.Event()
