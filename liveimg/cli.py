@@ -44,6 +44,7 @@ from liveimg.pipeline import build
 from liveimg.progress import JsonLines, Progress, StageLines, TerminalBar
 from liveimg.pxe import CloudInitSeed, PxeOptions
 from liveimg.rootfs import Method, RootfsOptions, SizeMode, parse_size
+from liveimg.serve import BiosLoader, DhcpMode, ServeOptions, describe, print_config, serve
 from liveimg.squashfs import SquashfsOptions, parse_compress_args
 from liveimg.write import WriteOptions, human_size, image_size, probe_target, write_image
 
@@ -637,8 +638,6 @@ def _cmd_boot_test(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def _add_serve(parser: argparse.ArgumentParser) -> None:
-    from liveimg.serve import BiosLoader, DhcpMode
-
     parser.add_argument("outdirs", nargs="+", type=Path, metavar="OUTDIR",
                         help="OUTDIRs of `liveimg build`; with several, the boot menus list them all, the newest "
                         "the default")  # fmt: skip
@@ -662,20 +661,17 @@ def _add_serve(parser: argparse.ArgumentParser) -> None:
                         help="print the configuration of nginx, dnsmasq or Kea that serves the same, instead of "
                         "serving; with --tree")  # fmt: skip
     parser.add_argument("--tree", type=Path, metavar="DIR",
-                        help="with --print-config: write the TFTP tree and the menus there, for those servers")  # fmt: skip
+                        help="with --print-config: write the TFTP tree and the menus there, for those "
+                        "servers")  # fmt: skip
 
 
 def _cmd_serve(args: argparse.Namespace, ctx: Context) -> int:
-    from liveimg.serve import BiosLoader, DhcpMode, ServeOptions, describe, serve
-
     bootsyntax.kernel_args(args.kernel_arg, what="--kernel-arg", source=bootsyntax.Source.CALLER)
     options = ServeOptions(
         http=args.http, url=args.url, tftp=args.tftp, dhcp=DhcpMode(args.dhcp), interface=args.interface,
         loader=BiosLoader(args.bios_loader), kernel_args=tuple(args.kernel_arg),
     )  # fmt: skip
     if args.print_config is not None:
-        from liveimg.serve.configs import print_config
-
         if args.tree is None:
             raise InvalidOptions("--print-config needs --tree DIR", hint="the servers read the menus from there")
         print(print_config(args.outdirs, options, args.print_config, args.tree), end="")

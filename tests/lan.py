@@ -36,6 +36,8 @@ REPO = Path(__file__).resolve().parents[1]
 #: The bridge's subnet: inside the namespace only, so any private range will do.
 SERVER = "10.77.0.1"
 PREFIX = 24
+#: A network's own DHCP server, beside liveimg serve's proxy DHCP (:meth:`Lan.other_dhcp_server`).
+OTHER_DHCP = "10.77.0.2"
 HTTP_PORT = 8080
 #: How long `liveimg serve` may take to check the builds and start.
 SERVE_START = 120.0
@@ -126,6 +128,39 @@ class Lan:
         return subprocess.run(["ip", "netns", "exec", self.netns, *argv], capture_output=True, text=True,
                               timeout=timeout, check=False)  # fmt: skip
 
+    @contextlib.contextmanager
+    def other_dhcp_server(self, leases: Path) -> Iterator[list[str]]:
+        """A plain DHCP server on the bridge (no boot file), in a namespace of its own, as a network's
+        own DHCP server would be beside ``liveimg serve --dhcp proxy``; yields its log lines."""
+        other = f"{self.netns}-dhcp"
+        ip("netns", "add", other)
+        try:
+            ip("-n", self.netns, "link", "add", "vd0", "type", "veth", "peer", "name", "vd1", "netns", other)
+            self._in("link", "set", "vd0", "master", "br0")
+            self._in("link", "set", "vd0", "up")
+            ip("-n", other, "addr", "add", f"{OTHER_DHCP}/{PREFIX}", "dev", "vd1")
+            ip("-n", other, "link", "set", "vd1", "up")
+            argv = ["ip", "netns", "exec", other, "dnsmasq", "--keep-in-foreground", "--log-facility=-",
+                    "--pid-file=", "--port=0", "--no-resolv", "--no-hosts", "--interface=vd1", "--bind-interfaces",
+                    "--dhcp-range=10.77.0.20,10.77.0.60,1h", f"--dhcp-leasefile={leases}", "--log-dhcp"]  # fmt: skip
+            proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            lines: list[str] = []
+
+            def read() -> None:
+                assert proc.stderr is not None
+                lines.extend(proc.stderr)
+
+            reader = threading.Thread(target=read, daemon=True)
+            reader.start()
+            try:
+                yield lines
+            finally:
+                proc.terminate()
+                proc.wait(30)
+                reader.join(10)
+        finally:
+            ip("netns", "delete", other)
+
     def tap(self) -> str:
         name = f"tap{self.taps}"
         self.taps += 1
@@ -136,7 +171,8 @@ class Lan:
 
     @contextlib.contextmanager
     def serve(self, outdirs: Sequence[Path], *options: str) -> Iterator[Served]:
-        """``liveimg serve OUTDIRS --http SERVER:PORT --interface br0 OPTIONS`` in the namespace, until the block ends."""
+        """``liveimg serve OUTDIRS --http SERVER:PORT --interface br0 OPTIONS`` in the namespace, until
+        the block ends."""
         argv = ["ip", "netns", "exec", self.netns, sys.executable, "-m", "liveimg", "--progress", "json", "serve",
                 *map(str, outdirs), "--http", f"{SERVER}:{HTTP_PORT}", "--interface", "br0", *options]  # fmt: skip
         proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -159,7 +195,9 @@ class Lan:
                 event = lines.get(timeout=max(1.0, deadline - time.monotonic()))
                 if event is None:
                     proc.wait(10)
-                    raise AssertionError(f"liveimg serve exited {proc.returncode}: {proc.stderr.read() if proc.stderr else ''}")
+                    raise AssertionError(
+                        f"liveimg serve exited {proc.returncode}: {proc.stderr.read() if proc.stderr else ''}"
+                    )
                 if event.get("event") == "serving":
                     break
             yield Served(proc, event, events)

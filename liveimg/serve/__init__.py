@@ -7,6 +7,7 @@ writes the same as nginx, dnsmasq or Kea configuration for a production server.
 """
 
 from liveimg.serve.catalog import BiosLoader, Plan, ServedBuild, describe, load_builds, plan
+from liveimg.serve.configs import print_config
 from liveimg.serve.dnsmasq import DhcpMode
 from liveimg.serve.service import ServeOptions, serve
 
@@ -19,5 +20,6 @@ __all__ = [
     "describe",
     "load_builds",
     "plan",
+    "print_config",
     "serve",
 ]

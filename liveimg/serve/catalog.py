@@ -318,24 +318,35 @@ def grub_menu(builds: Sequence[ServedBuild], args: Mapping[str, Sequence[str]], 
 
 
 def write_tree(plan: Plan, root: Path) -> None:
-    """The TFTP tree of ``plan`` in ``root`` (an empty directory), readable by all: files are hard
-    links to the builds' (or copies across filesystems), the loaders copies, the menus files.
+    """The TFTP tree of ``plan`` in ``root`` (an empty directory): see :func:`write_files`.
 
     dnsmasq reads it as an unprivileged user, so nothing in it may need the caller's rights.
     """
+    write_files(plan.tftp, root)
+
+
+def write_files(files: Mapping[str, Artifact | Path | str], root: Path) -> None:
+    """``files`` (relative path -> a build's file, a host file or a text) in ``root`` (an empty
+    directory), readable by all (directories 0755, files 0644): files are hard links to the
+    builds' (copies across filesystems), the host's files (the loaders) copies, the texts files.
+
+    Each path is checked to be plain names joined by ``/`` (:func:`~liveimg.bootsyntax.tftp_path`),
+    so nothing is written outside ``root``.
+    """
     root.chmod(0o755)
-    for rel, what in plan.tftp.items():
+    for rel, what in files.items():
         dest = root / bootsyntax.tftp_path(rel, source=Source.CALLER)
         dest.parent.mkdir(parents=True, exist_ok=True)
         dest.parent.chmod(0o755)
         if isinstance(what, str):
             dest.write_text(what)
+        elif isinstance(what, Path):
+            shutil.copyfile(what, dest)  # a host file (a loader): never a link whose mode we would change
         else:
-            src = what.path if isinstance(what, Artifact) else what
             try:
-                os.link(src, dest)
+                os.link(what.path, dest)
             except OSError:
-                shutil.copyfile(src, dest)
+                shutil.copyfile(what.path, dest)
         dest.chmod(0o644)
 
 
@@ -363,5 +374,6 @@ __all__ = [
     "describe",
     "load_builds",
     "plan",
+    "write_files",
     "write_tree",
 ]

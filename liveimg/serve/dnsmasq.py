@@ -89,7 +89,9 @@ def network_of(interface: str) -> Network:
         for info in link.get("addr_info", ()):
             if info.get("family") == "inet":
                 return Network(interface, ipaddress.IPv4Interface(f"{info['local']}/{info['prefixlen']}"))
-    raise InvalidOptions(f"{interface} has no IPv4 address", hint=f"give it one: ip addr add ADDRESS/PREFIX dev {interface}")
+    raise InvalidOptions(
+        f"{interface} has no IPv4 address", hint=f"give it one: ip addr add ADDRESS/PREFIX dev {interface}"
+    )
 
 
 def lease_range(network: Network) -> tuple[ipaddress.IPv4Address, ipaddress.IPv4Address]:
@@ -137,31 +139,47 @@ def config(plan: Plan, mode: DhcpMode, *, tftp_root: Path | None, network: Netwo
     lines += ["dhcp-userclass=set:ipxe,iPXE"]
     lines += [f"dhcp-match=set:efi64,option:client-arch,{arch}" for arch in UEFI_X86_64_ARCHES]
     server = str(network.address.ip)
-    ipxe_bios = plan.loader is not BiosLoader.PXELINUX
-    # Exactly one boot file matches each client: the tags below exclude one another.
-    boot: list[tuple[str, str]] = []
-    if ipxe_bios:
-        boot.append(("tag:ipxe", plan.ipxe_url))
-        boot.append(("tag:!ipxe,tag:!efi64", plan.bios_file))
-    else:
-        boot.append(("tag:ipxe,tag:efi64", plan.ipxe_url))
-        boot.append(("tag:!efi64", plan.bios_file))
-    if plan.uefi_file is not None:
-        boot.append(("tag:!ipxe,tag:efi64", plan.uefi_file))
-    for tags, file in boot:
-        if mode is DhcpMode.FULL or file.startswith("http"):
+    for rule in boot_rules(plan):
+        tags = ",".join(f"tag:{'' if want else '!'}{tag}" for tag, want in (("ipxe", rule.ipxe), ("efi64", rule.efi64))
+                        if want is not None)  # fmt: skip
+        if mode is DhcpMode.FULL or rule.file.startswith("http"):
             # In proxy mode iPXE takes the script's URL from the proxy's offer as well.
-            lines.append(f"dhcp-boot={tags},{_value(file)},,{server}")
+            lines.append(f"dhcp-boot={tags},{_value(rule.file)},,{server}")
         else:
-            arch = "x86-64_EFI" if "tag:efi64" in tags.split(",") else "x86PC"
-            lines.append(f'pxe-service={tags},{arch},"liveimg",{_value(file)},{server}')
+            arch = "x86-64_EFI" if rule.efi64 else "x86PC"
+            lines.append(f'pxe-service={tags},{arch},"liveimg",{_value(rule.file)},{server}')
     return "\n".join(lines) + "\n"
+
+
+@dataclass(frozen=True)
+class BootRule:
+    """A boot file and the clients it is for: ``ipxe`` and ``efi64`` say whether the client must
+    run iPXE (option 77) and be UEFI x86-64 (option 93), True or False, or None for either."""
+
+    kind: str  # "ipxe" (the iPXE menu's URL), "bios" (the BIOS loader) or "efi64" (the UEFI boot file)
+    ipxe: bool | None
+    efi64: bool | None
+    file: str
+
+
+def boot_rules(plan: Plan) -> list[BootRule]:
+    """The boot file for each kind of client, by ``plan.loader`` (see
+    :class:`~liveimg.serve.catalog.BiosLoader`); the rules exclude one another, so exactly one (or,
+    for a UEFI client with no UEFI build, none) matches a client.  dnsmasq and Kea both use them.
+    """
+    if plan.loader is not BiosLoader.PXELINUX:
+        rules = [BootRule("ipxe", True, None, plan.ipxe_url), BootRule("bios", False, False, plan.bios_file)]
+    else:  # iPXE on BIOS gets pxelinux too
+        rules = [BootRule("ipxe", True, True, plan.ipxe_url), BootRule("bios", None, False, plan.bios_file)]
+    if plan.uefi_file is not None:
+        rules.append(BootRule("efi64", False, True, plan.uefi_file))
+    return rules
 
 
 def _value(text: str) -> str:
     """``text`` as one dnsmasq value: no separator or line break in it (paths and URLs we made)."""
-    if any(c in text for c in ",\n\r\0\"#") or text != text.strip():
-        raise InvalidOptions(f"dnsmasq cannot be given {text!r}", hint="use a path or address without , \" or #")
+    if any(c in text for c in ',\n\r\0"#') or text != text.strip():
+        raise InvalidOptions(f"dnsmasq cannot be given {text!r}", hint='use a path or address without , " or #')
     return text
 
 
@@ -203,9 +221,7 @@ class Dnsmasq:
             self.lines.append(line)
             self.on_line(line)
 
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self._stack.close()
         if self._thread is not None:
             self._thread.join(5)

@@ -23,12 +23,11 @@ from liveimg import bootsyntax
 from liveimg.errors import InvalidOptions
 from liveimg.pxe import check_url
 from liveimg.serve.catalog import Artifact, BiosLoader, Plan, load_builds, plan, write_tree
-from liveimg.serve.dnsmasq import Dnsmasq, DhcpMode, Network, config, need_root, network_of
+from liveimg.serve.dnsmasq import DhcpMode, Dnsmasq, Network, config, need_root, network_of
 from liveimg.serve.http import ArtifactServer, Served, parse_address
 
 #: The HTTP port when ``--http`` gives none.
 DEFAULT_PORT = 8080
-
 
 
 @dataclass(frozen=True)
@@ -81,8 +80,10 @@ def base_url(options: ServeOptions, network: Network | None) -> str:
     host, port = parse_http(options.http)
     if ipaddress.ip_address(host).is_unspecified:
         if network is None:
-            raise InvalidOptions(f"--http {options.http} does not say which address the machines fetch from",
-                                 hint="give --interface (its address is used), an address in --http, or --url")  # fmt: skip
+            raise InvalidOptions(
+                f"--http {options.http} does not say which address the machines fetch from",
+                hint="give --interface (its address is used), an address in --http, or --url",
+            )
         host = str(network.address.ip)
     named = f"[{host}]" if ":" in host else host
     return bootsyntax.base_url(f"http://{named}:{port}")
@@ -91,7 +92,9 @@ def base_url(options: ServeOptions, network: Network | None) -> str:
 def served(files: Mapping[str, Artifact | str]) -> dict[str, Served]:
     """The HTTP server's map: URL path -> a build's file (its ETag its sha256) or a generated text."""
     return {
-        rel: Served(path=what.path, size=what.size, etag=what.sha256) if isinstance(what, Artifact) else Served.text(what)
+        rel: Served(path=what.path, size=what.size, etag=what.sha256)
+        if isinstance(what, Artifact)
+        else Served.text(what)
         for rel, what in files.items()
     }
 
