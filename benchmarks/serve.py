@@ -10,7 +10,7 @@ configuration in a temporary prefix that holds its pid file and logs).  Each rou
 one after the other, the order alternating, with :func:`benchmarks.serveload.run_load`
 (``--clients`` downloaders, random ranges and resumes, every byte's sha256 checked).  The result
 (median MiB/s of verified bytes, the ratio liveimg/nginx, each server's peak RSS: VmHWM, summed
-over nginx's master and workers) goes to ``results/serve-<timestamp>.json`` and
+over nginx's master and workers, and its CPU seconds per GiB served) goes to ``results/serve-<timestamp>.json`` and
 ``results/serve.json``.  Needs ``nginx`` on PATH (Debian: nginx-light).
 """
 
@@ -69,15 +69,30 @@ http {{
 """
 
 
+def _tree(pid: int, proc: Path) -> list[int]:
+    """``pid`` and its children (nginx's master and workers)."""
+    try:
+        return [pid, *(int(p) for p in (proc / str(pid) / "task" / str(pid) / "children").read_text().split())]
+    except OSError:
+        return [pid]
+
+
+def cpu_seconds(pid: int, proc: Path = Path("/proc")) -> float:
+    """CPU time (user + system) used so far by ``pid`` and its children, in seconds."""
+    ticks = 0
+    for one in _tree(pid, proc):
+        try:
+            fields = (proc / str(one) / "stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        ticks += int(fields[11]) + int(fields[12])  # utime and stime: fields 14 and 15 of stat(5)
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def peak_rss_kib(pid: int, proc: Path = Path("/proc")) -> int:
     """VmHWM of ``pid`` plus that of its children (nginx's workers), in KiB."""
     total = 0
-    pids = [pid]
-    try:
-        pids += [int(p) for p in (proc / str(pid) / "task" / str(pid) / "children").read_text().split()]
-    except OSError:
-        pass
-    for one in pids:
+    for one in _tree(pid, proc):
         try:
             for line in (proc / str(one) / "status").read_text().splitlines():
                 if line.startswith("VmHWM:"):
@@ -134,6 +149,8 @@ def summarise(rounds: list[dict[str, Any]]) -> dict[str, Any]:
             "all_completed": all(r[name]["completed"] == r[name]["clients"] for r in rounds if name in r),
             "corrupt": sum(r[name]["corrupt"] for r in rounds if name in r),
         }
+        cpu = [r[name]["server_cpu_s_per_gib"] for r in rounds if "server_cpu_s_per_gib" in r.get(name, {})]
+        out[name]["median_server_cpu_s_per_gib"] = statistics.median(cpu) if cpu else None
     ratio = harness.ratio(out["liveimg"]["median_mib_per_s"], out["nginx"]["median_mib_per_s"])
     out["ratio_liveimg_to_nginx"] = round(ratio, 3) if ratio is not None else None
     return out
@@ -218,7 +235,13 @@ def main(argv: list[str] | None = None) -> int:
                 for name in order:
                     load = Load("127.0.0.1", ports[name], URL_PATH, size, sha, clients=args.clients,
                                 processes=args.processes, seed=args.seed + number)  # fmt: skip
+                    cpu = cpu_seconds(pids[name])
                     one[name] = run_load(load).summary()
+                    # The clients are most of the work on a small machine: the server's own CPU per
+                    # GiB says how close it is to its own limit.
+                    spent = cpu_seconds(pids[name]) - cpu
+                    one[name]["server_cpu_s"] = round(spent, 2)
+                    one[name]["server_cpu_s_per_gib"] = round(spent / (one[name]["verified_mib"] / 1024), 3)
                     print(f"round {number + 1} {name}: {one[name]['mib_per_s']} MiB/s, "
                           f"{one[name]['completed']}/{args.clients} complete, {one[name]['corrupt']} corrupt",
                           flush=True)  # fmt: skip
@@ -231,7 +254,8 @@ def main(argv: list[str] | None = None) -> int:
     record["load"]["after"] = harness.loadavg()
     summary = record["summary"]
     print(f"liveimg {summary['liveimg']['median_mib_per_s']} MiB/s ({peaks['liveimg']} MiB peak RSS), "
-          f"nginx {summary['nginx']['median_mib_per_s']} MiB/s ({peaks['nginx']} MiB), "
+          f"nginx {summary['nginx']['median_mib_per_s']} MiB/s ({peaks['nginx']} MiB), CPU s/GiB "
+          f"{summary['liveimg']['median_server_cpu_s_per_gib']} : {summary['nginx']['median_server_cpu_s_per_gib']}, "
           f"ratio {summary['ratio_liveimg_to_nginx']}", flush=True)  # fmt: skip
     print(f"wrote {harness.save(args.name, record)}")
     return 0

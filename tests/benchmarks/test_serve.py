@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 
@@ -44,6 +46,18 @@ def test_peak_rss_sums_a_process_and_its_children(tmp_path: Path) -> None:
     assert serve.peak_rss_kib(11, tmp_path) == 1000
 
 
+def test_cpu_seconds_sums_a_process_and_its_children(tmp_path: Path) -> None:
+    tick = os.sysconf("SC_CLK_TCK")
+    for pid, (user, system) in ((10, (300, 100)), (11, (50, 50))):
+        (tmp_path / str(pid)).mkdir()
+        rest = " ".join(["0"] * 10) + f" {user} {system} 0 0 20 0 1"
+        (tmp_path / str(pid) / "stat").write_text(f"{pid} (nginx: a (b)) S {rest}\n")
+    (tmp_path / "10" / "task" / "10").mkdir(parents=True)
+    (tmp_path / "10" / "task" / "10" / "children").write_text("11")
+    assert serve.cpu_seconds(10, tmp_path) == 500 / tick
+    assert serve.cpu_seconds(os.getpid()) > 0
+
+
 def test_summary_medians_and_ratio() -> None:
     def one(rate: float, done: int = 50) -> dict[str, float | int]:
         return {"mib_per_s": rate, "completed": done, "clients": 50, "corrupt": 0}
@@ -65,4 +79,7 @@ def test_the_liveimg_entry_serves_the_file(tmp_path: Path) -> None:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}{serve.URL_PATH}") as response:
             assert (response.read(), response.headers["ETag"]) == (b"live bytes", '"abc"')
         assert serve.peak_rss_kib(process.pid) > 0
-    assert '"GET /live.img HTTP/1.1" 200 10' in (tmp_path / "log").read_text()
+        deadline = time.monotonic() + 10  # the server logs a request after answering it
+        while '"GET /live.img HTTP/1.1" 200 10' not in (tmp_path / "log").read_text():
+            assert time.monotonic() < deadline, (tmp_path / "log").read_text()
+            time.sleep(0.05)
