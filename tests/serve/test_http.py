@@ -242,11 +242,22 @@ def test_an_aborted_client_does_not_hurt_the_next(tmp_path: Path) -> None:
         wait_for(lambda: open_fds() <= before)
 
 
-def test_idle_keep_alive_connections_are_closed(server: ArtifactServer, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(serve_http._Handler, "timeout", 0.3)
-    with socket.create_connection(("127.0.0.1", server.port)) as sock:
-        sock.settimeout(10)
-        assert sock.recv(1) == b""  # the server hung up on a client that sent nothing
+def test_idle_keep_alive_connections_are_closed(tmp_path: Path, payload: bytes) -> None:
+    with ArtifactServer({"x": Served.file(tmp_path / "live.img")}, idle_timeout=0.3) as server:
+        with socket.create_connection(("127.0.0.1", server.port)) as sock:
+            sock.settimeout(10)
+            assert sock.recv(1) == b""  # the server hung up on a client that sent nothing
+    assert ArtifactServer({}).idle_timeout == serve_http.IDLE_TIMEOUT > 0
+
+
+def test_fifty_connects_queue_before_any_is_accepted() -> None:
+    server = ArtifactServer({})  # bound and listening, not yet accepting
+    try:
+        socks = [socket.create_connection(("127.0.0.1", server.port), timeout=0.5) for _ in range(60)]
+        for sock in socks:
+            sock.close()
+    finally:
+        server.close()
 
 
 def test_many_clients_at_once(server: ArtifactServer, payload: bytes) -> None:
