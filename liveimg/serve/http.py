@@ -158,7 +158,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "liveimg"
     sys_version = ""
-    timeout = IDLE_TIMEOUT
+
+    def setup(self) -> None:
+        super().setup()
+        self.connection.settimeout(self.server.idle_timeout)
 
     def log_message(self, format: str, *args: object) -> None:
         # The base class logs its own parse errors and timeouts to stderr; they go to the log.
@@ -295,8 +298,11 @@ class _Server(http.server.ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = BACKLOG
 
-    def __init__(self, files: Mapping[str, Served], host: str, port: int, log: Callable[[str], None] | None) -> None:
+    def __init__(
+        self, files: Mapping[str, Served], host: str, port: int, log: Callable[[str], None] | None, idle: float
+    ) -> None:
         self.files = files
+        self.idle_timeout = idle
         self.requests: list[Request] = []
         self._log = log
         self._lock = threading.Lock()
@@ -331,13 +337,15 @@ class ArtifactServer:
     this machine's); ``with`` serves from a background thread until the block ends, or call
     :meth:`serve_forever` (blocking, until :meth:`shutdown` from another thread) then
     :meth:`close`.  ``log`` gets one line per request (common log format) and a line per
-    problem; ``requests`` lists every answer.
+    problem; ``requests`` lists every answer.  A connection that sends no request, or takes no
+    bytes, for ``idle_timeout`` seconds is closed.
     """
 
     files: Mapping[str, Served]
     host: str = "127.0.0.1"
     port: int = 0
     log: Callable[[str], None] | None = None
+    idle_timeout: float = IDLE_TIMEOUT
     _server: _Server = field(init=False, repr=False)
     _thread: threading.Thread | None = field(init=False, default=None, repr=False)
 
@@ -351,7 +359,7 @@ class ArtifactServer:
             if bad:
                 raise InvalidOptions(f"cannot serve at URL path {bad[0]!r}: empty, '.' or '..' segment")
         try:
-            self._server = _Server(self.files, self.host, self.port, self.log)
+            self._server = _Server(self.files, self.host, self.port, self.log, self.idle_timeout)
         except OSError as exc:
             hint = "choose another port, or stop what listens there" if exc.errno == errno.EADDRINUSE else None
             raise HostError(f"cannot listen on {self.host} port {self.port}: {exc.strerror}", hint=hint) from None
