@@ -45,13 +45,11 @@ from liveimg.progress import JsonLines, Progress, StageLines, TerminalBar
 from liveimg.pxe import CloudInitSeed, PxeOptions
 from liveimg.rootfs import Method, RootfsOptions, SizeMode, parse_size
 from liveimg.serve import BiosLoader, DhcpMode, ServeOptions, describe, print_config, serve
+from liveimg.serve.service import DEFAULT_PORT
 from liveimg.squashfs import SquashfsOptions, parse_compress_args
 from liveimg.write import WriteOptions, human_size, image_size, probe_target, write_image
 
 log = logging.getLogger("liveimg")
-
-#: `liveimg serve`'s HTTP port unless --http says (liveimg.serve.service.DEFAULT_PORT).
-DEFAULT_SERVE_PORT = 8080
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 #: A signal that stopped liveimg: 128 + its number, as a shell reports it (130 for SIGINT).
@@ -641,8 +639,8 @@ def _add_serve(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("outdirs", nargs="+", type=Path, metavar="OUTDIR",
                         help="OUTDIRs of `liveimg build`; with several, the boot menus list them all, the newest "
                         "the default")  # fmt: skip
-    parser.add_argument("--http", default=f"0.0.0.0:{DEFAULT_SERVE_PORT}", metavar="ADDR:PORT",
-                        help=f"where the HTTP server listens (default 0.0.0.0:{DEFAULT_SERVE_PORT}; [ADDR]:PORT for "
+    parser.add_argument("--http", default=f"0.0.0.0:{DEFAULT_PORT}", metavar="ADDR:PORT",
+                        help=f"where the HTTP server listens (default 0.0.0.0:{DEFAULT_PORT}; [ADDR]:PORT for "
                         "IPv6)")  # fmt: skip
     parser.add_argument("--url", help="the base URL machines fetch from, if not http://ADDR:PORT (a host name, a "
                         "proxy in front); default: ADDR, or --interface's address")  # fmt: skip

@@ -203,6 +203,12 @@ def test_nginx_serves_the_tree(outdir: Path, public: Path) -> None:
         assert get(port, "/").status == 404
         assert get(port, "/boot.ipxe", "POST").status == 403
         assert get(port, "/boot.ipxe", "DELETE").status == 403
+        # a symbolic link put in the tree is not followed, wherever it points
+        (public / "outside").write_text("not served")
+        os.symlink(public / "outside", tree / "http" / "link")
+        os.symlink(tree / "http" / "boot.ipxe", tree / "http" / "inside")
+        assert get(port, "/link").status in (403, 404)
+        assert get(port, "/inside").status in (403, 404)
     finally:
         proc.terminate()
         proc.wait(10)

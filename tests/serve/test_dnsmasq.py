@@ -44,6 +44,7 @@ def test_full_dhcp_names_one_boot_file_per_kind_of_client(builds: list[Path], tm
     assert "interface=br0" in text.splitlines() and "bind-interfaces" in text.splitlines()
     assert "dhcp-range=10.77.0.128,10.77.0.254,255.255.255.0,1h" in text.splitlines()
     assert "dhcp-userclass=set:ipxe,iPXE" in text.splitlines()
+    assert "dhcp-option=option:router" in text.splitlines()  # an empty option: no router named
     assert {"dhcp-match=set:efi64,option:client-arch,7", "dhcp-match=set:efi64,option:client-arch,9"} <= set(
         text.splitlines()
     )
