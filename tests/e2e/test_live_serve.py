@@ -22,12 +22,9 @@ Boot is ``tests/e2e/test_live_uefi.py``'s.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -35,12 +32,10 @@ import pytest
 
 from liveimg import qemu
 from liveimg.boottest import OVMF_CODE, OVMF_VARS
-from tests.e2e.live import FAST_ARGS
+from tests.e2e.live import build_with_cli
 from tests.lan import SERVER, Lan, checked_outdir
-from tests.samples import sample_image
 from tests.support import need, need_file, need_root
 
-REPO = Path(__file__).resolve().parents[2]
 TIMEOUT = 1800.0
 #: dnsmasq's line for a file its TFTP server sent (from liveimg serve's private tree).
 SENT = re.compile(r"dnsmasq-tftp\[\d+\]: sent /\S+/tftp/(\S+) to (10\.77\.0\.\d+)$")
@@ -53,14 +48,8 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any
     need_root()
     need("qemu-system-x86_64", "dnsmasq", "ip")
     need_file(str(OVMF_CODE), "ovmf")
-    image = sample_image("atomic")
     out = tmp_path_factory.mktemp("serve") / "out"
-    argv = [sys.executable, "-m", "liveimg", "--progress", "none", "build", str(image), "-o", str(out), "--efi",
-            *FAST_ARGS]  # fmt: skip
-    done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=3600, check=False)
-    assert done.returncode == 0, done.stderr
-    manifest: dict[str, Any] = json.loads((out / "manifest.json").read_text())
-    return out, manifest
+    return out, build_with_cli("atomic", out, "--efi")
 
 
 @pytest.fixture(scope="module")

@@ -18,10 +18,7 @@ The same chain with Secure Boot off is booted by ``tests/e2e/test_live_serve.py`
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +27,9 @@ import pytest
 from liveimg.boottest import OVMF_CODE, OVMF_SECURE_CODE, OVMF_SECURE_VARS, OVMF_VARS, BootTestOptions, boot_test
 from liveimg.console import Outcome
 from tests.authenticode import certificate_table, unsigned_copy
-from tests.e2e.live import FAST_ARGS
-from tests.samples import sample_image
+from tests.e2e.live import build_with_cli
 from tests.support import need, need_file, need_root
 
-REPO = Path(__file__).resolve().parents[2]
 #: A refused kernel is reported when GRUB says so: far below the timeout given.
 REFUSED_WITHIN = 300.0
 TIMEOUT = 1800.0
@@ -46,14 +41,8 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any
     need("qemu-system-x86_64", "socat")
     for path in (OVMF_CODE, OVMF_VARS, OVMF_SECURE_CODE, OVMF_SECURE_VARS):
         need_file(str(path), "ovmf")
-    image = sample_image("atomic")
     out = tmp_path_factory.mktemp("uefi") / "out"
-    argv = [sys.executable, "-m", "liveimg", "--progress", "none", "build", str(image), "-o", str(out), "--efi",
-            *FAST_ARGS]  # fmt: skip
-    done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=3600, check=False)
-    assert done.returncode == 0, done.stderr
-    manifest: dict[str, Any] = json.loads((out / "manifest.json").read_text())
-    return out, manifest
+    return out, build_with_cli("atomic", out, "--efi")
 
 
 def test_the_build_carries_the_signed_boot_chain(built: tuple[Path, dict[str, Any]]) -> None:
