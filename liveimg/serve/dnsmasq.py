@@ -20,6 +20,7 @@ block lasts.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import enum
 import ipaddress
@@ -45,6 +46,8 @@ log = logging.getLogger(__name__)
 START_GRACE = 1.0
 #: DHCP option 93 (RFC 4578): the client architectures booted with the UEFI x86-64 file.
 UEFI_X86_64_ARCHES = (7, 9)
+#: dnsmasq's last log lines kept (a server runs for weeks: the rest go to ``on_line`` only).
+LOG_KEPT = 50
 #: How long a full-DHCP lease lasts.
 LEASE_TIME = "1h"
 
@@ -193,7 +196,7 @@ class Dnsmasq:
     def __init__(self, conf: Path, on_line: Callable[[str], None] | None = None) -> None:
         self.conf = conf
         self.on_line = on_line or (lambda line: log.info("dnsmasq: %s", line))
-        self.lines: list[str] = []
+        self.lines: collections.deque[str] = collections.deque(maxlen=LOG_KEPT)  # for a failed start's message
         self._stack = contextlib.ExitStack()
         self._thread: threading.Thread | None = None
 
@@ -210,7 +213,9 @@ class Dnsmasq:
                 time.sleep(0.05)
             if proc.poll() is not None:
                 self._thread.join(5)
-                raise ToolError(argv, proc.returncode, "\n".join(self.lines[-3:]) or "dnsmasq exited at once")
+                # Its last line is "FAILED to start up": the one before says why.
+                why = [line for line in self.lines if not line.endswith("FAILED to start up")]
+                raise ToolError(argv, proc.returncode, "\n".join(why[-3:]) or "dnsmasq exited at once")
             self._stack = stack.pop_all()
         return self
 

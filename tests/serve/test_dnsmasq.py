@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from liveimg.errors import InvalidOptions
+from liveimg.errors import InvalidOptions, ToolError
 from liveimg.serve.catalog import BiosLoader, load_builds, plan
-from liveimg.serve.dnsmasq import DhcpMode, Network, check_interface, config, lease_range
+from liveimg.serve.dnsmasq import DhcpMode, Dnsmasq, Network, check_interface, config, lease_range
 from tests.serve.fakebuild import fake_build
 from tests.support import need, need_file
 
@@ -110,3 +110,12 @@ def test_lease_range(address: str, first: str, last: str) -> None:
 def test_bad_interface_names_are_refused(name: str) -> None:
     with pytest.raises(InvalidOptions):
         check_interface(name)
+
+
+def test_a_dnsmasq_that_cannot_start_is_one_error_with_its_message(tmp_path: Path) -> None:
+    need("dnsmasq")
+    conf = tmp_path / "dnsmasq.conf"
+    conf.write_text("port=0\nenable-tftp\ntftp-root=/nonexistent/liveimg-test\n")
+    with pytest.raises(ToolError) as err, Dnsmasq(conf):
+        pass
+    assert "/nonexistent/liveimg-test" in str(err.value)
