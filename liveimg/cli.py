@@ -695,7 +695,8 @@ def _cmd_serve(args: argparse.Namespace, ctx: Context) -> int:
         return emit
 
     try:
-        serve(args.outdirs, options, ready=ready, on_request=line("http"), on_dnsmasq=line("dnsmasq"))
+        serve(args.outdirs, options, ready=ready, on_request=line("http"), on_dnsmasq=line("dnsmasq"),
+              progress=ctx.progress)  # fmt: skip
     except cancel.Interrupt as exc:
         # A signal is how a server is stopped: everything was stopped and removed on the way out.
         if not args.quiet:

@@ -20,6 +20,7 @@ import enum
 import os
 import re
 import shutil
+import stat
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,7 @@ from liveimg import bootsyntax
 from liveimg.bootsyntax import GrubConfig, IpxeScript, PxelinuxConfig, Source
 from liveimg.errors import HostError, InvalidImage, InvalidOptions
 from liveimg.manifest import live_boot, read_manifest, sha256_file
+from liveimg.progress import Progress, StageProgress
 from liveimg.pxe import (
     LiveBoot,
     PxeOptions,
@@ -96,7 +98,9 @@ class ServedBuild:
         return bool(self.manifest["boot"].get("cloud_init"))
 
 
-def _files_of(outdir: Path, manifest: Mapping[str, Any], live: LiveBoot) -> dict[str, Artifact]:
+def _files_of(
+    outdir: Path, manifest: Mapping[str, Any], live: LiveBoot, stage: StageProgress | None = None
+) -> dict[str, Artifact]:
     """The files of ``outdir`` a network boot needs, checked against the manifest's size and sha256."""
     listed: Mapping[str, Any] = manifest.get("artifacts") or {}
     wanted = [live.kernel, *live.initrds]
@@ -115,7 +119,7 @@ def _files_of(outdir: Path, manifest: Mapping[str, Any], live: LiveBoot) -> dict
             st = os.lstat(path)
         except FileNotFoundError:
             raise InvalidOptions(f"{path} is missing: OUTDIR changed since its build", hint="rebuild it") from None
-        if not (st.st_mode & 0o170000 == 0o100000):  # a regular file, never a link out of OUTDIR
+        if not stat.S_ISREG(st.st_mode):  # a regular file, never a link out of OUTDIR
             raise InvalidOptions(f"{path} is not a regular file", hint="serve OUTDIR as liveimg build wrote it")
         if st.st_size != entry["size"]:
             raise InvalidOptions(
@@ -123,6 +127,8 @@ def _files_of(outdir: Path, manifest: Mapping[str, Any], live: LiveBoot) -> dict
                 hint="rebuild it",
             )
         digest = sha256_file(path)
+        if stage is not None:
+            stage.advance(st.st_size)
         if digest != entry.get("sha256"):
             raise InvalidOptions(
                 f"{path} does not match the sha256 in its manifest: OUTDIR changed since its build", hint="rebuild it"
@@ -145,30 +151,37 @@ def build_name(outdir: Path, taken: Sequence[str]) -> str:
     return bootsyntax.file_name(name, what="the served build's name", source=Source.CALLER)
 
 
-def load_builds(outdirs: Sequence[Path]) -> list[ServedBuild]:
-    """The builds in ``outdirs``, checked (see the module docstring), newest first."""
+def load_builds(outdirs: Sequence[Path], progress: Progress | None = None) -> list[ServedBuild]:
+    """The builds in ``outdirs``, checked (see the module docstring), newest first.
+
+    ``progress`` gets a ``check`` stage counting the bytes hashed.
+    """
     if not outdirs:
         raise InvalidOptions("nothing to serve", hint="name at least one OUTDIR of liveimg build")
     builds: list[ServedBuild] = []
     seen: set[Path] = set()
-    for given in outdirs:
-        outdir = Path(given).absolute()
-        if outdir.resolve() in seen:
-            raise InvalidOptions(f"{outdir} is named twice", hint="name each OUTDIR once")
-        seen.add(outdir.resolve())
-        manifest = read_manifest(outdir)
-        url = (manifest.get("pxe") or {}).get("url")
-        if isinstance(url, str) and bootsyntax.is_nbd(url):
-            raise InvalidOptions(
-                f"{outdir} was built for {url}: its initramfs reads the live file over NBD, not HTTP",
-                hint="rebuild it with an http:// --url (or none) to serve it, or export it with qemu-nbd",
-            )
-        live = live_boot(manifest)
-        files = _files_of(outdir, manifest, live)
-        name = build_name(outdir, [b.name for b in builds])
-        built = (outdir / "manifest.json").stat().st_mtime
-        builds.append(ServedBuild(outdir, name, manifest, live, built, files))
+    with (progress or Progress()).stage("check", unit="B") as stage:
+        for given in outdirs:
+            builds.append(_load(Path(given).absolute(), seen, [b.name for b in builds], stage))
     return sorted(builds, key=lambda b: b.built, reverse=True)
+
+
+def _load(outdir: Path, seen: set[Path], taken: Sequence[str], stage: StageProgress) -> ServedBuild:
+    """One OUTDIR, checked; ``seen`` the OUTDIRs before it (it is added), ``taken`` their names."""
+    if outdir.resolve() in seen:
+        raise InvalidOptions(f"{outdir} is named twice", hint="name each OUTDIR once")
+    seen.add(outdir.resolve())
+    manifest = read_manifest(outdir)
+    url = (manifest.get("pxe") or {}).get("url")
+    if isinstance(url, str) and bootsyntax.is_nbd(url):
+        raise InvalidOptions(
+            f"{outdir} was built for {url}: its initramfs reads the live file over NBD, not HTTP",
+            hint="rebuild it with an http:// --url (or none) to serve it, or export it with qemu-nbd",
+        )
+    live = live_boot(manifest)
+    files = _files_of(outdir, manifest, live, stage)
+    built = (outdir / "manifest.json").stat().st_mtime
+    return ServedBuild(outdir, build_name(outdir, taken), manifest, live, built, files)
 
 
 @dataclass(frozen=True)

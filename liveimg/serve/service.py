@@ -21,6 +21,7 @@ from pathlib import Path
 
 from liveimg import bootsyntax
 from liveimg.errors import InvalidOptions
+from liveimg.progress import Progress
 from liveimg.pxe import check_url
 from liveimg.serve.catalog import Artifact, BiosLoader, Plan, load_builds, plan, write_tree
 from liveimg.serve.dnsmasq import DhcpMode, Dnsmasq, Network, config, need_root, network_of
@@ -99,12 +100,14 @@ def served(files: Mapping[str, Artifact | str]) -> dict[str, Served]:
     }
 
 
-def prepare(outdirs: Sequence[Path], options: ServeOptions) -> tuple[Plan, Network | None]:
+def prepare(
+    outdirs: Sequence[Path], options: ServeOptions, progress: Progress | None = None
+) -> tuple[Plan, Network | None]:
     """The checked builds' plan for ``options``, and the network DHCP serves (if an interface is named)."""
     if options.tftp or options.dhcp is not DhcpMode.NONE:
         need_root("TFTP and DHCP")
     network = network_of(options.interface) if options.interface is not None else None
-    builds = load_builds(outdirs)
+    builds = load_builds(outdirs, progress)
     url = base_url(options, network)
     return plan(builds, url, kernel_args=options.kernel_args, loader=options.loader), network
 
@@ -117,9 +120,13 @@ def serve(
     on_request: Callable[[str], None] | None = None,
     on_dnsmasq: Callable[[str], None] | None = None,
     stop: threading.Event | None = None,
+    progress: Progress | None = None,
 ) -> None:
-    """Serve ``outdirs`` (see the module docstring) until ``stop`` is set or a signal ends it."""
-    the_plan, network = prepare(outdirs, options)
+    """Serve ``outdirs`` (see the module docstring) until ``stop`` is set or a signal ends it.
+
+    ``progress`` gets the ``check`` stage of the builds (:func:`~liveimg.serve.catalog.load_builds`).
+    """
+    the_plan, network = prepare(outdirs, options, progress)
     host, port = parse_http(options.http)
     stop = stop or threading.Event()
     private = Path(tempfile.mkdtemp(prefix="liveimg-serve-"))

@@ -84,7 +84,11 @@ def test_serving_http_needs_no_root_and_a_signal_stops_it_cleanly(tmp_path: Path
                                 stderr=subprocess.PIPE, text=True)  # fmt: skip
         try:
             assert proc.stdout is not None
-            event = json.loads(proc.stdout.readline())
+            events = [json.loads(proc.stdout.readline())]
+            while events[-1]["event"] != "serving":  # the check of the build's files comes first
+                events.append(json.loads(proc.stdout.readline()))
+            event = events[-1]
+            assert ("check", "end") in [(e.get("stage"), e["event"]) for e in events]
             assert event["event"] == "serving" and event["url"] == f"http://127.0.0.1:{port}/"
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/out/vmlinuz-{KVER}", timeout=30) as answer:
                 assert answer.read() == (theirs / f"vmlinuz-{KVER}").read_bytes()
@@ -104,6 +108,7 @@ def test_serving_http_needs_no_root_and_a_signal_stops_it_cleanly(tmp_path: Path
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
         try:
             assert plain.stdout is not None and plain.stdout.readline().startswith("liveimg serve: http://")
+            assert plain.stderr is not None
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/boot.ipxe", timeout=30) as answer:
                 assert answer.read().startswith(b"#!ipxe")
             plain.send_signal(signal.SIGINT)
