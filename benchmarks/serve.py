@@ -1,12 +1,14 @@
 """liveimg's HTTP server against nginx, under the same network-boot load, on this machine.
 
-    python -m benchmarks.serve [--file LIVE_FILE | --size-mib 256] [--rounds 3] [--clients 50]
+    python -m benchmarks.serve [--outdir OUTDIR | --file LIVE_FILE | --size-mib 256] [--rounds 3] [--clients 50]
 
-Both servers serve one file (``--file``, e.g. a built live-rootfs.squashfs.img, or a random file
-of ``--size-mib``) on loopback, each as its own process: liveimg's
-:class:`~liveimg.serve.http.ArtifactServer` (``python -m benchmarks.serve --serve-one FILE``,
-the entry below) and nginx (``sendfile on``, ``worker_processes`` 2, started with a generated
-configuration in a temporary prefix that holds its pid file and logs).  Each round loads both,
+Both servers serve one file on loopback, each as its own process.  With ``--outdir`` (a build),
+liveimg's side is ``liveimg serve OUTDIR`` as a user runs it and the file is the build's live
+file, at the URL ``liveimg serve`` gives it; else liveimg's
+:class:`~liveimg.serve.http.ArtifactServer` serves ``--file`` (or a random file of
+``--size-mib``) alone (``python -m benchmarks.serve --serve-one FILE``, the entry below).
+nginx (``sendfile on``, ``worker_processes`` 2) is started with a generated configuration in a
+temporary prefix that holds its pid file and logs.  Each round loads both,
 one after the other, the order alternating, with :func:`benchmarks.serveload.run_load`
 (``--clients`` downloaders, random ranges and resumes, every byte's sha256 checked).  The result
 (median MiB/s of verified bytes, the ratio liveimg/nginx, each server's peak RSS: VmHWM, summed
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import shlex
 import shutil
@@ -34,6 +37,7 @@ from typing import Any
 
 from benchmarks import harness
 from benchmarks.serveload import Load, MiB, run_load
+from liveimg.serve.catalog import build_name
 
 #: The URL path both servers serve the file at.
 URL_PATH = "/live.img"
@@ -173,6 +177,7 @@ def serve_one(path: Path, port: int, etag: str | None, log: Path | None) -> int:
 def main(argv: list[str] | None = None) -> int:
     args_list = sys.argv[1:] if argv is None else argv
     p = argparse.ArgumentParser(prog="python -m benchmarks.serve", description=__doc__.splitlines()[0])
+    p.add_argument("--outdir", type=Path, help="a build: `liveimg serve OUTDIR` serves its live file")
     p.add_argument("--file", type=Path, help="the file to serve (default: a random one of --size-mib)")
     p.add_argument("--size-mib", type=int, default=256, help="size of the generated file (default 256)")
     p.add_argument("--rounds", type=int, default=3, help="rounds, each loading both servers (default 3)")
@@ -197,7 +202,13 @@ def main(argv: list[str] | None = None) -> int:
     record["load"] = {"before": harness.loadavg()}
     with tempfile.TemporaryDirectory(prefix="liveimg-bench-serve-") as tmp:
         work = Path(tmp)
-        if args.file is not None:
+        url_path = URL_PATH
+        if args.outdir is not None:
+            outdir = args.outdir.resolve()
+            squashfs = json.loads((outdir / "manifest.json").read_text())["boot"]["squashfs"]
+            live = outdir / squashfs
+            url_path = f"/{build_name(outdir, [])}/{squashfs}"
+        elif args.file is not None:
             live = args.file.resolve()
         else:
             live = work / "live.img"
@@ -207,18 +218,45 @@ def main(argv: list[str] | None = None) -> int:
         with open(live, "rb") as f:
             sha = hashlib.file_digest(f, "sha256").hexdigest()
         size = live.stat().st_size
-        record["file"] = {"path": str(args.file) if args.file else f"random, {args.size_mib} MiB", "bytes": size}
+        where = str(live) if args.outdir or args.file else f"random, {args.size_mib} MiB"
+        record["file"] = {"path": where, "bytes": size, "url_path": url_path}
         docroot = work / "www"
         docroot.mkdir()
-        (docroot / URL_PATH[1:]).symlink_to(live)
+        (docroot / url_path[1:]).parent.mkdir(parents=True, exist_ok=True)
+        (docroot / url_path[1:]).symlink_to(live)
         prefix = work / "nginx"
         prefix.mkdir()
         ports = {"liveimg": free_port(), "nginx": free_port()}
         config = prefix / "nginx.conf"
         config.write_text(nginx_config(prefix, docroot, ports["nginx"], args.workers, as_root=os.geteuid() == 0))
+        ours_argv = [
+            sys.executable,
+            "-m",
+            "benchmarks.serve",
+            "--serve-one",
+            str(live),
+            "--port",
+            str(ports["liveimg"]),
+            "--etag",
+            sha,
+            "--log",
+            str(work / "liveimg-access.log"),
+        ]
+        if args.outdir is not None:  # the whole command, its request log to its stderr (the .out file)
+            ours_argv = [
+                sys.executable,
+                "-m",
+                "liveimg",
+                "--progress",
+                "none",
+                "serve",
+                str(args.outdir.resolve()),
+                "--http",
+                f"127.0.0.1:{ports['liveimg']}",
+            ]
+        record["liveimg_command"] = shlex.join(ours_argv)
         argvs = {
-            "liveimg": [sys.executable, "-m", "benchmarks.serve", "--serve-one", str(live), "--port",
-                        str(ports["liveimg"]), "--etag", sha, "--log", str(work / "liveimg-access.log")],
+            "liveimg": ours_argv,
             "nginx": [nginx, "-p", str(prefix), "-e", str(prefix / "error.log"), "-c", str(config)],
         }  # fmt: skip
         record["nginx"] = subprocess.run([nginx, "-v"], check=False, capture_output=True, text=True).stderr.strip()
@@ -233,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
                 order = ["liveimg", "nginx"] if number % 2 == 0 else ["nginx", "liveimg"]
                 one: dict[str, Any] = {}
                 for name in order:
-                    load = Load("127.0.0.1", ports[name], URL_PATH, size, sha, clients=args.clients,
+                    load = Load("127.0.0.1", ports[name], url_path, size, sha, clients=args.clients,
                                 processes=args.processes, seed=args.seed + number)  # fmt: skip
                     cpu = cpu_seconds(pids[name])
                     one[name] = run_load(load).summary()

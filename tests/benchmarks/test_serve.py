@@ -9,6 +9,9 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from benchmarks import serve
 from tests import support
@@ -83,3 +86,19 @@ def test_the_liveimg_entry_serves_the_file(tmp_path: Path) -> None:
         while '"GET /live.img HTTP/1.1" 200 10' not in (tmp_path / "log").read_text():
             assert time.monotonic() < deadline, (tmp_path / "log").read_text()
             time.sleep(0.05)
+
+
+def test_with_an_outdir_liveimg_serve_itself_is_measured(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """``--outdir``: liveimg's side is the `liveimg serve` command, the file its live file at its URL."""
+    support.need("nginx")
+    support.need_file("/usr/lib/PXELINUX/pxelinux.0", "pxelinux")
+    from tests.serve.fakebuild import fake_build
+
+    out = fake_build(tmp_path / "out", live_bytes=8 << 20)
+    saved: dict[str, Any] = {}
+    monkeypatch.setattr(serve.harness, "save", lambda name, data: saved.update(data) or tmp_path / "x.json")
+    assert serve.main(["--outdir", str(out), "--rounds", "1", "--clients", "4", "--processes", "1"]) == 0
+    assert saved["file"]["url_path"] == "/out/live-rootfs.squashfs.img"
+    assert " -m liveimg --progress none serve " in saved["liveimg_command"]
+    liveimg = saved["rounds"][0]["liveimg"]
+    assert liveimg["completed"] == 4 and liveimg["corrupt"] == 0

@@ -23,8 +23,10 @@ def fake_build(
     kernel_args: tuple[str, ...] = (),
     url: str | None = "http://pxe.example.com/live",
     mtime: float | None = None,
+    live_bytes: int = 0,
 ) -> Path:
-    """``out`` made as a build's OUTDIR (small random files); ``mtime`` sets its manifest's time."""
+    """``out`` made as a build's OUTDIR (small random files; ``live_bytes`` for the live file if
+    given); ``mtime`` sets its manifest's time."""
     out.mkdir(parents=True)
     boot: dict[str, Any] = {
         "kernel": f"vmlinuz-{KVER}",
@@ -52,7 +54,8 @@ def fake_build(
     for rel in files:
         path = out / rel
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(os.urandom(1000 + len(artifacts) * 37))
+        size = live_bytes if rel == boot["squashfs"] and live_bytes else 1000 + len(artifacts) * 37
+        path.write_bytes(os.urandom(size))
         artifacts[rel] = {"size": path.stat().st_size, "sha256": sha256_file(path)}
     manifest = {
         "boot": boot,
