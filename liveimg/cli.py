@@ -115,6 +115,7 @@ DOCTOR_TOOLS: tuple[tuple[str, str], ...] = (
     ("bwrap", "sandbox for guest content"),
     ("xz", "initramfs compression"),
     ("zstd", "initramfs compression"),
+    ("dnsmasq", "liveimg serve: DHCP and TFTP"),
 )
 
 DOCTOR_MODULES: tuple[tuple[str, str], ...] = (

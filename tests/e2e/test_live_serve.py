@@ -94,8 +94,11 @@ def test_liveimg_serve_boots_a_diskless_machine_on_a_real_network(
     assert booted.fields["firmware"] == firmware
     # dnsmasq leased an address (full DHCP) and named the boot file this client needs
     assert any(re.search(r"DHCPACK\(br0\) 10\.77\.0\.\d+ 52:54:00:77:00:", line) for line in dhcp), explain
-    assert any(f"bootfile name: {'http://' + SERVER + ':8080/' if bootfile.endswith('ipxe') else ''}{bootfile}"
-               in line for line in dhcp), explain  # fmt: skip
+    named = f"http://{SERVER}:8080/{bootfile}" if bootfile.endswith("ipxe") else bootfile
+    # in the BOOTP file field, or as option 67 when the client asks for it
+    assert any(line.endswith((f"bootfile name: {named}", f"option: 67 bootfile-name  {named}")) for line in dhcp), (
+        explain
+    )
     sent = [m.group(1) for m in map(SENT.search, dhcp) if m]
     requests = [(m.group(3), m.group(4)) for m in map(REQUEST.match, http) if m]
     if bootfile.endswith("ipxe"):
