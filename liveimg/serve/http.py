@@ -319,10 +319,11 @@ class _Server(http.server.ThreadingHTTPServer):
             self._log(line)
 
     def record(self, request: Request, line: str) -> None:
-        with self._lock:
-            self.requests.append(request)
+        # Logged first: once a request is in ``requests``, its log line has been given out.
         when = time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime())
         self.say(f"{request.client} - - [{when}] {line}")
+        with self._lock:
+            self.requests.append(request)
 
     def handle_error(self, request: object, client_address: object) -> None:
         # A client that vanishes between requests is not the server's error; anything else is logged.
