@@ -431,8 +431,32 @@ class IpxeScript:
             words += ipxe_words(value)
         self._lines.append(" ".join(words))
 
+    def label(self, name: str) -> None:
+        """``:name``, where a ``goto name`` lands."""
+        self._lines.append(f":{ipxe_label(name)}")
+
+    def menu(self, title: str, items: Sequence[tuple[str, str]], *, default: str, timeout_ms: int) -> None:
+        """A menu of ``items`` (label, text) that jumps to the chosen label, ``default`` after ``timeout_ms``."""
+        self.command("menu", title)
+        for name, text in items:
+            self.command("item", ipxe_label(name), text)
+        if not isinstance(timeout_ms, int) or isinstance(timeout_ms, bool) or timeout_ms < 0:
+            raise InternalError(f"an iPXE menu timeout cannot be {timeout_ms!r}")
+        # The one line with a variable, made of checked labels only.
+        self._lines.append(f"choose --default {ipxe_label(default)} --timeout {timeout_ms} target && goto ${{target}}")
+
     def text(self) -> str:
         return "\n".join(self._lines) + "\n"
+
+
+_IPXE_LABEL = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def ipxe_label(name: str) -> str:
+    """``name`` if it can be an iPXE script label (letters, digits, ``_`` and ``-``), else an InternalError."""
+    if not _IPXE_LABEL.fullmatch(name):
+        raise InternalError(f"an iPXE label cannot be {_show(name)}")
+    return name
 
 
 # --- GRUB -----------------------------------------------------------------------------------------

@@ -44,6 +44,8 @@ from liveimg.pipeline import build
 from liveimg.progress import JsonLines, Progress, StageLines, TerminalBar
 from liveimg.pxe import CloudInitSeed, PxeOptions
 from liveimg.rootfs import Method, RootfsOptions, SizeMode, parse_size
+from liveimg.serve import BiosLoader, DhcpMode, ServeOptions, describe, print_config, serve
+from liveimg.serve.service import DEFAULT_PORT
 from liveimg.squashfs import SquashfsOptions, parse_compress_args
 from liveimg.write import WriteOptions, human_size, image_size, probe_target, write_image
 
@@ -113,6 +115,7 @@ DOCTOR_TOOLS: tuple[tuple[str, str], ...] = (
     ("bwrap", "sandbox for guest content"),
     ("xz", "initramfs compression"),
     ("zstd", "initramfs compression"),
+    ("dnsmasq", "liveimg serve: DHCP and TFTP"),
 )
 
 DOCTOR_MODULES: tuple[tuple[str, str], ...] = (
@@ -630,6 +633,79 @@ def _cmd_boot_test(args: argparse.Namespace, ctx: Context) -> int:
     return EXIT_OK if result.ok else EXIT_FAILURE
 
 
+# --- serve ---------------------------------------------------------------------------------
+
+
+def _add_serve(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("outdirs", nargs="+", type=Path, metavar="OUTDIR",
+                        help="OUTDIRs of `liveimg build`; with several, the boot menus list them all, the newest "
+                        "the default")  # fmt: skip
+    parser.add_argument("--http", default=f"0.0.0.0:{DEFAULT_PORT}", metavar="ADDR:PORT",
+                        help=f"where the HTTP server listens (default 0.0.0.0:{DEFAULT_PORT}; [ADDR]:PORT for "
+                        "IPv6)")  # fmt: skip
+    parser.add_argument("--url", help="the base URL machines fetch from, if not http://ADDR:PORT (a host name, a "
+                        "proxy in front); default: ADDR, or --interface's address")  # fmt: skip
+    parser.add_argument("--tftp", action="store_true", help="serve the boot loaders and menus over TFTP (dnsmasq)")
+    parser.add_argument("--dhcp", choices=[str(m) for m in DhcpMode], default="none",
+                        help="full: be the network's DHCP server; proxy: answer only PXE clients beside an existing "
+                        "DHCP server; none (default). Implies --tftp. Both need --interface and root")  # fmt: skip
+    parser.add_argument("--interface", metavar="IF", help="the network interface the machines are on")
+    parser.add_argument("--bios-loader", choices=[str(m) for m in BiosLoader], default="auto",
+                        help="what BIOS machines boot: auto (iPXE firmware runs the iPXE menu, other PXE firmware "
+                        "gets pxelinux; default), pxelinux (all of them), ipxe (other PXE firmware gets iPXE, "
+                        "undionly.kpxe, first)")  # fmt: skip
+    parser.add_argument("--kernel-arg", action="append", default=[], metavar="ARG",
+                        help="add a kernel argument to every build's entry (e.g. console=ttyS0,115200)")  # fmt: skip
+    parser.add_argument("--print-config", choices=("nginx", "dnsmasq", "kea"), metavar="SERVER",
+                        help="print the configuration of nginx, dnsmasq or Kea that serves the same, instead of "
+                        "serving; with --tree")  # fmt: skip
+    parser.add_argument("--tree", type=Path, metavar="DIR",
+                        help="with --print-config: write the TFTP tree and the menus there, for those "
+                        "servers")  # fmt: skip
+
+
+def _cmd_serve(args: argparse.Namespace, ctx: Context) -> int:
+    bootsyntax.kernel_args(args.kernel_arg, what="--kernel-arg", source=bootsyntax.Source.CALLER)
+    options = ServeOptions(
+        http=args.http, url=args.url, tftp=args.tftp, dhcp=DhcpMode(args.dhcp), interface=args.interface,
+        loader=BiosLoader(args.bios_loader), kernel_args=tuple(args.kernel_arg),
+    )  # fmt: skip
+    if args.print_config is not None:
+        if args.tree is None:
+            raise InvalidOptions("--print-config needs --tree DIR", hint="the servers read the menus from there")
+        print(print_config(args.outdirs, options, args.print_config, args.tree), end="")
+        return EXIT_OK
+    if args.tree is not None:
+        raise InvalidOptions("--tree goes with --print-config", hint="liveimg serve keeps its own tree")
+
+    def ready(plan: Any) -> None:
+        info = describe(plan)
+        if args.progress == "json":
+            print(json.dumps({"event": "serving", **info}), flush=True)
+        else:
+            names = ", ".join(f"{b['name']}{' (default)' if b['default'] else ''}" for b in info["builds"])
+            print(f"liveimg serve: {info['url']} serving {names}", flush=True)
+
+    def line(kind: str) -> Callable[[str], None]:
+        def emit(text: str) -> None:
+            if args.progress == "json":
+                print(json.dumps({"event": kind, "line": text}), flush=True)
+            elif not args.quiet:
+                print(printable(f"{kind}: {text}"), file=sys.stderr, flush=True)
+
+        return emit
+
+    try:
+        serve(args.outdirs, options, ready=ready, on_request=line("http"), on_dnsmasq=line("dnsmasq"),
+              progress=ctx.progress)  # fmt: skip
+    except cancel.Interrupt as exc:
+        # A signal is how a server is stopped: everything was stopped and removed on the way out.
+        if not args.quiet:
+            print(f"liveimg serve: stopped by {signal_name(exc.signum)}", file=sys.stderr)
+        return EXIT_OK
+    return EXIT_OK
+
+
 # --- write ---------------------------------------------------------------------------------
 
 WRITE_EPILOG = (
@@ -736,6 +812,12 @@ COMMANDS: tuple[tuple[str, str, Callable[[argparse.ArgumentParser], None], Handl
     ),
     ("initramfs", "read an initramfs, or append kernel arguments and files to it", _add_initramfs, _cmd_initramfs),
     ("write", "write an image (a hybrid ISO) to a USB stick, safely, and read it back", _add_write, _cmd_write),
+    (
+        "serve",
+        "serve builds to diskless machines: HTTP, and with dnsmasq TFTP and DHCP (full or proxy)",
+        _add_serve,
+        _cmd_serve,
+    ),
 )
 
 

@@ -1,11 +1,11 @@
 """Serve a directory to a QEMU guest over HTTP, on the host's loopback only.
 
-:class:`HttpServer` (or :func:`serve_directory`) serves the files below one directory on
-127.0.0.1, on a port the kernel picks, from a background thread, for as long as its ``with``
-block lasts.  It answers GET and HEAD with ``Content-Length``, for files of any size (sent
-with ``sendfile``), and single byte ranges (``Range: bytes=A-B``, ``A-`` or ``-N``: 206 with
-``Content-Range``; 416 for a range that starts past the end): what dracut's livenet needs to
-fetch a live image with curl.  ``requests`` lists what was served.
+:class:`HttpServer` (or :func:`serve_directory`) serves the regular files below one directory
+on 127.0.0.1, on a port the kernel picks, from a background thread, for as long as its ``with``
+block lasts, with :class:`liveimg.serve.http.ArtifactServer` (keep-alive, ``Content-Length``,
+``sendfile``, single byte ranges: what dracut's livenet needs to fetch a live image with curl).
+Files placed in the directory after the server started are served too.  ``requests`` lists
+what was served.
 
 A guest on QEMU's restricted user network reaches the server only through the
 :class:`~liveimg.qemu.GuestForward` that ``forward()`` gives, at the URL ``guest_url(name)``.
@@ -14,19 +14,16 @@ A guest on QEMU's restricted user network reaches the server only through the
 from __future__ import annotations
 
 import contextlib
-import http.server
 import logging
 import os
-import re
-import socket
-import threading
-from collections.abc import Iterator
+import stat
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
 from liveimg.errors import InvalidOptions
 from liveimg.qemu import GUEST_FORWARD_ADDR, GuestForward
+from liveimg.serve.http import ArtifactServer, Served, bad_name
 
 log = logging.getLogger(__name__)
 
@@ -41,73 +38,45 @@ class Request:
     bytes_sent: int
 
 
-class _Handler(http.server.SimpleHTTPRequestHandler):
-    server: _Server
+class DirectoryFiles(Mapping[str, Served]):
+    """The regular files below ``root`` as a served map, looked up when asked for.
 
-    def log_message(self, format: str, *args: object) -> None:
-        log.debug("http %s: " + format, self.address_string(), *args)
+    A name is a ``/``-separated path with no empty, ``.`` or ``..`` segment; its directories
+    must be real directories (a symlinked directory is not entered), and it must end at a
+    regular file.  A symlink as the last segment is followed: whoever fills ``root`` chose it
+    (boot-test links its artifacts in, and falls back to a symlink across filesystems), the
+    client only names it.
+    """
 
-    def send_head(self) -> IO[bytes] | None:  # type: ignore[override]
-        self._range: tuple[int, int] | None = None
-        spec = self.headers.get("Range")
-        path = Path(self.translate_path(self.path))
-        if spec and path.is_file():
-            size = path.stat().st_size
-            match = re.fullmatch(r"bytes=(\d*)-(\d*)", spec.strip())
-            if match and (match.group(1) or match.group(2)):
-                if match.group(1):
-                    first = int(match.group(1))
-                    last = int(match.group(2)) if match.group(2) else size - 1
-                else:
-                    first, last = max(0, size - int(match.group(2))), size - 1
-                last = min(last, size - 1)
-                if first > last:
-                    self.send_response(416)
-                    self.send_header("Content-Range", f"bytes */{size}")
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return None
-                f = open(path, "rb")  # noqa: SIM115 -- closed by the caller, as in the base class
-                self.send_response(206)
-                self.send_header("Content-Type", "application/octet-stream")
-                self.send_header("Content-Range", f"bytes {first}-{last}/{size}")
-                self.send_header("Content-Length", str(last - first + 1))
-                self.send_header("Accept-Ranges", "bytes")
-                self.end_headers()
-                self._range = (first, last)
-                return f
-        return super().send_head()
+    def __init__(self, root: Path) -> None:
+        self.root = root
 
-    def copyfile(self, source: IO[bytes], outputfile: IO[bytes]) -> None:  # type: ignore[override]
-        first, count = 0, None
-        if self._range is not None:
-            first, count = self._range[0], self._range[1] - self._range[0] + 1
+    def __getitem__(self, name: str) -> Served:
+        if bad_name(name):
+            raise KeyError(name)
+        *dirs, leaf = name.split("/")
+        where = self.root
         try:
-            sent = self.connection.sendfile(source, first, count)
-        except (BrokenPipeError, ConnectionResetError):
-            sent = 0
-        self.server.record(Request(self.command, self.path, 206 if self._range else 200, sent))
+            for part in dirs:
+                where = where / part
+                if not stat.S_ISDIR(os.lstat(where).st_mode):
+                    raise KeyError(name)
+            info = os.stat(where / leaf)
+        except OSError:
+            raise KeyError(name) from None
+        if not stat.S_ISREG(info.st_mode):
+            raise KeyError(name)
+        return Served(path=where / leaf, size=info.st_size)
 
-    def do_HEAD(self) -> None:
-        super().do_HEAD()
-        self.server.record(Request("HEAD", self.path, 200, 0))
+    def __iter__(self) -> Iterator[str]:
+        for top, _dirs, files in os.walk(self.root):
+            for leaf in sorted(files):
+                name = os.path.relpath(os.path.join(top, leaf), self.root).replace(os.sep, "/")
+                if name in self:
+                    yield name
 
-
-class _Server(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self.requests: list[Request] = []
-        self._lock = threading.Lock()
-        super().__init__(("127.0.0.1", 0), self._make_handler)
-
-    def _make_handler(self, request: socket.socket, client: tuple[str, int], server: _Server) -> _Handler:
-        return _Handler(request, client, server, directory=os.fspath(self.directory))
-
-    def record(self, request: Request) -> None:
-        with self._lock:
-            self.requests.append(request)
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
 
 
 class HttpServer:
@@ -121,32 +90,35 @@ class HttpServer:
             raise InvalidOptions(f"{directory} is not a directory")
         self.directory = directory
         self.guest_port = guest_port
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
+        self._server: ArtifactServer | None = None
 
     def __enter__(self) -> HttpServer:
-        self._server = _Server(self.directory)
-        self._thread = threading.Thread(target=self._server.serve_forever, name="liveimg-http", daemon=True)
-        self._thread.start()
+        self._server = ArtifactServer(DirectoryFiles(self.directory), "127.0.0.1", 0, log=self._log).__enter__()
         log.debug("serving %s on 127.0.0.1:%d", self.directory, self.port)
         return self
 
     def __exit__(self, *exc: object) -> None:
         if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join()
+            self._server.__exit__(*exc)
+
+    @staticmethod
+    def _log(line: str) -> None:
+        log.debug("http %s", line)
 
     @property
     def port(self) -> int:
         if self._server is None:
             raise RuntimeError("the HTTP server is not running")
-        return int(self._server.server_address[1])
+        return self._server.port
 
     @property
     def requests(self) -> list[Request]:
-        return list(self._server.requests) if self._server is not None else []
+        """The files served (200 and 206 answers, HEAD included), in order."""
+        if self._server is None:
+            return []
+        return [
+            Request(r.method, r.path, r.status, r.bytes_sent) for r in self._server.requests if r.status in (200, 206)
+        ]
 
     def url(self, name: str = "") -> str:
         """URL of ``name`` for the host."""

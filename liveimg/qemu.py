@@ -47,6 +47,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,6 +114,30 @@ class NetworkBoot:
 
 
 @dataclass(frozen=True)
+class Tap:
+    """The guest's network card on a tap device instead of QEMU's user network: a real network.
+
+    ``ifname`` is a tap device the caller made (and attached to a bridge), in the network
+    namespace ``netns`` (None: QEMU's own); QEMU then runs in that namespace.  Nothing of
+    QEMU's own network services (DHCP, TFTP, forwards) exists: what the guest reaches is what
+    is on that network.  With ``mac`` the card has that address.
+    """
+
+    ifname: str
+    netns: str | None = None
+    mac: str | None = None
+
+    def __post_init__(self) -> None:
+        # Each goes into a QEMU option (commas separate) or an `ip netns exec` argument.
+        if not re.fullmatch(r"[A-Za-z0-9_.-]{1,15}", self.ifname):
+            raise InvalidOptions(f"{self.ifname!r} is not a tap device name")
+        if self.netns is not None and not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", self.netns):
+            raise InvalidOptions(f"{self.netns!r} is not a network namespace name")
+        if self.mac is not None and not re.fullmatch(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}", self.mac):
+            raise InvalidOptions(f"{self.mac!r} is not a MAC address (lower-case, colons)")
+
+
+@dataclass(frozen=True)
 class GuestForward:
     """Guest connections to ``GUEST_FORWARD_ADDR:guest_port`` reach ``127.0.0.1:host_port``."""
 
@@ -137,6 +162,7 @@ class Machine:
     forwards: tuple[GuestForward, ...] = ()
     extra_args: tuple[str, ...] = ()
     uefi: Uefi | None = None
+    tap: Tap | None = None
 
 
 def _qemu_path(path: Path) -> str:
@@ -147,8 +173,10 @@ def qemu_argv(machine: Machine, console_log: Path, accel: AccelChoice | None = N
     """The QEMU command line for ``machine``, its serial console written to ``console_log``."""
     if machine.kernel is not None and machine.netboot is not None:
         raise InvalidOptions("a machine boots either a kernel directly or over the network, not both")
-    if not machine.disks and machine.kernel is None and machine.netboot is None:
+    if not machine.disks and machine.kernel is None and machine.netboot is None and machine.tap is None:
         raise InvalidOptions("the machine has nothing to boot: give a disk, a kernel or a network boot")
+    if machine.tap is not None and (machine.netboot is not None or machine.forwards or machine.network):
+        raise InvalidOptions("a machine on a tap device has no QEMU user network: no netboot, forwards or network")
     choice = accel or choose_accel()
     accel_args = choice.qemu_args()
     secure = machine.uefi is not None and machine.uefi.secure
@@ -197,12 +225,19 @@ def qemu_argv(machine: Machine, console_log: Path, accel: AccelChoice | None = N
         # With OVMF, no option ROM: the firmware's own virtio-net driver (see the module docstring).
         rom = ",romfile=" if machine.uefi is not None else ""
         argv += ["-netdev", ",".join(netdev), "-device", f"virtio-net-pci,netdev=net0{rom}"]
-    if machine.netboot is not None:
+    if machine.tap is not None:
+        mac = f",mac={machine.tap.mac}" if machine.tap.mac else ""
+        rom = ",romfile=" if machine.uefi is not None else ""
+        argv += ["-netdev", f"tap,id=net0,ifname={machine.tap.ifname},script=no,downscript=no",
+                 "-device", f"virtio-net-pci,netdev=net0{mac}{rom}"]  # fmt: skip
+    if machine.netboot is not None or (machine.tap is not None and machine.kernel is None and not machine.disks):
         argv += ["-boot", "order=n"]
     elif machine.kernel is None:
         cdrom = bool(machine.disks) and machine.disks[0].bus == "cdrom"
         argv += ["-boot", "order=d" if cdrom else "order=c"]
     argv += list(machine.extra_args)
+    if machine.tap is not None and machine.tap.netns is not None:
+        argv = ["ip", "netns", "exec", machine.tap.netns, *argv]
     return argv
 
 

@@ -19,6 +19,7 @@ _HERE = Path(__file__).parent
 #: to its two workers in collection order, so starting the long ones first keeps one worker from
 #: finishing a long file alone at the end.  Files not named here follow, in their usual order.
 E2E_LONGEST_FIRST = (
+    "test_live_serve.py",
     "test_live_nbd.py",
     "test_live_atomic.py",
     "test_live_verify.py",

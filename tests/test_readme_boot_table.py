@@ -38,6 +38,8 @@ def test_each_row_names_real_ways_booted_by_its_e2e_test(row: list[str]) -> None
     for way in re.findall(r"`([a-z-]+)(?: --secure-boot)?`", ways):
         assert way in VIAS, f"{loader}: --via {way} is not a boot-test way"
         assert re.search(rf"\b{re.escape(way)}\b", source), f"{loader}: {test} never boots via {way}"
+    if "`liveimg serve`" in ways:  # booted from liveimg serve on a network the test makes
+        assert "lan.serve(" in source and "lan.boot(" in source, f"{loader}: {test} never boots from liveimg serve"
     if "--secure-boot" in ways:
         assert "secure_boot=True" in source or "--secure-boot" in source
         assert "ms.fd" in firmware

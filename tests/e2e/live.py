@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from tests.support import guestfs_env, need, need_root
 FAST: dict[str, Any] = {"compression": "lz4", "dracut": DracutOptions(compression=Compression.ZSTD, level=3)}
 #: The same, as ``liveimg build`` options.
 FAST_ARGS = ("--compression", "lz4", "--initramfs-compression", "zstd", "--initramfs-level", "3")
+REPO = Path(__file__).resolve().parents[2]
 
 
 def build_sample(variant: str, out: Path, **options: Any) -> dict[str, Any]:
@@ -33,6 +35,19 @@ def build_sample(variant: str, out: Path, **options: Any) -> dict[str, Any]:
     assert sha256_file(image) == before, "the input image changed"
     manifest: dict[str, Any] = json.loads((out / "manifest.json").read_text())
     assert manifest == result.manifest
+    return manifest
+
+
+def build_with_cli(variant: str, out: Path, *args: str) -> dict[str, Any]:
+    """``liveimg build`` of the sample ``variant`` into ``out`` as a user types it (fast codecs,
+    then ``args``); the manifest."""
+    need_root()
+    image = sample_image(variant)
+    argv = [sys.executable, "-m", "liveimg", "--progress", "none", "build", str(image), "-o", str(out), *FAST_ARGS,
+            *args]  # fmt: skip
+    done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=3600, check=False)
+    assert done.returncode == 0, done.stderr
+    manifest: dict[str, Any] = json.loads((out / "manifest.json").read_text())
     return manifest
 
 

@@ -1,25 +1,24 @@
-"""atomic sample -> `liveimg build --efi` -> UEFI network boot in QEMU, with and without Secure Boot.
+"""atomic sample -> `liveimg build --efi` -> UEFI network boot in QEMU with Secure Boot.
 
 One build of the atomic sample, whose image carries Debian's signed shim and network GRUB
 (and a kernel Debian signed): OUTDIR holds them with the grub.cfg that GRUB reads.
 ``boot_test(..., via="uefi-pxe")`` boots it as a UEFI machine with no local disk would: OVMF's
 own virtio-net driver and PXE get shim from QEMU's TFTP server, shim loads GRUB, GRUB the
-kernel and initramfs, dracut's livenet the squashfs over HTTP.  Booted three ways:
+kernel and initramfs, dracut's livenet the squashfs over HTTP.  Booted two ways:
 
-1. OVMF without Secure Boot: the live system's checks pass and it says its firmware is UEFI;
-2. OVMF's Secure Boot build with Microsoft's keys (``secure_boot=True``): the firmware verifies
+1. OVMF's Secure Boot build with Microsoft's keys (``secure_boot=True``): the firmware verifies
    shim, shim GRUB, GRUB (through shim) the kernel; the live system says Secure Boot is on;
-3. the same, with the Authenticode signature of the kernel, GRUB or shim stripped: GRUB, shim
+2. the same, with the Authenticode signature of the kernel, GRUB or shim stripped: GRUB, shim
    or the firmware refuses it, and the boot test says so (reason ``secure-boot``) as soon as
    the console does, long before its timeout.
+
+The same chain with Secure Boot off is booted by ``tests/e2e/test_live_serve.py``, from
+``liveimg serve`` on a network the test makes (OVMF's own PXE, shim, GRUB's menu).
 """
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +27,9 @@ import pytest
 from liveimg.boottest import OVMF_CODE, OVMF_SECURE_CODE, OVMF_SECURE_VARS, OVMF_VARS, BootTestOptions, boot_test
 from liveimg.console import Outcome
 from tests.authenticode import certificate_table, unsigned_copy
-from tests.e2e.live import FAST_ARGS
-from tests.samples import sample_image
+from tests.e2e.live import build_with_cli
 from tests.support import need, need_file, need_root
 
-REPO = Path(__file__).resolve().parents[2]
 #: A refused kernel is reported when GRUB says so: far below the timeout given.
 REFUSED_WITHIN = 300.0
 TIMEOUT = 1800.0
@@ -44,14 +41,8 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any
     need("qemu-system-x86_64", "socat")
     for path in (OVMF_CODE, OVMF_VARS, OVMF_SECURE_CODE, OVMF_SECURE_VARS):
         need_file(str(path), "ovmf")
-    image = sample_image("atomic")
     out = tmp_path_factory.mktemp("uefi") / "out"
-    argv = [sys.executable, "-m", "liveimg", "--progress", "none", "build", str(image), "-o", str(out), "--efi",
-            *FAST_ARGS]  # fmt: skip
-    done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=3600, check=False)
-    assert done.returncode == 0, done.stderr
-    manifest: dict[str, Any] = json.loads((out / "manifest.json").read_text())
-    return out, manifest
+    return out, build_with_cli("atomic", out, "--efi")
 
 
 def test_the_build_carries_the_signed_boot_chain(built: tuple[Path, dict[str, Any]]) -> None:
@@ -60,20 +51,6 @@ def test_the_build_carries_the_signed_boot_chain(built: tuple[Path, dict[str, An
     assert efi["shim"] and efi["grub"]
     for name in (efi["shim"], efi["grub"], manifest["boot"]["kernel"]):
         assert certificate_table((out / name).read_bytes())[1] > 0, f"{name} is not signed"
-
-
-def test_uefi_pxe_boots_the_live_system(built: tuple[Path, dict[str, Any]], tmp_path: Path) -> None:
-    out, manifest = built
-    result = boot_test(out, BootTestOptions(via="uefi-pxe", timeout=TIMEOUT, workdir=tmp_path))
-    assert result.ok, result.summary() + "\n" + result.boot.explain()
-    assert result.checks["firmware"] == "uefi"
-    assert result.checks["secure-boot"] == "disabled"  # OVMF's plain build has no keys
-    assert result.checks["ostree-booted"] == "yes"
-    log = result.boot.console_log.read_text(errors="replace")
-    # the firmware's own PXE fetched shim, and shim GRUB, over TFTP
-    assert f"NBP filename is {manifest['boot']['efi']['shim']}" in log
-    assert f"Fetching Netboot Image {manifest['boot']['efi']['grub']}" in log
-    print(f"uefi-pxe: {result.boot.seconds:.0f} s")
 
 
 def test_uefi_pxe_with_secure_boot_verifies_the_chain(built: tuple[Path, dict[str, Any]], tmp_path: Path) -> None:

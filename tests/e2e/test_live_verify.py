@@ -1,11 +1,13 @@
 """The live initramfs checks the live image it downloads (liveimg.liveverify), booted for real.
 
-One build of the atomic sample (fast codecs), booted five times with the kernel given to QEMU:
-this build's live file (checked, then the system comes up), a URL the server answers with 404,
-a file cut short, the file with one byte flipped, and no interface coming online.  Each failure
-ends the boot with its own line (boot-test's ``image-verify``); the download's within 2 minutes
-of its start, by the guest's clock: the kernel's timestamps of liveimg's ``fetching`` line and
-of the failure's.
+One build of the atomic sample (fast codecs), booted four times with the kernel given to QEMU:
+a URL the server answers with 404, a file cut short, the file with one byte flipped, and no
+interface coming online.  Each failure ends the boot with its own line (boot-test's
+``image-verify``); the download's within 2 minutes of its start, by the guest's clock: the
+kernel's timestamps of liveimg's ``fetching`` line and of the failure's.  The good case -- this
+build's live file checked, then the system comes up -- is booted by every boot of
+``tests/e2e/test_live_serve.py`` (its ``checked`` line asserted there); here, the file it checks
+against is read back from the initramfs.
 """
 
 from __future__ import annotations
@@ -93,19 +95,11 @@ def _failed_within_2_minutes(result: BootTestResult, lines: list[tuple[float, st
     return match
 
 
-def test_this_build_s_live_file_is_checked_and_boots(built: Built, tmp_path: Path) -> None:
+def test_the_initramfs_knows_this_build_s_live_file(built: Built) -> None:
     assert built.manifest["initramfs"]["verifies_live"] is True
     artifact = built.manifest["artifacts"][built.live.name]
     with Initramfs(built.out / built.manifest["boot"]["initramfs"]) as ird:
         assert ird.read(VERIFY_FILE.lstrip("/")).decode() == f"{artifact['size']} {artifact['sha256']}\n"
-    result, lines = _boot(built.out, tmp_path / "boot")
-    assert result.boot.ok, result.boot.explain()
-    texts = [text for _, text in lines]
-    assert any(
-        re.fullmatch(rf"liveimg: \S+/{re.escape(built.live.name)} checked: {artifact['size']} bytes, "
-                     rf"sha256 {artifact['sha256']}", text)
-        for text in texts
-    ), texts  # fmt: skip
 
 
 def test_a_404_names_the_url(built: Built, tmp_path: Path) -> None:
