@@ -16,35 +16,19 @@ from pathlib import Path
 import pytest
 
 from liveimg.errors import InvalidOptions
-from liveimg.manifest import sha256_file
 from liveimg.serve import BiosLoader, DhcpMode, ServeOptions, load_builds, plan
-from liveimg.serve.configs import MARKER, NGINX_ACCESS_LOG, print_config
+from liveimg.serve.configs import MARKER, NGINX_ACCESS_LOG, dnsmasq_config, print_config
 from liveimg.serve.dnsmasq import Network, config
+from tests.serve.fakebuild import KVER, fake_build
 from tests.support import need, public_directory
 
-KVER = "6.1.0-42-amd64"
 KERNEL = f"vmlinuz-{KVER}"
 INITRAMFS = f"initramfs-{KVER}.img"
 LIVE = "live-rootfs.squashfs.img"
 
 
 def fake_outdir(out: Path, *, efi: bool = False) -> Path:
-    """An OUTDIR as `liveimg build` leaves it, as far as `liveimg serve` reads it: the files and a
-    manifest with their real sizes and sha256."""
-    out.mkdir(parents=True)
-    files = {KERNEL: b"kernel" * 100, INITRAMFS: b"initramfs" * 100, LIVE: os.urandom(4096)}
-    boot: dict[str, object] = {"kernel": KERNEL, "initramfs": INITRAMFS, "kver": KVER, "title": "Fake OS 1",
-                               "squashfs": LIVE, "kernel_args": [], "cloud_init": False}  # fmt: skip
-    if efi:
-        files |= {"shimx64.efi": b"shim" * 10, "grubx64.efi": b"grub" * 10}
-        boot["efi"] = {"grub": "grubx64.efi", "shim": "shimx64.efi", "configs": ["grub.cfg"], "http": False}
-    for name, data in files.items():
-        (out / name).write_bytes(data)
-    artifacts = {n: {"size": (out / n).stat().st_size, "sha256": sha256_file(out / n)} for n in files}
-    manifest = {"boot": boot, "kernel": {"file": KERNEL, "version": KVER}, "initramfs": {"file": INITRAMFS},
-                "rootfs": {"file": LIVE}, "pxe": {"url": None}, "artifacts": artifacts}  # fmt: skip
-    (out / "manifest.json").write_text(json.dumps(manifest))
-    return out
+    return fake_build(out, efi=efi, live_bytes=4096)
 
 
 @pytest.fixture
@@ -329,3 +313,16 @@ def test_cli_without_tree_is_one_line(outdir: Path) -> None:
     done = liveimg(str(outdir), "--print-config", "nginx", "--http", "127.0.0.1:8080")
     assert done.returncode == 1
     assert done.stderr.count("\n") == 1 and "--print-config needs --tree" in done.stderr
+
+
+def test_the_readme_s_dnsmasq_example_is_what_it_prints(tmp_path: Path) -> None:
+    """The README's example block, for its one build on its lab network, line for line."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme[readme.index("--dhcp full --print-config dnsmasq --tree /srv/liveimg` prints") :]
+    block = section[section.index("```ini\n") + len("```ini\n") : section.index("\n```\n")]
+    out = fake_build(tmp_path / "atomic", efi=True)
+    network = Network("eth0", ipaddress.IPv4Interface("192.0.2.10/24"))
+    options = ServeOptions(http="192.0.2.10:8080", dhcp=DhcpMode.FULL, interface="eth0")
+    the_plan = plan(load_builds([out]), "http://192.0.2.10:8080")
+    text = dnsmasq_config(the_plan, options, network, Path("/srv/liveimg"))
+    assert [line for line in text.splitlines() if line and not line.startswith("#")] == block.splitlines()
