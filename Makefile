@@ -40,8 +40,9 @@ unit: setup
 integration: setup
 	$(PYTEST) -m integration -n 2 --dist loadfile
 
+# xdist would hand out the files with the most tests first; tests/conftest.py orders them longest first.
 e2e: setup
-	$(PYTEST) -m e2e -n 2 --dist loadfile
+	$(PYTEST) -m e2e -n 2 --dist loadfile --no-loadscope-reorder
 
 test: lint types unit integration e2e
 

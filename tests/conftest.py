@@ -16,8 +16,10 @@ _HERE = Path(__file__).parent
 
 
 #: The e2e files that take longest, longest first (as timed in .ci/run): xdist hands whole files
-#: to its two workers in collection order, so starting the long ones first keeps one worker from
-#: finishing a long file alone at the end.  Files not named here follow, in their usual order.
+#: to its two workers in collection order (with ``--no-loadscope-reorder``, as ``make e2e`` runs
+#: it: else the files with the most tests go first), so starting the long ones first keeps one
+#: worker from finishing a long file alone at the end.  Files not named here follow, in their
+#: usual order.
 E2E_LONGEST_FIRST = (
     "test_live_serve.py",
     "test_live_nbd.py",
