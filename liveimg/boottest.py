@@ -91,11 +91,12 @@ from liveimg.accel import AccelChoice, choose_accel
 from liveimg.bootsyntax import GrubConfig
 from liveimg.dracut import EmbeddedFile, append_cpio, hook_dir
 from liveimg.errors import HostError, InternalError, InvalidOptions
-from liveimg.iso import ISO_NAME, build_iso, label_of
+from liveimg.iso import ISO_NAME, SYSLINUX_BIOS_DIR, build_iso, label_of
 from liveimg.manifest import live_boot, read_manifest
 from liveimg.nbdserve import NbdServer
 from liveimg.progress import Progress, StageProgress
 from liveimg.pxe import LiveBoot, PxeOptions, arg_key, kernel_args, write_pxe
+from liveimg.serve.catalog import PXELINUX_DIR
 
 log = logging.getLogger(__name__)
 
@@ -116,9 +117,6 @@ OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
 OVMF_SECURE_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.ms.fd")
 OVMF_SECURE_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.ms.fd")
 
-#: Debian's PXE loaders (packages pxelinux and syslinux-common), copied into the TFTP root.
-PXELINUX_DIR = Path("/usr/lib/PXELINUX")
-SYSLINUX_BIOS_DIR = Path("/usr/lib/syslinux/modules/bios")
 
 #: Debian's GRUB for BIOS (package grub-pc-bin), the network image made from it for ``grub-bios``
 #: (in the TFTP root), and the modules built into that image (none is loaded over the network).

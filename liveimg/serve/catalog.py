@@ -29,6 +29,7 @@ from typing import Any
 from liveimg import bootsyntax
 from liveimg.bootsyntax import GrubConfig, IpxeScript, PxelinuxConfig, Source
 from liveimg.errors import HostError, InvalidImage, InvalidOptions
+from liveimg.iso import SYSLINUX_BIOS_DIR
 from liveimg.manifest import live_boot, read_manifest, sha256_file
 from liveimg.progress import Progress, StageProgress
 from liveimg.pxe import (
@@ -43,8 +44,8 @@ from liveimg.pxe import (
 )
 
 #: Debian's PXE loaders (packages pxelinux, syslinux-common, ipxe).
-PXELINUX = Path("/usr/lib/PXELINUX/pxelinux.0")
-SYSLINUX_BIOS_DIR = Path("/usr/lib/syslinux/modules/bios")
+PXELINUX_DIR = Path("/usr/lib/PXELINUX")
+PXELINUX = PXELINUX_DIR / "pxelinux.0"
 #: What pxelinux loads besides itself: its core, and for a menu the menu module and its library.
 SYSLINUX_MODULES = ("ldlinux.c32", "menu.c32", "libutil.c32")
 UNDIONLY = Path("/usr/lib/ipxe/undionly.kpxe")
