@@ -38,11 +38,11 @@ unit: setup
 
 # The slow tiers run two test files at a time: QEMU under TCG uses one core per guest.
 integration: setup
-	$(PYTEST) -m integration -n 2 --dist loadfile
+	$(PYTEST) -m integration -n 2 --dist loadfile --durations=15
 
 # xdist would hand out the files with the most tests first; tests/conftest.py orders them longest first.
 e2e: setup
-	$(PYTEST) -m e2e -n 2 --dist loadfile --no-loadscope-reorder
+	$(PYTEST) -m e2e -n 2 --dist loadfile --no-loadscope-reorder --durations=40
 
 test: lint types unit integration e2e
 

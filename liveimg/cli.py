@@ -568,14 +568,17 @@ def _cmd_build(args: argparse.Namespace, ctx: Context) -> int:
     options = build_options(args, ctx.accel)
     result = build(args.image, args.output, options, ctx.progress)
     if args.progress == "json":
-        print(json.dumps({"event": "result", "outdir": str(result.outdir), "manifest": "manifest.json"}))
+        print(json.dumps({"event": "result", "outdir": str(result.outdir), "manifest": "manifest.json",
+                          "seconds": result.timings["total"], "cpu_seconds": result.cpu_seconds}))  # fmt: skip
     else:
         for name in sorted(result.manifest["artifacts"]):
             print(f"{result.outdir / name}")
         for module, why in result.initramfs.left_out:
             log.warning("initramfs: dracut module %s left out: %s", module, why)
         stages = ", ".join(f"{k} {v:.0f} s" for k, v in result.timings.items() if k != "total")
-        log.warning("built %s in %.0f s (%s)", result.outdir, result.timings["total"], stages)
+        total = result.timings["total"]
+        log.warning("built %s in %.0f s, %.0f CPU seconds (%.1f cores busy; %s)", result.outdir, total,
+                    result.cpu_seconds, result.cpu_seconds / max(total, 0.001), stages)  # fmt: skip
     return EXIT_OK
 
 

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast, overload
 from liveimg.errors import InternalError
 
 if TYPE_CHECKING:
+    from liveimg.background import Job
     from liveimg.dracut import Initrd
     from liveimg.efi import EfiChain
     from liveimg.embed import Embedded
@@ -82,6 +83,7 @@ class Build:
     info: Artifact[ImageInfo] = Artifact()  # guest
     efi_chain: Artifact[EfiChain | None] = Artifact()  # preflight: the UEFI boot chain found, to copy
     rootfs: Artifact[RootfsImage] = Artifact()  # rootfs: LiveOS/rootfs.img
+    dracut_job: Artifact[Job[Initrd]] = Artifact()  # dracut: the image's dracut, running beside pack
     live: Artifact[Packed] = Artifact()  # pack: the live file, packed by the layout
     initrd: Artifact[Initrd] = Artifact()  # initramfs
     embedded: Artifact[Embedded | None] = Artifact()  # embed: the live file as a second initrd (--embed-rootfs)
@@ -103,6 +105,7 @@ class Build:
         self.txn = txn
         self.progress = progress
         self.timings: dict[str, float] = {}
+        self.cpu_seconds = 0.0
         # The sha256 of OUTDIR files a stage has hashed already (by resolved path): the manifest
         # reuses them rather than read a live file of hundreds of MiB again.
         self.digests: dict[Path, str] = {}
@@ -142,7 +145,7 @@ class Build:
         """What the build made, once its stages are done (an :class:`InternalError` before)."""
         return BuildResult(outdir=self.txn.outdir, info=self.info, rootfs=self.rootfs, squashfs=self.live,
                            initramfs=self.initrd, pxe=self.pxe, manifest=self.manifest,
-                           timings=self.timings)  # fmt: skip
+                           timings=self.timings, cpu_seconds=self.cpu_seconds)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -157,6 +160,10 @@ class BuildResult:
     pxe: PxeResult
     manifest: dict[str, Any]
     timings: dict[str, float]
+    #: User + system CPU time of this process and its programs during the build (``getrusage``:
+    #: the programs it waited for, the appliance's QEMU and the sandboxes included), seconds.
+    #: Beside ``timings["total"]`` it says how busy the cores were: at most the cores x the wall time.
+    cpu_seconds: float = 0.0
 
     @property
     def kernel(self) -> Path:

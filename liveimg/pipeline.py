@@ -9,8 +9,9 @@ of the ones before it from the context and adds its own::
     preflight  what cannot boot refused before the long stages: dracut's plan, the layout's;
                the UEFI boot chain found
     rootfs     LiveOS/rootfs.img, ext4
-    pack       the live file, packed by the layout (the squashfs or the erofs stage)
-    initramfs  initramfs-<kver>.img by the image's dracut, the layout's hooks appended, and
+    dracut     the image's dracut started on rootfs.img, in the background (liveimg.background)
+    pack       the live file, packed by the layout (the squashfs or the erofs stage), meanwhile
+    initramfs  initramfs-<kver>.img: dracut's, waited for, the layout's hooks appended, and
                liveimg's livenetroot with the live file's size and sha256 (liveimg.liveverify)
     embed      with --embed-rootfs: live-rootfs.cpio, the live file as a second initrd (liveimg.embed)
     kernel     vmlinuz-<kver>, copied out of rootfs.img (the dracut stage, with initramfs)
@@ -32,6 +33,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import resource
 import signal
 import time
 from collections.abc import Callable
@@ -47,6 +49,7 @@ from liveimg.outdir import OutdirTransaction
 from liveimg.progress import Progress
 from liveimg.stages import (
     appliance,
+    dracut,
     efi,
     embed,
     guest,
@@ -70,6 +73,7 @@ STAGES: tuple[Stage, ...] = (
     guest.run,
     preflight.run,
     rootfs.run,
+    dracut.run,
     pack.run,
     initramfs.run,
     embed.run,
@@ -132,14 +136,21 @@ def build(
 
 
 def _run(ctx: Build) -> BuildResult:
-    started = time.monotonic()
-    with ctx.resources:  # the appliance, shut down however the stages end
+    started, cpu = time.monotonic(), _cpu_seconds()
+    with ctx.resources:  # the appliance shut down, the background job stopped, however the stages end
         for stage in STAGES:
             stage(ctx)
     ctx.txn.commit()
     ctx.timings["total"] = round(time.monotonic() - started, 3)
-    log.info("built %s in %.1f s", ctx.txn.outdir, ctx.timings["total"])
+    ctx.cpu_seconds = round(_cpu_seconds() - cpu, 3)
+    log.info("built %s in %.1f s, %.1f CPU seconds", ctx.txn.outdir, ctx.timings["total"], ctx.cpu_seconds)
     return ctx.result()
+
+
+def _cpu_seconds() -> float:
+    """User + system time of this process and of the children it has waited for, so far."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def _check_options(opts: BuildOptions) -> tuple[BuildOptions, Layout]:

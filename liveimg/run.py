@@ -205,14 +205,72 @@ def _die_with_us() -> Callable[[], None] | None:
     return preexec
 
 
+class Scope:
+    """The programs (and killers) started by the threads working in it, killable apart from the others.
+
+    A build runs part of its work in a background thread (:mod:`liveimg.background`): when the
+    rest fails, that thread's programs must die, and only they -- another build in the same
+    process keeps its own.  A thread joins a scope with :func:`scoped`.
+    """
+
+    def __init__(self) -> None:
+        self._procs: dict[int, subprocess.Popen[bytes]] = {}
+        self._killers: dict[int, Callable[[], None]] = {}
+        self.killed = False
+
+    def kill(self) -> None:
+        """Kill every program of the scope that is still running, and call its killers; never raises.
+
+        Programs started in the scope after this are killed at once.
+        """
+        with _children_lock:
+            self.killed = True
+            procs = [proc for proc in self._procs.values() if proc.returncode is None]
+            killers = list(self._killers.values())
+        for proc in procs:
+            with contextlib.suppress(OSError):
+                os.killpg(proc.pid, signal.SIGKILL)
+        for kill in killers:
+            try:
+                kill()
+            except Exception as exc:  # best effort, as in kill_children
+                log.debug("killer %r failed: %s", kill, exc)
+
+
+_scope = threading.local()
+
+
+@contextlib.contextmanager
+def scoped(scope: Scope) -> Iterator[None]:
+    """Count the programs and killers this thread starts in the block as ``scope``'s."""
+    previous: Scope | None = getattr(_scope, "current", None)
+    _scope.current = scope
+    try:
+        yield
+    finally:
+        _scope.current = previous
+
+
 def _track(proc: subprocess.Popen[bytes]) -> None:
+    scope: Scope | None = getattr(_scope, "current", None)
     with _children_lock:
         _children[proc.pid] = proc
+        if scope is not None:
+            scope._procs[proc.pid] = proc
+            killed = scope.killed
+        else:
+            killed = False
+    if killed:
+        with contextlib.suppress(OSError):
+            os.killpg(proc.pid, signal.SIGKILL)
 
 
 def _untrack(proc: subprocess.Popen[bytes]) -> None:
+    scope: Scope | None = getattr(_scope, "current", None)
     with _children_lock:
         _children.pop(proc.pid, None)
+        if scope is not None:
+            scope._procs.pop(proc.pid, None)
 
 
 def running_children() -> list[int]:
@@ -249,13 +307,18 @@ def killer(kill: Callable[[], None]) -> Iterator[None]:
     on a lock the main thread may hold.
     """
     key = next(_killer_ids)
+    scope: Scope | None = getattr(_scope, "current", None)
     with _children_lock:
         _killers[key] = kill
+        if scope is not None:
+            scope._killers[key] = kill
     try:
         yield
     finally:
         with _children_lock:
             _killers.pop(key, None)
+            if scope is not None:
+                scope._killers.pop(key, None)
 
 
 def run(

@@ -378,3 +378,33 @@ def test_boot_test_json_says_whether_an_http_server_ran(
     monkeypatch.setattr(cli, "boot_test", lambda *args: BootTestResult(boot, http_server=served))
     assert cli.main(["boot-test", str(tmp_path), "--json"]) == cli.EXIT_OK
     assert json.loads(capsys.readouterr().out)["http_server"] is served
+
+
+def _fake_result(outdir: Path) -> object:
+    from types import SimpleNamespace
+
+    return SimpleNamespace(
+        outdir=outdir,
+        manifest={"artifacts": {"vmlinuz-6.1": {}}},
+        initramfs=SimpleNamespace(left_out=()),
+        timings={"rootfs": 6.0, "squashfs": 100.0, "dracut": 50.0, "total": 120.0},
+        cpu_seconds=228.0,
+    )
+
+
+@pytest.mark.parametrize("progress", ["none", "json"])
+def test_a_build_ends_with_its_wall_and_cpu_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], progress: str
+) -> None:
+    monkeypatch.setattr(cli, "build", lambda image, out, options, progress: _fake_result(Path(out)))
+    assert cli.main(["--progress", progress, "build", "img", "-o", str(tmp_path / "out")]) == cli.EXIT_OK
+    captured = capsys.readouterr()
+    if progress == "json":
+        result = json.loads(captured.out.splitlines()[-1])
+        assert (result["event"], result["seconds"], result["cpu_seconds"]) == ("result", 120.0, 228.0)
+    else:
+        # dracut ran beside squashfs: the stages add up to more than the wall time, the CPU says how busy.
+        assert (
+            f"built {tmp_path / 'out'} in 120 s, 228 CPU seconds "
+            "(1.9 cores busy; rootfs 6 s, squashfs 100 s, dracut 50 s)" in captured.err
+        )

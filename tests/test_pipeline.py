@@ -21,6 +21,7 @@ from liveimg.pipeline import build
 from liveimg.pxe import CloudInitSeed, PxeOptions
 from liveimg.stages import (
     appliance,
+    dracut,
     efi,
     embed,
     guest,
@@ -39,8 +40,8 @@ from tests.support import need
 
 def test_the_stages_run_in_this_order() -> None:
     assert (
-        appliance.run, guest.run, preflight.run, rootfs.run, pack.run, initramfs.run, embed.run, kernel.run, efi.run,
-        pxe.run, iso.run, manifest.run,
+        appliance.run, guest.run, preflight.run, rootfs.run, dracut.run, pack.run, initramfs.run, embed.run,
+        kernel.run, efi.run, pxe.run, iso.run, manifest.run,
     ) == pipeline.STAGES  # fmt: skip
 
 

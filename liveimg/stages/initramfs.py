@@ -1,9 +1,10 @@
-"""The dracut stage: the live initramfs, built by the image's own dracut (:mod:`liveimg.dracut`).
+"""The initramfs stage: the live initramfs, built by the image's own dracut (:mod:`liveimg.dracut`).
 
-Appended to it in one archive: the layout's hooks (:attr:`~liveimg.layouts.Layout.hooks`), and
-liveimg's livenetroot with the live file's size and sha256 (:mod:`liveimg.liveverify`; the
-pack stage has written the live file by now) and the build's RAM floor (:mod:`liveimg.ramfloor`),
-and for an ``nbd://`` URL its livenbdroot (:mod:`liveimg.livenbd`).
+The dracut stage (:mod:`liveimg.stages.dracut`) started it in the background while the pack
+stage wrote the live file; this one waits for it.  Appended to it then, in one archive: the
+layout's hooks (:attr:`~liveimg.layouts.Layout.hooks`), and liveimg's livenetroot with the
+live file's size and sha256 (:mod:`liveimg.liveverify`) and the build's RAM floor
+(:mod:`liveimg.ramfloor`), and for an ``nbd://`` URL its livenbdroot (:mod:`liveimg.livenbd`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from liveimg import livenbd, liveverify, ramfloor
-from liveimg.dracut import EmbeddedFile, append_cpio, build_initramfs, hook_dir
+from liveimg.dracut import EmbeddedFile, append_cpio, hook_dir
 from liveimg.manifest import sha256_file
 
 if TYPE_CHECKING:
@@ -22,20 +23,9 @@ if TYPE_CHECKING:
 
 
 def run(ctx: Build) -> None:
-    info = ctx.info
-    kver = info.kernel.version
-    with ctx.stage("dracut"):
-        ctx.initrd = build_initramfs(
-            kver=kver,
-            output=ctx.txn.out / f"initramfs-{kver}.img",
-            rootfs=ctx.rootfs.path,
-            deployment=info.deployment.path if info.deployment is not None else "/",
-            options=ctx.options.dracut,
-            workdir=ctx.txn.work,
-            log_path=ctx.txn.work / "dracut.log",
-            ostree=info.ostree,
-            progress=ctx.progress,
-        )
+    """The initramfs: dracut's (waited for), with the live file's checks and the layout's hooks appended."""
+    ctx.initrd = ctx.dracut_job.result()
+    with ctx.stage("initramfs"):
         live = Path(ctx.live.path)
         expected = None
         if ctx.options.verify:

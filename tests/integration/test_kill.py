@@ -2,8 +2,9 @@
 
 Twelve builds of the classic sample over an existing OUTDIR (``--force``) are stopped with
 SIGINT, SIGTERM or SIGKILL at a seeded random point of a chosen stage -- the appliance's
-start, the guest's inspection, rootfs, squashfs, dracut (the image's own dracut in the
-sandbox, and the compression), and pxe/manifest/commit -- found through ``--progress json``.
+start, the guest's inspection, rootfs, squashfs (with the image's own dracut running beside it
+in the sandbox), dracut (finishing, and the compression), and pxe/manifest/commit -- found
+through ``--progress json``.
 After each: the exit status is 130, 143 or -9 and stderr the one line that says so; OUTDIR
 is byte for byte the old one (or, if the signal came after the swap, the complete new
 build); nothing is left beside it (after a SIGKILL: once the next build has run, which
@@ -35,15 +36,25 @@ from liveimg.errors import Cancelled
 from liveimg.options import BuildOptions
 from liveimg.pipeline import build
 from liveimg.progress import Event, Progress
-from tests.integration.running_build import RunningBuild, descendants, still_running, tree_digest
+from tests.integration.running_build import RunningBuild, Seen, descendants, still_running, tree_digest
 from tests.samples import sample_image
 from tests.support import need, need_root
 
 SEED = int(os.environ.get("LIVEIMG_KILL_SEED", "16"))
-#: The stages, in order, as the kills see them: "dracut" runs until "pxe" begins (the
-#: compression and the kernel's copy included), "pxe" until the end (the manifest, the swap).
-STAGES = ("appliance", "guest", "rootfs", "squashfs", "dracut", "pxe")
-#: Builds killed in each stage.
+#: The windows the kills aim at, in order, each from the progress event that opens it to the one
+#: that opens the next: "squashfs" is the pack stage, with the image's dracut running beside it
+#: in the background; "dracut" is what follows the pack until "pxe" begins (dracut finishing, the
+#: compression, the kernel's copy); "pxe" runs until the end (the manifest, the swap).
+WINDOWS = {
+    "appliance": ("begin", "appliance"),
+    "guest": ("begin", "guest"),
+    "rootfs": ("begin", "rootfs"),
+    "squashfs": ("begin", "squashfs"),
+    "dracut": ("end", "squashfs"),
+    "pxe": ("begin", "pxe"),
+}
+STAGES = tuple(WINDOWS)
+#: Builds killed in each window.
 KILLS = {"appliance": 4, "guest": 1, "rootfs": 2, "squashfs": 2, "dracut": 2, "pxe": 1}
 #: Seconds: the pxe stage's window, from its begin to the swap (hashing the artifacts for the
 #: manifest takes most of it), is not measured; the other stages' windows are, by the first build.
@@ -52,8 +63,13 @@ OPTIONS = ("--compression", "lz4", "--initramfs-compression", "zstd", "--initram
 EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143, signal.SIGKILL: -signal.SIGKILL}
 
 
-def window_stage(progress_stage: str) -> str:
-    return "dracut" if progress_stage == "compress initramfs" else progress_stage
+def window_of(seen: Seen, current: str | None) -> str | None:
+    """The window open after ``seen``, when ``current`` was open before it (windows only move on)."""
+    marker = (seen.event.get("event"), seen.event.get("stage"))
+    for window, opens in WINDOWS.items():
+        if opens == marker and (current is None or STAGES.index(window) > STAGES.index(current)):
+            return window
+    return current
 
 
 def plan(rng: random.Random) -> list[tuple[str, signal.Signals]]:
@@ -77,34 +93,41 @@ def plan(rng: random.Random) -> list[tuple[str, signal.Signals]]:
 
 
 def measure(build: RunningBuild, windows: dict[str, float]) -> None:
-    """Each stage's length, from one stage's begin to the next one's."""
-    begins: dict[str, float] = {}
+    """Each window's length, from the event that opens it to the one that opens the next."""
+    opened: dict[str, float] = {}
+    current: str | None = None
     for seen in build.seen:
-        if seen.event.get("event") == "begin":
-            begins.setdefault(window_stage(str(seen.event["stage"])), seen.at)
-    for stage, following in itertools.pairwise(STAGES):
-        if stage in begins and following in begins:
-            windows[stage] = begins[following] - begins[stage]
+        current = window_of(seen, current)
+        if current is not None:
+            opened.setdefault(current, seen.at)
+    for window, following in itertools.pairwise(STAGES):
+        if window in opened and following in opened:
+            windows[window] = opened[following] - opened[window]
 
 
 def kill_in(
-    build: RunningBuild, stage: str, sig: signal.Signals, delay: float
+    build: RunningBuild, window: str, sig: signal.Signals, delay: float
 ) -> tuple[str | None, set[tuple[int, int]]]:
-    """Send ``sig`` ``delay`` s into ``stage`` (at its end if it is shorter).
+    """Send ``sig`` ``delay`` s into ``window`` (at its end if it is shorter).
 
-    Returns the stage it hit (None if the build had ended) and the build's processes then.
+    Returns the window it hit (None if the build had ended) and the build's processes then.
     """
-    build.wait_for("begin", stage)
+    current: str | None = None
+    while current != window and not build.ended:
+        seen = build.next_event(600)
+        if seen is not None:
+            current = window_of(seen, current)
     deadline = time.monotonic() + delay
     while time.monotonic() < deadline and not build.ended:
         seen = build.next_event(deadline - time.monotonic())
-        if seen is not None and seen.event.get("event") == "begin" and window_stage(seen.event["stage"]) != stage:
-            break  # the stage ended first: kill at its end
+        if seen is not None and window_of(seen, current) != current:
+            current = window_of(seen, current)
+            break  # the window closed first: kill at its end
     processes = descendants(build.proc.pid)
     if build.proc.poll() is not None:
         return None, processes
     build.proc.send_signal(sig)
-    return window_stage(build.stage or "?"), processes
+    return current, processes
 
 
 def check_new_outdir(out: Path) -> None:
@@ -146,6 +169,9 @@ def test_builds_killed_in_every_stage_leave_outdir_and_the_machine_as_they_were(
             if build.proc.poll() is None:
                 build.kill_all()
         measure(build, windows)
+        if number == 0:  # the build killed in pxe ran every stage: dracut ran beside the pack stage
+            order = [(seen.event.get("event"), seen.event.get("stage")) for seen in build.seen]
+            assert order.index(("begin", "dracut")) < order.index(("end", "squashfs")), order
         hit.append(landed)
         what = f"#{number} {sig.name} {delay:.1f} s into {stage} (hit {landed}): exit {status}"
         report.append(what)

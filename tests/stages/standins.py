@@ -27,7 +27,8 @@ from liveimg.kernels import Kernel
 from liveimg.manifest import InputDigest
 from liveimg.rootfs import Method, RootfsImage
 from liveimg.stages import appliance as appliance_stage
-from liveimg.stages import initramfs, preflight
+from liveimg.stages import dracut as dracut_stage
+from liveimg.stages import preflight
 from liveimg.stages import rootfs as rootfs_stage
 from tests.support import need
 
@@ -142,5 +143,5 @@ def use(monkeypatch: pytest.MonkeyPatch, events: list[str], files: Mapping[str, 
     monkeypatch.setattr(pipeline, "STAGES", tuple(fakes.get(stage, stage) for stage in pipeline.STAGES))
     monkeypatch.setattr(preflight, "plan_dracut", lambda *args, **kwargs: events.append("dracut planned"))
     dracut = FakeDracut()
-    monkeypatch.setattr(initramfs, "build_initramfs", dracut)
+    monkeypatch.setattr(dracut_stage, "build_initramfs", dracut)
     return dracut
