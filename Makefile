@@ -34,7 +34,7 @@ types: setup
 	$(VENV)/bin/mypy
 
 unit: setup
-	$(PYTEST) -m unit
+	$(PYTEST) -m unit -n 2
 
 # The slow tiers run two test files at a time: QEMU under TCG uses one core per guest.
 integration: setup

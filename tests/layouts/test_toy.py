@@ -97,7 +97,7 @@ def test_build_runs_a_new_layout_through_the_protocol(
     rootfs = manifest["rootfs"]
     assert (rootfs["file"], rootfs["type"], rootfs["image"]) == ("live-rootfs.ext4.img", "toy-ext4", None)
     assert manifest["copy"] == {"from": "LiveOS/rootfs.img", "kver": KVER, "size": live.stat().st_size}
-    assert set(manifest["stages"]) == {"guest", "rootfs", "copy", "dracut", "pxe"}
+    assert set(manifest["stages"]) == {"guest", "rootfs", "copy", "dracut", "initramfs", "pxe"}
     assert manifest["artifacts"]["live-rootfs.ext4.img"]["size"] == live.stat().st_size
     assert manifest["boot"]["squashfs"] == "live-rootfs.ext4.img"
 
