@@ -401,6 +401,9 @@ def _add_build(parser: argparse.ArgumentParser) -> None:
                    "in the appliance (any filesystem); auto: partition where it applies")  # fmt: skip
     g.add_argument("--repair-source", action="store_true",
                    help="let e2fsck repair liveimg's copy of a damaged root filesystem (never the input)")  # fmt: skip
+    g.add_argument("--inspect", choices=("auto", "native", "appliance"), default="auto",
+                   help="who reads the image's layout: the host's ext reader (raw images, ext partitions), the "
+                   "libguestfs appliance, or auto: native where it applies, else the appliance")  # fmt: skip
     g.add_argument("--rootfs-type", choices=list(LAYOUTS), default=RootfsType.SQUASHFS_EXT4.value,
                    help=_layouts_help(RootfsType.SQUASHFS_EXT4))  # fmt: skip
     g = parser.add_argument_group("squashfs")
@@ -561,6 +564,7 @@ def build_options(args: argparse.Namespace, accel: str | None) -> BuildOptions:
         keep_workdir=args.keep_workdir,
         force=args.force,
         accel=accel,
+        inspect=args.inspect,
     )
 
 

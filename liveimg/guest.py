@@ -382,6 +382,9 @@ class Guest:
     appliance (``/dev/sda``), ``work_devices`` the writable work drives (``/dev/sdb``, ...).
     """
 
+    #: Who reads the image (the manifest's ``guest.backend``; :class:`liveimg.nativeimage.NativeImage` says native).
+    backend = "appliance"
+
     def __init__(
         self, g: Any, fmt: ImageFormat, work_drives: Sequence[Path], resources: contextlib.ExitStack | None = None
     ) -> None:
