@@ -45,8 +45,8 @@ def test_the_input_is_probed_once_and_that_open_file_is_what_is_hashed_and_launc
     assert launched["work_drives"] == [ctx.drive] and ctx.drive.parent == txn.work
     assert ctx.drive.stat().st_size == work_drive_size(4 << 20, BuildOptions().rootfs)
     assert launched["memsize"] == appliance.APPLIANCE_MEMORY_MIB and launched["tmpdir"] == txn.work
-    assert isinstance(ctx.guest, FakeGuest)
     assert ctx.inspector is ctx.guest and ctx.appliance_reasons == ["--inspect appliance"]
+    assert isinstance(ctx.guest, FakeGuest)
 
 
 def _launches(monkeypatch: pytest.MonkeyPatch, image: Path) -> list[Any]:
