@@ -280,8 +280,12 @@ class ExtFS:
             names: dict[str, int] = {}
             with self._guard(f"directory inode {inum}"):
                 for child in node.iterdir():
-                    if child.filename not in (".", "..") and "/" not in child.filename and child.filename:
-                        names[child.filename] = int(child.inum)
+                    name = child.filename
+                    if name in (".", "..") or "/" in name or not name:
+                        continue
+                    if name in names:  # the kernel would find the first, a dict the last: neither is right
+                        raise ExtRefused(f"{self.label}: directory inode {inum} has two entries named {name!r}")
+                    names[name] = int(child.inum)
             self._dirs[inum] = names
         return self._dirs[inum]
 
