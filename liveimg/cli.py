@@ -214,14 +214,17 @@ def _add_inspect(parser: argparse.ArgumentParser) -> None:
         help="ostree deployment: index (0 = default), osname, or commit checksum prefix",
     )
     parser.add_argument("--kernel", metavar="KVER", help="kernel version (default: the deployment's, or the newest)")
+    parser.add_argument("--inspect", choices=("auto", "native", "appliance"), default="auto",
+                        help="who reads it: the host's ext reader, the libguestfs appliance, or auto")  # fmt: skip
 
 
 def _cmd_inspect(args: argparse.Namespace, ctx: Context) -> int:
     from liveimg.guest import inspect_image  # noqa: PLC0415  # keeps `liveimg --help` fast
 
     info = inspect_image(
-        args.image, deployment=args.deployment, kernel=args.kernel, accel=ctx.accel, progress=ctx.progress
-    )
+        args.image, deployment=args.deployment, kernel=args.kernel, accel=ctx.accel, progress=ctx.progress,
+        backend=args.inspect,
+    )  # fmt: skip
     for warning in info.warnings:
         log.info("%s: %s", args.image, warning)
     print(json.dumps(info.to_dict(), indent=2) if args.json else printable(info.summary()))
