@@ -32,8 +32,12 @@ from liveimg.tree import Entry, HardLinks
 MAX_DIR_BYTES = 32 << 20
 #: Largest symlink target read.
 MAX_LINK = 4096
-#: Most extents of one file, and most extent-tree blocks read for one file.
+#: Most extents of one file.
 MAX_EXTENTS = 1 << 18
+#: Most extent-tree blocks read for one file (each holds up to 340 entries with 4 KiB blocks).
+MAX_EXTENT_BLOCKS = 1 << 14
+#: Most entries of one directory.
+MAX_DIR_ENTRIES = 1 << 17
 #: ext4's own extent-tree depth limit.
 MAX_DEPTH = 5
 #: Largest file mapped through (ext2/3) indirect blocks: the block list is built in memory.
@@ -220,13 +224,13 @@ class ExtFS:
             return mapped
         runs: list[tuple[int | None, int]] = []
         done = 0
-        budget = [MAX_EXTENTS]
+        budget = [MAX_EXTENT_BLOCKS]
 
         def walk(buf: bytes, depth: int | None) -> None:
             nonlocal done
             budget[0] -= 1
             if budget[0] < 0:
-                raise ExtRefused(f"{self.label}: inode {node.inum}: more than {MAX_EXTENTS} extent blocks")
+                raise ExtRefused(f"{self.label}: inode {node.inum}: more than {MAX_EXTENT_BLOCKS} extent blocks")
             magic, entries, maximum, node_depth = struct.unpack_from("<HHHH", buf, 0)
             if magic != 0xF30A or entries > maximum or 12 + 12 * maximum > len(buf) or node_depth > MAX_DEPTH:
                 raise ExtRefused(f"{self.label}: inode {node.inum}: a bad extent-tree node")
@@ -286,6 +290,10 @@ class ExtFS:
                     if name in names:  # the kernel would find the first, a dict the last: neither is right
                         raise ExtRefused(f"{self.label}: directory inode {inum} has two entries named {name!r}")
                     names[name] = int(child.inum)
+                    if len(names) > MAX_DIR_ENTRIES:
+                        raise ExtRefused(
+                            f"{self.label}: directory inode {inum} has more than {MAX_DIR_ENTRIES} entries"
+                        )
             self._dirs[inum] = names
         return self._dirs[inum]
 
@@ -322,7 +330,9 @@ class ExtFS:
         if node.size < 60 and not node.inode.i_flags & _EXTENTS_FL:  # a fast symlink: the target is in the inode
             data = bytes(node.inode.i_block)[: node.size]
         else:
-            data = self._stream(node).read(node.size)
+            stream = self._stream(node)
+            with self._guard(f"symlink inode {node.inum}"):
+                data = stream.read(node.size)
         return data.decode("utf-8", "surrogateescape")
 
     def listdir(self, path: str) -> list[str]:
