@@ -179,7 +179,10 @@ class ExtFS:
     """
 
     def __init__(self, fd: int, offset: int, length: int, label: str) -> None:
-        from dissect.extfs import extfs as dissect  # type: ignore[import-untyped]  # noqa: PLC0415
+        try:
+            from dissect.extfs import extfs as dissect  # type: ignore[import-untyped]  # noqa: PLC0415
+        except ImportError:
+            raise ExtRefused("the Python package dissect.extfs is not installed") from None
 
         self.label = label
         self._fh = Window(fd, offset, length)
