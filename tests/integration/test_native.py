@@ -14,9 +14,11 @@ from pathlib import Path
 
 import pytest
 
+from liveimg import rootfs
 from liveimg.context import Build
 from liveimg.guest import open_guest, probe_image
 from liveimg.layouts import get_layout
+from liveimg.manifest import sha256_file
 from liveimg.nativeimage import NativeImage, NativeRefused
 from liveimg.options import BuildOptions
 from liveimg.outdir import OutdirTransaction
@@ -33,7 +35,9 @@ def _without_inodes(entries: list[Entry]) -> list[Entry]:
 
 
 @pytest.mark.parametrize("variant", ["atomic", "classic", "atomic-2deploy"])
-def test_native_and_appliance_describe_a_sample_alike(variant: str, tmp_path: Path) -> None:
+def test_native_and_appliance_describe_a_sample_alike(
+    variant: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     image = sample_image(variant, "raw")
     fmt = probe_image(image)
     started = time.monotonic()
@@ -56,6 +60,20 @@ def test_native_and_appliance_describe_a_sample_alike(variant: str, tmp_path: Pa
             source.fetch(kernel, tmp_path / "ours")
             appliance_guest.g.download(f"{mountpoint}/{kernel.path}", str(tmp_path / "theirs"))
             assert (tmp_path / "ours").read_bytes() == (tmp_path / "theirs").read_bytes()
+            if variant == "atomic":  # the rootfs stage's /boot from either reader: the same rootfs.img, byte for byte
+                monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+                made = [
+                    rootfs.build_rootfs(
+                        appliance_guest,
+                        info,
+                        tmp_path / f"{name}.img",
+                        rootfs.RootfsOptions(),
+                        workdir=tmp_path,
+                        native=reader,
+                    )
+                    for name, reader in (("native", native), ("appliance", None))
+                ]
+                assert sha256_file(made[0].path) == sha256_file(made[1].path) and made[0].boot_merged
     assert seconds < 10, f"the native inspection took {seconds:.1f} s"
 
 
