@@ -10,11 +10,11 @@ Two methods:
     for raw images; ``qemu-img convert`` with an offset for qcow2 and other formats); the
     copy is checked with ``e2fsck``, resized with ``resize2fs``, relabelled ``LiveOS``
     with no reserved blocks; the boot partition's files (read with every piece of metadata
-    by the host's ext reader, :mod:`liveimg.extfs`, or through libguestfs) are written into its ``/boot`` with ``debugfs -w``; free
-    blocks are discarded (``e2fsck -E discard`` punches holes in a file) so that the
-    squashfs stage sees them as holes.  Faster than a file-by-file copy in the appliance (the
-    two are compared in ``benchmarks/README.md``), and byte-for-byte reproducible (``E2FSPROGS_FAKE_TIME`` from
-    ``SOURCE_DATE_EPOCH``).
+    by the host's ext reader, :mod:`liveimg.extfs`, or through libguestfs) are written into
+    its ``/boot`` with ``debugfs -w``; free blocks are discarded (``e2fsck -E discard``
+    punches holes in a file) so that the squashfs stage sees them as holes.  Faster than a
+    file-by-file copy in the appliance (the two are compared in ``benchmarks/README.md``),
+    and byte-for-byte reproducible (``E2FSPROGS_FAKE_TIME`` from ``SOURCE_DATE_EPOCH``).
 
 ``copy`` (xfs, btrfs, LVM, or ext filesystems without 4 KiB blocks)
     A new ext4 filesystem is made on a work drive of the libguestfs appliance and the

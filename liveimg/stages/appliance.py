@@ -36,18 +36,21 @@ def run(ctx: Build) -> None:
         ctx.input_digest = InputDigest(ctx.input)
         ctx.launcher = lambda: launch(ctx)
         choice = ctx.options.inspect
-        if choice != "appliance":
-            try:
-                ctx.inspector = NativeImage(ctx.input)
-                log.info("inspection: native (the host reads %s's ext filesystems)", ctx.image.name)
-                return
-            except NativeRefused as exc:
-                if choice == "native":
-                    raise NativeUnavailable(
-                        f"{ctx.image}: the native reader does not read it: {exc}", hint="use --inspect auto"
-                    ) from None
-                log.info("inspection: appliance (the native reader does not read it: %s)", exc)
-        ctx.inspector = ctx.appliance("--inspect appliance" if choice == "appliance" else "the image's inspection")
+        if choice == "appliance":
+            ctx.inspector = ctx.appliance("--inspect appliance")
+            return
+        try:
+            native = NativeImage(ctx.input)
+            native.layout()  # the partitions and the roles: cheap, and where most images are refused
+        except NativeRefused as exc:
+            if choice == "native":
+                raise NativeUnavailable(
+                    f"{ctx.image}: the native reader does not read it: {exc}", hint="use --inspect auto"
+                ) from None
+            ctx.inspector = ctx.appliance(f"the native reader does not read the image: {exc}")
+            return
+        log.info("inspection: native (the host reads %s's ext filesystems)", ctx.image.name)
+        ctx.inspector = native
 
 
 def launch(ctx: Build) -> Guest:

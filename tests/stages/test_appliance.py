@@ -65,7 +65,9 @@ def test_auto_reads_an_ext4_image_natively_and_launches_no_appliance(
 ) -> None:
     need("mkfs.ext4")
     image = tmp_path / "root.ext4"
-    runner.run(["mkfs.ext4", "-q", str(image), "4M"])
+    (tmp_path / "tree/etc").mkdir(parents=True)
+    (tmp_path / "tree/etc/os-release").write_text("ID=toy\n")
+    runner.run(["mkfs.ext4", "-q", "-d", str(tmp_path / "tree"), str(image), "4M"])
     launched = _launches(monkeypatch, image)
     ctx = Build(image, BuildOptions(), get_layout("squashfs-ext4"), txn, Progress())
     appliance.run(ctx)
@@ -85,7 +87,9 @@ def test_auto_launches_the_appliance_for_a_qcow2_and_native_refuses_it(
     ctx = Build(image, BuildOptions(), get_layout("squashfs-ext4"), txn, Progress())
     appliance.run(ctx)
     assert len(launched) == 1 and ctx.inspector is ctx.guest
-    assert ctx.appliance_reasons == ["the image's inspection"]
+    assert ctx.appliance_reasons == [
+        "the native reader does not read the image: a qcow2 image (the native reader reads raw images)"
+    ]
     ctx = Build(image, BuildOptions(inspect="native"), get_layout("squashfs-ext4"), txn, Progress())
     with pytest.raises(NativeUnavailable, match="a qcow2 image"):
         appliance.run(ctx)
