@@ -6,9 +6,10 @@ filesystems (:mod:`liveimg.extfs`) and hands them to the same role and descripti
 the appliance (:mod:`liveimg.imageinfo`, :mod:`liveimg.ostree`, through
 :class:`~liveimg.fsview.GuestTree`), so both give the same :class:`~liveimg.imageinfo.ImageInfo`.
 
-Anything else -- another format than raw, LVM, xfs, btrfs, FAT, swap, logical MBR partitions,
-a feature or a file the ext reader does not read exactly -- is :class:`NativeRefused`, raised
-before or during inspection: ``--inspect auto`` then starts the appliance, ``--inspect native``
+A partition that is not ext may hold nothing or swap (``blkid -p``, sandboxed, says which, as
+it says it in the appliance).  Anything else -- another format than raw, LVM, xfs, btrfs, FAT,
+LUKS, logical MBR partitions, a feature or a file the ext reader does not read exactly -- is
+:class:`NativeRefused`, raised before or during inspection: ``--inspect auto`` then starts the appliance, ``--inspect native``
 makes it the error :class:`NativeUnavailable`.
 """
 
@@ -17,8 +18,10 @@ from __future__ import annotations
 import logging
 import os
 import time
+from pathlib import Path
 
-from liveimg.errors import InvalidImage
+from liveimg import sandbox
+from liveimg.errors import InvalidImage, ToolError
 from liveimg.extfs import ExtFS, ExtRefused, ExtTree, probe_superblock
 from liveimg.fsview import GuestTree, MergedFS
 from liveimg.guest import ImageFormat, Layout
@@ -31,6 +34,9 @@ log = logging.getLogger(__name__)
 #: filesystem (the signatures blkid looks for lie there).
 _EMPTY_CHECK = 1 << 20
 _DEVICE = "/dev/sda"
+#: What blkid may find on a partition that is not ext for the native reader to go on: nothing,
+#: or swap (the appliance mounts neither; anything else it would mount, assemble or open).
+_NOT_MOUNTED = (None, "swap")
 
 
 class NativeRefused(Exception):  # a verdict: the appliance reads this image instead
@@ -97,9 +103,12 @@ class NativeImage:
         except ExtRefused as exc:
             raise NativeRefused(f"{device}: {exc}") from None
         if sb is None:
-            if head.strip(b"\0"):
-                raise NativeRefused(f"{device} holds something else than an ext filesystem")
             fstype = label = uuid = None
+            if head.strip(b"\0"):  # not empty: what blkid (the appliance's prober) finds there, in the sandbox
+                found = self._blkid(offset, length)
+                if found.get("TYPE") not in _NOT_MOUNTED:
+                    raise NativeRefused(f"{device} holds {found.get('TYPE')}, not an ext filesystem")
+                fstype, label, uuid = found.get("TYPE") or None, found.get("LABEL") or None, found.get("UUID") or None
         else:
             if head[:4] == b"XFSB" or head[65536 + 64 : 65536 + 72] == b"_BHRfS_M" or head[512:520] == b"LABELONE":
                 raise NativeRefused(f"{device}: an ext superblock beside another filesystem's signature")
@@ -107,6 +116,20 @@ class NativeImage:
         return Partition(device=device, fstype=fstype, size=length, label=label, uuid=uuid, number=number,
                          offset=offset, length=length, parttype=parttype, partuuid=partuuid,
                          partlabel=partlabel)  # fmt: skip
+
+    def _blkid(self, offset: int, length: int) -> dict[str, str]:
+        """``blkid -p`` on ``length`` bytes of the image from ``offset`` (sandboxed, as the input's probe)."""
+        from liveimg.guest import PROBE_LIMITS  # noqa: PLC0415
+
+        argv: list[str | sandbox.File] = ["blkid", "-p", "-o", "export", "-O", str(offset), "-S", str(length),
+                                          sandbox.File(Path(self.format.reader_path))]  # fmt: skip
+        try:
+            result = sandbox.run(argv, what="blkid", limits=PROBE_LIMITS, check=False)
+        except (sandbox.LimitExceeded, ToolError) as exc:
+            raise NativeRefused(f"blkid: {exc}") from None
+        if result.returncode not in (0, 2):  # 2: nothing found
+            raise NativeRefused(f"blkid failed at byte {offset} ({result.returncode})")
+        return dict(line.split("=", 1) for line in result.stdout.splitlines() if "=" in line)
 
     def filesystem(self, part: Partition) -> ExtFS:
         if part.device not in self._fs:
@@ -126,8 +149,8 @@ class NativeImage:
                 probes: list[tuple[Partition, Probe, GuestTree]] = []
                 trees: dict[str, GuestTree] = {}
                 for part in parts:
-                    if part.fstype is None:
-                        continue
+                    if part.fstype not in ("ext2", "ext3", "ext4"):
+                        continue  # nothing, or swap: the appliance does not mount them either
                     tree = GuestTree(self.filesystem(part))
                     trees[part.device] = tree
                     probes.append((part, probe_tree(tree), tree))

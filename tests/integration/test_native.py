@@ -79,7 +79,7 @@ def test_native_and_appliance_describe_a_sample_alike(
 
 def test_xfs_on_lvm_is_left_to_the_appliance(tmp_path: Path) -> None:
     image = sample_image("atomic-xfs-lvm", "raw")
-    with pytest.raises(NativeRefused, match="holds something else than an ext filesystem"):
+    with pytest.raises(NativeRefused, match="/dev/sda3 holds LVM2_member, not an ext filesystem"):
         NativeImage(probe_image(image)).inspect()
     txn = OutdirTransaction(tmp_path / "out")
     ctx = Build(image, BuildOptions(), get_layout("squashfs-ext4"), txn, Progress())
@@ -89,7 +89,7 @@ def test_xfs_on_lvm_is_left_to_the_appliance(tmp_path: Path) -> None:
         assert ctx.inspector.backend == "appliance" and ctx.has("guest")
         assert ctx.info.root.fstype == "xfs" and ctx.info.root.lvm
         assert ctx.appliance_reasons == [
-            "the native reader does not read the image: /dev/sda3 holds something else than an ext filesystem"
+            "the native reader does not read the image: /dev/sda3 holds LVM2_member, not an ext filesystem"
         ]
     finally:
         ctx.resources.close()
