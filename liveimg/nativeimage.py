@@ -9,8 +9,8 @@ the appliance (:mod:`liveimg.imageinfo`, :mod:`liveimg.ostree`, through
 A partition that is not ext may hold nothing or swap (``blkid -p``, sandboxed, says which, as
 it says it in the appliance).  Anything else -- another format than raw, LVM, xfs, btrfs, FAT,
 LUKS, logical MBR partitions, a feature or a file the ext reader does not read exactly -- is
-:class:`NativeRefused`, raised before or during inspection: ``--inspect auto`` then starts the appliance, ``--inspect native``
-makes it the error :class:`NativeUnavailable`.
+:class:`NativeRefused`, raised before or during inspection: ``--inspect auto`` then starts the
+appliance, ``--inspect native`` makes it the error :class:`NativeUnavailable`.
 """
 
 from __future__ import annotations
