@@ -214,14 +214,17 @@ def _add_inspect(parser: argparse.ArgumentParser) -> None:
         help="ostree deployment: index (0 = default), osname, or commit checksum prefix",
     )
     parser.add_argument("--kernel", metavar="KVER", help="kernel version (default: the deployment's, or the newest)")
+    parser.add_argument("--inspect", choices=("auto", "native", "appliance"), default="auto",
+                        help="who reads it: the host's ext reader, the libguestfs appliance, or auto")  # fmt: skip
 
 
 def _cmd_inspect(args: argparse.Namespace, ctx: Context) -> int:
     from liveimg.guest import inspect_image  # noqa: PLC0415  # keeps `liveimg --help` fast
 
     info = inspect_image(
-        args.image, deployment=args.deployment, kernel=args.kernel, accel=ctx.accel, progress=ctx.progress
-    )
+        args.image, deployment=args.deployment, kernel=args.kernel, accel=ctx.accel, progress=ctx.progress,
+        backend=args.inspect,
+    )  # fmt: skip
     for warning in info.warnings:
         log.info("%s: %s", args.image, warning)
     print(json.dumps(info.to_dict(), indent=2) if args.json else printable(info.summary()))
@@ -401,6 +404,9 @@ def _add_build(parser: argparse.ArgumentParser) -> None:
                    "in the appliance (any filesystem); auto: partition where it applies")  # fmt: skip
     g.add_argument("--repair-source", action="store_true",
                    help="let e2fsck repair liveimg's copy of a damaged root filesystem (never the input)")  # fmt: skip
+    g.add_argument("--inspect", choices=("auto", "native", "appliance"), default="auto",
+                   help="who reads the image's layout: the host's ext reader (raw images, ext partitions), the "
+                   "libguestfs appliance, or auto: native where it applies, else the appliance")  # fmt: skip
     g.add_argument("--rootfs-type", choices=list(LAYOUTS), default=RootfsType.SQUASHFS_EXT4.value,
                    help=_layouts_help(RootfsType.SQUASHFS_EXT4))  # fmt: skip
     g = parser.add_argument_group("squashfs")
@@ -561,6 +567,7 @@ def build_options(args: argparse.Namespace, accel: str | None) -> BuildOptions:
         keep_workdir=args.keep_workdir,
         force=args.force,
         accel=accel,
+        inspect=args.inspect,
     )
 
 

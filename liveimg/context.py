@@ -11,8 +11,9 @@ reads it before the stage that makes it has run.
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast, overload
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     from liveimg.iso import IsoResult
     from liveimg.layouts import Layout, Packed
     from liveimg.manifest import InputDigest
+    from liveimg.nativeimage import NativeImage
     from liveimg.options import BuildOptions
     from liveimg.outdir import OutdirTransaction
     from liveimg.progress import Progress
@@ -38,6 +40,8 @@ if TYPE_CHECKING:
     from liveimg.rootfs import RootfsImage
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 
 class Artifact(Generic[T]):
@@ -79,7 +83,8 @@ class Build:
     input: Artifact[ImageFormat] = Artifact()  # appliance: the input, probed and opened once
     input_digest: Artifact[InputDigest] = Artifact()  # appliance: its sha256, computed meanwhile
     drive: Artifact[Path] = Artifact()  # appliance: the appliance's writable work drive
-    guest: Artifact[Guest] = Artifact()  # appliance: the image opened in the appliance
+    guest: Artifact[Guest] = Artifact()  # the image opened in the appliance, once a stage needs it (appliance())
+    inspector: Artifact[Guest | NativeImage] = Artifact()  # appliance: who reads the image (guest, or native)
     info: Artifact[ImageInfo] = Artifact()  # guest
     efi_chain: Artifact[EfiChain | None] = Artifact()  # preflight: the UEFI boot chain found, to copy
     rootfs: Artifact[RootfsImage] = Artifact()  # rootfs: LiveOS/rootfs.img
@@ -110,6 +115,9 @@ class Build:
         # reuses them rather than read a live file of hundreds of MiB again.
         self.digests: dict[Path, str] = {}
         self.resources = contextlib.ExitStack()
+        #: Launches the appliance (set by the appliance stage); why each stage that needed it did.
+        self.launcher: Callable[[], Guest] | None = None
+        self.appliance_reasons: list[str] = []
 
     def has(self, artifact: str) -> bool:
         """Whether a stage has made ``artifact`` (an attribute name) yet."""
@@ -129,6 +137,16 @@ class Build:
             if timed:
                 self.timings[name] = round(self.timings.get(name, 0.0) + time.monotonic() - started, 3)
 
+    def appliance(self, why: str) -> Guest:
+        """The image opened in the libguestfs appliance, launched now if it is not up yet (``why`` is logged)."""
+        if not self.has("guest"):
+            if self.launcher is None:
+                raise InternalError("the appliance is needed before the appliance stage ran")
+            log.info("starting the libguestfs appliance: %s", why)
+            self.appliance_reasons.append(why)
+            self.guest = self.launcher()
+        return self.guest
+
     def close_appliance(self) -> None:
         """Shut the appliance down, if it is up: the host-side stages after it get its memory."""
         if self.has("guest"):
@@ -136,8 +154,8 @@ class Build:
                 self.guest.close()
 
     def system_tree(self) -> GuestTree:
-        """The installed system's tree in the appliance: the chosen deployment's on ostree, else the root's."""
-        tree = self.guest.tree()
+        """The installed system's tree, as the inspector reads it: the chosen deployment's on ostree, else the root."""
+        tree = self.inspector.tree()
         deployment = self.info.deployment
         return tree.subtree(deployment.path) if deployment is not None else tree
 

@@ -20,7 +20,8 @@ kernel does in a chroot (:func:`liveimg.dracut.tree.chroot_path`, where mount po
 
 Backends: :class:`HostFS` reads a directory on the host (unit tests with pyfakefs, trees
 extracted on the host); :class:`MergedFS` stacks filesystems the way mounts do (the boot
-partition over ``/boot`` of the physical root); :mod:`liveimg.guest` adds the libguestfs one.
+partition over ``/boot`` of the physical root); :mod:`liveimg.guest` adds the libguestfs one,
+:mod:`liveimg.extfs` the host's own ext reader.
 Guest paths are POSIX strings, absolute, relative to the tree's root (``/boot/loader``), never
 host :class:`~pathlib.Path` objects, so the two cannot be confused.
 """

@@ -382,6 +382,9 @@ class Guest:
     appliance (``/dev/sda``), ``work_devices`` the writable work drives (``/dev/sdb``, ...).
     """
 
+    #: Who reads the image (the manifest's ``guest.backend``; :class:`liveimg.nativeimage.NativeImage` says native).
+    backend = "appliance"
+
     def __init__(
         self, g: Any, fmt: ImageFormat, work_drives: Sequence[Path], resources: contextlib.ExitStack | None = None
     ) -> None:
@@ -821,8 +824,23 @@ def inspect_image(
     kernel: str | None = None,
     accel: str | None = None,
     progress: Progress | None = None,
+    backend: str = "auto",
 ) -> ImageInfo:
-    """Open, inspect and close: for callers that need only the description."""
-    with open_guest(image, accel=accel, progress=progress) as guest:
+    """Open, inspect and close: for callers that need only the description.
+
+    ``backend`` as ``--inspect``: ``auto`` reads the image on the host where
+    :mod:`liveimg.nativeimage` reads it, else in the appliance; ``native`` or ``appliance`` only.
+    """
+    from liveimg.nativeimage import NativeImage, NativeRefused, NativeUnavailable  # noqa: PLC0415  # it imports this
+
+    fmt = probe_image(Path(image))
+    if backend != "appliance":
+        try:
+            return NativeImage(fmt).inspect(deployment=deployment, kernel=kernel)
+        except NativeRefused as exc:
+            if backend == "native":
+                raise NativeUnavailable(f"{fmt.path}: the native reader does not read it: {exc}") from None
+            log.info("inspection: appliance (the native reader does not read it: %s)", exc)
+    with open_guest(fmt, accel=accel, progress=progress) as guest:
         with progress.stage("inspect") if progress else contextlib.nullcontext():
             return guest.inspect(deployment=deployment, kernel=kernel)

@@ -47,6 +47,13 @@ def describe(ctx: Build) -> dict[str, Any]:
             "format": info.format,
             "size": info.virtual_size,
         },
+        # Who read the image's layout (native: the host's ext reader; appliance: libguestfs), and
+        # why the appliance was launched, if it was.
+        "guest": {
+            "backend": ctx.inspector.backend,
+            "inspect": options.inspect,
+            "appliance": list(ctx.appliance_reasons),
+        },
         "os": {
             "id": info.os_release.get("ID"),
             "name": info.os_release.get("PRETTY_NAME") or info.os_release.get("NAME"),

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from liveimg.dracut import DracutOptions
 from liveimg.efi import EfiOptions
+from liveimg.errors import InvalidOptions
 from liveimg.iso import IsoOptions
 from liveimg.pxe import PxeOptions
 from liveimg.rootfs import RootfsOptions
@@ -27,6 +28,10 @@ class RootfsType(enum.StrEnum):
     SQUASHFS = "squashfs"
     #: ``LiveOS/rootfs.img`` inside an EROFS image (lorax's erofs-ext4); needs dracut-ng in the image.
     EROFS = "erofs"
+
+
+#: The values of ``--inspect``.
+INSPECT_BACKENDS = ("auto", "native", "appliance")
 
 
 @dataclass(frozen=True)
@@ -52,6 +57,14 @@ class BuildOptions:
     keep_workdir: bool = False
     force: bool = False
     accel: str | None = None
+    #: Who reads the image's layout: the host's own ext reader ("native"), the libguestfs
+    #: appliance ("appliance"), or native where it reads the image, else the appliance ("auto").
+    inspect: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.inspect not in INSPECT_BACKENDS:
+            raise InvalidOptions(f"unknown inspection backend {self.inspect!r}",
+                                 hint=f"use one of {', '.join(INSPECT_BACKENDS)}")  # fmt: skip
 
 
 def squashfs_options(options: BuildOptions, arch: str | None) -> SquashfsOptions:

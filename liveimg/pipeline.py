@@ -4,7 +4,8 @@
 :data:`STAGES`, in order (:mod:`liveimg.stages`, one module each); each reads the artifacts
 of the ones before it from the context and adds its own::
 
-    appliance  the input probed and opened once, its sha256 begun, the appliance launched
+    appliance  the input probed and opened once, its sha256 begun; read natively, or the
+               appliance launched (later stages launch it when they need it)
     guest      the image inspected: root, /boot, deployment, kernel (ImageInfo)
     preflight  what cannot boot refused before the long stages: dracut's plan, the layout's;
                the UEFI boot chain found

@@ -9,12 +9,12 @@ Two methods:
     The root partition's bytes are copied sparsely into the new file (``copy_file_range``
     for raw images; ``qemu-img convert`` with an offset for qcow2 and other formats); the
     copy is checked with ``e2fsck``, resized with ``resize2fs``, relabelled ``LiveOS``
-    with no reserved blocks; the boot partition's files (read through libguestfs with
-    every piece of metadata) are written into its ``/boot`` with ``debugfs -w``; free
-    blocks are discarded (``e2fsck -E discard`` punches holes in a file) so that the
-    squashfs stage sees them as holes.  Faster than a file-by-file copy in the appliance (the
-    two are compared in ``benchmarks/README.md``), and byte-for-byte reproducible (``E2FSPROGS_FAKE_TIME`` from
-    ``SOURCE_DATE_EPOCH``).
+    with no reserved blocks; the boot partition's files (read with every piece of metadata
+    by the host's ext reader, :mod:`liveimg.extfs`, or through libguestfs) are written into
+    its ``/boot`` with ``debugfs -w``; free blocks are discarded (``e2fsck -E discard``
+    punches holes in a file) so that the squashfs stage sees them as holes.  Faster than a
+    file-by-file copy in the appliance (the two are compared in ``benchmarks/README.md``),
+    and byte-for-byte reproducible (``E2FSPROGS_FAKE_TIME`` from ``SOURCE_DATE_EPOCH``).
 
 ``copy`` (xfs, btrfs, LVM, or ext filesystems without 4 KiB blocks)
     A new ext4 filesystem is made on a work drive of the libguestfs appliance and the
@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 from liveimg import e2fs, sandbox, sparse
 from liveimg.errors import HostError, InternalError, InvalidImage, InvalidOptions
+from liveimg.extfs import ExtRefused
 from liveimg.progress import Progress
 from liveimg.staging import AtomicOutput
 from liveimg.tree import ApplianceTree, Entry, Kind, TreeSource
@@ -51,6 +52,7 @@ from liveimg.tree import ApplianceTree, Entry, Kind, TreeSource
 if TYPE_CHECKING:
     from liveimg.guest import Guest
     from liveimg.imageinfo import ImageInfo, Partition
+    from liveimg.nativeimage import NativeImage
 
 log = logging.getLogger(__name__)
 
@@ -440,6 +442,21 @@ def from_partition(
     return _result(dest, Method.PARTITION, boot_merged=boot is not None, sb=final)
 
 
+def _native_boot(native: NativeImage | None, info: ImageInfo) -> TreeSource | None:
+    """The boot filesystem listed by the host's reader, or None (none, or the appliance must read it)."""
+    from liveimg.nativeimage import NativeRefused  # noqa: PLC0415  # it imports the appliance's module
+
+    if native is None or info.boot is None:
+        return None
+    try:
+        source = native.boot_source(info)
+        assert source is not None
+        return _Prefetched(source, source.entries())
+    except (NativeRefused, ExtRefused) as exc:
+        log.info("rootfs: /boot read in the appliance (the native reader gave up: %s)", exc)
+        return None
+
+
 class _Prefetched:
     """A tree source whose entries were already listed (listing through libguestfs costs time)."""
 
@@ -585,36 +602,53 @@ def _result(path: Path, method: Method, *, boot_merged: bool, sb: e2fs.Superbloc
 
 
 def build_rootfs(
-    guest: Guest,
+    guest: Guest | Callable[[], Guest],
     info: ImageInfo,
     dest: Path,
     options: RootfsOptions,
     *,
     workdir: Path,
-    work_drive: tuple[Path, str] | None = None,
+    work_drive: tuple[Path, str] | Callable[[], tuple[Path, str]] | None = None,
     progress: Progress | None = None,
+    native: NativeImage | None = None,
 ) -> RootfsImage:
     """Stage 2: build ``dest`` (``LiveOS/rootfs.img``) from the inspected image.
 
-    ``work_drive`` is the (host file, appliance device) of the writable drive attached to
-    the appliance at launch (see :func:`work_drive_size`); the copy method needs it.
+    ``guest`` is the image in the appliance, or what launches it when first needed (the copy
+    method; /boot with the partition method, unless ``native``, the host's reader of the
+    image, reads it).  ``work_drive`` is the (host file, appliance device) of the writable
+    drive attached to the appliance at launch (see :func:`work_drive_size`), or what gives it;
+    the copy method needs it.
     """
     progress = progress or Progress()
     method, why = choose_method(info, options)
     log.info("rootfs: %s method (%s)", method, why)
+
+    def appliance() -> Guest:
+        return guest if not callable(guest) else guest()
+
     with progress.stage("rootfs") as stage:
         stage.message(f"{method} method: {why}")
         if method is Method.COPY:
-            if work_drive is None:
+            g = appliance()
+            drive = work_drive() if callable(work_drive) else work_drive
+            if drive is None:
                 raise InternalError("the copy method needs a work drive attached to the appliance")
-            return by_copy(guest, info, drive=work_drive[0], device=work_drive[1], dest=dest, options=options)
+            return by_copy(g, info, drive=drive[0], device=drive[1], dest=dest, options=options)
         root = info.root
         assert root.offset is not None and root.length is not None
-        boot_mp = guest.boot_mountpoint
-        boot = ApplianceTree(guest.g, boot_mp, workdir) if boot_mp is not None else None
+        boot = _native_boot(native, info)
+        reader = native.format.reader_path if native is not None else None
+        if boot is None and info.boot is not None:
+            g = appliance()
+            boot_mp = g.boot_mountpoint
+            boot = ApplianceTree(g.g, boot_mp, workdir) if boot_mp is not None else None
+            reader = g.format.reader_path
+        elif reader is None:
+            reader = appliance().format.reader_path
         boot_limit = info.boot.size if info.boot is not None else None
         return from_partition(
-            image=Path(guest.format.reader_path),  # the input as the guest stage opened it, not its path again
+            image=Path(reader),  # the input as the guest stage opened it, not its path again
             image_format=info.format,
             offset=root.offset,
             length=root.length,

@@ -469,3 +469,47 @@ def _run_rootfs_case(ctx: Context) -> dict[str, Any]:
     if ctx.canaries.snapshot() != before:
         problems.append("canaries changed")
     return {"error": error, "problems": problems}
+
+
+def run_native_case(name: str, work: Path) -> dict[str, Any]:
+    """The host's own ext reader (:mod:`liveimg.nativeimage`, ``--inspect native``) on case ``name``'s
+    image: the inspection, then the whole tree listed and every file read as the rootfs stage reads a
+    boot filesystem.  It must end, in bounded time, in an ImageInfo or a one-line refusal (a
+    LiveImgError, or the native reader's verdict that sends the image to the appliance), never in
+    another exception, with the canaries unchanged."""
+    from liveimg.extfs import ExtFS, ExtRefused, ExtTree
+    from liveimg.guest import probe_image
+    from liveimg.nativeimage import NativeImage, NativeRefused
+
+    work.mkdir(parents=True)
+    ctx = Context(work, Canaries.make())
+    try:
+        image = make_image(CASES[name], ctx)
+        before = ctx.canaries.snapshot()
+        problems: list[str] = []
+        outcomes: list[str] = []
+        started = time.monotonic()
+        fmt = probe_image(image)
+        try:
+            info = NativeImage(fmt).inspect()
+            outcomes.append(f"inspected: kernel {info.kernel.version}")
+        except (LiveImgError, NativeRefused) as exc:
+            outcomes.append(f"{type(exc).__name__}: {exc}")
+        assert fmt.file is not None
+        try:
+            fs = ExtFS(fmt.file.fd, 0, fmt.virtual_size, str(image))
+            source = ExtTree(fs)
+            entries = source.entries()
+            for entry in entries:
+                if entry.kind == "file" and entry.hardlink is None:
+                    source.fetch(entry, work / "fetched")
+            outcomes.append(f"listed {len(entries)} entries")
+        except (LiveImgError, ExtRefused) as exc:
+            outcomes.append(f"{type(exc).__name__}: {exc}")
+        seconds = time.monotonic() - started
+        problems += [f"not one line: {o!r}" for o in outcomes if "\n" in o]
+        if ctx.canaries.snapshot() != before:
+            problems.append("canaries changed")
+        return {"name": name, "outcomes": outcomes, "seconds": round(seconds, 2), "problems": problems}
+    finally:
+        shutil.rmtree(ctx.canaries.dir, ignore_errors=True)

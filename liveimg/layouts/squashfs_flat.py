@@ -57,7 +57,8 @@ class SquashfsFlat(Layout):
 
     def pack(self, ctx: Build) -> SquashfsResult:
         # The tree comes from the appliance; rootfs.img still feeds the dracut stage.
-        return pack_guest_tree(ctx.guest, ctx.txn.out / self.file_name, self.pack_options, ctx.progress)
+        guest = ctx.appliance("the squashfs rootfs type streams the root's files out of the appliance")
+        return pack_guest_tree(guest, ctx.txn.out / self.file_name, self.pack_options, ctx.progress)
 
     def manifest(self, ctx: Build) -> dict[str, Any]:
         return {"backend": ctx.options.squashfs_backend, **jsonable(asdict(self.pack_options))}

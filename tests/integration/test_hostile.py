@@ -20,7 +20,7 @@ import pytest
 from liveimg import run as runner
 from liveimg import sandbox
 from liveimg.guest import probe_image
-from tests.hostile_images import CASES, run_case, run_rootfs_case
+from tests.hostile_images import CASES, run_case, run_native_case, run_rootfs_case
 from tests.support import need, need_root, public_directory, run_python_as_nobody, unavailable
 
 #: No case may take longer (the slowest waits for a 30 s dracut time limit).
@@ -65,6 +65,17 @@ def test_hostile_guest_as_an_unprivileged_user(name: str, public: Path) -> None:
     result = _as_nobody(public, f"run_case({name!r}, pathlib.Path({str(public / f'nobody-{name}')!r}))")
     assert not result["problems"], result
     assert time.monotonic() - started < CASE_SECONDS * 2
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_hostile_guest_read_by_the_native_reader(name: str, public: Path) -> None:
+    """The same images read by the host's ext reader (``--inspect native``) instead of the appliance."""
+    started = time.monotonic()
+    result = run_native_case(name, public / f"native-{name}")
+    assert not result["problems"], result
+    assert time.monotonic() - started < 30, result
+    if name == "rdump-duplicate-entries":  # a name twice in a directory: neither reader's answer is right
+        assert "two entries named" in result["outcomes"][0], result
 
 
 def test_rootfs_stage_refuses_the_duplicate_entries(public: Path) -> None:

@@ -59,7 +59,17 @@ KILLS = {"appliance": 4, "guest": 1, "rootfs": 2, "squashfs": 2, "dracut": 2, "p
 #: Seconds: the pxe stage's window, from its begin to the swap (hashing the artifacts for the
 #: manifest takes most of it), is not measured; the other stages' windows are, by the first build.
 PXE_WINDOW = 0.3
-OPTIONS = ("--compression", "lz4", "--initramfs-compression", "zstd", "--initramfs-level", "1")
+#: ``--inspect appliance``: the appliance (its launch, its QEMU) is what some kills must hit.
+OPTIONS = (
+    "--compression",
+    "lz4",
+    "--initramfs-compression",
+    "zstd",
+    "--initramfs-level",
+    "1",
+    "--inspect",
+    "appliance",
+)
 EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143, signal.SIGKILL: -signal.SIGKILL}
 
 
@@ -230,7 +240,12 @@ def test_a_library_caller_gets_cancelled_and_the_appliance_dies_mid_launch(tmp_p
 
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
     with pytest.raises(Cancelled) as excinfo:
-        build(image, out, BuildOptions(force=True, accel="tcg", compression="lz4"), Progress(on_event))
+        build(
+            image,
+            out,
+            BuildOptions(force=True, accel="tcg", compression="lz4", inspect="appliance"),
+            Progress(on_event),
+        )
     stopped = time.monotonic()
     assert excinfo.value.signum == signal.SIGTERM
     assert str(excinfo.value) == f"interrupted by SIGTERM: {out} left as it was"

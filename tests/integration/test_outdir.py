@@ -100,7 +100,7 @@ def test_a_second_build_of_the_same_outdir_is_refused_at_once(tmp_path: Path) ->
     before = old_outdir(out)
     first = RunningBuild("build", str(image), "-o", str(out), "--force", *OPTIONS)
     try:
-        first.wait_for("begin", "appliance")
+        first.wait_for("begin", "guest")
         started = time.monotonic()
         second = liveimg("build", str(image), "-o", str(out), "--force", *OPTIONS)
         assert time.monotonic() - started < 20

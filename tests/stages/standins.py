@@ -62,6 +62,8 @@ def image_info(image: Path) -> ImageInfo:
 class FakeGuest:
     """The appliance as the stages use it once it is up; what happens to it is noted in ``events``."""
 
+    backend = "appliance"
+
     def __init__(self, info: ImageInfo, events: list[str], root: Path | None = None) -> None:
         self.info = info
         self.events = events
@@ -104,6 +106,7 @@ def appliance(events: list[str], files: Mapping[str, bytes]) -> pipeline.Stage:
                 (tree / path).write_bytes(data)
             fake: Any = FakeGuest(image_info(ctx.image), events, tree)
             ctx.guest = ctx.resources.enter_context(fake)
+            ctx.inspector = ctx.guest
 
     return run
 
