@@ -121,7 +121,7 @@ class Cache:
     def __init__(self, root: Path, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
         if max_bytes < 0:
             raise InvalidOptions(f"cache size bound {max_bytes} is negative: give a size of 0 or more")
-        self.root = Path(root)
+        self.root = Path(root).absolute()
         self.max_bytes = max_bytes
         self._entries = self.root / _LAYOUT
         self._lock = threading.Lock()
