@@ -17,13 +17,18 @@ from typing import Any
 import pytest
 
 from liveimg import pipeline
-from liveimg.cache import Cache
+from liveimg.cache import Cache, CacheStats
 from liveimg.cli import build_options, build_parser
 from liveimg.context import Build
+from liveimg.erofs import ErofsOptions
 from liveimg.errors import HostError
+from liveimg.layouts.erofs_ext4 import ErofsExt4
 from liveimg.options import BuildOptions
+from liveimg.outdir import OutdirTransaction
 from liveimg.pipeline import build
+from liveimg.progress import Progress
 from liveimg.rootfs import Method, RootfsImage
+from liveimg.stages import pack
 from tests.stages import standins
 from tests.support import need
 
@@ -155,3 +160,25 @@ def test_the_command_line() -> None:
     assert options("--cache-size", "2").cache_max_bytes == 2 << 30
     with pytest.raises(SystemExit):
         options("--cache", "/c", "--no-cache")
+
+
+def test_the_erofs_layout_does_not_use_the_cache(tmp_path: Path) -> None:
+    need("mkfs.erofs")
+    image = tmp_path / "disk.raw"
+    image.write_bytes(b"x" * 4096)
+    rootfs_img = tmp_path / "rootfs.img"
+    rootfs_img.write_bytes(b"a live root " * 100_000)
+    cache = Cache(tmp_path / "cache")
+    txn = OutdirTransaction(tmp_path / "out")
+    try:
+        layout = ErofsExt4()
+        layout.pack_options = ErofsOptions(compressor="lz4hc")
+        ctx = Build(image, BuildOptions(rootfs_type="erofs"), layout, txn, Progress(), cache)
+        size = rootfs_img.stat().st_size
+        ctx.rootfs = RootfsImage(rootfs_img, size, size, size, Method.COPY, "LiveOS", "", True)
+        pack.run(ctx)
+        assert (txn.out / layout.file_name).stat().st_size > 0
+    finally:
+        txn.close()
+    assert cache.stats()["squashfs"] == CacheStats()
+    assert cache.size() == 0

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import random
 import threading
+import zlib
 from pathlib import Path
 
 import pytest
+import zstandard
 
 from liveimg import run as runner
+from liveimg._version import __version__
 from liveimg.cache import Cache
 from liveimg.squashfs import write_squashfs_file
 from liveimg.squashfs.block_cache import BlockCache, compressor_fingerprint
@@ -105,6 +109,13 @@ def test_the_level_is_in_the_key(tmp_path: Path) -> None:
 
 def test_the_fingerprint_takes_any_setting_of_the_compressor() -> None:
     base = make_compressor(OPTIONS)
+    described = json.loads(compressor_fingerprint(base))
+    assert described["liveimg"] == __version__
+    assert described["liblzma"] and all(name.startswith("liblzma.so.") for name in described["liblzma"])
+    assert described["zlib"] == zlib.ZLIB_RUNTIME_VERSION
+    assert described["settings"] == {"block_size": 16384, "dict_size": 16384, "filters": ["x86"]}
+    zstd = json.loads(compressor_fingerprint(make_compressor(SquashfsOptions(comp="zstd"))))
+    assert zstd["modules"] == {"zstandard": zstandard.__version__}
     assert compressor_fingerprint(base) == compressor_fingerprint(make_compressor(OPTIONS.replace(processors=1)))
 
     class Exhaustive(XzCompressor):  # as a new option would: an attribute of the compressor
