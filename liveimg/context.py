@@ -96,13 +96,14 @@ class Build:
     iso: Artifact[IsoResult] = Artifact()  # iso, with --iso
     manifest: Artifact[dict[str, Any]] = Artifact()  # manifest
 
-    def __init__(  # noqa: PLR0917
+    def __init__(
         self,
         image: Path,
         options: BuildOptions,
         layout: Layout,
         txn: OutdirTransaction,
         progress: Progress,
+        *,
         cache: Cache | None = None,
     ) -> None:
         self.image = image

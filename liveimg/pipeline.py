@@ -113,7 +113,7 @@ def build(
                 Path(outdir), force=opts.force, workdir=opts.workdir, keep_workdir=opts.keep_workdir
             )
             try:
-                return _run(Build(image, opts, layout, txn, progress, cache))
+                return _run(Build(image, opts, layout, txn, progress, cache=cache))
             finally:
                 txn.close()
                 if cache is not None:

@@ -173,7 +173,7 @@ def test_the_erofs_layout_does_not_use_the_cache(tmp_path: Path) -> None:
     try:
         layout = ErofsExt4()
         layout.pack_options = ErofsOptions(compressor="lz4hc")
-        ctx = Build(image, BuildOptions(rootfs_type="erofs"), layout, txn, Progress(), cache)
+        ctx = Build(image, BuildOptions(rootfs_type="erofs"), layout, txn, Progress(), cache=cache)
         size = rootfs_img.stat().st_size
         ctx.rootfs = RootfsImage(rootfs_img, size, size, size, Method.COPY, "LiveOS", "", True)
         pack.run(ctx)
