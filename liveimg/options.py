@@ -61,6 +61,13 @@ class BuildOptions:
     #: appliance ("appliance"), or native where it reads the image, else the appliance ("auto").
     inspect: str = "auto"
 
+    #: The build cache (:mod:`liveimg.cache`): on by default; ``cache_dir`` None means ``$LIVEIMG_CACHE``,
+    #: else ``~/.cache/liveimg/cache``; ``cache_max_bytes`` None means 10 GiB.  Only the native squashfs
+    #: writer uses it (not mksquashfs, not the erofs layout).
+    cache: bool = True
+    cache_dir: Path | None = None
+    cache_max_bytes: int | None = None
+
     def __post_init__(self) -> None:
         if self.inspect not in INSPECT_BACKENDS:
             raise InvalidOptions(f"unknown inspection backend {self.inspect!r}",
