@@ -6,7 +6,10 @@ images), ``tests/e2e/`` the e2e tier (QEMU boots); everything else is a unit tes
 
 from __future__ import annotations
 
+import os
+import shutil
 import signal
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,6 +34,21 @@ E2E_LONGEST_FIRST = (
     "test_live_erofs.py",
     "test_live_xfs_lvm.py",
 )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """One build cache for the whole run, shared by its workers, removed at its end.
+
+    Builds share their compressed blocks and initramfs within a run (as a user's builds do), never
+    with an earlier run's or the user's own cache: what a test measures does not depend on what
+    ran on this machine before.  A test that needs a cold build passes ``--no-cache`` or its own
+    ``--cache``; ``$LIVEIMG_CACHE`` set by the caller is kept.
+    """
+    if hasattr(config, "workerinput") or os.environ.get("LIVEIMG_CACHE"):
+        return  # an xdist worker inherits the controller's
+    directory = tempfile.mkdtemp(prefix="liveimg-tests-cache-", dir="/var/tmp")
+    os.environ["LIVEIMG_CACHE"] = directory
+    config.add_cleanup(lambda: shutil.rmtree(directory, ignore_errors=True))
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
