@@ -378,3 +378,15 @@ def test_boot_test_json_says_whether_an_http_server_ran(
     monkeypatch.setattr(cli, "boot_test", lambda *args: BootTestResult(boot, http_server=served))
     assert cli.main(["boot-test", str(tmp_path), "--json"]) == cli.EXIT_OK
     assert json.loads(capsys.readouterr().out)["http_server"] is served
+
+
+def test_bcj_mode_reaches_the_squashfs_options() -> None:
+    from liveimg.options import squashfs_options
+
+    parse = cli.build_parser().parse_args
+    default = squashfs_options(cli.build_options(parse(["build", "img", "-o", "out"]), None), "x86_64")
+    assert (default.Xbcj, default.bcj_mode) == (("x86",), "heuristic")
+    args = parse(["build", "img", "-o", "out", "--squashfs-bcj-mode", "exhaustive"])
+    assert squashfs_options(cli.build_options(args, None), "x86_64").bcj_mode == "exhaustive"
+    pack = parse(["squashfs", "pack", "src", "dst.sqfs", "--Xbcj", "x86", "--bcj-mode", "exhaustive"])
+    assert cli._squashfs_options(pack).bcj_mode == "exhaustive"
