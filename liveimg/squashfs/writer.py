@@ -461,12 +461,12 @@ class SquashfsWriter:
         dir_writer = DirWriter(dirs)
         tree = self.tree
         # Inode numbers follow the walk; a directory records its parent's, which comes later: two walks.
-        numbers = array("I", bytes(4 * len(tree)))
+        numbers = array("I", [0]) * len(tree)
         count = 0
         for node, _parent, _entries in tree.walk():
             count += 1
             numbers[node] = count
-        refs = array("Q", bytes(8 * count))  # by inode number - 1
+        refs = array("Q", [0]) * count  # by inode number - 1
         for node, parent, entries in tree.walk():
             ref = inodes.reference()
             inodes.append(self._inode(node, parent, entries, numbers, refs, count, ids, xattrs, dir_writer))
