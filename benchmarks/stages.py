@@ -22,7 +22,7 @@ from benchmarks import harness, inputs
 
 #: What a squashfs result depends on.
 SQUASHFS_PATHS = ("liveimg/squashfs", "benchmarks/squashfs.py", "benchmarks/pack_one.py", "benchmarks/inputs.py")
-SQUASHFS_FULL = ["--inputs", "image", "--codecs", "xz-bcj,zstd,lz4", "--threads", "1,2"]
+SQUASHFS_FULL = ["--inputs", "image", "--codecs", "xz-bcj,xz-bcj-exhaustive,zstd,lz4", "--threads", "1,2"]
 SQUASHFS_QUICK = ["--inputs", "image", "--codecs", "lz4", "--threads", "2"]
 
 

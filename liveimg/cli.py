@@ -47,6 +47,7 @@ from liveimg.rootfs import Method, RootfsOptions, SizeMode, parse_size
 from liveimg.serve import BiosLoader, DhcpMode, ServeOptions, describe, print_config, serve
 from liveimg.serve.service import DEFAULT_PORT
 from liveimg.squashfs import SquashfsOptions, parse_compress_args
+from liveimg.squashfs.options import BCJ_MODES
 from liveimg.write import WriteOptions, human_size, image_size, probe_target, write_image
 
 log = logging.getLogger("liveimg")
@@ -247,6 +248,9 @@ def _add_squashfs(parser: argparse.ArgumentParser) -> None:
     pack.add_argument("--Xcompression-level", type=int, help="gzip 1-9, zstd 1-22, lzo 1-9")
     pack.add_argument("--Xdict-size", help="xz dictionary size (bytes, K/M suffix or percent of the block)")
     pack.add_argument("--Xhc", action="store_true", help="lz4 high compression")
+    pack.add_argument("--bcj-mode", choices=BCJ_MODES, default="heuristic",
+                      help="xz with BCJ: guess per block whether the filter helps (heuristic, default) or "
+                      "compress every block both ways and keep the smaller (exhaustive, as mksquashfs)")  # fmt: skip
     pack.add_argument(
         "--compress-arg",
         action="append",
@@ -279,7 +283,7 @@ def _squashfs_options(args: argparse.Namespace) -> SquashfsOptions:
     if args.Xdict_size:
         compress_args.append(f"-Xdict-size {args.Xdict_size}")
     base = SquashfsOptions(
-        comp=args.comp, Xbcj=tuple(f for f in (args.Xbcj or "").split(",") if f),
+        comp=args.comp, Xbcj=tuple(f for f in (args.Xbcj or "").split(",") if f), bcj_mode=args.bcj_mode,
         Xcompression_level=args.Xcompression_level, Xhc=args.Xhc, no_fragments=args.no_fragments,
         always_use_fragments=args.always_use_fragments, no_exports=args.no_exports, no_xattrs=args.no_xattrs,
         all_root=args.all_root, force_uid=args.force_uid, force_gid=args.force_gid, mkfs_time=args.mkfs_time,
@@ -421,6 +425,9 @@ def _add_build(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--squashfs-backend", choices=("native", "mksquashfs"), default="native",
                    help="liveimg's own parallel writer (default) or squashfs-tools' mksquashfs")  # fmt: skip
     g.add_argument("--processors", type=int, help="compression threads (default: all CPUs)")
+    g.add_argument("--squashfs-bcj-mode", choices=BCJ_MODES, default="heuristic",
+                   help="xz with BCJ: guess per block whether the filter helps (heuristic, default) or try "
+                   "every block both ways and keep the smaller (exhaustive: mksquashfs's way, slower)")  # fmt: skip
     g = parser.add_argument_group("initramfs (dracut)")
     g.add_argument("--dracut-arg", action="append", metavar="ARG",
                    help="lorax-style dracut argument (split at the first space); replaces the defaults")  # fmt: skip
@@ -558,6 +565,7 @@ def build_options(args: argparse.Namespace, accel: str | None) -> BuildOptions:
         compression=args.compression,
         compress_args=tuple(args.compress_arg),
         squashfs_processors=args.processors,
+        squashfs_bcj_mode=args.squashfs_bcj_mode,
         squashfs_backend=args.squashfs_backend,
         dracut=dracut_options,
         pxe=PxeOptions(

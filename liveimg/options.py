@@ -46,6 +46,7 @@ class BuildOptions:
     compress_args: tuple[str, ...] = ()  # lorax's --compress-arg: each "-Xopt value"
     squashfs: SquashfsOptions | None = None  # full control; wins over compression and compress_args
     squashfs_processors: int | None = None  # compression threads (None: all CPUs)
+    squashfs_bcj_mode: str = "heuristic"  # xz + BCJ: liveimg.squashfs.options.BCJ_MODES
     squashfs_backend: Backend = "native"
     dracut: DracutOptions = field(default_factory=DracutOptions)
     pxe: PxeOptions = field(default_factory=PxeOptions)
@@ -87,6 +88,8 @@ def squashfs_options(options: BuildOptions, arch: str | None) -> SquashfsOptions
         base = base.replace(Xbcj=bcj_for_arch(arch or ""))
     if options.squashfs_processors is not None:
         base = base.replace(processors=options.squashfs_processors)
+    if options.squashfs_bcj_mode != base.bcj_mode:
+        base = base.replace(bcj_mode=options.squashfs_bcj_mode)
     return parse_compress_args(options.compress_args, base)
 
 

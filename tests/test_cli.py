@@ -408,3 +408,15 @@ def test_a_build_ends_with_its_wall_and_cpu_time(
             f"built {tmp_path / 'out'} in 120 s, 228 CPU seconds "
             "(1.9 cores busy; rootfs 6 s, squashfs 100 s, dracut 50 s)" in captured.err
         )
+
+
+def test_bcj_mode_reaches_the_squashfs_options() -> None:
+    from liveimg.options import squashfs_options
+
+    parse = cli.build_parser().parse_args
+    default = squashfs_options(cli.build_options(parse(["build", "img", "-o", "out"]), None), "x86_64")
+    assert (default.Xbcj, default.bcj_mode) == (("x86",), "heuristic")
+    args = parse(["build", "img", "-o", "out", "--squashfs-bcj-mode", "exhaustive"])
+    assert squashfs_options(cli.build_options(args, None), "x86_64").bcj_mode == "exhaustive"
+    pack = parse(["squashfs", "pack", "src", "dst.sqfs", "--Xbcj", "x86", "--bcj-mode", "exhaustive"])
+    assert cli._squashfs_options(pack).bcj_mode == "exhaustive"

@@ -16,7 +16,6 @@ are stored once.
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 import stat
 import threading
@@ -31,7 +30,7 @@ from liveimg.progress import StageProgress
 from liveimg.squashfs.block_cache import BlockCache
 from liveimg.squashfs.block_writer import BlockWriter, FileData
 from liveimg.squashfs.compressor import Compressor
-from liveimg.squashfs.frag_table import FragmentTable
+from liveimg.squashfs.frag_table import FragmentTable, TailIndex, tail_key
 from liveimg.tree import OPEN_FLAGS, Readable
 
 #: A block of a file: its bytes, or None when it lies entirely in a hole.
@@ -149,7 +148,7 @@ class BlockProcessor:
         self._pending: deque[tuple[object, ...]] = deque()
         self._zero = bytes(self.block_size)
         self._frag_buf = bytearray()
-        self._frag_seen: dict[tuple[int, bytes], tuple[int, int]] = {}
+        self._frag_seen = TailIndex()
         self._frag_count = 0
         self.sparse_blocks = 0
         #: CPU seconds the workers spent inside the codec (for benchmarks: the codec limit).
@@ -251,7 +250,7 @@ class BlockProcessor:
         return data
 
     def _add_fragment(self, data: FileData, tail: bytes) -> None:
-        key = (len(tail), hashlib.blake2b(tail, digest_size=16).digest())
+        key = tail_key(tail)
         seen = self._frag_seen.get(key)
         if seen is not None:
             data.fragment, data.offset = seen
@@ -260,7 +259,7 @@ class BlockProcessor:
             self.flush_fragment()
         data.fragment, data.offset = self._frag_count, len(self._frag_buf)
         self._frag_buf += tail
-        self._frag_seen[key] = (data.fragment, data.offset)
+        self._frag_seen.put(key, data.fragment, data.offset)
 
     def flush_fragment(self) -> None:
         if not self._frag_buf:

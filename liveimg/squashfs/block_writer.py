@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import errno
 import os
+import struct
 import zlib
 from array import array
 from dataclasses import dataclass, field
 
 from liveimg.errors import HostError
 from liveimg.squashfs.constants import SQUASHFS_COMPRESSED_BIT_BLOCK, SQUASHFS_INVALID_FRAG
+
+_KEY = struct.Struct("<QI")  # stored bytes, crc32 (then the block sizes)
 
 
 @dataclass(slots=True, eq=False)
@@ -31,6 +34,7 @@ class FileData:
     sparse: int = 0  # bytes in all-zero blocks, stored as holes
     crc: int = 0  # over the stored blocks, for duplicate detection
     stored: int = 0  # bytes the blocks take on disk
+    done: bool = False  # every block written (and a duplicate found): the fields are final
 
 
 class Output:
@@ -87,7 +91,7 @@ class Output:
 class BlockWriter:
     def __init__(self, out: Output) -> None:
         self.out = out
-        self._files: dict[tuple[int, int, int, bytes], FileData] = {}
+        self._files: dict[bytes, int] = {}  # stored size, crc and block sizes -> where the blocks start
         self.duplicates = 0
         self.blocks_written = 0
         self.uncompressed_blocks = 0
@@ -118,16 +122,18 @@ class BlockWriter:
         return self.out.write(packed), len(packed)
 
     def end_file(self, data: FileData) -> None:
+        data.done = True
         if data.stored == 0:
             return
-        key = (data.stored, data.crc, len(data.block_sizes), data.block_sizes.tobytes())
+        # One bytes object a key and an int a value: this table has an entry per distinct file.
+        key = _KEY.pack(data.stored, data.crc) + data.block_sizes.tobytes()
         earlier = self._files.get(key)
-        if earlier is not None and self._same(earlier.start_block, data.start_block, data.stored):
+        if earlier is not None and self._same(earlier, data.start_block, data.stored):
             self.out.pos = data.start_block  # rewind: later writes overwrite the copy
-            data.start_block = earlier.start_block
+            data.start_block = earlier
             self.duplicates += 1
             return
-        self._files.setdefault(key, data)
+        self._files.setdefault(key, data.start_block)
 
     def _same(self, a: int, b: int, size: int) -> bool:
         chunk = 1 << 20

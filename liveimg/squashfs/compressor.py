@@ -11,7 +11,7 @@ supports only CRC32 and none), LZMA2 at preset 6 with the dictionary as large as
 and optionally one BCJ filter in front.  mksquashfs compresses every block once per filter
 plus once without and keeps the smallest; :class:`XzCompressor` first guesses from the
 block's content whether a filter can help (see :func:`x86_code_score`) and only tries both
-when the guess is unclear.
+when the guess is unclear; with ``bcj_mode="exhaustive"`` it tries every chain, as mksquashfs.
 """
 
 from __future__ import annotations
@@ -51,6 +51,14 @@ class Compressor(ABC):
         self.options = options
         self.block_size = options.block_size
 
+    @property
+    def settings(self) -> tuple[object, ...]:
+        """Everything that decides the bytes a block compresses to: equal settings, equal output.
+
+        For keys of caches of compressed blocks; subclasses add their own fields.
+        """
+        return (self.name, self.block_size)
+
     def compress(self, data: bytes | memoryview) -> bytes | None:
         """Compress a data block; None when the result would not be smaller."""
         out = self._compress(data)
@@ -87,6 +95,10 @@ class GzipCompressor(Compressor):
     def __init__(self, options: SquashfsOptions) -> None:
         super().__init__(options)
         self.level = options.compression_level or 9
+
+    @property
+    def settings(self) -> tuple[object, ...]:
+        return (self.name, self.block_size, self.level)
 
     def _compress(self, data: bytes | memoryview) -> bytes:
         return zlib.compress(data, self.level)
@@ -150,6 +162,7 @@ class XzCompressor(Compressor):
         super().__init__(options)
         self.dict_size = options.dict_size
         self.filters = options.Xbcj
+        self.bcj_mode = options.bcj_mode
         lzma2: Mapping[str, Any] = {"id": lzma.FILTER_LZMA2, "preset": 6, "dict_size": self.dict_size}
         self._plain: list[Mapping[str, Any]] = [lzma2]
         self._bcj: list[list[Mapping[str, Any]]] = [[{"id": LZMA_FILTERS[f]}, lzma2] for f in self.filters]
@@ -157,14 +170,18 @@ class XzCompressor(Compressor):
         self.stats = {"plain": 0, "bcj": 0, "both": 0}
         self._lock = threading.Lock()
 
+    @property
+    def settings(self) -> tuple[object, ...]:
+        return (self.name, self.block_size, self.dict_size, self.filters, self.bcj_mode)
+
     def _xz(self, data: bytes | memoryview, filters: list[Mapping[str, Any]]) -> bytes:
         return lzma.compress(data, format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC32, filters=filters)
 
     def candidates(self, data: bytes | memoryview) -> list[list[Mapping[str, Any]]]:
-        """The filter chains worth trying for this block (x86: guessed from its content)."""
+        """The filter chains worth trying for this block (x86: guessed from its content, unless exhaustive)."""
         if not self._bcj:
             return [self._plain]
-        if self.filters == ("x86",):
+        if self.filters == ("x86",) and self.bcj_mode == "heuristic":
             score, zeros = x86_code_score(data)
             if score < self.LOW or zeros > self.ZERO_MAX + 0.2:
                 return [self._plain]
@@ -216,6 +233,10 @@ class ZstdCompressor(Compressor):
         # A ZstdCompressor object must not be used by two threads at once: one per thread.
         self._local = threading.local()
 
+    @property
+    def settings(self) -> tuple[object, ...]:
+        return (self.name, self.block_size, self.level)
+
     def _compress(self, data: bytes | memoryview) -> bytes:
         cctx = getattr(self._local, "cctx", None)
         if cctx is None:
@@ -246,6 +267,10 @@ class Lz4Compressor(Compressor):
         super().__init__(options)
         self._block = _optional("lz4.block", "lz4 (liveimg[lz4])")
         self.hc = options.Xhc
+
+    @property
+    def settings(self) -> tuple[object, ...]:
+        return (self.name, self.block_size, self.hc)
 
     def _compress(self, data: bytes | memoryview) -> bytes:
         if self.hc:
@@ -281,6 +306,10 @@ class LzoCompressor(Compressor):
         super().__init__(options)
         self._lzo = _optional("lzo", "python-lzo (liveimg[lzo])")
         self.level = options.compression_level or 8
+
+    @property
+    def settings(self) -> tuple[object, ...]:
+        return (self.name, self.block_size, self.level)
 
     def _compress(self, data: bytes | memoryview) -> bytes:
         out: bytes = self._lzo.compress(bytes(data), self.level, False)

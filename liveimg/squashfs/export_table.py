@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-import struct
+import sys
+from array import array
+from collections.abc import Sequence
 
 
-def export_table_bytes(refs: list[int]) -> bytes:
+def export_table_bytes(refs: Sequence[int]) -> bytes:
     """``refs[i]`` is the inode reference of inode number i + 1."""
-    return struct.pack(f"<{len(refs)}Q", *refs)
+    table = array("Q", refs)
+    if sys.byteorder != "little":
+        table.byteswap()
+    return table.tobytes()

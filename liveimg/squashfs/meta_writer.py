@@ -50,12 +50,13 @@ class MetaWriter:
             self.data += encode_meta_block(bytes(self._buf[:SQUASHFS_METADATA_SIZE]), self._compress)
             del self._buf[:SQUASHFS_METADATA_SIZE]
 
-    def flush(self) -> bytes:
-        """Close the last (partial) block and return the whole table."""
+    def flush(self) -> bytearray:
+        """Close the last (partial) block and hand over the whole table (not copied: the writer is emptied)."""
         if self._buf:
             self.data += encode_meta_block(bytes(self._buf), self._compress)
             self._buf.clear()
-        return bytes(self.data)
+        data, self.data = self.data, bytearray()
+        return data
 
 
 def build_table(payload: bytes, start: int, compress: Compress | None) -> tuple[bytes, int]:

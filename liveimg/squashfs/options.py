@@ -23,6 +23,11 @@ COMPRESSOR_IDS: Mapping[str, int] = {"gzip": 1, "lzo": 3, "xz": 4, "lz4": 5, "zs
 #: The BCJ filters mksquashfs (and the kernel's xz decoder) know.
 BCJ_FILTERS = ("x86", "powerpc", "ia64", "arm", "armthumb", "sparc")
 
+#: How the xz writer picks between a block compressed with and without its BCJ filters:
+#: ``heuristic`` guesses from the block's content and tries both only when unsure,
+#: ``exhaustive`` always tries every filter chain and keeps the smallest (what mksquashfs does).
+BCJ_MODES = ("heuristic", "exhaustive")
+
 #: Default compression levels, as mksquashfs uses them.
 DEFAULT_LEVELS: Mapping[str, int] = {"gzip": 9, "zstd": 15, "lzo": 8}
 LEVEL_RANGES: Mapping[str, tuple[int, int]] = {"gzip": (1, 9), "zstd": (1, 22), "lzo": (1, 9)}
@@ -71,6 +76,7 @@ class SquashfsOptions:
     comp: str = "xz"
     block_size: int = DEFAULT_BLOCK_SIZE
     Xbcj: tuple[str, ...] = ()
+    bcj_mode: str = "heuristic"  # one of BCJ_MODES; the mksquashfs backend always tries every filter
     Xcompression_level: int | None = None
     Xdict_size: int | None = None
     Xhc: bool = False
@@ -140,6 +146,8 @@ class SquashfsOptions:
         for name in self.Xbcj:
             if name not in BCJ_FILTERS:
                 raise InvalidOptions(f"unknown xz BCJ filter {name!r}", hint=f"choose from {', '.join(BCJ_FILTERS)}")
+        if self.bcj_mode not in BCJ_MODES:
+            raise InvalidOptions(f"unknown xz BCJ mode {self.bcj_mode!r}", hint=f"choose one of {', '.join(BCJ_MODES)}")
         if len(set(self.Xbcj)) != len(self.Xbcj):
             raise InvalidOptions(f"Xbcj lists a filter twice: {','.join(self.Xbcj)}")
         if self.Xcompression_level is not None:

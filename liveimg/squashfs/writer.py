@@ -33,6 +33,8 @@ import logging
 import os
 import stat
 import time
+from array import array
+from collections import deque
 from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
@@ -63,7 +65,7 @@ from liveimg.squashfs.constants import (
 from liveimg.squashfs.dir_writer import DirChild, DirWriter
 from liveimg.squashfs.export_table import export_table_bytes
 from liveimg.squashfs.frag_table import FragmentTable
-from liveimg.squashfs.fstree import FsTree, Node, split_path
+from liveimg.squashfs.fstree import NO_PARENT, FsTree, split_path
 from liveimg.squashfs.id_table import IdTable
 from liveimg.squashfs.inode import DevInode, DirInode, Inode, IpcInode, RegInode, SymlinkInode, encode_dev
 from liveimg.squashfs.meta_writer import MetaWriter, build_table, encode_meta_block
@@ -118,6 +120,8 @@ class SquashfsWriter:
         self.compressor: Compressor = make_compressor(self.options)
         self.block_cache = BlockCache(cache, self.compressor) if cache is not None else None
         self.tree = FsTree(self._mtime(None, ""))
+        # Files whose data is queued: recorded in the tree once their last block is written.
+        self._unfinished: deque[tuple[int, FileData]] = deque()
         self._progress = progress or Progress()
         self._stage_cm = self._progress.stage("squashfs", total=total_bytes, unit="bytes")
         self._stage: StageProgress | None = None
@@ -171,8 +175,17 @@ class SquashfsWriter:
     # --- attributes ----------------------------------------------------------------------
 
     def _node(  # noqa: PLR0917
-        self, kind: InodeType, mode: int, uid: int, gid: int, mtime: int | None, xattrs: Xattrs, where: str
-    ) -> Node:
+        self,
+        kind: InodeType,
+        mode: int,
+        uid: int,
+        gid: int,
+        mtime: int | None,
+        xattrs: Xattrs,
+        where: str,
+        extra: int = 0,
+    ) -> int:
+        """A new inode in the tree (not yet named): its number there."""
         o = self.options
         if o.all_root:
             uid = gid = 0
@@ -185,7 +198,7 @@ class SquashfsWriter:
                 raise InvalidImage(f"{where}: {name} {value} does not fit squashfs's 32 bits")
         pairs = xattrs.items() if isinstance(xattrs, dict) else xattrs
         kept: XattrSet = () if o.no_xattrs else normalize(pairs, where)
-        return Node(kind, mode & 0o7777, uid, gid, self._mtime(mtime, where), kept)
+        return self.tree.new(kind, mode & 0o7777, uid, gid, self._mtime(mtime, where), kept, extra)
 
     def _mtime(self, mtime: int | None, where: str) -> int:
         """The stored time: ``all_time``; else ``mtime`` (None: the image's time) clamped to the epoch and to u32."""
@@ -265,9 +278,7 @@ class SquashfsWriter:
         """Add a directory (``""`` is the root: this sets the root's attributes)."""
         self._check_open()
         where = _where(path)
-        node = self._node(InodeType.DIR, mode, uid, gid, mtime, xattrs, where)
-        node.children = {}
-        self.tree.add(path, node)
+        self.tree.add(path, self._node(InodeType.DIR, mode, uid, gid, mtime, xattrs, where))
 
     def add_file(
         self, path: PathLike, source: FileSource, *, size: int | None = None, mode: int = 0o644, uid: int = 0,
@@ -288,7 +299,8 @@ class SquashfsWriter:
         node = self._node(InodeType.REG, mode, uid, gid, mtime, xattrs, where)
         self.tree.add(path, node)  # check the name before spending time on the data
         try:
-            node.data = self._pack_data(source, size, where)
+            self._unfinished.append((node, self._pack_data(source, size, where)))
+            self._record_finished()
         except BaseException as exc:
             # Part of the file may be queued or written: the image cannot be completed.
             self.abort(exc)
@@ -296,6 +308,13 @@ class SquashfsWriter:
                 name = source.name if isinstance(source, OpenFile) else where
                 raise HostError(f"cannot read {name}: {exc.strerror or exc}") from exc
             raise
+
+    def _record_finished(self) -> None:
+        """Move the files whose data is all written from their :class:`FileData` into the tree's arrays."""
+        pending = self._unfinished
+        while pending and pending[0][1].done:
+            node, data = pending.popleft()
+            self.tree.set_file(node, data)
 
     def _pack_data(self, source: FileSource, size: int | None, where: str) -> FileData:
         bs = self.options.block_size
@@ -338,18 +357,19 @@ class SquashfsWriter:
     ) -> None:  # fmt: skip
         """A symbolic link to ``target`` (1 to 4095 bytes, no NUL: what readers and kernels take)."""
         self._check_open()
-        node = self._node(InodeType.SYMLINK, mode, uid, gid, mtime, xattrs, _where(path))
-        node.target = target if isinstance(target, bytes) else os.fsencode(target)
-        if not node.target:
+        raw = target if isinstance(target, bytes) else os.fsencode(target)
+        if not raw:
             raise InvalidImage(f"{_where(path)}: empty symlink target")
-        if b"\0" in node.target:
+        if b"\0" in raw:
             raise InvalidImage(f"{_where(path)}: symlink target contains a NUL byte")
-        if len(node.target) > MAX_SYMLINK_LEN:
+        if len(raw) > MAX_SYMLINK_LEN:
             raise InvalidImage(
-                f"{_where(path)}: symlink target is {len(node.target)} bytes long, "
-                f"readers take at most {MAX_SYMLINK_LEN}"
+                f"{_where(path)}: symlink target is {len(raw)} bytes long, readers take at most {MAX_SYMLINK_LEN}"
             )
-        self.tree.add(path, node)
+        where = _where(path)
+        self.tree.add(
+            path, self._node(InodeType.SYMLINK, mode, uid, gid, mtime, xattrs, where, self.tree.add_target(raw))
+        )
 
     def add_device(
         self, path: PathLike, kind: str, major: int, minor: int, *, mode: int = 0o600, uid: int = 0, gid: int = 0,
@@ -362,9 +382,8 @@ class SquashfsWriter:
             raise InvalidOptions(f"{_where(path)}: device kind must be 'b' or 'c', not {kind!r}")
         if not (0 <= major < 1 << 12 and 0 <= minor < 1 << 20):
             raise InvalidImage(f"{_where(path)}: device {major}:{minor} does not fit squashfs's 32-bit rdev")
-        node = self._node(types[kind], mode, uid, gid, mtime, xattrs, _where(path))
-        node.rdev = encode_dev(major, minor)
-        self.tree.add(path, node)
+        rdev = encode_dev(major, minor)
+        self.tree.add(path, self._node(types[kind], mode, uid, gid, mtime, xattrs, _where(path), rdev))
 
     def add_fifo(self, path: PathLike, *, mode: int = 0o644, uid: int = 0, gid: int = 0, mtime: int | None = None,
                  xattrs: Xattrs = ()) -> None:  # fmt: skip
@@ -409,6 +428,9 @@ class SquashfsWriter:
         self._check_open()
         try:
             self.processor.finish()
+            self._record_finished()
+            if self._unfinished:
+                raise InternalError("file data still queued after the block processor finished")
             sb = self._write_metadata()
             self.out.finish(self.out.pos)
             self.out.close()
@@ -446,24 +468,25 @@ class SquashfsWriter:
         inodes = MetaWriter(compress)
         dirs = MetaWriter(compress)
         dir_writer = DirWriter(dirs)
-        order = list(self.tree.walk())
-        for number, (node, _parent) in enumerate(order, start=1):
-            node.number = number
-        count = len(order)
-        refs = [0] * count
-        for node, parent in order:
-            node.ref = inodes.reference()
-            inode = self._inode(node, parent, count, ids, xattrs, dir_writer)
-            inodes.append(inode.to_bytes())
-            refs[node.number - 1] = node.ref
-        root = self.tree.root
+        tree = self.tree
+        # Inode numbers follow the walk; a directory records its parent's, which comes later: two walks.
+        numbers = array("I", [0]) * len(tree)
+        count = 0
+        for node, _parent, _entries in tree.walk():
+            count += 1
+            numbers[node] = count
+        refs = array("Q", [0]) * count  # by inode number - 1
+        for node, parent, entries in tree.walk():
+            ref = inodes.reference()
+            inodes.append(self._inode(node, parent, entries, numbers, refs, count, ids, xattrs, dir_writer))
+            refs[numbers[node] - 1] = ref
         sb = Superblock(
             inodes=count,
             mkfs_time=self.mkfs_time,
             block_size=self.options.block_size,
             compression=self.compressor.id,
             block_log=self.options.block_log,
-            root_inode=root.ref,
+            root_inode=refs[numbers[tree.root] - 1],
         )
         flags = Flags.DUPLICATE
         if self.options.no_fragments:
@@ -500,42 +523,66 @@ class SquashfsWriter:
         return sb
 
     def _inode(  # noqa: PLR0917
-        self, node: Node, parent: Node | None, count: int, ids: IdTable, xattrs: XattrWriter, dir_writer: DirWriter
-    ) -> Inode:
-        head = (node.mode, ids.index_of(node.uid), ids.index_of(node.gid), node.mtime, node.number)
-        xattr = xattrs.add(node.xattrs) if node.xattrs else SQUASHFS_INVALID_XATTR
+        self,
+        node: int,
+        parent: int,
+        entries: list[tuple[bytes, int]] | None,
+        numbers: array[int],
+        refs: array[int],
+        count: int,
+        ids: IdTable,
+        xattrs: XattrWriter,
+        dir_writer: DirWriter,
+    ) -> bytes:
+        """The on-disk inode of ``node`` (its entries, for a directory, already serialized)."""
+        tree = self.tree
+        number = numbers[node]
+        head = (tree.mode[node], ids.index_of(tree.uid[node]), ids.index_of(tree.gid[node]), tree.mtime[node], number)
+        xattr_set = tree.xattr[node]
+        xattr = xattrs.add(tree.xattr_sets[xattr_set]) if xattr_set >= 0 else SQUASHFS_INVALID_XATTR
         has_x = xattr != SQUASHFS_INVALID_XATTR
-        kind = node.kind
+        kind = InodeType(tree.kind[node])
+        nlink = tree.nlink[node]
+        extra = tree.extra[node]
+        inode: Inode
         if kind == InodeType.DIR:
-            children = [DirChild(name, child.ref, child.number, child.kind) for name, child in node.sorted_children]
-            for child in children:
-                if child.ref < 0:
-                    raise InternalError(f"directory entry {child.name!r} written before its inode")
+            assert entries is not None
+            children = []
+            subdirs = 0
+            for name, child in entries:
+                child_number = numbers[child]
+                if not 0 < child_number < number:
+                    raise InternalError(f"directory entry {name!r} written before its inode")
+                child_kind = InodeType(tree.kind[child])
+                subdirs += child_kind == InodeType.DIR
+                children.append(DirChild(name, refs[child_number - 1], child_number, child_kind))
             listing = dir_writer.write(children)
-            nlink = 2 + sum(1 for _, c in node.sorted_children if c.kind == InodeType.DIR)
             extended = has_x or listing.index or listing.size + 3 > 0xFFFF
-            return DirInode(
+            inode = DirInode(
                 InodeType.LDIR if extended else InodeType.DIR, *head,
-                start_block=listing.start_block, nlink=nlink, file_size=listing.size + 3, offset=listing.offset,
-                parent_inode=parent.number if parent is not None else count + 1, xattr=xattr, index=listing.index,
+                start_block=listing.start_block, nlink=2 + subdirs, file_size=listing.size + 3, offset=listing.offset,
+                parent_inode=numbers[parent] if parent != NO_PARENT else count + 1, xattr=xattr, index=listing.index,
             )  # fmt: skip
-        if kind == InodeType.REG:
-            data = node.data
-            if data is None:
+        elif kind == InodeType.REG:
+            files = tree.files
+            if extra >= len(files.start):
                 raise InternalError("regular file without data")
+            size, start, sparse = files.size[extra], files.start[extra], files.sparse.get(extra, 0)
             # mksquashfs stores sparse files with the extended inode (it records the sparse byte count).
-            extended = has_x or node.nlink > 1 or data.sparse > 0 or data.size >= _U32 or data.start_block >= _U32
-            return RegInode(
+            extended = has_x or nlink > 1 or sparse > 0 or size >= _U32 or start >= _U32
+            inode = RegInode(
                 InodeType.LREG if extended else InodeType.REG, *head,
-                start_block=data.start_block, file_size=data.size, fragment=data.fragment, offset=data.offset,
-                sparse=data.sparse, nlink=node.nlink, xattr=xattr, block_sizes=data.block_sizes,
+                start_block=start, file_size=size, fragment=files.fragment[extra], offset=files.offset[extra],
+                sparse=sparse, nlink=nlink, xattr=xattr, block_sizes=files.block_sizes(extra),
             )  # fmt: skip
-        if kind == InodeType.SYMLINK:
+        elif kind == InodeType.SYMLINK:
             t = InodeType.LSYMLINK if has_x else kind
-            return SymlinkInode(t, *head, nlink=node.nlink, target=node.target, xattr=xattr)
-        if kind in (InodeType.BLKDEV, InodeType.CHRDEV):
-            return DevInode(kind.extended if has_x else kind, *head, nlink=node.nlink, rdev=node.rdev, xattr=xattr)
-        return IpcInode(kind.extended if has_x else kind, *head, nlink=node.nlink, xattr=xattr)
+            inode = SymlinkInode(t, *head, nlink=nlink, target=tree.targets[extra], xattr=xattr)
+        elif kind in (InodeType.BLKDEV, InodeType.CHRDEV):
+            inode = DevInode(kind.extended if has_x else kind, *head, nlink=nlink, rdev=extra, xattr=xattr)
+        else:
+            inode = IpcInode(kind.extended if has_x else kind, *head, nlink=nlink, xattr=xattr)
+        return inode.to_bytes()
 
 
 def _where(path: PathLike) -> str:

@@ -83,5 +83,5 @@ class XattrWriter:
         # The header sits between the id blocks and their index: split the table there.
         blocks_len = index_start - (start + len(kv_bytes))
         header = ID_TABLE.pack(start, len(self._ids), 0)
-        data = kv_bytes + table[:blocks_len] + header + table[blocks_len:]
+        data = bytes(kv_bytes) + table[:blocks_len] + header + table[blocks_len:]
         return data, index_start

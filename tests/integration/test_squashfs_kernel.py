@@ -18,6 +18,7 @@ from tests import support
 
 IMAGES = {
     "xz-bcj": SquashfsOptions(comp="xz", Xbcj=("x86",)),
+    "xz-bcj-exhaustive": SquashfsOptions(comp="xz", Xbcj=("x86",), bcj_mode="exhaustive"),
     "xz-dict": SquashfsOptions(comp="xz", Xbcj=("x86", "arm"), Xdict_size=65536, block_size=1 << 20),
     "gzip": SquashfsOptions(comp="gzip", Xcompression_level=6, block_size=4096),
     "zstd": SquashfsOptions(comp="zstd", Xcompression_level=19, always_use_fragments=True),

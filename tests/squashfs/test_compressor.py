@@ -62,3 +62,19 @@ def test_missing_optional_codec(monkeypatch: pytest.MonkeyPatch) -> None:
         InvalidOptions, match=r"the lzo module is needed for this squashfs compressor \(pip install python-lzo"
     ):
         make_compressor(SquashfsOptions(comp="lzo"))
+
+
+def test_exhaustive_bcj_tries_every_chain() -> None:
+    opts = SquashfsOptions(comp="xz", Xbcj=("x86",))
+    heuristic, exhaustive = XzCompressor(opts), XzCompressor(opts.replace(bcj_mode="exhaustive"))
+    text = b"text " * 26000
+    assert heuristic.candidates(text) == [heuristic._plain]
+    assert exhaustive.candidates(text) == [exhaustive._plain, exhaustive._bcj[0]]
+    # The mode changes the output, so it is part of the settings a block cache keys on.
+    assert heuristic.settings != exhaustive.settings
+    assert (
+        make_compressor(SquashfsOptions(comp="zstd", Xcompression_level=3)).settings
+        != make_compressor(SquashfsOptions(comp="zstd")).settings
+    )
+    with pytest.raises(InvalidOptions, match="unknown xz BCJ mode 'always'"):
+        SquashfsOptions(comp="xz", bcj_mode="always").validate()
