@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks import inputs
+from benchmarks import harness, inputs
 from liveimg import run as runner
 
 HERE = Path(__file__).parent
@@ -129,8 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, object] = json.loads(out.read_text()) if out.exists() else {}
     report.setdefault("machine", {"cpus": os.cpu_count(), "platform": platform.platform(),
                                   "python": platform.python_version()})  # fmt: skip
-    report["commit"] = _git_commit()
-    report["command"] = "python -m benchmarks.squashfs " + " ".join(argv if argv is not None else sys.argv[1:])
+    report_command = "python -m benchmarks.squashfs " + " ".join(argv if argv is not None else sys.argv[1:])
+    report.setdefault("commit", _git_commit())  # the first run's; each case has its own stamp
+    report.setdefault("command", report_command)
     report["inputs"] = info
     report["mksquashfs"] = runner.run(["mksquashfs", "-version"]).stdout.splitlines()[0]
     cases: list[dict[str, object]] = report.setdefault("cases", [])  # type: ignore[assignment]
@@ -152,6 +153,10 @@ def main(argv: list[str] | None = None) -> int:
                     before = os.getloadavg()
                     case = run_case(cache, which, codec, threads=threads, tool=tool, out=scratch)
                     case["commit"] = _git_commit()
+                    # Each case says where it was measured: a results file resumed by a later run
+                    # (same --out) holds cases of several commits and machines.
+                    case["stamp"] = {"commit": harness.git_commit(), "machine": harness.machine(),
+                                     "command": report_command, "nice": os.nice(0)}  # fmt: skip
                     case["loadavg_before"] = [round(x, 2) for x in before]
                     case["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
                     cases.append(case)
