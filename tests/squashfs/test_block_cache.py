@@ -113,17 +113,25 @@ def test_the_fingerprint_takes_any_setting_of_the_compressor() -> None:
     assert described["liveimg"] == __version__
     assert described["liblzma"] and all(name.startswith("liblzma.so.") for name in described["liblzma"])
     assert described["zlib"] == zlib.ZLIB_RUNTIME_VERSION
-    assert described["settings"] == {"block_size": 16384, "dict_size": 16384, "filters": ["x86"]}
+    assert described["settings"] == {
+        "block_size": 16384,
+        "dict_size": 16384,
+        "filters": ["x86"],
+        "bcj_mode": "heuristic",
+    }
     zstd = json.loads(compressor_fingerprint(make_compressor(SquashfsOptions(comp="zstd"))))
     assert zstd["modules"] == {"zstandard": zstandard.__version__}
     assert compressor_fingerprint(base) == compressor_fingerprint(make_compressor(OPTIONS.replace(processors=1)))
 
-    class Exhaustive(XzCompressor):  # as a new option would: an attribute of the compressor
+    exhaustive = make_compressor(OPTIONS.replace(bcj_mode="exhaustive"))
+    assert compressor_fingerprint(exhaustive) != compressor_fingerprint(base)
+
+    class Extra(XzCompressor):  # as a new option would: an attribute of the compressor
         def __init__(self, options: SquashfsOptions) -> None:
             super().__init__(options)
-            self.bcj_mode = "exhaustive"
+            self.new_setting = "on"
 
-    assert compressor_fingerprint(Exhaustive(OPTIONS)) != compressor_fingerprint(base)
+    assert compressor_fingerprint(Extra(OPTIONS)) != compressor_fingerprint(base)
 
     class Tuned(XzCompressor):  # a heuristic's threshold changes which filter wins
         LOW = 1.0
