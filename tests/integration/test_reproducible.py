@@ -1,0 +1,93 @@
+"""Reproducible builds: two cold builds (``--no-cache``) of a sample with the same SOURCE_DATE_EPOCH, byte for byte.
+
+Every file of the two OUTDIRs is compared (the squashfs, rootfs.img in it, the initramfs by the
+image's own dracut, the kernel, the EFI files, the PXE configs, the cloud-init seed, the ISO and
+the manifest); a failure names the first file that differs.  The cheapest options that still run
+the image's dracut and liveimg's writers: lz4 for the squashfs, zstd -1 for the initramfs.
+The classic build's dracut is configured ``reproducible=no`` (``--dracut-conf``), so that the
+result rests on liveimg's own ``--reproducible``, not on the sample's ostree.conf, which sets it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.samples import sample_image
+from tests.support import need, need_root
+
+REPO = Path(__file__).resolve().parents[2]
+EPOCH = "1700000000"
+URL = "http://192.0.2.1/live"
+CHEAP = ("--compression", "lz4", "--initramfs-compression", "zstd", "--initramfs-level", "1")
+
+
+def build(image: Path, out: Path, *extra: str) -> None:
+    cmd = [sys.executable, "-m", "liveimg", "--progress", "none", "build", str(image), "-o", str(out), *CHEAP,
+           "--url", URL, "--no-cache", *extra]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(REPO), "LIVEIMG_ACCEL": "tcg", "SOURCE_DATE_EPOCH": EPOCH}
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env, check=False, timeout=1800)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def files(root: Path) -> list[str]:
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() or p.is_symlink())
+
+
+def first_difference(a: Path, b: Path) -> str | None:
+    """None if the two trees hold the same names with the same bytes; else what differs first."""
+    names_a, names_b = files(a), files(b)
+    if names_a != names_b:
+        return f"not the same files: only in the first {sorted(set(names_a) - set(names_b))}, " \
+               f"only in the second {sorted(set(names_b) - set(names_a))}"  # fmt: skip
+    for name in names_a:
+        if _differ(a / name, b / name):
+            if name == "manifest.json":
+                left, right = (_pretty(p / name) for p in (a, b))
+                return f"{name} differs:\n" + "".join(difflib.unified_diff(left, right, n=1))
+            return f"{name} differs"
+    return None
+
+
+def _differ(x: Path, y: Path) -> bool:
+    with open(x, "rb") as fx, open(y, "rb") as fy:
+        while True:
+            cx, cy = fx.read(1 << 20), fy.read(1 << 20)
+            if cx != cy:
+                return True
+            if not cx:
+                return False
+
+
+def _pretty(path: Path) -> list[str]:
+    return json.dumps(json.loads(path.read_text()), indent=1, sort_keys=True).splitlines(keepends=True)
+
+
+@pytest.fixture(autouse=True)
+def _tools() -> None:
+    need_root()
+    need("debugfs", "e2fsck", "resize2fs", "zstd", "lz4")
+
+
+def test_atomic_twice_is_byte_identical(tmp_path: Path) -> None:
+    image = sample_image("atomic")
+    for name in ("a", "b"):
+        build(image, tmp_path / name, "--cloud-init")
+    difference = first_difference(tmp_path / "a", tmp_path / "b")
+    assert difference is None, difference
+
+
+def test_classic_twice_is_byte_identical_even_with_a_dracut_configured_otherwise(tmp_path: Path) -> None:
+    image = sample_image("classic")
+    conf = tmp_path / "not-reproducible.conf"
+    conf.write_text("reproducible=no\n")
+    for name in ("a", "b"):
+        build(image, tmp_path / name, "--iso", "--dracut-conf", str(conf))
+    difference = first_difference(tmp_path / "a", tmp_path / "b")
+    assert difference is None, difference
