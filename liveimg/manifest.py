@@ -73,6 +73,8 @@ def describe(ctx: Build) -> dict[str, Any]:
             "modules": list(initrd.modules),
             "left_out": [{"module": m, "why": why} for m, why in initrd.left_out],
             "built_in": str(initrd.where),
+            # Taken from the build cache, dracut not run (liveimg.dracut.reuse): the same bytes as dracut's.
+            "reused": initrd.reused,
             # Whether it checks the live file's size and sha256 before mounting it (liveimg.liveverify).
             "verifies_live": options.verify,
             # Every driver and filesystem (lorax's), or what a live boot needs (liveimg.dracut.plan.SLIM_ARGS).

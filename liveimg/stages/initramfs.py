@@ -35,6 +35,7 @@ def run(ctx: Build) -> None:
             log_path=ctx.txn.work / "dracut.log",
             ostree=info.ostree,
             progress=ctx.progress,
+            cache=ctx.cache,
         )
         live = Path(ctx.live.path)
         expected = None
