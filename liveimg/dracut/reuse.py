@@ -20,12 +20,13 @@ The contract.  An entry is reused only when both hold:
   programs, configuration): the entry's *record* (:func:`root_record`) is, for every path the
   initramfs holds as a regular file, a hard link or a symbolic link, what the root has at that
   path (a file's sha256, a link's target, a directory, nothing), and for every directory of the
-  initramfs that holds such a path, the list of names the root's directory has.  A hit needs
+  initramfs (and every parent of such a path), the list of names the root's directory has.  A hit needs
   the same record computed from the new root (:func:`record_holds`): a changed file, a new file
   beside one dracut copied (a new library, a new udev rule), a removed one, is a miss.
 
 What dracut reads but does not copy and no key part covers (a setting in a file elsewhere that
-changes what a module installs, a program's output at build time) is outside the contract.
+changes what a module installs, a program's output at build time, the build host's ``/sys``
+that a ``--hostonly`` given with ``--dracut-arg`` reads) is outside the contract.
 The guest is read only through :class:`liveimg.fsview.GuestTree` (the extracted tree, never
 followed out of it).  Only the sandbox path uses the cache: the appliance has no host tree.
 """
@@ -142,18 +143,22 @@ def cache_key(tree: GuestTree, parts: KeyParts) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
 
 
-def root_record(tree: GuestTree, initramfs_paths: Iterable[str]) -> dict[str, Any]:
-    """The record of the root behind an initramfs that holds ``initramfs_paths`` (files and links)."""
+def root_record(tree: GuestTree, initramfs_paths: Iterable[str], initramfs_dirs: Iterable[str] = ()) -> dict[str, Any]:
+    """The record of the root behind an initramfs that holds ``initramfs_paths`` (files and links)
+    and ``initramfs_dirs`` (directories): what the root has at each path, and the names in the
+    root's directory of each of those directories and of each path's parent."""
     paths = sorted({"/" + p.strip("/") for p in initramfs_paths})
-    dirs = sorted({posixpath.dirname(p) for p in paths})
+    dirs = sorted({posixpath.dirname(p) for p in paths} | {"/" + d.strip("/") for d in initramfs_dirs})
     return {"paths": {p: state(tree, p) for p in paths}, "dirs": {d: names(tree, d) for d in dirs}}
 
 
-def copied_paths(raw: Path) -> list[str]:
-    """The paths dracut's uncompressed archive ``raw`` holds as files, hard links and symbolic links."""
+def copied_paths(raw: Path) -> tuple[list[str], list[str]]:
+    """The paths dracut's uncompressed archive ``raw`` holds as files, hard links and symbolic
+    links, and those it holds as directories (an empty one too: a glob that matched nothing)."""
     with Initramfs(raw) as ird:
+        members = ird.files().values()
         kinds = (Kind.FILE, Kind.HARDLINK, Kind.SYMLINK)
-        return [m.path for m in ird.files().values() if m.kind in kinds]
+        return [m.path for m in members if m.kind in kinds], [m.path for m in members if m.kind is Kind.DIR]
 
 
 def record_holds(tree: GuestTree, record: dict[str, Any]) -> str | None:
@@ -198,7 +203,7 @@ def lookup(cache: Cache, key: str, tree: GuestTree, dest: Path) -> Entry | None:
 def store(cache: Cache, key: str, *, tree: GuestTree, raw: Path, packed: Path, entry: Entry) -> bool:
     """Cache ``packed`` (the compressed form of dracut's ``raw``) under ``key``, with its record."""
     meta = {
-        "record": root_record(tree, copied_paths(raw)),
+        "record": root_record(tree, *copied_paths(raw)),
         "modules": list(entry.modules),
         "left_out": [list(pair) for pair in entry.left_out],
     }

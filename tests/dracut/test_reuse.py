@@ -71,6 +71,10 @@ def test_the_record_holds_until_what_dracut_copied_changes(guest: Path) -> None:
     (guest / "usr/lib/libz.so.1").unlink()
     (guest / "usr/lib/libz.so.1").symlink_to("libz.so.1.3")  # a link that now points elsewhere
     assert reuse.record_holds(tree, record) == "/usr/lib/libz.so.1"
+    (guest / "etc/udev/rules.d").mkdir(parents=True)
+    record = reuse.root_record(tree, copied, ["etc/udev/rules.d"])  # copied from, though empty then
+    (guest / "etc/udev/rules.d/70-new.rules").write_text("# new\n")
+    assert reuse.record_holds(tree, record) == "/etc/udev/rules.d/"
 
 
 # --- the stage, with the stand-in dracut of tests/dracut/fake_guest.py ---------------------
