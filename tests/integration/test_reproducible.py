@@ -4,7 +4,9 @@ Every file of the two OUTDIRs is compared (the squashfs, rootfs.img in it, the i
 image's own dracut, the kernel, the EFI files, the PXE configs, the cloud-init seed, the ISO and
 the manifest); a failure names the first file that differs.  The cheapest options that still run
 the image's dracut and liveimg's writers: lz4 for the squashfs, zstd -1 for the initramfs.
-The atomic sample is built a third time with the build cache the first filled: dracut is not run
+Cold means from an empty build cache (atomic, at the same path each time, so that the manifests'
+``cache`` sections agree) or with none (``--no-cache``, classic).  The atomic sample is built a
+third time with the build cache the second filled: dracut is not run
 (the manifest's ``initramfs.reused``), and the OUTDIR is the cold one's but for the manifest's
 ``cache`` section and that flag.  The classic build's dracut is configured ``reproducible=no``
 (``--dracut-conf``), so that the result rests on liveimg's own ``--reproducible``, not on the
@@ -16,6 +18,7 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -96,11 +99,13 @@ def _tools() -> None:
 def test_atomic_twice_is_byte_identical_and_a_warm_build_too(tmp_path: Path) -> None:
     image = sample_image("atomic")
     cache = tmp_path / "cache"
-    build(image, tmp_path / "a", "--cloud-init", cache=cache)  # cold: the cache is empty, and filled
-    build(image, tmp_path / "b", "--cloud-init")
+    # Both cold, from an empty cache at the same place: the manifests' cache sections agree too.
+    build(image, tmp_path / "a", "--cloud-init", cache=cache)
+    shutil.rmtree(cache)
+    build(image, tmp_path / "b", "--cloud-init", cache=cache)
     difference = first_difference(tmp_path / "a", tmp_path / "b")
     assert difference is None, difference
-    build(image, tmp_path / "warm", "--cloud-init", cache=cache)
+    build(image, tmp_path / "warm", "--cloud-init", cache=cache)  # the cache b filled
     difference = first_difference(tmp_path / "a", tmp_path / "warm", warm=True)
     assert difference is None, difference
 
