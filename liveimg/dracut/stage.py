@@ -256,6 +256,10 @@ def _reused(out: Path, *, kver: str, opts: DracutOptions, cached: _Cached, plan:
                   where=where, argv=plan.argv, reused=True)  # fmt: skip
 
 
+#: Where :func:`_run_in_sandbox` mounts something over the tree (the physical /boot aside).
+MOUNT_POINTS = ("/proc", "/dev", "/sys", "/run", "/tmp", "/var/tmp")
+
+
 def _prepare_tree(extracted: ExtractedTree, *, kver: str, ostree: bool, opts: DracutOptions, raw: Path) -> Plan:
     """dracut's plan, and the tree made ready for it (mount points, the --dracut-conf copy)."""
     root = extracted.root.resolve()
@@ -275,6 +279,11 @@ def _prepare_tree(extracted: ExtractedTree, *, kver: str, ostree: bool, opts: Dr
             guest_mkdirs(root, needed)
     if opts.dracut_conf is not None and plan.conf_name:
         write_in_tree(root, "/etc/dracut.conf.d", plan.conf_name, opts.dracut_conf.read_bytes())
+    # The sandbox's mount points (:func:`_run_in_sandbox`), made now rather than when it starts: the
+    # initramfs cache reads the tree before dracut on a hit and after it when storing, and both
+    # must see the same tree (an image without /var/tmp would otherwise never hit).
+    for point in (*MOUNT_POINTS, *(("/boot",) if extracted.boot is not None else ())):
+        guest_mkdirs(root, point)
     return plan
 
 

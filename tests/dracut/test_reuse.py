@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import shutil
 from pathlib import Path
 
 import pytest
@@ -93,11 +94,13 @@ def test_the_stage_reuses_the_initramfs_until_a_copied_file_changes(fake_guest: 
     options = DracutOptions(compression=Compression.GZIP)
     outs = []
     for n in range(3):
+        # A fresh copy of the guest each time, as each build extracts its own from rootfs.img.
+        tree = shutil.copytree(fake_guest, tmp_path / f"tree{n}", symlinks=True)
         if n == 2:
-            (fake_guest / "usr/bin/newtool").write_text("#!/bin/sh\n")  # a new file beside the copied curl
+            (tree / "usr/bin/newtool").write_text("#!/bin/sh\n")  # a new file beside the copied curl
         out = tmp_path / f"out{n}"
         out.mkdir()
-        outs.append(build_initramfs(tree=fake_guest, kver=KVER, output=out / "initrd.img", options=options,
+        outs.append(build_initramfs(tree=tree, kver=KVER, output=out / "initrd.img", options=options,
                                     cache=cache))  # fmt: skip
     cold, warm, changed = outs
     assert (cold.reused, warm.reused, changed.reused) == (False, True, False)
