@@ -142,8 +142,9 @@ def compress_initramfs(
 ) -> Compressed:
     """Compress the uncompressed initramfs ``source`` into ``output`` (written atomically).
 
-    ``threads`` 0 means one per core; xz and pigz get two at least (see the module doc).  ``source`` must be a chain of uncompressed newc
-    archives (dracut ``--no-compress``); all but the last stay uncompressed.
+    ``threads`` 0 means one per core; xz and pigz get two at least (see the module doc).
+    ``source`` must be a chain of uncompressed newc archives (dracut ``--no-compress``); all but
+    the last stay uncompressed.
     """
     src = Path(source)
     dst = Path(output)
