@@ -1,6 +1,9 @@
 """``manifest.json``: what a build made, from what, and how; the sha256 sums it records.
 
-The manifest is ASCII JSON with sorted keys, so that equal builds give equal files; ``liveimg
+The manifest is ASCII JSON with sorted keys, so that equal builds give equal files; with
+``$SOURCE_DATE_EPOCH`` set it holds no wall-clock time or duration (``stages`` is null: the
+stage times are in :class:`~liveimg.context.BuildResult` ``timings`` and the build's last log
+line), so two builds of the same input are byte-identical there too.  ``liveimg
 boot-test`` reads it back (``boot``: what the pxe stage was given) to write the same boot
 configurations for its own URL.
 """
@@ -20,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from liveimg._version import __version__
 from liveimg.errors import HostError, InternalError, InvalidImage, InvalidOptions
 from liveimg.pxe import EfiBoot, LiveBoot
+from liveimg.reproducible import source_date_epoch
 from liveimg.staging import AtomicOutput
 
 if TYPE_CHECKING:
@@ -76,6 +80,8 @@ def describe(ctx: Build) -> dict[str, Any]:
             "modules": list(initrd.modules),
             "left_out": [{"module": m, "why": why} for m, why in initrd.left_out],
             "built_in": str(initrd.where),
+            # Taken from the build cache, dracut not run (liveimg.dracut.reuse): the same bytes as dracut's.
+            "reused": initrd.reused,
             # Whether it checks the live file's size and sha256 before mounting it (liveimg.liveverify).
             "verifies_live": options.verify,
             # Every driver and filesystem (lorax's), or what a live boot needs (liveimg.dracut.plan.SLIM_ARGS).
@@ -124,7 +130,8 @@ def describe(ctx: Build) -> dict[str, Any]:
             "namespaces": {ns: stats.to_json() for ns, stats in ctx.cache.stats().items()},
         },
         "artifacts": artifacts,
-        "stages": dict(ctx.timings),
+        # Each stage's wall time, unless the build is to be reproducible (see the module doc).
+        "stages": None if source_date_epoch() is not None else dict(ctx.timings),
         "warnings": list(info.warnings),
     }
 

@@ -63,8 +63,9 @@ class BuildOptions:
     inspect: str = "auto"
 
     #: The build cache (:mod:`liveimg.cache`): on by default; ``cache_dir`` None means ``$LIVEIMG_CACHE``,
-    #: else ``~/.cache/liveimg/cache``; ``cache_max_bytes`` None means 10 GiB.  Only the native squashfs
-    #: writer uses it (not mksquashfs, not the erofs layout).
+    #: else ``~/.cache/liveimg/cache``; ``cache_max_bytes`` None means 10 GiB.  The native squashfs
+    #: writer uses it (not mksquashfs, not the erofs layout), and the dracut stage in the sandbox
+    #: (:mod:`liveimg.dracut.reuse`).
     cache: bool = True
     cache_dir: Path | None = None
     cache_max_bytes: int | None = None

@@ -8,9 +8,9 @@ uses so that every kernel that boots dracut's images boots ours:
 =========  ========================================================  =================================
 codec      command (the first one found)                             fallback without the tool
 =========  ========================================================  =================================
-xz         ``xz --check=crc32 --lzma2=dict=1MiB -T0``                 Python lzma (one thread)
+xz         ``xz --check=crc32 --lzma2=dict=1MiB -TN`` (N at least 2)  Python lzma (one thread)
 zstd       ``zstd -15 -T0``                                          Python zstandard (all threads)
-gzip       ``pigz -9 -n -T -R``, else ``gzip -n -9``                 Python gzip (one thread)
+gzip       ``pigz -9 -n -T -R -pN``, else ``gzip -n -9``             Python gzip (one thread)
 lz4        ``lz4 -l -9`` (the legacy frame the kernel reads)           Python lz4 (one thread)
 none       copy                                                      --
 =========  ========================================================  =================================
@@ -18,6 +18,12 @@ none       copy                                                      --
 The kernel's xz decoder knows only CRC32 checks, hence ``--check=crc32``.  Leading
 uncompressed archives (an early-microcode cpio) are kept as they are, uncompressed and
 first, with only the last archive compressed, as dracut does.
+
+The output does not depend on the number of cores (reproducible builds): xz, zstd and pigz
+split their input into blocks of a size their settings fix, whatever their thread count; but
+xz with one thread (``-T1``, or ``-T0`` on one core before xz 5.4) writes its single-threaded
+format, and pigz with one compresses otherwise too, so both always get two threads at least.
+A codec's Python fallback writes other bytes than its tool.
 """
 
 from __future__ import annotations
@@ -81,12 +87,14 @@ class Compressed:
 def tool_command(compression: Compression, level: int, threads: int) -> list[str] | None:
     """The command that compresses stdin to stdout, or None if no tool for it is installed."""
     t = str(threads)
+    # xz and pigz write other bytes with one thread: at least two, whatever the cores (see the module doc).
+    parallel = str(max(2, threads or len(os.sched_getaffinity(0))))
     if compression is Compression.XZ and runner.which("xz"):
-        return ["xz", f"-{level}", "--check=crc32", "--lzma2=dict=1MiB", f"-T{t}", "-c"]
+        return ["xz", f"-{level}", "--check=crc32", "--lzma2=dict=1MiB", f"-T{parallel}", "-c"]
     if compression is Compression.ZSTD and runner.which("zstd"):
         return ["zstd", f"-{level}", f"-T{t}", "-q", "-c"]
     if compression is Compression.GZIP and runner.which("pigz"):
-        return ["pigz", f"-{level}", "-n", "-T", "-R", "-c"] + ([f"-p{t}"] if threads else [])
+        return ["pigz", f"-{level}", "-n", "-T", "-R", "-c", f"-p{parallel}"]
     if compression is Compression.GZIP and runner.which("gzip"):
         return ["gzip", f"-{level}", "-n", "-c"]
     if compression is Compression.LZ4 and runner.which("lz4"):
@@ -134,8 +142,9 @@ def compress_initramfs(
 ) -> Compressed:
     """Compress the uncompressed initramfs ``source`` into ``output`` (written atomically).
 
-    ``threads`` 0 means one per core.  ``source`` must be a chain of uncompressed newc
-    archives (dracut ``--no-compress``); all but the last stay uncompressed.
+    ``threads`` 0 means one per core; xz and pigz get two at least (see the module doc).
+    ``source`` must be a chain of uncompressed newc archives (dracut ``--no-compress``); all but
+    the last stay uncompressed.
     """
     src = Path(source)
     dst = Path(output)

@@ -63,6 +63,12 @@ _COMPRESSION_FLAGS = ("--xz", "--zstd", "--gzip", "--lz4", "--lzo", "--bzip2", "
 #: Where the output and the configuration appear inside the tree while dracut runs.
 OUT_DIR = "/run/liveimg"
 DRACUT_CANDIDATES = ("/usr/bin/dracut", "/usr/sbin/dracut", "/sbin/dracut", "/bin/dracut")
+#: dracut's option for reproducible images (dracut 047 and later; older ones refuse it): file times
+#: no later than its own ``dracut-functions.sh``'s (dracut-ng: ``$SOURCE_DATE_EPOCH``), the archive
+#: in sorted order with inode numbers from 0, whatever the build host's filesystem gave.
+REPRODUCIBLE = "--reproducible"
+#: The largest dracut script :func:`knows_reproducible` reads (dracut 059's is about 90 KiB).
+_DRACUT_SCRIPT_LIMIT = 4 << 20
 
 
 class Where(enum.StrEnum):
@@ -141,6 +147,14 @@ def check_kernel(tree: GuestTree, kver: str) -> None:
     )
 
 
+def knows_reproducible(tree: GuestTree, dracut: str) -> bool:
+    """Whether the guest's ``dracut`` script takes :data:`REPRODUCIBLE` (it names the option)."""
+    try:
+        return REPRODUCIBLE.encode() in tree.read_bytes(dracut, limit=_DRACUT_SCRIPT_LIMIT)
+    except InvalidImage:
+        return False
+
+
 @dataclass(frozen=True)
 class Plan:
     """What to run: the dracut command line and the module decisions."""
@@ -179,7 +193,11 @@ def plan_dracut(tree: GuestTree, *, kver: str, ostree: bool, options: DracutOpti
             middle += SLIM_ARGS
         if options.omit_modules:
             middle += ["--omit", " ".join(options.omit_modules)]
-    argv = (dracut, *LORAX_FIXED_ARGS, *middle, *options.extra_args, "--no-compress", output, kver)
+    # --reproducible is given, not left to the image's configuration (Debian's ostree package sets it,
+    # a plain Debian does not): the same image gives the same initramfs (``--no-reproducible`` in
+    # dracut_args or extra_args comes later and wins).
+    fixed = (*LORAX_FIXED_ARGS, REPRODUCIBLE) if knows_reproducible(tree, dracut) else LORAX_FIXED_ARGS
+    argv = (dracut, *fixed, *middle, *options.extra_args, "--no-compress", output, kver)
     return Plan(tuple(argv), modules, left_out, required, conf_name)
 
 

@@ -49,16 +49,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from liveimg import sandbox
-from liveimg.dracut import cpio
+from liveimg.cache import Cache
+from liveimg.dracut import cpio, reuse
 from liveimg.dracut.appliance import ApplianceOpener, run_dracut_in_appliance
-from liveimg.dracut.compress import Compressed, Compression, compress_initramfs
+from liveimg.dracut.compress import DEFAULT_LEVELS, Compressed, Compression, compress_initramfs, tool_command
 from liveimg.dracut.initramfs import newc_index, plain_segments
 from liveimg.dracut.plan import OUT_DIR, DracutOptions, Plan, Where, plan_dracut, verify_initramfs
 from liveimg.dracut.sandbox import Bind, Tmpfs, check_sandbox_result, log_tail, run_in_sandbox, sandbox_available
 from liveimg.dracut.tree import ExtractedTree, extract_tree, guest_mkdirs
 from liveimg.errors import HostError, InternalError, InvalidImage, InvalidOptions, ToolTimeout
-from liveimg.fsview import GuestTree, HostFS
+from liveimg.fsview import GuestTree, HostFS, MergedFS
 from liveimg.progress import Progress
+from liveimg.staging import temp_beside
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +81,7 @@ class Initrd:
     compress_seconds: float
     where: Where  # SANDBOX or APPLIANCE
     argv: tuple[str, ...] = field(default=())  # dracut's command line
+    reused: bool = False  # taken from the build cache, dracut not run (liveimg.dracut.reuse)
 
 
 def _choose_where(options: DracutOptions) -> Where:
@@ -105,6 +108,7 @@ def build_initramfs(
     ostree: bool | None = None,
     appliance: ApplianceOpener | None = None,
     progress: Progress | None = None,
+    cache: Cache | None = None,
 ) -> Initrd:
     """Build the live initramfs of kernel ``kver`` into ``output``.
 
@@ -118,6 +122,9 @@ def build_initramfs(
     dracut's log goes to ``log_path`` (default: ``<output>.dracut.log``).  ``workdir`` holds
     the temporary files (default: beside ``output``).  ``appliance`` opens the libguestfs
     appliance for ``Where.APPLIANCE`` (default: :func:`liveimg.dracut.appliance.open_appliance`).
+    With ``cache`` (the sandbox only), dracut is skipped when the cache holds the initramfs of
+    the same inputs and the root still holds what it copied (:mod:`.reuse`, its contract); the
+    output is then the same bytes, and ``reused`` says so.
     """
     opts = options or DracutOptions()
     started = time.monotonic()
@@ -130,6 +137,7 @@ def build_initramfs(
     if ostree is None:
         ostree = deployment.strip("/") != "" if rootfs is not None else _looks_like_ostree(Path(tree or "."), boot)
     where = _choose_where(opts)
+    cached: _Cached | None = None
     if where is Where.APPLIANCE and rootfs is None:
         raise InvalidOptions("the appliance runs dracut on a rootfs image: give rootfs, not tree")
     progress = progress or Progress()
@@ -149,15 +157,20 @@ def build_initramfs(
                 else:
                     extracted = ExtractedTree(Path(tree or "."), Path(boot) if boot else None, "/", 0.0)
                 st.advance(1)
-                plan, dracut_seconds = _run_in_sandbox(
-                    extracted, kver=kver, ostree=ostree, opts=opts, raw=raw, logfile=logfile, work=work
-                )
+                plan = _prepare_tree(extracted, kver=kver, ostree=ostree, opts=opts, raw=raw)
+                cached = _Cached(cache, extracted, _key_parts(kver, plan, opts, where)) if cache else None
+                if cached is not None and cached.take(out, logfile):
+                    return _reused(out, kver=kver, opts=opts, cached=cached, plan=plan, logfile=logfile, where=where,
+                                   seconds=time.monotonic() - started)  # fmt: skip
+                dracut_seconds = _run_in_sandbox(extracted, plan=plan, opts=opts, raw=raw, logfile=logfile, work=work)
             st.advance(1)
             verify_initramfs(raw, plan.modules or plan.required)
         with progress.stage("compress initramfs", total=raw.stat().st_size, unit="bytes") as st:
             packed: Compressed = compress_initramfs(raw, out, opts.compression, level=opts.level,
                                                     threads=opts.threads, timeout=opts.timeout)  # fmt: skip
             st.update(raw.stat().st_size)
+        if where is not Where.APPLIANCE and cached is not None:
+            cached.store(raw, out, reuse.Entry(plan.modules, plan.left_out))
     seconds = time.monotonic() - started
     for name, why in plan.left_out:
         log.info("dracut module %s left out: %s", name, why)
@@ -188,9 +201,67 @@ DRACUT_LIMITS = sandbox.Limits(tasks=512, memory=4 * sandbox.GiB, file_size=4 * 
                                disk=8 * sandbox.GiB, tmpfs=256 * sandbox.MiB)  # fmt: skip
 
 
-def _run_in_sandbox(
-    extracted: ExtractedTree, *, kver: str, ostree: bool, opts: DracutOptions, raw: Path, logfile: Path, work: Path
-) -> tuple[Plan, float]:
+def _guest(extracted: ExtractedTree) -> GuestTree:
+    """The tree as dracut sees it, read safely: the deployment, with the physical /boot at /boot."""
+    root = HostFS(extracted.root.resolve(), label="the guest tree")
+    if extracted.boot is None:
+        return GuestTree(root)
+    return GuestTree(MergedFS({"/": root, "/boot": HostFS(extracted.boot, label="the guest's /boot")}))
+
+
+def _key_parts(kver: str, plan: Plan, opts: DracutOptions, where: Where) -> reuse.KeyParts:
+    level = opts.level if opts.level is not None else DEFAULT_LEVELS.get(opts.compression)
+    command = tool_command(opts.compression, level or 0, 2) if opts.compression is not Compression.NONE else None
+    return reuse.KeyParts(kver=kver, argv=plan.argv, compression=str(opts.compression), level=level,
+                          compress_command=" ".join(command or ("python",)), where=str(where),
+                          source_date_epoch=os.environ.get("SOURCE_DATE_EPOCH"))  # fmt: skip
+
+
+class _Cached:
+    """The build cache for one initramfs: its key, computed once the tree is ready."""
+
+    def __init__(self, cache: Cache, extracted: ExtractedTree, parts: reuse.KeyParts) -> None:
+        self.cache = cache
+        self.tree = _guest(extracted)
+        self.key = reuse.cache_key(self.tree, parts)
+        self.entry: reuse.Entry | None = None
+
+    def take(self, out: Path, logfile: Path) -> bool:
+        """Put the cached initramfs at ``out`` if there is one whose record holds; whether it did."""
+        tmp = temp_beside(out, ".cached")
+        try:
+            self.entry = reuse.lookup(self.cache, self.key, self.tree, tmp)
+            if self.entry is None:
+                return False
+            os.chmod(tmp, 0o644)  # as compress_initramfs leaves it
+            os.replace(tmp, out)
+        finally:
+            tmp.unlink(missing_ok=True)
+        logfile.write_text(f"liveimg: dracut not run: the initramfs comes from the build cache ({self.key})\n")
+        return True
+
+    def store(self, raw: Path, out: Path, entry: reuse.Entry) -> None:
+        if not reuse.store(self.cache, self.key, tree=self.tree, raw=raw, packed=out, entry=entry):
+            log.info("the initramfs could not be stored in the build cache %s", self.cache.root)
+
+
+def _reused(out: Path, *, kver: str, opts: DracutOptions, cached: _Cached, plan: Plan, logfile: Path, where: Where,
+            seconds: float) -> Initrd:  # fmt: skip
+    entry = cached.entry or reuse.Entry(plan.modules, plan.left_out)
+    for name, why in entry.left_out:
+        log.info("dracut module %s left out: %s", name, why)
+    log.info("initramfs of %s reused from the build cache: dracut not run", kver)
+    return Initrd(path=out, kver=kver, compression=opts.compression, size=out.stat().st_size, modules=entry.modules,
+                  left_out=entry.left_out, log=logfile, seconds=seconds, dracut_seconds=0.0, compress_seconds=0.0,
+                  where=where, argv=plan.argv, reused=True)  # fmt: skip
+
+
+#: Where :func:`_run_in_sandbox` mounts something over the tree (the physical /boot aside).
+MOUNT_POINTS = ("/proc", "/dev", "/sys", "/run", "/tmp", "/var/tmp")
+
+
+def _prepare_tree(extracted: ExtractedTree, *, kver: str, ostree: bool, opts: DracutOptions, raw: Path) -> Plan:
+    """dracut's plan, and the tree made ready for it (mount points, the --dracut-conf copy)."""
     root = extracted.root.resolve()
     if not root.is_dir():
         raise InvalidOptions(f"guest tree {root} is not a directory")
@@ -208,6 +279,18 @@ def _run_in_sandbox(
             guest_mkdirs(root, needed)
     if opts.dracut_conf is not None and plan.conf_name:
         write_in_tree(root, "/etc/dracut.conf.d", plan.conf_name, opts.dracut_conf.read_bytes())
+    # The sandbox's mount points (:func:`_run_in_sandbox`), made now rather than when it starts: the
+    # initramfs cache reads the tree before dracut on a hit and after it when storing, and both
+    # must see the same tree (an image without /var/tmp would otherwise never hit).
+    for point in (*MOUNT_POINTS, *(("/boot",) if extracted.boot is not None else ())):
+        guest_mkdirs(root, point)
+    return plan
+
+
+def _run_in_sandbox(
+    extracted: ExtractedTree, *, plan: Plan, opts: DracutOptions, raw: Path, logfile: Path, work: Path
+) -> float:
+    root = extracted.root.resolve()
     outdir = work / "out"
     vartmp = work / "var-tmp"
     outdir.mkdir()
@@ -236,7 +319,7 @@ def _run_in_sandbox(
     added = add_device_nodes(raw)
     if added:
         log.info("added the device nodes dracut creates when it runs as real root: %s", ", ".join(added))
-    return plan, result.seconds
+    return result.seconds
 
 
 def write_in_tree(root: Path, directory: str, name: str, data: bytes) -> Path:

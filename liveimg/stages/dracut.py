@@ -36,6 +36,7 @@ def run(ctx: Build) -> None:
                 log_path=work / "dracut.log",
                 ostree=info.ostree,
                 progress=progress,
+                cache=ctx.cache,
             )
 
     job = Job("dracut", dracut, ctx.progress)

@@ -46,6 +46,15 @@ def test_lorax_defaults_with_ostree(tmp_path: Path) -> None:
     )
 
 
+def test_reproducible_when_the_guest_s_dracut_takes_it(tmp_path: Path) -> None:
+    """A dracut that names --reproducible gets it, before the defaults and what replaces them."""
+    root = make_guest(tmp_path)
+    (root / "usr/bin/dracut").write_text("#!/bin/bash\n# --reproducible) reproducible_l=yes ;;\n")
+    assert plan(root)[:4] == ("/usr/bin/dracut", "--nomdadmconf", "--nolvmconf", "--reproducible")
+    replaced = plan(root, dracut_args=("--add livenet", "--no-reproducible"))
+    assert replaced[3] == "--reproducible" and replaced.index("--no-reproducible") > 3  # the caller's wins
+
+
 def test_all_drivers_is_lorax_s_command_line(tmp_path: Path) -> None:
     argv = plan(make_guest(tmp_path), all_drivers=True)
     assert "--filesystems" not in argv and "--omit-drivers" not in argv
