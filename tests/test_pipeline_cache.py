@@ -1,8 +1,8 @@
 """The build cache in a build: chosen by the options, handed to the squashfs writer, reported, trimmed.
 
 The appliance and the rootfs stage are stand-ins (tests/stages/standins.py); the pack and
-manifest stages are the real ones.  The real pipeline twice on the atomic sample is
-tests/integration/test_cache_rebuild.py.
+manifest stages are the real ones.  The real pipeline, cold then warm, on the atomic sample
+is in tests/integration/test_reproducible.py.
 """
 
 from __future__ import annotations

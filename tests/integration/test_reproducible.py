@@ -8,7 +8,8 @@ Cold means from an empty build cache (atomic, at the same path each time, so tha
 ``cache`` sections agree) or with none (``--no-cache``, classic).  The atomic sample is built a
 third time with the build cache the second filled: dracut is not run
 (the manifest's ``initramfs.reused``), and the OUTDIR is the cold one's but for the manifest's
-``cache`` section and that flag.  Both samples' dracut is configured ``reproducible=yes``
+``cache`` section and that flag, every squashfs block of the cold build reused.  Both samples'
+dracut is configured ``reproducible=yes``
 already (Debian's ostree package's ``/etc/dracut.conf.d/ostree.conf``, which a ``--dracut-conf``,
 read before it, cannot override), so liveimg's own ``--reproducible`` is checked by
 ``tests/dracut/test_plan.py`` only.
@@ -109,6 +110,14 @@ def test_atomic_twice_is_byte_identical_and_a_warm_build_too(tmp_path: Path) -> 
     build(image, tmp_path / "warm", "--cloud-init", cache=cache)  # the cache b filled
     difference = first_difference(tmp_path / "a", tmp_path / "warm", warm=True)
     assert difference is None, difference
+    # Every data block of rootfs.img was compressed once by the cold build, and reused by the warm one.
+    cold, warm = (json.loads((tmp_path / name / "manifest.json").read_text()) for name in ("b", "warm"))
+    assert cold["cache"]["dir"] == warm["cache"]["dir"] == str(cache)
+    c, w = cold["cache"]["namespaces"]["squashfs"], warm["cache"]["namespaces"]["squashfs"]
+    blocks = c["hits"] + c["misses"]
+    assert c["misses"] > 1000
+    assert (w["hits"], w["misses"], w["errors"]) == (blocks, 0, 0)
+    assert w["bytes_reused"] == c["bytes_stored"] + c["bytes_reused"]
 
 
 def test_classic_twice_is_byte_identical(tmp_path: Path) -> None:
