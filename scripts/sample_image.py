@@ -17,6 +17,14 @@ Variants (``--variant``):
 ``atomic-2deploy``
     two deployments whose boot checksums differ (the second initramfs carries one more file):
     the case where lorax fails with "Too many deployment roots".
+``atomic-update``
+    the ``atomic`` sample's commit deployed, then a second commit on top of it deployed as the
+    new default with ``ostree admin deploy`` (the first stays as the rollback, as after
+    ``ostree admin upgrade``).  The second commit is what an upgrade of Debian's apt packages
+    would change (see :func:`apply_update`): a few MiB of binaries and libraries rewritten, a
+    library renamed to its next version, a file added and one removed; the kernel and
+    initramfs stay, so both deployments share one boot checksum.  The manifest's ``update``
+    lists the files and bytes.
 ``classic``
     no ostree: one ext4 root partition with the kernel and initramfs in ``/boot``.
 
@@ -67,7 +75,7 @@ HERE = Path(__file__).resolve().parent
 #: The files whose content decides the cache key: change one, and every sample is rebuilt.
 BUILDER_FILES = (HERE / "sample_image.py", HERE / "make-sample-image")
 
-VARIANTS = ("atomic", "atomic-xfs-lvm", "atomic-2deploy", "classic")
+VARIANTS = ("atomic", "atomic-xfs-lvm", "atomic-2deploy", "atomic-update", "classic")
 FORMATS = ("raw", "qcow2")
 
 SUITE = "bookworm"
@@ -145,6 +153,21 @@ d /var/mail 2775 root mail -
 d /var/local 2775 root staff -
 d /var/backups 0755 root root -
 """
+
+#: The ``atomic-update`` sample's upgrade (paths relative to the tree, which must match): the
+#: files rewritten in place, ...
+UPDATE_REWRITE = (
+    "usr/bin/apt*", "usr/lib/apt/apt-helper", "usr/lib/apt/methods/*", "usr/lib/apt/solvers/*",
+    "usr/lib/x86_64-linux-gnu/libapt-private.so.*",
+)  # fmt: skip
+#: ... the libraries replaced by their next version (the old file removed, a rewritten one added
+#: under the bumped name, the soname link repointed), ...
+UPDATE_BUMP = ("usr/lib/x86_64-linux-gnu/libapt-pkg.so.*.*.*",)
+#: ... the files removed (apt 2.7 dropped its ftp method) and the files added.
+UPDATE_REMOVE = ("usr/lib/apt/methods/ftp",)
+UPDATE_ADD = ("usr/share/doc/apt/changelog.liveimg-update",)
+#: The content transform's page: every page of a rewritten file differs from the old one.
+UPDATE_PAGE = 4096
 
 # GPT partition type GUIDs.
 GPT_BIOS_BOOT = "21686148-6449-6E6F-744E-656564454649"
@@ -431,6 +454,8 @@ class Manifest:
     root_device: str = ""
     fstype: str = "ext4"
     deployments: int = 0
+    #: atomic-update only: what the second commit changed (see :func:`apply_update`).
+    update: dict[str, object] | None = None
     partitions: list[dict[str, object]] = field(default_factory=list)
     build_seconds: float = 0.0
     apparent_bytes: int = 0
@@ -546,7 +571,88 @@ def append_cpio(r: Runner, initramfs: Path, work: Path, files: Mapping[str, str]
         f.write(b"\0" * pad + archive)
 
 
-def deploy_ostree(r: Runner, tree: Path, sysroot: Path, *, kargs: Sequence[str], deployments: int, work: Path) -> None:
+def _updated_bytes(relpath: str, old: bytes) -> bytes:
+    """The "new version" of a file: each page's first 16 bytes replaced by a hash of its path and
+    offset, and a trailer.  Deterministic, so every build of the sample holds the same bytes;
+    every page differs from the old one while the file compresses as the old one did.
+    """
+    out = bytearray(old)
+    for offset in range(0, len(old), UPDATE_PAGE):
+        stamp = hashlib.sha256(f"liveimg-sample-update\0{relpath}\0{offset}".encode()).digest()[:16]
+        end = min(offset + len(stamp), len(old))
+        out[offset:end] = stamp[: end - offset]
+    out += f"\nliveimg sample update of /{relpath}\n".encode()
+    return bytes(out)
+
+
+def _matches(tree: Path, patterns: Sequence[str]) -> list[Path]:
+    """Regular files (not symlinks) matching ``patterns``; a pattern matching none is an error."""
+    found: list[Path] = []
+    for pattern in patterns:
+        hits = sorted(p for p in tree.glob(pattern) if p.is_file() and not p.is_symlink())
+        if not hits:
+            raise BuildError(f"the update's pattern {pattern} matches no file in the base tree")
+        found += [p for p in hits if p not in found]
+    return found
+
+
+def apply_update(tree: Path) -> dict[str, object]:
+    """Change ``tree`` as an upgrade of apt would (see ``UPDATE_*``); return what changed.
+
+    The result lists ``changed`` (path, old_bytes, new_bytes), ``added`` and ``removed`` (path,
+    bytes), and their totals; paths are absolute in the deployment.
+    """
+    changed: list[dict[str, object]] = []
+    added: list[dict[str, object]] = []
+    removed: list[dict[str, object]] = []
+    for path in _matches(tree, UPDATE_REWRITE):
+        rel = str(path.relative_to(tree))
+        old = path.read_bytes()
+        new = _updated_bytes(rel, old)
+        path.write_bytes(new)
+        changed.append({"path": "/" + rel, "old_bytes": len(old), "new_bytes": len(new)})
+    for path in _matches(tree, UPDATE_BUMP):
+        head, _, last = path.name.rpartition(".")
+        bumped = path.with_name(f"{head}.{int(last) + 1}")
+        old = path.read_bytes()
+        new = _updated_bytes(str(bumped.relative_to(tree)), old)
+        bumped.write_bytes(new)
+        shutil.copymode(path, bumped)
+        path.unlink()
+        removed.append({"path": "/" + str(path.relative_to(tree)), "bytes": len(old)})
+        added.append({"path": "/" + str(bumped.relative_to(tree)), "bytes": len(new)})
+        for link in path.parent.iterdir():
+            if link.is_symlink() and os.readlink(link) == path.name:
+                link.unlink()
+                link.symlink_to(bumped.name)
+    for path in _matches(tree, UPDATE_REMOVE):
+        removed.append({"path": "/" + str(path.relative_to(tree)), "bytes": path.stat().st_size})
+        path.unlink()
+    for rel in UPDATE_ADD:
+        lines = [f"{name['path']}: rewritten, {name['old_bytes']} -> {name['new_bytes']} bytes\n" for name in changed]
+        text = "liveimg sample update (generation 2)\n\n" + "".join(lines)
+        (tree / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tree / rel).write_text(text)
+        added.append({"path": "/" + rel, "bytes": len(text.encode())})
+    return {
+        "changed": changed,
+        "added": added,
+        "removed": removed,
+        "changed_bytes": sum(int(str(c["new_bytes"])) for c in changed),
+        "added_bytes": sum(int(str(a["bytes"])) for a in added),
+        "removed_bytes": sum(int(str(d["bytes"])) for d in removed),
+    }
+
+
+def deploy_ostree(
+    r: Runner, tree: Path, sysroot: Path, *, kargs: Sequence[str], deployments: int, work: Path, update: bool = False
+) -> dict[str, object] | None:
+    """Commit ``tree`` and deploy it ``deployments`` times, each later generation changed first.
+
+    A later generation gets a rebuilt initramfs (a new boot checksum), or with ``update`` the
+    changes of :func:`apply_update` (whose record is returned) and the same kernel and initramfs.
+    """
+    changes: dict[str, object] | None = None
     ref = f"{OS_NAME}/{SUITE}/x86_64"
     repo = sysroot / "ostree/repo"
     r.run(["ostree", "admin", "init-fs", sysroot])
@@ -556,19 +662,29 @@ def deploy_ostree(r: Runner, tree: Path, sysroot: Path, *, kargs: Sequence[str],
     r.run(["ostree", "config", f"--repo={repo}", "set", "core.fsync", "false"])
     for generation in range(1, deployments + 1):
         kver = kernel_version(tree)
-        if generation > 1:
+        if generation > 1 and update:
+            changes = apply_update(tree)
+        elif generation > 1:
             # A rebuilt initramfs: a new boot checksum, hence a second ostree/boot.N/<os>/<bootcsum>.
             append_cpio(r, tree / "usr/lib/modules" / kver / "initramfs.img", work / f"gen{generation}",
                         {"etc/liveimg-sample-initramfs-generation": f"{generation}\n"})  # fmt: skip
         mark = tree / "usr/lib/liveimg-sample/generation"
         mark.parent.mkdir(parents=True, exist_ok=True)
+        old_mark = mark.read_bytes() if mark.exists() else b""
         mark.write_text(f"{generation}\n")
+        if changes is not None and generation > 1:
+            changed = changes["changed"]
+            assert isinstance(changed, list)
+            rel = "/" + str(mark.relative_to(tree))
+            changed.append({"path": rel, "old_bytes": len(old_mark), "new_bytes": mark.stat().st_size})
+            changes["changed_bytes"] = int(str(changes["changed_bytes"])) + mark.stat().st_size
         r.note(f"ostree commit {generation}/{deployments}")
         r.run(["ostree", f"--repo={repo}", "commit", f"--branch={ref}", f"--tree=dir={tree}", "--no-xattrs",
                f"--subject=liveimg sample, generation {generation}"], timeout=1800)  # fmt: skip
         r.note(f"ostree admin deploy {generation}/{deployments}")
         karg_opts = [f"--karg={k}" for k in kargs] if generation == 1 else []  # later ones inherit
         r.run(["ostree", "admin", "deploy", f"--sysroot={sysroot}", f"--os={OS_NAME}", *karg_opts, ref], timeout=1800)
+    return changes
 
 
 def build_atomic(r: Runner, variant: str, base: Path, disk: Path, work: Path) -> Manifest:
@@ -588,10 +704,11 @@ def build_atomic(r: Runner, variant: str, base: Path, disk: Path, work: Path) ->
     else:
         m.root_device = f"UUID={m.root_fs_uuid}"
         m.kernel_args = [f"root=UUID={m.root_fs_uuid}", "rw", *CONSOLE_KARGS]
-    m.deployments = 2 if variant == "atomic-2deploy" else 1
+    m.deployments = 2 if variant in ("atomic-2deploy", "atomic-update") else 1
     sysroot = work / "sysroot"
     sysroot.mkdir()
-    deploy_ostree(r, tree, sysroot, kargs=m.kernel_args, deployments=m.deployments, work=work)
+    m.update = deploy_ostree(r, tree, sysroot, kargs=m.kernel_args, deployments=m.deployments, work=work,
+                             update=variant == "atomic-update")  # fmt: skip
     remove_tree(tree)
     # /boot is its own partition: its files go there, the root keeps the empty mount point.
     bootdir = work / "bootfs"
