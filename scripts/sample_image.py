@@ -605,7 +605,8 @@ def apply_update(tree: Path) -> dict[str, object]:
     changed: list[dict[str, object]] = []
     added: list[dict[str, object]] = []
     removed: list[dict[str, object]] = []
-    for path in _matches(tree, UPDATE_REWRITE):
+    going = _matches(tree, UPDATE_REMOVE)
+    for path in [p for p in _matches(tree, UPDATE_REWRITE) if p not in going]:
         rel = str(path.relative_to(tree))
         old = path.read_bytes()
         new = _updated_bytes(rel, old)
@@ -625,7 +626,7 @@ def apply_update(tree: Path) -> dict[str, object]:
             if link.is_symlink() and os.readlink(link) == path.name:
                 link.unlink()
                 link.symlink_to(bumped.name)
-    for path in _matches(tree, UPDATE_REMOVE):
+    for path in going:
         removed.append({"path": "/" + str(path.relative_to(tree)), "bytes": path.stat().st_size})
         path.unlink()
     for rel in UPDATE_ADD:
