@@ -10,8 +10,8 @@ CPU seconds of the command and its waited-for children, peak RSS of its process 
 * ``warm``: ``liveimg build ATOMIC --cache C`` first (measured, reported as ``prime``, not
   part of the comparison), then ``liveimg build UPDATE -o OUT --cache C``.
 
-Both run with liveimg's default codecs (lorax's: xz + BCJ squashfs, xz initramfs; lz4 with
-``--quick``) and the same ``SOURCE_DATE_EPOCH``, as a throw-away unprivileged user
+Both run with liveimg's default codecs (lorax's: xz + BCJ squashfs, xz initramfs; with
+``--quick``, lz4 squashfs and zstd initramfs: an lz4 initramfs cannot be appended to) and the same ``SOURCE_DATE_EPOCH``, as a throw-away unprivileged user
 (:func:`tests.support.unprivileged_user`, as :mod:`benchmarks.e2e`) reading the samples
 through hard links.  The cold and warm OUTDIRs of a round must hold the same files with the
 same bytes (``manifest.json`` aside: it records timings and the cache's own figures); a
@@ -132,7 +132,7 @@ def run(*, rounds: int, quick: bool, nice: int, keep: bool = False) -> dict[str,
 
     atomic, atomic_meta = _sample("atomic")
     update, update_meta = _sample("atomic-update")
-    extra = ["--compression", "lz4", "--initramfs-compression", "lz4"] if quick else []
+    extra = ["--compression", "lz4", "--initramfs-compression", "zstd"] if quick else []
     changes = update_meta.get("update") or {}
     report: dict[str, Any] = {
         "images": {"atomic": _describe(atomic, atomic_meta), "update": _describe(update, update_meta)},
