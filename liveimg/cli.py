@@ -475,6 +475,14 @@ def _add_build(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("work files")
     g.add_argument("--workdir", type=Path, help="where temporary files go (default: beside OUTDIR)")
     g.add_argument("--keep-workdir", action="store_true", help="keep the temporary files (rootfs.img, dracut log)")
+    c = g.add_mutually_exclusive_group()
+    c.add_argument("--cache", type=Path, metavar="DIR",
+                   help="the build cache: compressed squashfs blocks reused by the next build "
+                        "(default: $LIVEIMG_CACHE, else ~/.cache/liveimg/cache)")  # fmt: skip
+    c.add_argument("--no-cache", action="store_true", help="build without the cache")
+    g.add_argument("--cache-size", metavar="SIZE",
+                   help="the cache's bound, GiB or with a unit (default 10); the least recently used entries go "
+                        "when a build ends")  # fmt: skip
 
 
 def _ssh_keys(value: str) -> list[str]:
@@ -561,6 +569,9 @@ def build_options(args: argparse.Namespace, accel: str | None) -> BuildOptions:
         keep_workdir=args.keep_workdir,
         force=args.force,
         accel=accel,
+        cache=not args.no_cache,
+        cache_dir=args.cache,
+        cache_max_bytes=parse_size(args.cache_size) if args.cache_size else None,
     )
 
 

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast, overload
 from liveimg.errors import InternalError
 
 if TYPE_CHECKING:
+    from liveimg.cache import Cache
     from liveimg.dracut import Initrd
     from liveimg.efi import EfiChain
     from liveimg.embed import Embedded
@@ -71,7 +72,8 @@ class Build:
     ``txn`` is OUTDIR's transaction (:mod:`liveimg.outdir`): stages write OUTDIR's files into
     ``txn.out`` and their temporary files into ``txn.work``.  ``resources`` holds what must be
     closed when the build ends however it ends (the appliance).  ``timings`` has the wall time
-    of each timed stage, in seconds (the manifest's ``stages``).
+    of each timed stage, in seconds (the manifest's ``stages``).  ``cache`` is the build cache
+    (:mod:`liveimg.cache`), or None with ``--no-cache``; the pipeline trims it when the build ends.
     """
 
     # The artifacts, in the order the stages make them.
@@ -94,10 +96,17 @@ class Build:
     iso: Artifact[IsoResult] = Artifact()  # iso, with --iso
     manifest: Artifact[dict[str, Any]] = Artifact()  # manifest
 
-    def __init__(
-        self, image: Path, options: BuildOptions, layout: Layout, txn: OutdirTransaction, progress: Progress
+    def __init__(  # noqa: PLR0917
+        self,
+        image: Path,
+        options: BuildOptions,
+        layout: Layout,
+        txn: OutdirTransaction,
+        progress: Progress,
+        cache: Cache | None = None,
     ) -> None:
         self.image = image
+        self.cache = cache
         self.options = options
         self.layout = layout
         self.txn = txn

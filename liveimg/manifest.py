@@ -108,6 +108,14 @@ def describe(ctx: Build) -> dict[str, Any]:
             "sha256": artifacts[embedded.file]["sha256"],
             "warnings": list(ctx.embed_warnings),
         },
+        # The build cache (liveimg.cache): where, and what each namespace reused (the same for every
+        # build from an empty cache; no time in it).
+        "cache": None
+        if ctx.cache is None
+        else {
+            "dir": str(ctx.cache.root),
+            "namespaces": {ns: stats.to_json() for ns, stats in ctx.cache.stats().items()},
+        },
         "artifacts": artifacts,
         "stages": dict(ctx.timings),
         "warnings": list(info.warnings),

@@ -52,6 +52,12 @@ class BuildOptions:
     keep_workdir: bool = False
     force: bool = False
     accel: str | None = None
+    #: The build cache (:mod:`liveimg.cache`): on by default; ``cache_dir`` None means ``$LIVEIMG_CACHE``,
+    #: else ``~/.cache/liveimg/cache``; ``cache_max_bytes`` None means 10 GiB.  Only the native squashfs
+    #: writer uses it (not mksquashfs, not the erofs layout).
+    cache: bool = True
+    cache_dir: Path | None = None
+    cache_max_bytes: int | None = None
 
 
 def squashfs_options(options: BuildOptions, arch: str | None) -> SquashfsOptions:

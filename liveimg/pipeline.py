@@ -38,6 +38,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from liveimg import cancel, livenbd
+from liveimg.cache import Cache, open_cache, open_default_cache
 from liveimg.context import Build, BuildResult
 from liveimg.errors import Cancelled, HostError, InvalidImage, InvalidOptions, signal_name
 from liveimg.layouts import Layout, get_layout
@@ -107,13 +108,16 @@ def build(
     with cancel.handling():
         try:
             image = _check_input(Path(image))
+            cache = build_cache(opts)
             txn = OutdirTransaction(
                 Path(outdir), force=opts.force, workdir=opts.workdir, keep_workdir=opts.keep_workdir
             )
             try:
-                return _run(Build(image, opts, layout, txn, progress))
+                return _run(Build(image, opts, layout, txn, progress, cache))
             finally:
                 txn.close()
+                if cache is not None:
+                    _trim(cache)
         except BaseException as exc:
             signum = cancel.requested()
             if signum is None and isinstance(exc, KeyboardInterrupt):
@@ -140,6 +144,25 @@ def _run(ctx: Build) -> BuildResult:
     ctx.timings["total"] = round(time.monotonic() - started, 3)
     log.info("built %s in %.1f s", ctx.txn.outdir, ctx.timings["total"])
     return ctx.result()
+
+
+def build_cache(opts: BuildOptions) -> Cache | None:
+    """The build's cache: None with ``cache=False``; a directory the caller named (``cache_dir`` or
+    ``$LIVEIMG_CACHE``) must be usable (a :class:`HostError` before anything is touched), the default
+    one only may fail, with a warning and no cache."""
+    if not opts.cache:
+        return None
+    if opts.cache_dir is not None:
+        return open_cache(opts.cache_dir, opts.cache_max_bytes)
+    return open_default_cache(opts.cache_max_bytes)
+
+
+def _trim(cache: Cache) -> None:
+    """Bring the cache under its bound once the build is done; a failure there fails no build."""
+    try:
+        cache.trim()
+    except (OSError, HostError) as exc:
+        log.warning("could not trim the build cache %s: %s", cache.root, exc)
 
 
 def _check_options(opts: BuildOptions) -> tuple[BuildOptions, Layout]:

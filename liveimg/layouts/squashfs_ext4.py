@@ -33,7 +33,7 @@ class SquashfsExt4(Layout):
     def pack(self, ctx: Build) -> SquashfsResult:
         return write_squashfs_file(
             ctx.rootfs.path, ctx.txn.out / self.file_name, ROOTFS_IMG, self.pack_options, ctx.progress,
-            backend=ctx.options.squashfs_backend,
+            backend=ctx.options.squashfs_backend, cache=ctx.cache,
         )  # fmt: skip
 
     def manifest(self, ctx: Build) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from liveimg.squashfs.writer import SquashfsWriter
 from liveimg.tarout import tar_into
 
 if TYPE_CHECKING:
+    from liveimg.cache import Cache
     from liveimg.context import Build
     from liveimg.guest import Guest
     from liveimg.options import BuildOptions
@@ -57,16 +58,18 @@ class SquashfsFlat(Layout):
 
     def pack(self, ctx: Build) -> SquashfsResult:
         # The tree comes from the appliance; rootfs.img still feeds the dracut stage.
-        return pack_guest_tree(ctx.guest, ctx.txn.out / self.file_name, self.pack_options, ctx.progress)
+        return pack_guest_tree(ctx.guest, ctx.txn.out / self.file_name, self.pack_options, ctx.progress, ctx.cache)
 
     def manifest(self, ctx: Build) -> dict[str, Any]:
         return {"backend": ctx.options.squashfs_backend, **jsonable(asdict(self.pack_options))}
 
 
-def pack_guest_tree(guest: Guest, dest: Path, options: SquashfsOptions, progress: Progress) -> SquashfsResult:
+def pack_guest_tree(
+    guest: Guest, dest: Path, options: SquashfsOptions, progress: Progress, cache: Cache | None = None
+) -> SquashfsResult:
     """The physical root (``/boot`` merged) itself in the squashfs ``dest``, streamed from the appliance."""
     boot_mp = guest.boot_mountpoint
-    with SquashfsWriter(dest, options, progress) as writer:
+    with SquashfsWriter(dest, options, progress, cache=cache) as writer:
         skip = frozenset({"boot"}) if boot_mp is not None else frozenset()
         tar_into(guest.g, guest.root_mountpoint, writer, prefix="", skip=skip)
         if boot_mp is not None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
+from liveimg.cache import Cache
 from liveimg.errors import InvalidOptions
 from liveimg.progress import Progress
 from liveimg.squashfs.mksquashfs import mksquashfs, mksquashfs_file
@@ -34,12 +35,13 @@ def write_squashfs(
     progress: Progress | None = None,
     *,
     backend: Backend = "native",
+    cache: Cache | None = None,
 ) -> SquashfsResult:
-    """Pack the directory ``source`` into ``dest`` with the chosen backend."""
+    """Pack the directory ``source`` into ``dest`` with the chosen backend (only the native one uses ``cache``)."""
     _check_backend(backend)
     if backend == "mksquashfs":
         return mksquashfs(source, dest, options, progress)
-    return pack(source, dest, options, progress)
+    return pack(source, dest, options, progress, cache=cache)
 
 
 def write_squashfs_file(
@@ -50,12 +52,16 @@ def write_squashfs_file(
     progress: Progress | None = None,
     *,
     backend: Backend = "native",
+    cache: Cache | None = None,
 ) -> SquashfsResult:
-    """Pack one file as ``arcname`` into ``dest`` with the chosen backend (no staging copy natively)."""
+    """Pack one file as ``arcname`` into ``dest`` with the chosen backend (no staging copy natively).
+
+    Only the native backend reuses compressed blocks from ``cache``.
+    """
     _check_backend(backend)
     if backend == "mksquashfs":
         return mksquashfs_file(file, dest, arcname, options, progress)
-    return pack_file(file, dest, arcname, options, progress)
+    return pack_file(file, dest, arcname, options, progress, cache=cache)
 
 
 __all__ = [

@@ -28,6 +28,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 from liveimg.errors import HostError, InvalidImage
 from liveimg.progress import StageProgress
+from liveimg.squashfs.block_cache import BlockCache
 from liveimg.squashfs.block_writer import BlockWriter, FileData
 from liveimg.squashfs.compressor import Compressor
 from liveimg.squashfs.frag_table import FragmentTable
@@ -130,8 +131,10 @@ class BlockProcessor:
         use_fragments: bool,
         always_fragments: bool,
         stage: StageProgress | None = None,
+        cache: BlockCache | None = None,
     ) -> None:
         self.compressor = compressor
+        self.cache = cache
         self.writer = writer
         self.fragments = fragments
         self.block_size = compressor.block_size
@@ -154,6 +157,12 @@ class BlockProcessor:
         self._codec_lock = threading.Lock()
 
     def _compress(self, raw: bytes) -> bytes | None:
+        """The block compressed (None: stored as it is), in a worker; from the cache when it has it."""
+        if self.cache is not None:
+            return self.cache.compress(raw, self._compress_now)
+        return self._compress_now(raw)
+
+    def _compress_now(self, raw: bytes) -> bytes | None:
         started = time.thread_time()
         packed = self.compressor.compress(raw)
         spent = time.thread_time() - started

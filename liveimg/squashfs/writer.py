@@ -37,8 +37,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
 
+from liveimg.cache import Cache
 from liveimg.errors import HostError, InternalError, InvalidImage, InvalidOptions, LiveImgError
 from liveimg.progress import Progress, StageProgress
+from liveimg.squashfs.block_cache import BlockCache
 from liveimg.squashfs.block_processor import (
     BlockProcessor,
     Chunk,
@@ -93,7 +95,9 @@ class SquashfsWriter:
 
     Leaving the ``with`` block normally calls :meth:`finish`; an exception calls
     :meth:`abort` (nothing is left at ``dest``).  Attributes given to ``add_*`` are
-    adjusted by the options (``all_root``, ``force_uid``, ``all_time`` ...).
+    adjusted by the options (``all_root``, ``force_uid``, ``all_time`` ...).  With a ``cache``,
+    compressed blocks are reused from it and stored in it (:mod:`liveimg.squashfs.block_cache`):
+    the image is the same bytes either way.
     """
 
     def __init__(
@@ -103,6 +107,7 @@ class SquashfsWriter:
         progress: Progress | None = None,
         *,
         total_bytes: int | None = None,
+        cache: Cache | None = None,
     ) -> None:
         self.options = (options or SquashfsOptions()).validate()
         self.dest = Path(dest)
@@ -111,6 +116,7 @@ class SquashfsWriter:
         #: Inode times later than this are clamped to it ($SOURCE_DATE_EPOCH; not with all_time).
         self.epoch = source_date_epoch() if self.options.all_time is None else None
         self.compressor: Compressor = make_compressor(self.options)
+        self.block_cache = BlockCache(cache, self.compressor) if cache is not None else None
         self.tree = FsTree(self._mtime(None, ""))
         self._progress = progress or Progress()
         self._stage_cm = self._progress.stage("squashfs", total=total_bytes, unit="bytes")
@@ -137,6 +143,7 @@ class SquashfsWriter:
                 use_fragments=not self.options.no_fragments,
                 always_fragments=self.options.always_use_fragments,
                 stage=self._stage,
+                cache=self.block_cache,
             )
         except BaseException:
             self._cleanup()
@@ -421,6 +428,8 @@ class SquashfsWriter:
             "fragments": len(self.fragments),
             "codec_cpu_ms": int(self.processor.codec_seconds * 1000),
         }
+        if self.block_cache is not None:
+            stats.update(cache_hits=self.block_cache.hits, cache_misses=self.block_cache.misses)
         xz_stats = getattr(self.compressor, "stats", None)
         if isinstance(xz_stats, dict):
             stats.update({f"xz_{k}": v for k, v in xz_stats.items()})
@@ -546,6 +555,8 @@ def pack(
     dest: Path | str,
     options: SquashfsOptions | None = None,
     progress: Progress | None = None,
+    *,
+    cache: Cache | None = None,
 ) -> SquashfsResult:
     """Pack the directory ``source`` into the squashfs image ``dest`` (the native writer).
 
@@ -572,7 +583,7 @@ def pack(
                 hint="mount /proc, or pack with --no-xattrs",
             )
         excluded = Excluded(Path(dest))
-        writer = SquashfsWriter(dest, opts, progress, total_bytes=tree_size(root_fd, excluded))
+        writer = SquashfsWriter(dest, opts, progress, total_bytes=tree_size(root_fd, excluded), cache=cache)
         with writer:
             excluded.add(writer.temp_path)
             scan = HostScan(src, xattrs=not opts.no_xattrs, excluded=excluded, xattr_hint=_XATTR_HINT)
@@ -591,6 +602,7 @@ def pack_file(
     *,
     mode: int = 0o644,
     dir_mode: int = 0o755,
+    cache: Cache | None = None,
 ) -> SquashfsResult:
     """Pack one file as ``arcname`` (directories made as needed), reading it in place.
 
@@ -606,7 +618,7 @@ def pack_file(
     if not stat.S_ISREG(st.st_mode):
         raise InvalidOptions(f"{path} is not a regular file")
     mtime = _seconds(st)  # the writer clamps it to $SOURCE_DATE_EPOCH
-    with SquashfsWriter(dest, options, progress, total_bytes=st.st_size) as writer:
+    with SquashfsWriter(dest, options, progress, total_bytes=st.st_size, cache=cache) as writer:
         writer.add_directory("", mode=dir_mode, mtime=mtime)
         parts = arcname.strip("/").split("/")
         for i in range(1, len(parts)):
