@@ -11,12 +11,13 @@ CPU seconds of the command and its waited-for children, peak RSS of its process 
   part of the comparison), then ``liveimg build UPDATE -o OUT --cache C``.
 
 Both run with liveimg's default codecs (lorax's: xz + BCJ squashfs, xz initramfs; with
-``--quick``, lz4 squashfs and zstd initramfs: an lz4 initramfs cannot be appended to) and the same ``SOURCE_DATE_EPOCH``, as a throw-away unprivileged user
-(:func:`tests.support.unprivileged_user`, as :mod:`benchmarks.e2e`) reading the samples
-through hard links.  The cold and warm OUTDIRs of a round must hold the same files with the
-same bytes (``manifest.json`` aside: it records timings and the cache's own figures); a
-difference stops the benchmark.  Each case keeps the manifest's ``cache`` record: what the
-build found in and added to the cache.
+``--quick``, lz4 squashfs and zstd initramfs: an lz4 initramfs cannot be appended to) and the
+same ``SOURCE_DATE_EPOCH``, as a throw-away unprivileged user
+(:func:`tests.support.unprivileged_user`, as :mod:`benchmarks.e2e`) reading the samples through
+hard links. The cold and warm OUTDIRs of a round must hold the same files with the same bytes
+(``manifest.json`` aside: it records timings and the cache's own figures); a difference stops
+the benchmark. Each case keeps the manifest's ``cache`` record: what the build found in and
+added to the cache (``namespaces``: hits, misses, bytes reused and stored).
 """
 
 from __future__ import annotations
@@ -88,7 +89,8 @@ def build(
     return {
         **measured.summary(),
         "stages": manifest.get("stages"),
-        "cache": manifest.get("cache"),
+        # What each cache namespace reused and stored (the directory is the throw-away user's).
+        "cache": (manifest.get("cache") or {}).get("namespaces"),
         "artifacts": {name: a["size"] for name, a in manifest["artifacts"].items()},
     }
 
