@@ -18,13 +18,15 @@ Variants (``--variant``):
     two deployments whose boot checksums differ (the second initramfs carries one more file):
     the case where lorax fails with "Too many deployment roots".
 ``atomic-update``
-    the ``atomic`` sample's commit deployed, then a second commit on top of it deployed as the
-    new default with ``ostree admin deploy`` (the first stays as the rollback, as after
-    ``ostree admin upgrade``).  The second commit is what an upgrade of Debian's apt packages
-    would change (see :func:`apply_update`): a few MiB of binaries and libraries rewritten, a
-    library renamed to its next version, a file added and one removed; the kernel and
-    initramfs stay, so both deployments share one boot checksum.  The manifest's ``update``
-    lists the files and bytes.
+    the ``atomic`` sample upgraded in place: a copy of its disk, into whose existing
+    filesystems a second commit is written and deployed as the new default with ``ostree
+    admin deploy`` (the first stays as the rollback), as ``ostree admin upgrade`` would; all
+    but the new objects and deployment keeps the ``atomic`` sample's blocks at the same
+    offsets (see :func:`build_atomic_update`).  The second commit is what an upgrade of
+    Debian's apt packages would change (see :func:`apply_update`): a few MiB of binaries and
+    libraries rewritten, a library renamed to its next version, a file added and one removed;
+    the kernel and initramfs stay, so both deployments share one boot checksum.  The
+    manifest's ``update`` lists the files and bytes.
 ``classic``
     no ostree: one ext4 root partition with the kernel and initramfs in ``/boot``.
 
@@ -43,9 +45,10 @@ kernel arguments, partitions, build time).  The image path is the last line on s
 
 Nothing is mounted on the host: the chroot steps run in a private mount namespace
 (``unshare --mount``) that disappears with them; filesystems are made with ``mkfs.ext4 -d``,
-partitions with ``sfdisk`` on the image file, LVM metadata in a libguestfs appliance.  The one
-exception is filling the xfs of ``atomic-xfs-lvm`` (no tool fills an xfs without mounting it):
-a loop mount that exists only inside a private mount namespace (see :func:`fill_lvm_xfs`).
+partitions with ``sfdisk`` on the image file, LVM metadata in a libguestfs appliance.  The two
+exceptions are filling the xfs of ``atomic-xfs-lvm`` (no tool fills an xfs without mounting it)
+and upgrading ``atomic-update`` in place (ostree writes only to a mounted sysroot): loop mounts
+that exist only inside a private mount namespace (see :func:`fill_lvm_xfs`, :data:`UPDATE_SCRIPT`).
 Builds are serialised with ``flock`` and written to temporary files renamed at the end.
 """
 
@@ -168,6 +171,8 @@ UPDATE_REMOVE = ("usr/lib/apt/methods/ftp",)
 UPDATE_ADD = ("usr/share/doc/apt/changelog.liveimg-update",)
 #: The content transform's page: every page of a rewritten file differs from the old one.
 UPDATE_PAGE = 4096
+#: The update commit's timestamp (2026-12-01 00:00 UTC): the same commit checksum every build.
+UPDATE_TIMESTAMP = "@1796083200"
 
 # GPT partition type GUIDs.
 GPT_BIOS_BOOT = "21686148-6449-6E6F-744E-656564454649"
@@ -645,15 +650,11 @@ def apply_update(tree: Path) -> dict[str, object]:
     }
 
 
-def deploy_ostree(
-    r: Runner, tree: Path, sysroot: Path, *, kargs: Sequence[str], deployments: int, work: Path, update: bool = False
-) -> dict[str, object] | None:
+def deploy_ostree(r: Runner, tree: Path, sysroot: Path, *, kargs: Sequence[str], deployments: int, work: Path) -> None:
     """Commit ``tree`` and deploy it ``deployments`` times, each later generation changed first.
 
-    A later generation gets a rebuilt initramfs (a new boot checksum), or with ``update`` the
-    changes of :func:`apply_update` (whose record is returned) and the same kernel and initramfs.
+    A later generation gets a rebuilt initramfs (a new boot checksum).
     """
-    changes: dict[str, object] | None = None
     ref = f"{OS_NAME}/{SUITE}/x86_64"
     repo = sysroot / "ostree/repo"
     r.run(["ostree", "admin", "init-fs", sysroot])
@@ -663,29 +664,90 @@ def deploy_ostree(
     r.run(["ostree", "config", f"--repo={repo}", "set", "core.fsync", "false"])
     for generation in range(1, deployments + 1):
         kver = kernel_version(tree)
-        if generation > 1 and update:
-            changes = apply_update(tree)
-        elif generation > 1:
+        if generation > 1:
             # A rebuilt initramfs: a new boot checksum, hence a second ostree/boot.N/<os>/<bootcsum>.
             append_cpio(r, tree / "usr/lib/modules" / kver / "initramfs.img", work / f"gen{generation}",
                         {"etc/liveimg-sample-initramfs-generation": f"{generation}\n"})  # fmt: skip
-        mark = tree / "usr/lib/liveimg-sample/generation"
-        mark.parent.mkdir(parents=True, exist_ok=True)
-        old_mark = mark.read_bytes() if mark.exists() else b""
-        mark.write_text(f"{generation}\n")
-        if changes is not None and generation > 1:
-            changed = changes["changed"]
-            assert isinstance(changed, list)
-            rel = "/" + str(mark.relative_to(tree))
-            changed.append({"path": rel, "old_bytes": len(old_mark), "new_bytes": mark.stat().st_size})
-            changes["changed_bytes"] = int(str(changes["changed_bytes"])) + mark.stat().st_size
+        mark_generation(tree, generation)
         r.note(f"ostree commit {generation}/{deployments}")
         r.run(["ostree", f"--repo={repo}", "commit", f"--branch={ref}", f"--tree=dir={tree}", "--no-xattrs",
                f"--subject=liveimg sample, generation {generation}"], timeout=1800)  # fmt: skip
         r.note(f"ostree admin deploy {generation}/{deployments}")
         karg_opts = [f"--karg={k}" for k in kargs] if generation == 1 else []  # later ones inherit
         r.run(["ostree", "admin", "deploy", f"--sysroot={sysroot}", f"--os={OS_NAME}", *karg_opts, ref], timeout=1800)
-    return changes
+
+
+def mark_generation(tree: Path, generation: int) -> tuple[str, int, int]:
+    """Write the tree's generation mark; return its deployment path and its old and new sizes."""
+    mark = tree / "usr/lib/liveimg-sample/generation"
+    mark.parent.mkdir(parents=True, exist_ok=True)
+    old = mark.read_bytes() if mark.exists() else b""
+    mark.write_text(f"{generation}\n")
+    return "/" + str(mark.relative_to(tree)), len(old), mark.stat().st_size
+
+
+#: How the update is committed and deployed into the ``atomic`` sample's copy, run in a private
+#: mount namespace: its two partitions on loop devices (detached on any exit), root mounted with
+#: /boot on it, the commit and deploy ``ostree admin upgrade`` would do, then both checked.
+#: ``ostree commit`` counts every byte it streams against the free space, objects the repo already
+#: has included (a pull would write only the new ones), so its free-space floor is lifted for
+#: the commit and put back after.
+UPDATE_SCRIPT = """\
+disk=$1 mnt=$2 tree=$3 ref=$4 os=$5 subject=$6 stamp=$7
+boot=$(losetup --find --show --offset "$8" --sizelimit "$9" "$disk")
+trap 'losetup -d "$boot"' EXIT
+root=$(losetup --find --show --offset "${10}" --sizelimit "${11}" "$disk")
+trap 'losetup -d "$boot" "$root"' EXIT
+mount -t ext4 "$root" "$mnt"
+mount -t ext4 "$boot" "$mnt/boot"
+repo=$mnt/ostree/repo
+ostree config --repo="$repo" set core.min-free-space-percent 0
+ostree --repo="$repo" commit --branch="$ref" --tree=dir="$tree" --no-xattrs --timestamp="$stamp" \
+    --subject="$subject"
+ostree config --repo="$repo" unset core.min-free-space-percent
+ostree admin deploy --sysroot="$mnt" --os="$os" "$ref"
+umount "$mnt/boot"
+umount "$mnt"
+e2fsck -f -n "$boot"
+e2fsck -f -n "$root"
+"""
+
+
+def build_atomic_update(r: Runner, base: Path, disk: Path, work: Path, *, keydir: Path, cache_root: Path) -> Manifest:
+    """The ``atomic`` sample (built first if needed) upgraded in place, as ``ostree admin upgrade`` does.
+
+    Its filesystems are not remade: the new commit's objects and deployment are written into the
+    existing root and /boot, so everything else keeps its blocks where the ``atomic`` sample has them.
+    """
+    atomic = ensure_image(keydir, cache_root, "atomic", "raw")
+    old = json.loads(atomic.with_name(atomic.name + ".json").read_text())
+    r.note(f"copying {atomic}")
+    r.run(["cp", "--sparse=always", atomic, disk])
+    tree = work / "tree"
+    r.note("unpacking the base tree and applying the update")
+    unpack_base(r, base, tree)
+    make_ostree_tree(tree, old["kernel_version"])
+    mark_generation(tree, 1)  # the tree of the atomic sample's commit, byte for byte
+    changes = apply_update(tree)
+    path, old_size, new_size = mark_generation(tree, 2)
+    changed = changes["changed"]
+    assert isinstance(changed, list)
+    changed.append({"path": path, "old_bytes": old_size, "new_bytes": new_size})
+    changes["changed_bytes"] = int(str(changes["changed_bytes"])) + new_size
+    parts = {str(p["name"]): p for p in old["partitions"]}
+    mnt = work / "mnt"
+    mnt.mkdir()
+    r.note("ostree commit and admin deploy into the atomic sample's filesystems")
+    r.run(["unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-euc", UPDATE_SCRIPT, "sh", disk, mnt,
+           tree, f"{OS_NAME}/{SUITE}/x86_64", OS_NAME, "liveimg sample, generation 2", UPDATE_TIMESTAMP,
+           *(str(parts[name][key]) for name in ("boot", "root") for key in ("offset", "size"))],
+          timeout=1800)  # fmt: skip
+    m = Manifest(variant="atomic-update", os_name=OS_NAME)
+    for name in ("kernel_version", "kernel_args", "root_fs_uuid", "boot_fs_uuid", "root_device", "partitions"):
+        setattr(m, name, old[name])
+    m.deployments = 2
+    m.update = changes
+    return m
 
 
 def build_atomic(r: Runner, variant: str, base: Path, disk: Path, work: Path) -> Manifest:
@@ -705,11 +767,10 @@ def build_atomic(r: Runner, variant: str, base: Path, disk: Path, work: Path) ->
     else:
         m.root_device = f"UUID={m.root_fs_uuid}"
         m.kernel_args = [f"root=UUID={m.root_fs_uuid}", "rw", *CONSOLE_KARGS]
-    m.deployments = 2 if variant in ("atomic-2deploy", "atomic-update") else 1
+    m.deployments = 2 if variant == "atomic-2deploy" else 1
     sysroot = work / "sysroot"
     sysroot.mkdir()
-    m.update = deploy_ostree(r, tree, sysroot, kargs=m.kernel_args, deployments=m.deployments, work=work,
-                             update=variant == "atomic-update")  # fmt: skip
+    deploy_ostree(r, tree, sysroot, kargs=m.kernel_args, deployments=m.deployments, work=work)
     remove_tree(tree)
     # /boot is its own partition: its files go there, the root keeps the empty mount point.
     bootdir = work / "bootfs"
@@ -866,6 +927,8 @@ def ensure_image(keydir: Path, cache_root: Path, variant: str, fmt: str, force: 
             try:
                 if variant == "classic":
                     m = build_classic(r, base, tmp, work)
+                elif variant == "atomic-update":
+                    m = build_atomic_update(r, base, tmp, work, keydir=keydir, cache_root=cache_root)
                 else:
                     m = build_atomic(r, variant, base, tmp, work)
             except BaseException:

@@ -235,3 +235,14 @@ def test_apply_update_refuses_a_tree_without_the_files(si: ModuleType, tmp_path:
 def test_update_is_a_variant(si: ModuleType) -> None:
     assert "atomic-update" in si.VARIANTS
     assert si.parse_args(["--variant", "atomic-update"]).variant == "atomic-update"
+
+
+def test_mark_generation_reports_the_old_and_new_size(si: ModuleType, tmp_path: Path) -> None:
+    path = "/usr/lib/liveimg-sample/generation"
+    assert si.mark_generation(tmp_path, 1) == (path, 0, 2)
+    assert si.mark_generation(tmp_path, 2) == (path, 2, 2)
+    assert (tmp_path / path.lstrip("/")).read_text() == "2\n"
+
+
+def test_update_script_is_valid_shell(si: ModuleType) -> None:
+    subprocess.run(["sh", "-n", "-c", si.UPDATE_SCRIPT], check=True)

@@ -270,6 +270,15 @@ def _sample(variant: str) -> Path:
     return sample_image(variant)
 
 
+def _ext4_uuid(image: Path, name: str) -> bytes:
+    """The UUID in the superblock of the ext4 on partition ``name`` (16 bytes at 0x68 of the superblock)."""
+    from tests.samples import partition
+
+    with open(image, "rb") as f:
+        f.seek(partition(image, name).offset + 1024 + 0x68)
+        return f.read(16)
+
+
 @pytest.mark.parametrize("variant", SAMPLE_VARIANTS)
 def test_sample_images(variant: str, unchanged: Unchanged) -> None:
     need_module("guestfs", "the Debian package python3-guestfs")
@@ -292,6 +301,10 @@ def test_sample_images(variant: str, unchanged: Unchanged) -> None:
             library = "/usr/lib/x86_64-linux-gnu/libapt-pkg.so.6.0.1"  # the upgrade's new library version
             assert guest.tree().is_file(info.deployment.path + library)
             assert not guest.tree().exists(info.deployments[1].path + library)
+            # Upgraded in place, as ostree admin upgrade does: the atomic sample's filesystems, not new ones.
+            atomic = _sample("atomic")
+            for name in ("boot", "root"):
+                assert _ext4_uuid(image, name) == _ext4_uuid(atomic, name)
         if variant == "atomic-2deploy":
             assert len(info.deployments) == 2
             assert guest.inspect(deployment=1).deployment == info.deployments[1]
