@@ -1,7 +1,8 @@
 """``python -m benchmarks`` (``make bench``): run the benchmarks, save their results, render the README.
 
-    python -m benchmarks                     # all: e2e, squashfs, dracut, scaling, then the report
+    python -m benchmarks                     # all: e2e, squashfs, dracut, scaling, rebuild, then the report
     python -m benchmarks e2e --rounds 3      # one benchmark (then the report)
+    python -m benchmarks rebuild             # the update sample built with an empty cache and a warm one
     python -m benchmarks all --quick         # a short smoke run of everything (fast codecs, one round)
     python -m benchmarks report              # only re-render benchmarks/README.md and the plot
 
@@ -19,10 +20,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from benchmarks import e2e, harness, report, scaling, stages
+from benchmarks import e2e, harness, rebuild, report, scaling, stages
 
 WORK = Path(os.environ.get("LIVEIMG_BENCH_DIR", "/var/tmp/liveimg-bench"))
-ORDER = ("e2e", "squashfs", "dracut", "scaling")
+ORDER = ("e2e", "squashfs", "dracut", "scaling", "rebuild")
 README = harness.HERE / "README.md"
 
 
@@ -42,7 +43,11 @@ def parser() -> argparse.ArgumentParser:
         "which", nargs="*", default=["all"], choices=["all", "report", *ORDER], help="benchmarks to run (default: all)"
     )
     p.add_argument("--quick", action="store_true", help="a short smoke run: fast codecs, one round, small sizes")
-    p.add_argument("--rounds", type=int, help="e2e rounds, each side once per round (default 2; 1 with --quick)")
+    p.add_argument(
+        "--rounds",
+        type=int,
+        help="e2e and rebuild rounds, each side once per round (default 2, rebuild 3; 1 with --quick)",
+    )
     p.add_argument(
         "--nice",
         default="auto",
@@ -65,7 +70,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--clean-inputs", action="store_true", help="scaling: delete its cached inputs afterwards")
     p.add_argument("--rerun-squashfs", action="store_true", help="rerun benchmarks/squashfs.py even if fresh")
     p.add_argument("--squashfs-args", help="arguments for benchmarks/squashfs.py when it is rerun (one string)")
-    p.add_argument("--keep", action="store_true", help="e2e: keep the scratch directory (logs)")
+    p.add_argument("--keep", action="store_true", help="e2e, rebuild: keep the scratch directory (logs)")
     return p
 
 
@@ -85,6 +90,9 @@ def run_one(name: str, args: argparse.Namespace, argv: list[str]) -> Path:
     if name == "e2e":
         rounds = args.rounds or (1 if args.quick else 2)
         body = e2e.run(rounds=rounds, quick=args.quick, nice=nice, keep=args.keep)
+    elif name == "rebuild":
+        rounds = args.rounds or (1 if args.quick else 3)
+        body = rebuild.run(rounds=rounds, quick=args.quick, nice=nice, keep=args.keep)
     elif name == "squashfs":
         extra = args.squashfs_args.split() if args.squashfs_args else None
         body = stages.squashfs(quick=args.quick, work=WORK / "squashfs-quick", force=args.rerun_squashfs, extra=extra)

@@ -17,6 +17,16 @@ Variants (``--variant``):
 ``atomic-2deploy``
     two deployments whose boot checksums differ (the second initramfs carries one more file):
     the case where lorax fails with "Too many deployment roots".
+``atomic-update``
+    the ``atomic`` sample upgraded in place: a copy of its disk, into whose existing
+    filesystems a second commit is written and deployed as the new default with ``ostree
+    admin deploy`` (the first stays as the rollback), as ``ostree admin upgrade`` would; all
+    but the new objects and deployment keeps the ``atomic`` sample's blocks at the same
+    offsets (see :func:`build_atomic_update`).  The second commit is what an upgrade of
+    Debian's apt packages would change (see :func:`apply_update`): a few MiB of binaries and
+    libraries rewritten, a library renamed to its next version, a file added and one removed;
+    the kernel and initramfs stay, so both deployments share one boot checksum.  The
+    manifest's ``update`` lists the files and bytes.
 ``classic``
     no ostree: one ext4 root partition with the kernel and initramfs in ``/boot``.
 
@@ -35,9 +45,10 @@ kernel arguments, partitions, build time).  The image path is the last line on s
 
 Nothing is mounted on the host: the chroot steps run in a private mount namespace
 (``unshare --mount``) that disappears with them; filesystems are made with ``mkfs.ext4 -d``,
-partitions with ``sfdisk`` on the image file, LVM metadata in a libguestfs appliance.  The one
-exception is filling the xfs of ``atomic-xfs-lvm`` (no tool fills an xfs without mounting it):
-a loop mount that exists only inside a private mount namespace (see :func:`fill_lvm_xfs`).
+partitions with ``sfdisk`` on the image file, LVM metadata in a libguestfs appliance.  The two
+exceptions are filling the xfs of ``atomic-xfs-lvm`` (no tool fills an xfs without mounting it)
+and upgrading ``atomic-update`` in place (ostree writes only to a mounted sysroot): loop mounts
+that exist only inside a private mount namespace (see :func:`fill_lvm_xfs`, :data:`UPDATE_SCRIPT`).
 Builds are serialised with ``flock`` and written to temporary files renamed at the end.
 """
 
@@ -67,7 +78,7 @@ HERE = Path(__file__).resolve().parent
 #: The files whose content decides the cache key: change one, and every sample is rebuilt.
 BUILDER_FILES = (HERE / "sample_image.py", HERE / "make-sample-image")
 
-VARIANTS = ("atomic", "atomic-xfs-lvm", "atomic-2deploy", "classic")
+VARIANTS = ("atomic", "atomic-xfs-lvm", "atomic-2deploy", "atomic-update", "classic")
 FORMATS = ("raw", "qcow2")
 
 SUITE = "bookworm"
@@ -145,6 +156,23 @@ d /var/mail 2775 root mail -
 d /var/local 2775 root staff -
 d /var/backups 0755 root root -
 """
+
+#: The ``atomic-update`` sample's upgrade (paths relative to the tree, which must match): the
+#: files rewritten in place, ...
+UPDATE_REWRITE = (
+    "usr/bin/apt*", "usr/lib/apt/apt-helper", "usr/lib/apt/methods/*", "usr/lib/apt/solvers/*",
+    "usr/lib/x86_64-linux-gnu/libapt-private.so.*",
+)  # fmt: skip
+#: ... the libraries replaced by their next version (the old file removed, a rewritten one added
+#: under the bumped name, the soname link repointed), ...
+UPDATE_BUMP = ("usr/lib/x86_64-linux-gnu/libapt-pkg.so.*.*.*",)
+#: ... the files removed (apt 2.7 dropped its ftp method) and the files added.
+UPDATE_REMOVE = ("usr/lib/apt/methods/ftp",)
+UPDATE_ADD = ("usr/share/doc/apt/changelog.liveimg-update",)
+#: The content transform's page: every page of a rewritten file differs from the old one.
+UPDATE_PAGE = 4096
+#: The update commit's timestamp (2026-12-01 00:00 UTC): the same commit checksum every build.
+UPDATE_TIMESTAMP = "@1796083200"
 
 # GPT partition type GUIDs.
 GPT_BIOS_BOOT = "21686148-6449-6E6F-744E-656564454649"
@@ -431,6 +459,8 @@ class Manifest:
     root_device: str = ""
     fstype: str = "ext4"
     deployments: int = 0
+    #: atomic-update only: what the second commit changed (see :func:`apply_update`).
+    update: dict[str, object] | None = None
     partitions: list[dict[str, object]] = field(default_factory=list)
     build_seconds: float = 0.0
     apparent_bytes: int = 0
@@ -546,7 +576,85 @@ def append_cpio(r: Runner, initramfs: Path, work: Path, files: Mapping[str, str]
         f.write(b"\0" * pad + archive)
 
 
+def _updated_bytes(relpath: str, old: bytes) -> bytes:
+    """The "new version" of a file: each page's first 16 bytes replaced by a hash of its path and
+    offset, and a trailer.  Deterministic, so every build of the sample holds the same bytes;
+    every page differs from the old one while the file compresses as the old one did.
+    """
+    out = bytearray(old)
+    for offset in range(0, len(old), UPDATE_PAGE):
+        stamp = hashlib.sha256(f"liveimg-sample-update\0{relpath}\0{offset}".encode()).digest()[:16]
+        end = min(offset + len(stamp), len(old))
+        out[offset:end] = stamp[: end - offset]
+    out += f"\nliveimg sample update of /{relpath}\n".encode()
+    return bytes(out)
+
+
+def _matches(tree: Path, patterns: Sequence[str]) -> list[Path]:
+    """Regular files (not symlinks) matching ``patterns``; a pattern matching none is an error."""
+    found: list[Path] = []
+    for pattern in patterns:
+        hits = sorted(p for p in tree.glob(pattern) if p.is_file() and not p.is_symlink())
+        if not hits:
+            raise BuildError(f"the update's pattern {pattern} matches no file in the base tree")
+        found += [p for p in hits if p not in found]
+    return found
+
+
+def apply_update(tree: Path) -> dict[str, object]:
+    """Change ``tree`` as an upgrade of apt would (see ``UPDATE_*``); return what changed.
+
+    The result lists ``changed`` (path, old_bytes, new_bytes), ``added`` and ``removed`` (path,
+    bytes), and their totals; paths are absolute in the deployment.
+    """
+    changed: list[dict[str, object]] = []
+    added: list[dict[str, object]] = []
+    removed: list[dict[str, object]] = []
+    going = _matches(tree, UPDATE_REMOVE)
+    for path in [p for p in _matches(tree, UPDATE_REWRITE) if p not in going]:
+        rel = str(path.relative_to(tree))
+        old = path.read_bytes()
+        new = _updated_bytes(rel, old)
+        path.write_bytes(new)
+        changed.append({"path": "/" + rel, "old_bytes": len(old), "new_bytes": len(new)})
+    for path in _matches(tree, UPDATE_BUMP):
+        head, _, last = path.name.rpartition(".")
+        bumped = path.with_name(f"{head}.{int(last) + 1}")
+        old = path.read_bytes()
+        new = _updated_bytes(str(bumped.relative_to(tree)), old)
+        bumped.write_bytes(new)
+        shutil.copymode(path, bumped)
+        path.unlink()
+        removed.append({"path": "/" + str(path.relative_to(tree)), "bytes": len(old)})
+        added.append({"path": "/" + str(bumped.relative_to(tree)), "bytes": len(new)})
+        for link in path.parent.iterdir():
+            if link.is_symlink() and os.readlink(link) == path.name:
+                link.unlink()
+                link.symlink_to(bumped.name)
+    for path in going:
+        removed.append({"path": "/" + str(path.relative_to(tree)), "bytes": path.stat().st_size})
+        path.unlink()
+    for rel in UPDATE_ADD:
+        lines = [f"{name['path']}: rewritten, {name['old_bytes']} -> {name['new_bytes']} bytes\n" for name in changed]
+        text = "liveimg sample update (generation 2)\n\n" + "".join(lines)
+        (tree / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tree / rel).write_text(text)
+        added.append({"path": "/" + rel, "bytes": len(text.encode())})
+    return {
+        "changed": changed,
+        "added": added,
+        "removed": removed,
+        "changed_bytes": sum(int(str(c["new_bytes"])) for c in changed),
+        "added_bytes": sum(int(str(a["bytes"])) for a in added),
+        "removed_bytes": sum(int(str(d["bytes"])) for d in removed),
+    }
+
+
 def deploy_ostree(r: Runner, tree: Path, sysroot: Path, *, kargs: Sequence[str], deployments: int, work: Path) -> None:
+    """Commit ``tree`` and deploy it ``deployments`` times, each later generation changed first.
+
+    A later generation gets a rebuilt initramfs (a new boot checksum).
+    """
     ref = f"{OS_NAME}/{SUITE}/x86_64"
     repo = sysroot / "ostree/repo"
     r.run(["ostree", "admin", "init-fs", sysroot])
@@ -560,15 +668,86 @@ def deploy_ostree(r: Runner, tree: Path, sysroot: Path, *, kargs: Sequence[str],
             # A rebuilt initramfs: a new boot checksum, hence a second ostree/boot.N/<os>/<bootcsum>.
             append_cpio(r, tree / "usr/lib/modules" / kver / "initramfs.img", work / f"gen{generation}",
                         {"etc/liveimg-sample-initramfs-generation": f"{generation}\n"})  # fmt: skip
-        mark = tree / "usr/lib/liveimg-sample/generation"
-        mark.parent.mkdir(parents=True, exist_ok=True)
-        mark.write_text(f"{generation}\n")
+        mark_generation(tree, generation)
         r.note(f"ostree commit {generation}/{deployments}")
         r.run(["ostree", f"--repo={repo}", "commit", f"--branch={ref}", f"--tree=dir={tree}", "--no-xattrs",
                f"--subject=liveimg sample, generation {generation}"], timeout=1800)  # fmt: skip
         r.note(f"ostree admin deploy {generation}/{deployments}")
         karg_opts = [f"--karg={k}" for k in kargs] if generation == 1 else []  # later ones inherit
         r.run(["ostree", "admin", "deploy", f"--sysroot={sysroot}", f"--os={OS_NAME}", *karg_opts, ref], timeout=1800)
+
+
+def mark_generation(tree: Path, generation: int) -> tuple[str, int, int]:
+    """Write the tree's generation mark; return its deployment path and its old and new sizes."""
+    mark = tree / "usr/lib/liveimg-sample/generation"
+    mark.parent.mkdir(parents=True, exist_ok=True)
+    old = mark.read_bytes() if mark.exists() else b""
+    mark.write_text(f"{generation}\n")
+    return "/" + str(mark.relative_to(tree)), len(old), mark.stat().st_size
+
+
+#: How the update is committed and deployed into the ``atomic`` sample's copy, run in a private
+#: mount namespace: its two partitions on loop devices (detached on any exit), root mounted with
+#: /boot on it, the commit and deploy ``ostree admin upgrade`` would do, then both checked.
+#: ``ostree commit`` counts every byte it streams against the free space, objects the repo already
+#: has included (a pull would write only the new ones), so its free-space floor is lifted for
+#: the commit and put back after.
+UPDATE_SCRIPT = """\
+disk=$1 mnt=$2 tree=$3 ref=$4 os=$5 subject=$6 stamp=$7
+boot=$(losetup --find --show --offset "$8" --sizelimit "$9" "$disk")
+trap 'losetup -d "$boot"' EXIT
+root=$(losetup --find --show --offset "${10}" --sizelimit "${11}" "$disk")
+trap 'losetup -d "$boot" "$root"' EXIT
+mount -t ext4 "$root" "$mnt"
+mount -t ext4 "$boot" "$mnt/boot"
+repo=$mnt/ostree/repo
+ostree config --repo="$repo" set core.min-free-space-percent 0
+ostree --repo="$repo" commit --branch="$ref" --tree=dir="$tree" --no-xattrs --timestamp="$stamp" \
+    --subject="$subject"
+ostree config --repo="$repo" unset core.min-free-space-percent
+ostree admin deploy --sysroot="$mnt" --os="$os" "$ref"
+umount "$mnt/boot"
+umount "$mnt"
+e2fsck -f -n "$boot"
+e2fsck -f -n "$root"
+"""
+
+
+def build_atomic_update(r: Runner, base: Path, disk: Path, work: Path, *, keydir: Path, cache_root: Path) -> Manifest:
+    """The ``atomic`` sample (built first if needed) upgraded in place, as ``ostree admin upgrade`` does.
+
+    Its filesystems are not remade: the new commit's objects and deployment are written into the
+    existing root and /boot, so everything else keeps its blocks where the ``atomic`` sample has them.
+    """
+    atomic = ensure_image(keydir, cache_root, "atomic", "raw")
+    old = json.loads(atomic.with_name(atomic.name + ".json").read_text())
+    r.note(f"copying {atomic}")
+    r.run(["cp", "--sparse=always", atomic, disk])
+    tree = work / "tree"
+    r.note("unpacking the base tree and applying the update")
+    unpack_base(r, base, tree)
+    make_ostree_tree(tree, old["kernel_version"])
+    mark_generation(tree, 1)  # the tree of the atomic sample's commit, byte for byte
+    changes = apply_update(tree)
+    path, old_size, new_size = mark_generation(tree, 2)
+    changed = changes["changed"]
+    assert isinstance(changed, list)
+    changed.append({"path": path, "old_bytes": old_size, "new_bytes": new_size})
+    changes["changed_bytes"] = int(str(changes["changed_bytes"])) + new_size
+    parts = {str(p["name"]): p for p in old["partitions"]}
+    mnt = work / "mnt"
+    mnt.mkdir()
+    r.note("ostree commit and admin deploy into the atomic sample's filesystems")
+    r.run(["unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-euc", UPDATE_SCRIPT, "sh", disk, mnt,
+           tree, f"{OS_NAME}/{SUITE}/x86_64", OS_NAME, "liveimg sample, generation 2", UPDATE_TIMESTAMP,
+           *(str(parts[name][key]) for name in ("boot", "root") for key in ("offset", "size"))],
+          timeout=1800)  # fmt: skip
+    m = Manifest(variant="atomic-update", os_name=OS_NAME)
+    for name in ("kernel_version", "kernel_args", "root_fs_uuid", "boot_fs_uuid", "root_device", "partitions"):
+        setattr(m, name, old[name])
+    m.deployments = 2
+    m.update = changes
+    return m
 
 
 def build_atomic(r: Runner, variant: str, base: Path, disk: Path, work: Path) -> Manifest:
@@ -748,6 +927,8 @@ def ensure_image(keydir: Path, cache_root: Path, variant: str, fmt: str, force: 
             try:
                 if variant == "classic":
                     m = build_classic(r, base, tmp, work)
+                elif variant == "atomic-update":
+                    m = build_atomic_update(r, base, tmp, work, keydir=keydir, cache_root=cache_root)
                 else:
                     m = build_atomic(r, variant, base, tmp, work)
             except BaseException:

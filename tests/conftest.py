@@ -96,6 +96,14 @@ def twodeploy_image() -> Path:
 
 
 @pytest.fixture(scope="session")
+def update_image() -> Path:
+    """The atomic sample's commit deployed, then an upgraded commit deployed on top as the default."""
+    from tests.samples import sample_image
+
+    return sample_image("atomic-update")
+
+
+@pytest.fixture(scope="session")
 def classic_image() -> Path:
     """Raw GPT disk: one ext4 root with the kernel and initramfs in /boot, no ostree."""
     from tests.samples import sample_image

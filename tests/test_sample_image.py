@@ -169,3 +169,80 @@ def test_make_ostree_tree_layout(si: ModuleType, tmp_path: Path) -> None:
     assert not (tree / "vmlinuz").is_symlink()
     assert "d /var/roothome" in (tree / "usr/lib/tmpfiles.d/liveimg-sample-var.conf").read_text()
     assert si.kernel_version(tree) == kver
+
+
+def _apt_like_tree(root: Path) -> None:
+    """The files of Debian's apt packages that the update sample changes, with stand-in content."""
+    for rel, size in (("usr/bin/apt", 9000), ("usr/bin/apt-get", 5000), ("usr/lib/apt/apt-helper", 100),
+                      ("usr/lib/apt/methods/http", 20000), ("usr/lib/apt/methods/ftp", 3000),
+                      ("usr/lib/apt/solvers/dump", 10),
+                      ("usr/lib/x86_64-linux-gnu/libapt-private.so.0.0.0", 12000),
+                      ("usr/lib/x86_64-linux-gnu/libapt-pkg.so.6.0.0", 30000)):  # fmt: skip
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(bytes(i % 251 for i in range(size)))
+        path.chmod(0o755)
+    (root / "usr/lib/apt/methods/https").symlink_to("http")
+    (root / "usr/lib/x86_64-linux-gnu/libapt-pkg.so.6.0").symlink_to("libapt-pkg.so.6.0.0")
+    (root / "usr/lib/x86_64-linux-gnu/libapt-private.so.0.0").symlink_to("libapt-private.so.0.0.0")
+
+
+def test_apply_update_rewrites_renames_adds_and_removes(si: ModuleType, tmp_path: Path) -> None:
+    tree = tmp_path / "tree"
+    _apt_like_tree(tree)
+    before = {str(p.relative_to(tree)): p.read_bytes() for p in tree.rglob("*") if p.is_file() and not p.is_symlink()}
+    changes = si.apply_update(tree)
+    lib = tree / "usr/lib/x86_64-linux-gnu"
+    assert not (lib / "libapt-pkg.so.6.0.0").exists() and not (tree / "usr/lib/apt/methods/ftp").exists()
+    assert os.readlink(lib / "libapt-pkg.so.6.0") == "libapt-pkg.so.6.0.1"
+    assert (lib / "libapt-pkg.so.6.0.1").stat().st_mode & 0o777 == 0o755
+    assert os.readlink(tree / "usr/lib/apt/methods/https") == "http"
+    # Every 4 KiB page of a rewritten file differs from the old one; sizes stay close.
+    rewritten = ["usr/bin/apt", "usr/bin/apt-get", "usr/lib/apt/apt-helper", "usr/lib/apt/methods/http",
+                 "usr/lib/apt/solvers/dump", "usr/lib/x86_64-linux-gnu/libapt-private.so.0.0.0"]  # fmt: skip
+    assert sorted(c["path"] for c in changes["changed"]) == sorted("/" + r for r in rewritten)
+    for rel in rewritten:
+        old, new = before[rel], (tree / rel).read_bytes()
+        assert 0 < len(new) - len(old) < 100
+        for offset in range(0, len(old), 4096):
+            assert old[offset : offset + 16] != new[offset : offset + 16], (rel, offset)
+    added = {a["path"]: a["bytes"] for a in changes["added"]}
+    assert added.keys() == {
+        "/usr/lib/x86_64-linux-gnu/libapt-pkg.so.6.0.1",
+        "/usr/share/doc/apt/changelog.liveimg-update",
+    }
+    assert added["/usr/lib/x86_64-linux-gnu/libapt-pkg.so.6.0.1"] == (lib / "libapt-pkg.so.6.0.1").stat().st_size
+    assert {d["path"]: d["bytes"] for d in changes["removed"]} == {
+        "/usr/lib/x86_64-linux-gnu/libapt-pkg.so.6.0.0": 30000, "/usr/lib/apt/methods/ftp": 3000}  # fmt: skip
+    assert changes["changed_bytes"] == sum((tree / r).stat().st_size for r in rewritten)
+    assert changes["removed_bytes"] == 33000
+    assert changes["added_bytes"] == sum(added.values())
+    # Deterministic: a second tree gets the same bytes.
+    again = tmp_path / "again"
+    _apt_like_tree(again)
+    assert si.apply_update(again) == changes
+    for path in tree.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            assert (again / path.relative_to(tree)).read_bytes() == path.read_bytes()
+
+
+def test_apply_update_refuses_a_tree_without_the_files(si: ModuleType, tmp_path: Path) -> None:
+    (tmp_path / "usr/bin").mkdir(parents=True)
+    with pytest.raises(si.BuildError, match=r"usr/lib/apt/methods/ftp matches no file"):
+        si.apply_update(tmp_path)
+
+
+def test_update_is_a_variant(si: ModuleType) -> None:
+    assert "atomic-update" in si.VARIANTS
+    assert si.parse_args(["--variant", "atomic-update"]).variant == "atomic-update"
+
+
+def test_mark_generation_reports_the_old_and_new_size(si: ModuleType, tmp_path: Path) -> None:
+    path = "/usr/lib/liveimg-sample/generation"
+    assert si.mark_generation(tmp_path, 1) == (path, 0, 2)
+    assert si.mark_generation(tmp_path, 2) == (path, 2, 2)
+    assert (tmp_path / path.lstrip("/")).read_text() == "2\n"
+
+
+def test_update_script_is_valid_shell(si: ModuleType) -> None:
+    subprocess.run(["sh", "-n", "-c", si.UPDATE_SCRIPT], check=True)

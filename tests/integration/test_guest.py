@@ -261,13 +261,22 @@ def test_corrupt_root(images: Images, unchanged: Unchanged) -> None:
     assert "\n" not in message
 
 
-SAMPLE_VARIANTS = ("atomic", "atomic-xfs-lvm", "atomic-2deploy", "classic")
+SAMPLE_VARIANTS = ("atomic", "atomic-xfs-lvm", "atomic-2deploy", "atomic-update", "classic")
 
 
 def _sample(variant: str) -> Path:
     from tests.samples import sample_image
 
     return sample_image(variant)
+
+
+def _ext4_uuid(image: Path, name: str) -> bytes:
+    """The UUID in the superblock of the ext4 on partition ``name`` (16 bytes at 0x68 of the superblock)."""
+    from tests.samples import partition
+
+    with open(image, "rb") as f:
+        f.seek(partition(image, name).offset + 1024 + 0x68)
+        return f.read(16)
 
 
 @pytest.mark.parametrize("variant", SAMPLE_VARIANTS)
@@ -286,6 +295,16 @@ def test_sample_images(variant: str, unchanged: Unchanged) -> None:
         assert info.ostree and info.deployment is not None
         assert info.deployment.ostree_arg.startswith("/ostree/boot.")
         assert info.kernel.path.startswith("/boot/ostree/")
+        if variant == "atomic-update":  # the upgrade is the default, the old commit the rollback
+            assert len(info.deployments) == 2 and info.deployment.index == 0
+            assert info.deployments[0].bootcsum == info.deployments[1].bootcsum
+            library = "/usr/lib/x86_64-linux-gnu/libapt-pkg.so.6.0.1"  # the upgrade's new library version
+            assert guest.tree().is_file(info.deployment.path + library)
+            assert not guest.tree().exists(info.deployments[1].path + library)
+            # Upgraded in place, as ostree admin upgrade does: the atomic sample's filesystems, not new ones.
+            atomic = _sample("atomic")
+            for name in ("boot", "root"):
+                assert _ext4_uuid(image, name) == _ext4_uuid(atomic, name)
         if variant == "atomic-2deploy":
             assert len(info.deployments) == 2
             assert guest.inspect(deployment=1).deployment == info.deployments[1]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import hashlib
 import io
 import os
 import re
@@ -62,8 +63,11 @@ def bls_entries(g: Any) -> dict[str, dict[str, str]]:
     return {name: samples.parse_bls(g.cat(f"/boot/loader/entries/{name}")) for name in g.ls("/boot/loader/entries")}
 
 
-def check_ostree(g: Any, deployments: int) -> dict[str, str]:
-    """Check the ostree layout under / (physical root) and /boot; return {bootcsum: deployment dir}."""
+def check_ostree(g: Any, deployments: int, bootcsums: int | None = None) -> dict[str, str]:
+    """Check the ostree layout under / (physical root) and /boot; return {bootcsum: deployment dir}.
+
+    ``bootcsums``: how many distinct boot checksums the deployments have (default: one each).
+    """
     deploy_dir = f"/ostree/deploy/{OS_NAME}/deploy"
     deployed = sorted(n for n in g.ls(deploy_dir) if g.is_dir(f"{deploy_dir}/{n}"))
     assert len(deployed) == deployments, deployed
@@ -98,7 +102,7 @@ def check_ostree(g: Any, deployments: int) -> dict[str, str]:
             assert g.is_file("/boot" + entry[key])
         assert "console=ttyS0,115200" in options and "rw" in options
         by_bootcsum[bootcsum] = links[ostree_args[0]]
-    assert len(by_bootcsum) == deployments  # the boot checksums differ
+    assert len(by_bootcsum) == (deployments if bootcsums is None else bootcsums)
     # Each deployment is a Debian system with the sample's configuration.
     for name in deployed:
         root = f"{deploy_dir}/{name}"
@@ -158,6 +162,40 @@ def test_twodeploy_has_two_boot_checksums(twodeploy_image: Path) -> None:
             for d in deployments.values()
         }
         assert generations == {"1", "2"}
+
+
+def test_update_default_deployment_holds_the_upgrade(update_image: Path, atomic_image: Path, tmp_path: Path) -> None:
+    """The upgraded commit is the default deployment, the atomic sample's commit the rollback."""
+    update = samples.manifest(update_image)["update"]
+    assert update["changed_bytes"] + update["added_bytes"] > 2 * 1024 * 1024  # a package upgrade's worth
+    with guest(update_image, ("/dev/sda3", "/"), ("/dev/sda2", "/boot")) as g:
+        check_ostree(g, 2, bootcsums=1)  # the kernel and initramfs did not change
+        entries = sorted(bls_entries(g).values(), key=lambda e: int(e["version"]), reverse=True)
+        links = [
+            next(o for o in e["options"].split() if o.startswith("ostree=")).removeprefix("ostree=") for e in entries
+        ]
+        # The default entry (highest version) and the rollback, as deployment directories.
+        default, rollback = (g.realpath(link) for link in links)
+        assert g.cat(f"{default}/usr/lib/liveimg-sample/generation") == "2\n"
+        assert g.cat(f"{rollback}/usr/lib/liveimg-sample/generation") == "1\n"
+        for item in update["changed"]:
+            assert g.filesize(default + item["path"]) == item["new_bytes"], item
+            assert g.filesize(rollback + item["path"]) == item["old_bytes"], item
+            if item["new_bytes"] > 4096:
+                assert g.checksum("sha256", default + item["path"]) != g.checksum("sha256", rollback + item["path"])
+        for item in update["added"]:
+            assert g.filesize(default + item["path"]) == item["bytes"] and not g.exists(rollback + item["path"])
+        for item in update["removed"]:
+            assert not g.exists(default + item["path"]) and g.filesize(rollback + item["path"]) == item["bytes"]
+        assert g.readlink(f"{default}/usr/lib/x86_64-linux-gnu/libapt-pkg.so.6.0") == "libapt-pkg.so.6.0.1"
+        library = "/usr/lib/x86_64-linux-gnu/libapt-pkg.so.6.0.0"
+        rollback_library = g.checksum("sha256", rollback + library)
+    # The rollback is the atomic sample's tree: the same bytes where the upgrade changed them.
+    root = samples.partition(atomic_image, "root")
+    deploy_dir = f"/ostree/deploy/{OS_NAME}/deploy"
+    (atomic_deployment,) = [n for n in samples.list_dir(atomic_image, root, deploy_dir) if not n.endswith(".origin")]
+    copy = samples.dump_file(atomic_image, root, f"{deploy_dir}/{atomic_deployment}{library}", tmp_path / "lib")
+    assert hashlib.sha256(copy.read_bytes()).hexdigest() == rollback_library
 
 
 def test_xfs_lvm_layout(xfs_lvm_image: Path) -> None:
