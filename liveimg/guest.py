@@ -631,32 +631,34 @@ class Guest:
         """Describe the image and choose a deployment (ostree: default, or by index, osname or
         checksum prefix) and a kernel (classic: newest, or by version).  May be called again with
         other choices; the filesystems are found once."""
-        found = self.layout()
-        desc = describe_root(
-            found.tree,
-            image=str(self.image),
-            boot_separate=found.boot is not None,
-            deployment=deployment,
-            kernel=kernel,
-        )
-        return ImageInfo(
-            image=self.image,
-            format=self.format.format,
-            virtual_size=self.format.virtual_size,
-            partition_table=found.partition_table,
-            partitions=found.partitions,
-            root=found.root,
-            boot=found.boot,
-            esp=found.esp,
-            os_release=desc.os_release,
-            arch=desc.arch,
-            ostree=desc.ostree,
-            deployments=desc.deployments,
-            deployment=desc.deployment,
-            kernels=desc.kernels,
-            kernel=desc.kernel,
-            warnings=found.warnings + desc.warnings,
-        )
+        return describe_layout(self.image, self.format, self.layout(), deployment, kernel)
+
+
+def describe_layout(
+    image: Path, fmt: ImageFormat, found: Layout, deployment: str | int | None, kernel: str | None
+) -> ImageInfo:
+    """The :class:`ImageInfo` of an input whose filesystems ``found`` holds, whoever read them
+    (the appliance, or :mod:`liveimg.nativeimage`): its root described, a deployment and a kernel chosen."""
+    desc = describe_root(found.tree, image=str(image), boot_separate=found.boot is not None,
+                         deployment=deployment, kernel=kernel)  # fmt: skip
+    return ImageInfo(
+        image=image,
+        format=fmt.format,
+        virtual_size=fmt.virtual_size,
+        partition_table=found.partition_table,
+        partitions=found.partitions,
+        root=found.root,
+        boot=found.boot,
+        esp=found.esp,
+        os_release=desc.os_release,
+        arch=desc.arch,
+        ostree=desc.ostree,
+        deployments=desc.deployments,
+        deployment=desc.deployment,
+        kernels=desc.kernels,
+        kernel=desc.kernel,
+        warnings=found.warnings + desc.warnings,
+    )
 
 
 def _drive_name(index: int) -> str:

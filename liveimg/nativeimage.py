@@ -24,8 +24,8 @@ from liveimg import sandbox
 from liveimg.errors import InvalidImage, ToolError
 from liveimg.extfs import ExtFS, ExtRefused, ExtTree, probe_superblock
 from liveimg.fsview import GuestTree, MergedFS
-from liveimg.guest import ImageFormat, Layout
-from liveimg.imageinfo import ImageInfo, Partition, Probe, choose_roles, describe_root, probe_tree
+from liveimg.guest import ImageFormat, Layout, describe_layout
+from liveimg.imageinfo import ImageInfo, Partition, Probe, choose_roles, probe_tree
 from liveimg.parttable import TableRefused, read_table
 
 log = logging.getLogger(__name__)
@@ -171,30 +171,10 @@ class NativeImage:
 
     def inspect(self, deployment: str | int | None = None, kernel: str | None = None) -> ImageInfo:
         """As :meth:`liveimg.guest.Guest.inspect`; :class:`NativeRefused` when the reader gives up on a file."""
-        found = self.layout()
         try:
-            desc = describe_root(found.tree, image=str(self.image), boot_separate=found.boot is not None,
-                                 deployment=deployment, kernel=kernel)  # fmt: skip
+            return describe_layout(self.image, self.format, self.layout(), deployment, kernel)
         except ExtRefused as exc:
             raise NativeRefused(str(exc)) from None
-        return ImageInfo(
-            image=self.image,
-            format=self.format.format,
-            virtual_size=self.format.virtual_size,
-            partition_table=found.partition_table,
-            partitions=found.partitions,
-            root=found.root,
-            boot=found.boot,
-            esp=found.esp,
-            os_release=desc.os_release,
-            arch=desc.arch,
-            ostree=desc.ostree,
-            deployments=desc.deployments,
-            deployment=desc.deployment,
-            kernels=desc.kernels,
-            kernel=desc.kernel,
-            warnings=found.warnings + desc.warnings,
-        )
 
     def boot_source(self, info: ImageInfo) -> ExtTree | None:
         """The separate boot filesystem as a tree source for the rootfs stage (None if /boot is on the root)."""

@@ -227,14 +227,7 @@ class Scope:
             self.killed = True
             procs = [proc for proc in self._procs.values() if proc.returncode is None]
             killers = list(self._killers.values())
-        for proc in procs:
-            with contextlib.suppress(OSError):
-                os.killpg(proc.pid, signal.SIGKILL)
-        for kill in killers:
-            try:
-                kill()
-            except Exception as exc:  # best effort, as in kill_children
-                log.debug("killer %r failed: %s", kill, exc)
+        _kill_all(procs, killers)
 
 
 _scope = threading.local()
@@ -288,6 +281,11 @@ def kill_children() -> None:
     with _children_lock:
         procs = [proc for proc in _children.values() if proc.returncode is None]
         killers = list(_killers.values())
+    _kill_all(procs, killers)
+
+
+def _kill_all(procs: Sequence[subprocess.Popen[bytes]], killers: Sequence[Callable[[], None]]) -> None:
+    """SIGKILL to each program's process group, then each killer; never raises."""
     for proc in procs:
         with contextlib.suppress(OSError):
             os.killpg(proc.pid, signal.SIGKILL)
