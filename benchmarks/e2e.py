@@ -198,7 +198,6 @@ def run_liveimg(
     image: Path, out: Path, work: Path, *, extra: list[str], nice: int, log: Path, user: UnprivilegedUser
 ) -> dict[str, Any]:
     """``liveimg build`` of ``image`` into ``out`` as ``user``, measured (``out`` and ``work`` in the user's HOME)."""
-    from tests.support import owners
 
     argv = [
         sys.executable,
@@ -218,13 +217,7 @@ def run_liveimg(
     measured = harness.run_measured(
         user.command(argv), env=user.env(), cwd=user.home, nice=nice, log_path=log, keep_series=True
     )
-    if measured.returncode != 0:
-        tail = "\n".join(line.text for line in measured.stderr[-20:])
-        raise SystemExit(f"liveimg build failed ({measured.returncode}); see {log}\n{tail}")
-    if owners(out) != {user.uid}:
-        raise SystemExit(f"liveimg build as uid {user.uid} wrote files of uids {sorted(owners(out))} into {out}")
-    if left := user.wait_for_no_processes():
-        raise SystemExit(f"liveimg build as uid {user.uid} left processes behind: {left}")
+    check_user_build(user, measured, out, log)
     runs = parse_progress(measured.stdout)
     steps: dict[str, float] = {}
     for r in runs:
@@ -249,6 +242,20 @@ def run_liveimg(
         "squashfs_options": manifest.get("squashfs"),
         "initramfs": {k: manifest["initramfs"].get(k) for k in ("compression", "built_in", "left_out")},
     }
+
+
+def check_user_build(user: UnprivilegedUser, measured: harness.Measured, out: Path, log: Path) -> None:
+    """Stop the benchmark unless ``user``'s build succeeded, wrote only ``user``'s files into
+    ``out`` and left no process behind."""
+    from tests.support import owners
+
+    if measured.returncode != 0:
+        tail = "\n".join(line.text for line in measured.stderr[-20:])
+        raise SystemExit(f"liveimg build failed ({measured.returncode}); see {log}\n{tail}")
+    if owners(out) != {user.uid}:
+        raise SystemExit(f"liveimg build as uid {user.uid} wrote files of uids {sorted(owners(out))} into {out}")
+    if left := user.wait_for_no_processes():
+        raise SystemExit(f"liveimg build as uid {user.uid} left processes behind: {left}")
 
 
 # --- lorax --------------------------------------------------------------------------------------

@@ -72,7 +72,6 @@ def build(
     user: UnprivilegedUser, image: Path, out: Path, cache: Path, *, extra: list[str], nice: int, log: Path
 ) -> dict[str, Any]:
     """``liveimg build image -o out --cache cache`` as ``user``, measured; the run's figures and its manifest's."""
-    from tests.support import owners
 
     work = user.home / f"work-{out.name}"
     argv = [sys.executable, "-m", "liveimg", "--progress", "json", "build", str(image), "-o", str(out),
@@ -80,13 +79,7 @@ def build(
     env = {**user.env(), "SOURCE_DATE_EPOCH": SOURCE_DATE_EPOCH}
     measured = harness.run_measured(user.command(argv), env=env, cwd=user.home, nice=nice, log_path=log)
     shutil.rmtree(work, ignore_errors=True)
-    if measured.returncode != 0:
-        tail = "\n".join(line.text for line in measured.stderr[-20:])
-        raise SystemExit(f"liveimg build failed ({measured.returncode}); see {log}\n{tail}")
-    if owners(out) != {user.uid}:
-        raise SystemExit(f"liveimg build as uid {user.uid} wrote files of uids {sorted(owners(out))} into {out}")
-    if left := user.wait_for_no_processes():
-        raise SystemExit(f"liveimg build as uid {user.uid} left processes behind: {left}")
+    e2e.check_user_build(user, measured, out, log)
     manifest = json.loads((out / MANIFEST).read_text())
     return {
         **measured.summary(),
