@@ -13,7 +13,6 @@ misses, whether the images are identical, and the cache's size.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import tempfile
 import time
@@ -21,16 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from liveimg.cache import Cache
+from liveimg.manifest import sha256_file
 from liveimg.squashfs.options import SquashfsOptions, bcj_for_arch
 from liveimg.squashfs.writer import pack_file
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(4 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def measure(rootfs: Path, work: Path, options: SquashfsOptions, *, plain: bool = True) -> dict[str, Any]:
@@ -49,7 +41,7 @@ def measure(rootfs: Path, work: Path, options: SquashfsOptions, *, plain: bool =
             "misses": result.stats.get("cache_misses"),
             "size": result.size,
         }
-        digests.add(_sha256(dest))
+        digests.add(sha256_file(dest))
         dest.unlink()
     return {"runs": runs, "identical": len(digests) == 1, "cache_bytes": cache.size()}
 
