@@ -365,7 +365,8 @@ def rebuild_section(data: dict[str, Any]) -> list[str]:
     for case in ("cold", "warm", "prime"):
         if case in s:
             wall, cpu = s[case]["wall"], s[case]["cpu"]
-            last = next(r[case] for r in reversed(data["rounds"]) if case in r)
+            last = data["prime"] if case == "prime" and "prime" in data else \
+                next(r[case] for r in reversed(data["rounds"]) if case in r)  # fmt: skip
             rows.append(
                 [
                     {"cold": "update, empty cache", "warm": "update, cache of the atomic build",

@@ -113,11 +113,13 @@ def build(
     with cancel.handling():
         try:
             image = _check_input(Path(image))
-            cache = build_cache(opts)
             txn = OutdirTransaction(
                 Path(outdir), force=opts.force, workdir=opts.workdir, keep_workdir=opts.keep_workdir
             )
+            cache: Cache | None = None
             try:
+                # After OUTDIR's checks: an OUTDIR that cannot be written is said first, alone.
+                cache = build_cache(opts)
                 return _run(Build(image, opts, layout, txn, progress, cache=cache))
             finally:
                 txn.close()

@@ -59,7 +59,8 @@ KILLS = {"appliance": 4, "guest": 1, "rootfs": 2, "squashfs": 2, "dracut": 2, "p
 #: Seconds: the pxe stage's window, from its begin to the swap (hashing the artifacts for the
 #: manifest takes most of it), is not measured; the other stages' windows are, by the first build.
 PXE_WINDOW = 0.3
-#: ``--inspect appliance``: the appliance (its launch, its QEMU) is what some kills must hit.
+#: ``--inspect appliance``: the appliance (its launch, its QEMU) is what some kills must hit;
+#: ``--no-cache``: dracut runs in every build (no initramfs from the build before).
 OPTIONS = (
     "--compression",
     "lz4",
@@ -69,6 +70,7 @@ OPTIONS = (
     "1",
     "--inspect",
     "appliance",
+    "--no-cache",
 )
 EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143, signal.SIGKILL: -signal.SIGKILL}
 

@@ -28,6 +28,8 @@ def liveimg(*args: str, user: str | None = None, wrap: list[str] | None = None) 
     if wrap is not None:
         cmd = [*wrap, *cmd]
     env = {**os.environ, "PYTHONPATH": str(REPO), "LIVEIMG_ACCEL": "tcg"}
+    if user is not None:  # the test run's build cache is root's: another user has its own default one
+        env.pop("LIVEIMG_CACHE", None)
     return subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env, check=False, timeout=1800)
 
 
