@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from liveimg.errors import LiveImgError, ToolError, ToolNotFound, ToolTimeout
+from liveimg.errors import Cancelled, LiveImgError, ToolError, ToolNotFound, ToolTimeout
 
 log = logging.getLogger(__name__)
 
@@ -258,6 +258,17 @@ def _track(proc: subprocess.Popen[bytes]) -> None:
             os.killpg(proc.pid, signal.SIGKILL)
 
 
+def _raise_if_scope_killed(args: Sequence[str]) -> None:
+    """Raise :class:`Cancelled` if the thread's scope was killed while its program ran.
+
+    The program then died of the scope's SIGKILL, not of its own failure: its exit status must
+    not be read as a verdict on the host (a sandbox probe that "failed") or on the guest.
+    """
+    scope: Scope | None = getattr(_scope, "current", None)
+    if scope is not None and scope.killed:
+        raise Cancelled(signal.SIGKILL, f"{os.path.basename(args[0])} stopped: the build no longer needs this work")
+
+
 def _untrack(proc: subprocess.Popen[bytes]) -> None:
     scope: Scope | None = getattr(_scope, "current", None)
     with _children_lock:
@@ -400,6 +411,7 @@ def run(
             raise
         finally:
             _untrack(proc)
+    _raise_if_scope_killed(args)
     result = Completed(
         argv=tuple(args),
         returncode=proc.returncode,

@@ -100,7 +100,7 @@ from typing import IO
 
 from liveimg import _portal
 from liveimg import run as runner
-from liveimg.errors import HostError, InternalError, InvalidOptions, LiveImgError, ToolError, ToolTimeout
+from liveimg.errors import Cancelled, HostError, InternalError, InvalidOptions, LiveImgError, ToolError, ToolTimeout
 
 log = logging.getLogger(__name__)
 
@@ -294,6 +294,8 @@ def available() -> tuple[bool, str]:
         return False, str(exc)
     try:
         result = run(["true"], what="the sandbox check", limits=Limits(seconds=60), check=False)
+    except Cancelled:
+        raise  # not a verdict on this host, and functools.cache keeps no exception
     except LiveImgError as exc:
         return False, str(exc)
     if result.returncode != 0:

@@ -8,8 +8,9 @@ import time
 import pytest
 
 from liveimg import run as runner
+from liveimg import sandbox
 from liveimg.background import Job
-from liveimg.errors import InternalError, ToolError
+from liveimg.errors import Cancelled, InternalError, ToolError
 from liveimg.progress import Event, Progress
 
 pytestmark = pytest.mark.unit
@@ -97,6 +98,42 @@ def test_a_program_started_in_a_killed_scope_dies_at_once() -> None:
     scope = runner.Scope()
     scope.kill()
     began = time.monotonic()
-    with runner.scoped(scope), pytest.raises(ToolError):
+    with runner.scoped(scope), pytest.raises(Cancelled):
         _sleep(30)
     assert time.monotonic() - began < 10
+
+
+def test_a_program_its_scope_killed_is_cancelled_not_failed() -> None:
+    # A probe run with check=False must not read the scope's SIGKILL as its own verdict
+    # (it once made the sandbox check report "bwrap cannot make a sandbox here: exit -9").
+    scope = runner.Scope()
+    result: list[object] = []
+
+    def probe() -> None:
+        with runner.scoped(scope):
+            try:
+                result.append(runner.run(["sleep", "60"], check=False))
+            except BaseException as exc:
+                result.append(exc)
+
+    thread = threading.Thread(target=probe)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not runner.running_children() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    scope.kill()
+    thread.join(10)
+    assert len(result) == 1 and isinstance(result[0], Cancelled), result
+
+
+def test_the_sandbox_check_cancelled_is_not_remembered_as_a_verdict() -> None:
+    sandbox.available.cache_clear()
+    scope = runner.Scope()
+    scope.kill()
+    try:
+        with runner.scoped(scope), pytest.raises(Cancelled):
+            sandbox.available()
+        ok, reason = sandbox.available()
+        assert ok, reason
+    finally:
+        sandbox.available.cache_clear()
