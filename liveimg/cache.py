@@ -58,7 +58,7 @@ from liveimg.errors import HostError, InvalidOptions
 log = logging.getLogger(__name__)
 
 #: The namespaces an entry can live in: one per kind of value, each with its own statistics.
-NAMESPACES = frozenset({"squashfs", "initramfs"})
+NAMESPACES = frozenset({"squashfs", "initramfs", "initramfs-packed"})
 #: The size bound when none is given.
 DEFAULT_MAX_BYTES = 10 * 1024**3
 #: The environment variable that names the cache directory (``--cache`` wins over it).

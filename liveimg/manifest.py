@@ -82,6 +82,8 @@ def describe(ctx: Build) -> dict[str, Any]:
             "built_in": str(initrd.where),
             # Taken from the build cache, dracut not run (liveimg.dracut.reuse): the same bytes as dracut's.
             "reused": initrd.reused,
+            # Its compressed form taken from the build cache: dracut ran but wrote the same archive as before.
+            "compression_reused": initrd.compression_reused,
             # Whether it checks the live file's size and sha256 before mounting it (liveimg.liveverify).
             "verifies_live": options.verify,
             # Every driver and filesystem (lorax's), or what a live boot needs (liveimg.dracut.plan.SLIM_ARGS).

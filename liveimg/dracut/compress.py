@@ -29,12 +29,16 @@ A codec's Python fallback writes other bytes than its tool.
 from __future__ import annotations
 
 import enum
+import functools
 import gzip
+import importlib.metadata
 import logging
 import lzma
 import os
 import shutil
+import sys
 import time
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,6 +86,7 @@ class Compressed:
     unpacked: int
     seconds: float
     command: str  # what did the work: a command line, or "python <module>"
+    reused: bool = False  # taken from the build cache (liveimg.dracut.reuse), not compressed again
 
 
 def tool_command(compression: Compression, level: int, threads: int) -> list[str] | None:
@@ -100,6 +105,40 @@ def tool_command(compression: Compression, level: int, threads: int) -> list[str
     if compression is Compression.LZ4 and runner.which("lz4"):
         return ["lz4", "-l", f"-{level}", "-c"]
     return None
+
+
+def fingerprint(compression: Compression, level: int) -> str:
+    """What decides the bytes a compression writes: the command (or Python module) and its version.
+
+    Two builds whose fingerprints are equal write the same compressed initramfs from the same
+    uncompressed one: the build cache keys its entries with it (:mod:`liveimg.dracut.reuse`).
+    """
+    if compression is Compression.NONE:
+        return "none"
+    argv = tool_command(compression, level, 2)
+    if argv is None:
+        return f"python {compression} {level} (Python {sys.version.split()[0]}; {_module_version(compression)})"
+    return f"{' '.join(argv)} ({_tool_version(argv[0])})"
+
+
+@functools.cache
+def _tool_version(program: str) -> str:
+    # xz prints its liblzma's version too: the library is what compresses.
+    result = runner.run([program, "--version"], check=False, timeout=60)
+    text = " ".join((result.stdout + result.stderr).split())
+    return text[:200] if result.returncode == 0 else f"{program} --version failed: exit {result.returncode}"
+
+
+def _module_version(compression: Compression) -> str:
+    if compression is Compression.XZ:
+        return "lzma"  # the interpreter's own liblzma: Python's version above names it
+    if compression is Compression.GZIP:
+        return f"zlib {zlib.ZLIB_RUNTIME_VERSION}"
+    module = {Compression.ZSTD: "zstandard", Compression.LZ4: "lz4"}[compression]
+    try:
+        return f"{module} {importlib.metadata.version(module)}"
+    except importlib.metadata.PackageNotFoundError:
+        return f"{module} (not installed)"
 
 
 def _python_compress(compression: Compression, level: int, src: Path, out: Path) -> str:

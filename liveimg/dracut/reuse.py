@@ -2,8 +2,9 @@
 
 The cached value is dracut's initramfs as the stage leaves it, compressed, before the build
 appends its own segments (the layout's hooks, the live file's size and sha256, the RAM floor:
-:mod:`liveimg.stages.initramfs`); it lives in the ``initramfs`` namespace of the build cache
-(:mod:`liveimg.cache`), a file entry, with a byte entry of the same key holding its record.
+:mod:`liveimg.stages.initramfs`).  It lives in the build cache (:mod:`liveimg.cache`) as a file
+entry of the ``initramfs-packed`` namespace, named by :func:`packed_key`; a byte entry of the
+``initramfs`` namespace, named by :func:`cache_key`, holds its record and that name.
 
 The contract.  An entry is reused only when both hold:
 
@@ -11,7 +12,7 @@ The contract.  An entry is reused only when both hold:
   version; the source of liveimg's dracut code (``liveimg/dracut/*.py``: the command line it
   makes, the device nodes it adds, the compression); the kernel version; dracut's command line
   (the module list, liveimg's arguments and the layout's, the tools liveimg asks for, ``--add``,
-  ``--omit``, ``--dracut-arg``); the compression, its level and the command that does it; where
+  ``--omit``, ``--dracut-arg``); the compression, its level, the command that does it and its version; where
   dracut runs; ``$SOURCE_DATE_EPOCH``; and the content (names, types, modes, symlink targets,
   bytes) of the guest's ``/usr/lib/modules/<kver>`` (or ``/lib/modules``), ``/usr/lib/dracut``
   (its modules and ``dracut.conf.d``), ``/etc/dracut.conf`` and ``/etc/dracut.conf.d`` (with the
@@ -23,6 +24,12 @@ The contract.  An entry is reused only when both hold:
   initramfs (and every parent of such a path), the list of names the root's directory has.  A hit needs
   the same record computed from the new root (:func:`record_holds`): a changed file, a new file
   beside one dracut copied (a new library, a new udev rule), a removed one, is a miss.
+
+When the record does not hold, dracut runs; but an upgrade seldom changes what it copies, and
+its archive is then the same bytes as before.  The compressed form of an archive is therefore
+cached too, under :func:`packed_key` (the archive's sha256 and the compressor's
+:func:`liveimg.dracut.compress.fingerprint`): that entry needs no record, and the compression,
+most of the stage's time with xz, is skipped (:func:`lookup_packed`, :func:`store_packed`).
 
 What dracut reads but does not copy and no key part covers (a setting in a file elsewhere that
 changes what a module installs, a program's output at build time, the build host's ``/sys``
@@ -53,7 +60,10 @@ log = logging.getLogger(__name__)
 
 NAMESPACE = "initramfs"
 #: The format of the key and the record: a new tag makes every old entry a miss.
-FORMAT = "liveimg-initramfs-cache-1"
+FORMAT = "liveimg-initramfs-cache-2"
+#: The namespace and format of the compressed forms of dracut's archives (:func:`packed_key`).
+PACKED_NAMESPACE = "initramfs-packed"
+PACKED_FORMAT = "liveimg-initramfs-packed-1"
 #: The guest directories whose whole content is in the key (besides ``<modules>/<kver>``).
 CONFIG_PATHS = ("/usr/lib/dracut", "/etc/dracut.conf", "/etc/dracut.conf.d")
 MODULE_BASES = ("/usr/lib/modules", "/lib/modules")
@@ -189,37 +199,65 @@ def lookup(cache: Cache, key: str, tree: GuestTree, dest: Path) -> Entry | None:
         meta = json.loads(raw)
         changed = record_holds(tree, meta["record"])
         entry = Entry(tuple(meta["modules"]), tuple((m, w) for m, w in meta["left_out"]))
+        packed = str(meta["packed"])
     except (ValueError, KeyError, TypeError) as exc:
         log.info("initramfs cache: entry %s unreadable (%s): not reused", key[:12], exc)
         return None
     if changed is not None:
         log.info("initramfs cache: %s changed in the root since entry %s: dracut runs", changed, key[:12])
         return None
-    if not cache.copy_file(NAMESPACE, key, dest):
+    if not lookup_packed(cache, packed, dest):
         return None
     return entry
 
 
-def store(cache: Cache, key: str, *, tree: GuestTree, raw: Path, packed: Path, entry: Entry) -> bool:
-    """Cache ``packed`` (the compressed form of dracut's ``raw``) under ``key``, with its record."""
+def packed_key(raw: Path, compressor: str) -> str:
+    """The hex sha256 that names the compressed form of the archive ``raw`` written by ``compressor``
+    (a :func:`liveimg.dracut.compress.fingerprint`)."""
+    digest = hashlib.sha256()
+    with open(raw, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    key = {"format": PACKED_FORMAT, "archive": digest.hexdigest(), "compressor": compressor}
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+
+
+def lookup_packed(cache: Cache, key: str, dest: Path) -> bool:
+    """Copy the compressed archive cached under ``key`` (a :func:`packed_key`) to ``dest``; whether it was there."""
+    return cache.copy_file(PACKED_NAMESPACE, key, dest)
+
+
+def store_packed(cache: Cache, key: str, packed: Path) -> bool:
+    """Cache ``packed``, the compressed archive named by ``key`` (a :func:`packed_key`)."""
+    return cache.put_file(PACKED_NAMESPACE, key, packed)
+
+
+def store(cache: Cache, key: str, *, tree: GuestTree, raw: Path, packed_key: str, entry: Entry) -> bool:
+    """Cache the record of dracut's archive ``raw`` under ``key``: the entry whose compressed form
+    :func:`store_packed` stored under ``packed_key``."""
     meta = {
         "record": root_record(tree, *copied_paths(raw)),
         "modules": list(entry.modules),
         "left_out": [list(pair) for pair in entry.left_out],
+        "packed": packed_key,
     }
-    return cache.put_file(NAMESPACE, key, packed) and cache.put(NAMESPACE, key, json.dumps(meta).encode())
+    return cache.put(NAMESPACE, key, json.dumps(meta).encode())
 
 
 __all__ = [
     "NAMESPACE",
+    "PACKED_NAMESPACE",
     "Entry",
     "KeyParts",
     "cache_key",
     "code_digest",
     "copied_paths",
     "lookup",
+    "lookup_packed",
+    "packed_key",
     "record_holds",
     "root_record",
     "store",
+    "store_packed",
     "tree_digest",
 ]

@@ -52,7 +52,7 @@ from liveimg import sandbox
 from liveimg.cache import Cache
 from liveimg.dracut import cpio, reuse
 from liveimg.dracut.appliance import ApplianceOpener, run_dracut_in_appliance
-from liveimg.dracut.compress import DEFAULT_LEVELS, Compressed, Compression, compress_initramfs, tool_command
+from liveimg.dracut.compress import DEFAULT_LEVELS, Compressed, Compression, compress_initramfs, fingerprint
 from liveimg.dracut.initramfs import newc_index, plain_segments
 from liveimg.dracut.plan import OUT_DIR, DracutOptions, Plan, Where, plan_dracut, verify_initramfs
 from liveimg.dracut.sandbox import Bind, Tmpfs, check_sandbox_result, log_tail, run_in_sandbox, sandbox_available
@@ -82,6 +82,8 @@ class Initrd:
     where: Where  # SANDBOX or APPLIANCE
     argv: tuple[str, ...] = field(default=())  # dracut's command line
     reused: bool = False  # taken from the build cache, dracut not run (liveimg.dracut.reuse)
+    # dracut's archive compressed by nobody: its compressed form came from the build cache
+    compression_reused: bool = False
 
 
 def _choose_where(options: DracutOptions) -> Where:
@@ -166,11 +168,10 @@ def build_initramfs(
             st.advance(1)
             verify_initramfs(raw, plan.modules or plan.required)
         with progress.stage("compress initramfs", total=raw.stat().st_size, unit="bytes") as st:
-            packed: Compressed = compress_initramfs(raw, out, opts.compression, level=opts.level,
-                                                    threads=opts.threads, timeout=opts.timeout)  # fmt: skip
+            packed = cached.compress(raw, out, opts) if cached is not None else _compress(raw, out, opts)
             st.update(raw.stat().st_size)
-        if where is not Where.APPLIANCE and cached is not None:
-            cached.store(raw, out, reuse.Entry(plan.modules, plan.left_out))
+        if cached is not None:
+            cached.store(raw, reuse.Entry(plan.modules, plan.left_out))
     seconds = time.monotonic() - started
     for name, why in plan.left_out:
         log.info("dracut module %s left out: %s", name, why)
@@ -185,6 +186,7 @@ def build_initramfs(
         seconds=seconds,
         dracut_seconds=dracut_seconds,
         compress_seconds=packed.seconds,
+        compression_reused=packed.reused,
         where=where,
         argv=plan.argv,
     )
@@ -211,10 +213,13 @@ def _guest(extracted: ExtractedTree) -> GuestTree:
 
 def _key_parts(kver: str, plan: Plan, opts: DracutOptions, where: Where) -> reuse.KeyParts:
     level = opts.level if opts.level is not None else DEFAULT_LEVELS.get(opts.compression)
-    command = tool_command(opts.compression, level or 0, 2) if opts.compression is not Compression.NONE else None
     return reuse.KeyParts(kver=kver, argv=plan.argv, compression=str(opts.compression), level=level,
-                          compress_command=" ".join(command or ("python",)), where=str(where),
+                          compress_command=fingerprint(opts.compression, level or 0), where=str(where),
                           source_date_epoch=os.environ.get("SOURCE_DATE_EPOCH"))  # fmt: skip
+
+
+def _compress(raw: Path, out: Path, opts: DracutOptions) -> Compressed:
+    return compress_initramfs(raw, out, opts.compression, level=opts.level, threads=opts.threads, timeout=opts.timeout)
 
 
 class _Cached:
@@ -223,8 +228,10 @@ class _Cached:
     def __init__(self, cache: Cache, extracted: ExtractedTree, parts: reuse.KeyParts) -> None:
         self.cache = cache
         self.tree = _guest(extracted)
+        self.compressor = parts.compress_command
         self.key = reuse.cache_key(self.tree, parts)
         self.entry: reuse.Entry | None = None
+        self.packed_key = ""
 
     def take(self, out: Path, logfile: Path) -> bool:
         """Put the cached initramfs at ``out`` if there is one whose record holds; whether it did."""
@@ -240,8 +247,32 @@ class _Cached:
         logfile.write_text(f"liveimg: dracut not run: the initramfs comes from the build cache ({self.key})\n")
         return True
 
-    def store(self, raw: Path, out: Path, entry: reuse.Entry) -> None:
-        if not reuse.store(self.cache, self.key, tree=self.tree, raw=raw, packed=out, entry=entry):
+    def compress(self, raw: Path, out: Path, opts: DracutOptions) -> Compressed:
+        """dracut's archive ``raw`` compressed into ``out``: taken from the cache when it holds the
+        compressed form of the same bytes (dracut ran, but copied what it copied last time), else
+        compressed and stored there."""
+        started = time.monotonic()
+        self.packed_key = reuse.packed_key(raw, self.compressor)
+        tmp = temp_beside(out, ".cached")
+        try:
+            if reuse.lookup_packed(self.cache, self.packed_key, tmp):
+                os.chmod(tmp, 0o644)  # as compress_initramfs leaves it
+                os.replace(tmp, out)
+                log.info("dracut's archive is the same bytes as a cached one: its compressed form reused")
+                return Compressed(out, opts.compression, out.stat().st_size, raw.stat().st_size,
+                                  time.monotonic() - started, "the build cache", reused=True)  # fmt: skip
+        finally:
+            tmp.unlink(missing_ok=True)
+        packed = _compress(raw, out, opts)
+        if not reuse.store_packed(self.cache, self.packed_key, out):
+            self.packed_key = ""
+        return packed
+
+    def store(self, raw: Path, entry: reuse.Entry) -> None:
+        stored = bool(self.packed_key) and reuse.store(
+            self.cache, self.key, tree=self.tree, raw=raw, packed_key=self.packed_key, entry=entry
+        )
+        if not stored:
             log.info("the initramfs could not be stored in the build cache %s", self.cache.root)
 
 
@@ -253,7 +284,7 @@ def _reused(out: Path, *, kver: str, opts: DracutOptions, cached: _Cached, plan:
     log.info("initramfs of %s reused from the build cache: dracut not run", kver)
     return Initrd(path=out, kver=kver, compression=opts.compression, size=out.stat().st_size, modules=entry.modules,
                   left_out=entry.left_out, log=logfile, seconds=seconds, dracut_seconds=0.0, compress_seconds=0.0,
-                  where=where, argv=plan.argv, reused=True)  # fmt: skip
+                  where=where, argv=plan.argv, reused=True, compression_reused=True)  # fmt: skip
 
 
 #: Where :func:`_run_in_sandbox` mounts something over the tree (the physical /boot aside).

@@ -82,6 +82,7 @@ out=""
 for a in "$@"; do case "$a" in /run/liveimg/*) out="$a";; esac; done
 @PRELUDE@
 [ -e /etc/fake-write-nothing ] && exit 0
+[ -e /etc/fake-archive ] && { cat /etc/fake-archive > "$out"; exit 0; }
 i=/var/tmp/initramfs
 mkdir -p $i/usr/sbin $i/usr/bin $i/dev $i/etc
 echo '#!/bin/sh' > $i/usr/sbin/dmsquash-live-root

@@ -115,3 +115,51 @@ def test_the_stage_reuses_the_initramfs_until_a_copied_file_changes(fake_guest: 
     omitted = build_initramfs(tree=fake_guest, kver=KVER, output=out / "initrd.img", cache=cache,
                               options=dataclasses.replace(options, omit_modules=("qemu",)))  # fmt: skip
     assert not omitted.reused
+
+
+def test_dracut_runs_but_the_same_archive_is_not_compressed_again(fake_guest: Path, tmp_path: Path) -> None:
+    # The stand-in dracut writes /etc/fake-archive when the guest has one: the same bytes each
+    # run, as the real dracut --reproducible does when it copies the same files.
+    first = tmp_path / "first"
+    first.mkdir()
+    tree0 = shutil.copytree(fake_guest, tmp_path / "tree0", symlinks=True)
+    plain = build_initramfs(tree=tree0, kver=KVER, output=first / "initrd.img",
+                            options=DracutOptions(compression=Compression.NONE))  # fmt: skip
+    shutil.copy(plain.path, fake_guest / "etc/fake-archive")
+    cache = Cache(tmp_path / "cache")
+    options = DracutOptions(compression=Compression.GZIP)
+    outs = []
+    for n in (1, 2, 3):
+        tree = shutil.copytree(fake_guest, tmp_path / f"tree{n}", symlinks=True)
+        if n == 2:
+            (tree / "usr/bin/newtool").write_text("#!/bin/sh\n")  # the record no longer holds
+        if n == 3:
+            (tree / "usr/bin/newer").write_text("#!/bin/sh\n")
+            (tree / "etc/fake-archive").write_bytes(plain.path.read_bytes().replace(b"prepare\n", b"prepar2\n"))
+        out = tmp_path / f"out{n}"
+        out.mkdir()
+        outs.append(build_initramfs(tree=tree, kver=KVER, output=out / "initrd.img", options=options, cache=cache))
+    cold, same, other = outs
+    assert [(i.reused, i.compression_reused) for i in outs] == [(False, False), (False, True), (False, False)]
+    assert "fake dracut" in same.log.read_text()  # dracut ran
+    assert same.path.read_bytes() == cold.path.read_bytes()
+    assert same.path.stat().st_mode & 0o777 == 0o644
+    assert other.path.read_bytes() != cold.path.read_bytes()
+    assert cache.stats()["initramfs-packed"].hits == 1
+
+
+def test_the_compressed_form_is_named_by_the_archive_and_the_compressor(tmp_path: Path) -> None:
+    cache = Cache(tmp_path / "cache")
+    raw = tmp_path / "initramfs.cpio"
+    raw.write_bytes(b"070701" + b"0" * 100)
+    first = reuse.packed_key(raw, "xz -6 (xz 5.4.1)")
+    assert first == reuse.packed_key(raw, "xz -6 (xz 5.4.1)") and len(first) == 64
+    assert reuse.packed_key(raw, "xz -6 (xz 5.6.0)") != first  # another compressor's version
+    packed = tmp_path / "initrd.img"
+    packed.write_bytes(b"compressed")
+    dest = tmp_path / "copy"
+    assert not reuse.lookup_packed(cache, first, dest)
+    assert reuse.store_packed(cache, first, packed)
+    assert reuse.lookup_packed(cache, first, dest) and dest.read_bytes() == b"compressed"
+    raw.write_bytes(b"070701" + b"1" * 100)  # another archive
+    assert reuse.packed_key(raw, "xz -6 (xz 5.4.1)") != first
