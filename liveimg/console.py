@@ -10,8 +10,8 @@ appear) and returns a :class:`BootResult` at the first of:
 * a known failure, checked on every line (:data:`DEFAULT_FAILURES`: a kernel panic,
   dracut's emergency shell, "Could not boot" and FATAL, no root filesystem, a missing
   ostree root, a live image liveimg's livenetroot refused or could not fetch, curl and
-  livenet download errors, no bootable device, and a boot file that Secure Boot refuses
-  (:data:`SECURE_BOOT_FAILURES`));
+  livenet download errors, no bootable device, a boot file that Secure Boot refuses
+  (:data:`SECURE_BOOT_FAILURES`), and GRUB at its command line with no menu;
 * the exit of the process given (QEMU): the lines written so far are read first;
 * the timeout.
 
@@ -91,6 +91,8 @@ DEFAULT_FAILURES: tuple[Pattern, ...] = (
     Pattern("download-failed", r"failed to download live image|Failed to download|curl: \(\d+\)"),
     Pattern("no-bootable-device", r"No bootable device|Could not boot from|PXE-E\d\d|Boot failed: could not read"),
     *SECURE_BOOT_FAILURES,
+    # GRUB found no menu (its configuration unread) and waits at its command line or rescue shell.
+    Pattern("grub-prompt", r"Minimal BASH-like line editing is supported|Entering rescue mode"),
 )
 
 

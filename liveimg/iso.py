@@ -244,8 +244,9 @@ def _host_file(directory: Path, name: str, packages: str = "isolinux and syslinu
     return path
 
 
-def efi_boot_image(dest: Path, label: str, when: int, work: Path) -> None:
-    """The El Torito UEFI boot image at ``dest``: a FAT holding GRUB as ``EFI/BOOT/BOOTX64.EFI``."""
+def efi_boot_image(dest: Path, label: str, when: int, work: Path, *, extra_kib: int = 0) -> None:
+    """The El Torito UEFI boot image at ``dest``: a FAT holding GRUB as ``EFI/BOOT/BOOTX64.EFI``
+    (``extra_kib`` more free space than usual: :func:`write_iso` grows the ISO with it)."""
     _host_file(GRUB_EFI_DIR, "linux.mod", "grub-efi-amd64-bin")
     early = work / "early.cfg"
     early.write_text(grub_early_config(label))
@@ -253,7 +254,7 @@ def efi_boot_image(dest: Path, label: str, when: int, work: Path) -> None:
     runner.run(["grub-mkimage", "-O", "x86_64-efi", "-d", GRUB_EFI_DIR, "-p", "/EFI/BOOT", "-c", early,
                 "-o", grub, *GRUB_MODULES], timeout=EFI_TOOL_TIMEOUT, package="grub-common")  # fmt: skip
     os.utime(grub, (when, when))  # mcopy -m keeps it
-    size_kib = (grub.stat().st_size // 1024 + EFI_FAT_SLACK_KIB + 1023) // 1024 * 1024
+    size_kib = (grub.stat().st_size // 1024 + EFI_FAT_SLACK_KIB + 1023) // 1024 * 1024 + extra_kib
     serial = hashlib.sha256(f"liveimg-efi\0{label}\0{when}".encode()).hexdigest()[:8]
     runner.run(["mkfs.fat", "-C", "--invariant", "-i", serial, "-n", EFI_FAT_LABEL, dest, str(size_kib)],
                timeout=EFI_TOOL_TIMEOUT, package="dosfstools")  # fmt: skip
@@ -300,14 +301,42 @@ def write_iso(
         raise HostError(f"cannot create a work directory beside {dest}: {exc.strerror}") from exc
     try:
         efiboot = work / "efiboot.img"
-        efi_boot_image(efiboot, label, when, work)
-        _write_iso(dest, content, label, when, config, grub_cfg, efiboot, isolinux_bin, ldlinux, mbr, on_progress)
+        extra_kib = 0
+        for _attempt in range(2):
+            efiboot.unlink(missing_ok=True)  # mkfs.fat -C makes a new file only
+            efi_boot_image(efiboot, label, when, work, extra_kib=extra_kib)
+            image = _assemble(content, label, when, config, grub_cfg, efiboot, isolinux_bin, ldlinux, mbr)
+            room = _gpt_backup_room(image)
+            if room >= GPT_BACKUP_BYTES:
+                break
+            # pycdlib pads the image to a whole cylinder and writes the GPT's backup over its last
+            # 16.5 KiB: had the padding less room than that, it would overwrite the last file's
+            # end.  A bigger UEFI image moves the end of the data past the next cylinder.
+            image.close()
+            extra_kib = -(-(room + GPT_BACKUP_BYTES) // ISO_BLOCK) * ISO_BLOCK // 1024
+        else:
+            raise InternalError(f"the ISO's padding leaves {room} bytes for the GPT's backup (need {GPT_BACKUP_BYTES})")
+        _write_iso(image, dest, when, on_progress)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _write_iso(  # noqa: PLR0917 (the pieces write_iso checked and made)
-    dest: Path,
+#: The GPT's backup at the end of a hybrid image: 128 entries of 128 bytes and the header's sector.
+GPT_BACKUP_BYTES = 128 * 128 + 512
+ISO_BLOCK = 2048
+
+
+def _gpt_backup_room(image: pycdlib.PyCdlib) -> int:
+    """The bytes between the end of the image's data and the end of its padding to a whole
+    cylinder (isohybrid's geometry), where pycdlib writes the GPT's backup."""
+    hybrid = image.isohybrid_mbr
+    if hybrid is None:
+        raise InternalError("pycdlib made no isohybrid MBR")
+    cylinder = int(hybrid.geometry_heads) * int(hybrid.geometry_sectors) * 512
+    return -(int(image.pvd.space_size) * int(image.logical_block_size)) % cylinder
+
+
+def _assemble(  # noqa: PLR0917 (the pieces write_iso checked and made)
     content: IsoContent,
     label: str,
     when: int,
@@ -317,8 +346,8 @@ def _write_iso(  # noqa: PLR0917 (the pieces write_iso checked and made)
     isolinux_bin: Path,
     ldlinux: Path,
     mbr: bytes,
-    on_progress: Callable[[int, int], None] | None,
-) -> None:
+) -> pycdlib.PyCdlib:
+    """The ISO, laid out but not written (pycdlib reads the files when it writes)."""
     iso = pycdlib.PyCdlib()
     try:
         iso.new(
@@ -381,6 +410,18 @@ def _write_iso(  # noqa: PLR0917 (the pieces write_iso checked and made)
             for index, part in enumerate(gpt.parts):
                 part.part_guid = _guid(label, when, f"partition {index}")
         _set_times(iso, when)
+    except BaseException as exc:
+        with contextlib.suppress(PyCdlibException):  # not open when new() failed
+            iso.close()
+        if isinstance(exc, PyCdlibException):
+            raise InternalError(f"pycdlib refused the ISO: {exc}") from exc
+        raise
+    return iso
+
+
+def _write_iso(iso: pycdlib.PyCdlib, dest: Path, when: int, on_progress: Callable[[int, int], None] | None) -> None:
+    """Write the assembled ``iso`` at ``dest`` (atomically), then close it."""
+    try:
         output = AtomicOutput(dest)
         with output as tmp:
 
@@ -398,8 +439,7 @@ def _write_iso(  # noqa: PLR0917 (the pieces write_iso checked and made)
     except PyCdlibException as exc:
         raise InternalError(f"pycdlib refused the ISO {dest}: {exc}") from exc
     finally:
-        with contextlib.suppress(PyCdlibException):  # not open when new() failed
-            iso.close()
+        iso.close()
 
 
 def _guid(label: str, when: int, what: str) -> uuid.UUID:

@@ -69,6 +69,8 @@ FAILURES = {
     "download-failed": "[   50.1] dracut-initqueue[350]: curl: (7) Failed to connect to 10.0.2.100 port 8080",
     # Debian's GRUB, given a kernel that shim cannot verify (Secure Boot on)
     "secure-boot": "error: bad shim signature.",
+    # GRUB with no configuration read (once: an ISO whose backup GPT overwrote its data)
+    "grub-prompt": "   Minimal BASH-like line editing is supported. For the first word, TAB   ",
 }
 
 

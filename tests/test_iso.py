@@ -222,6 +222,49 @@ def test_isohybrid_mbr_is_syslinuxs_with_the_image_and_the_efi_partitions(
         assert f.read(4) == iso.ISOLINUX_SIGNATURE
 
 
+def _data_end_and_backup_gpt(dest: Path) -> tuple[int, int]:
+    """Where the ISO's data ends (its volume space) and where its GPT backup's entries begin."""
+    image = pycdlib.PyCdlib()
+    image.open(str(dest))
+    try:
+        data_end = image.pvd.space_size * image.logical_block_size
+    finally:
+        image.close()
+    with open(dest, "rb") as f:
+        f.seek(-512, os.SEEK_END)
+        header = f.read(512)
+    assert header[:8] == b"EFI PART"
+    entries_lba, count, size = struct.unpack_from("<QII", header, 72)
+    assert entries_lba * 512 + count * size == dest.stat().st_size - 512
+    return data_end, entries_lba * 512
+
+
+def test_the_gpt_backup_never_overwrites_the_last_file(outdir: Path) -> None:
+    # pycdlib pads to a whole cylinder (1 MiB) and writes the GPT's backup over the last 16.5 KiB:
+    # a live file that brings the data within that of a cylinder's end once lost its last
+    # 2560 bytes (a squashfs the kernel then refused: "unable to read id index table").
+    first = outdir / "first.iso"
+    write(outdir, first)
+    data_end, _ = _data_end_and_backup_gpt(first)
+    room = -data_end % (1 << 20)
+    live = outdir / BOOT.squashfs
+    blocks = -(-live.stat().st_size // 2048) + (room - 4096) // 2048  # 4 KiB of padding left
+    live.write_bytes(os.urandom(blocks * 2048))
+    dest = outdir / "live.iso"
+    write(outdir, dest)
+    data_end, backup = _data_end_and_backup_gpt(dest)
+    assert data_end <= backup, f"the GPT's backup at {backup} overwrites data ending at {data_end}"
+    image = pycdlib.PyCdlib()
+    image.open(str(dest))
+    try:
+        for name in (BOOT.squashfs, BOOT.kernel, BOOT.initramfs):
+            where = {BOOT.squashfs: "/LiveOS/squashfs.img", BOOT.kernel: "/images/pxeboot/vmlinuz",
+                     BOOT.initramfs: "/images/pxeboot/initrd.img"}[name]  # fmt: skip
+            assert read(image, rr_path=where) == (outdir / name).read_bytes(), where
+    finally:
+        image.close()
+
+
 def test_el_torito_has_a_uefi_section_with_grub(
     opened: tuple[pycdlib.PyCdlib, Path, list[str]], tmp_path: Path
 ) -> None:
