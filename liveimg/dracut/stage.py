@@ -82,7 +82,7 @@ class Initrd:
     where: Where  # SANDBOX or APPLIANCE
     argv: tuple[str, ...] = field(default=())  # dracut's command line
     reused: bool = False  # taken from the build cache, dracut not run (liveimg.dracut.reuse)
-    # dracut's archive compressed by nobody: its compressed form came from the build cache
+    # the compressed initramfs came from the build cache, whether dracut ran or not
     compression_reused: bool = False
 
 
