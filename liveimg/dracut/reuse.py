@@ -188,6 +188,7 @@ class Entry:
 
     modules: tuple[str, ...]
     left_out: tuple[tuple[str, str], ...]
+    unpacked: int | None = None  # liveimg.ramfloor.unpacked_bytes of the initramfs (None: not recorded)
 
 
 def lookup(cache: Cache, key: str, tree: GuestTree, dest: Path) -> Entry | None:
@@ -198,7 +199,9 @@ def lookup(cache: Cache, key: str, tree: GuestTree, dest: Path) -> Entry | None:
     try:
         meta = json.loads(raw)
         changed = record_holds(tree, meta["record"])
-        entry = Entry(tuple(meta["modules"]), tuple((m, w) for m, w in meta["left_out"]))
+        unpacked = meta.get("unpacked")
+        entry = Entry(tuple(meta["modules"]), tuple((m, w) for m, w in meta["left_out"]),
+                      int(unpacked) if unpacked is not None else None)  # fmt: skip
         packed = str(meta["packed"])
     except (ValueError, KeyError, TypeError) as exc:
         log.info("initramfs cache: entry %s unreadable (%s): not reused", key[:12], exc)
@@ -239,6 +242,7 @@ def store(cache: Cache, key: str, *, tree: GuestTree, raw: Path, packed_key: str
         "record": root_record(tree, *copied_paths(raw)),
         "modules": list(entry.modules),
         "left_out": [list(pair) for pair in entry.left_out],
+        "unpacked": entry.unpacked,
         "packed": packed_key,
     }
     return cache.put(NAMESPACE, key, json.dumps(meta).encode())

@@ -60,6 +60,7 @@ from liveimg.dracut.tree import ExtractedTree, extract_tree, guest_mkdirs
 from liveimg.errors import HostError, InternalError, InvalidImage, InvalidOptions, ToolTimeout
 from liveimg.fsview import GuestTree, HostFS, MergedFS
 from liveimg.progress import Progress
+from liveimg.ramfloor import unpacked_bytes
 from liveimg.staging import temp_beside
 
 log = logging.getLogger(__name__)
@@ -84,6 +85,9 @@ class Initrd:
     reused: bool = False  # taken from the build cache, dracut not run (liveimg.dracut.reuse)
     # the compressed initramfs came from the build cache, whether dracut ran or not
     compression_reused: bool = False
+    # what it takes in RAM once unpacked (liveimg.ramfloor.unpacked_bytes), read from dracut's
+    # uncompressed archive so that nobody decompresses it again to know; None: not known
+    unpacked: int | None = None
 
 
 def _choose_where(options: DracutOptions) -> Where:
@@ -167,11 +171,12 @@ def build_initramfs(
                 dracut_seconds = _run_in_sandbox(extracted, plan=plan, opts=opts, raw=raw, logfile=logfile, work=work)
             st.advance(1)
             verify_initramfs(raw, plan.modules or plan.required)
+            unpacked = unpacked_bytes(raw)
         with progress.stage("compress initramfs", total=raw.stat().st_size, unit="bytes") as st:
             packed = cached.compress(raw, out, opts) if cached is not None else _compress(raw, out, opts)
             st.update(raw.stat().st_size)
         if cached is not None:
-            cached.store(raw, reuse.Entry(plan.modules, plan.left_out))
+            cached.store(raw, reuse.Entry(plan.modules, plan.left_out, unpacked))
     seconds = time.monotonic() - started
     for name, why in plan.left_out:
         log.info("dracut module %s left out: %s", name, why)
@@ -187,6 +192,7 @@ def build_initramfs(
         dracut_seconds=dracut_seconds,
         compress_seconds=packed.seconds,
         compression_reused=packed.reused,
+        unpacked=unpacked,
         where=where,
         argv=plan.argv,
     )
@@ -284,7 +290,8 @@ def _reused(out: Path, *, kver: str, opts: DracutOptions, cached: _Cached, plan:
     log.info("initramfs of %s reused from the build cache: dracut not run", kver)
     return Initrd(path=out, kver=kver, compression=opts.compression, size=out.stat().st_size, modules=entry.modules,
                   left_out=entry.left_out, log=logfile, seconds=seconds, dracut_seconds=0.0, compress_seconds=0.0,
-                  where=where, argv=plan.argv, reused=True, compression_reused=True)  # fmt: skip
+                  where=where, argv=plan.argv, reused=True, compression_reused=True,
+                  unpacked=entry.unpacked)  # fmt: skip
 
 
 #: Where :func:`_run_in_sandbox` mounts something over the tree (the physical /boot aside).

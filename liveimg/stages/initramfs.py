@@ -31,8 +31,12 @@ def run(ctx: Build) -> None:
         if ctx.options.verify:
             ctx.digests[live.resolve()] = digest = sha256_file(live)
             expected = (live.stat().st_size, digest)
-        # dracut's initramfs as unpacked at boot (what is appended below is a few KiB).
-        ctx.ram_floor = ramfloor.RamFloor(live.stat().st_size, ramfloor.unpacked_bytes(ctx.initrd.path))
+        # dracut's initramfs as unpacked at boot (what is appended below is a few KiB); the dracut
+        # stage read it from the uncompressed archive, else it is decompressed here (seconds with xz).
+        unpacked = ctx.initrd.unpacked
+        if unpacked is None:
+            unpacked = ramfloor.unpacked_bytes(ctx.initrd.path)
+        ctx.ram_floor = ramfloor.RamFloor(live.stat().st_size, unpacked)
         files = liveverify.initramfs_files(ctx.initrd.path, ctx.txn.work / "liveverify", expected, ctx.ram_floor)
         if livenbd.wanted(ctx.options.pxe.url):
             files += livenbd.initramfs_files(ctx.initrd.path, ctx.txn.work / "livenbd", ctx.options.verify)

@@ -15,6 +15,7 @@ from liveimg.dracut.plan import DracutOptions
 from liveimg.dracut.sandbox import sandbox_available
 from liveimg.dracut.stage import build_initramfs
 from liveimg.fsview import GuestTree, HostFS
+from liveimg.ramfloor import unpacked_bytes
 from tests.dracut.fake_guest import dracut_guest, make_guest
 from tests.support import need, unavailable
 
@@ -106,6 +107,8 @@ def test_the_stage_reuses_the_initramfs_until_a_copied_file_changes(fake_guest: 
     assert (cold.reused, warm.reused, changed.reused) == (False, True, False)
     assert warm.path.read_bytes() == cold.path.read_bytes()
     assert (warm.modules, warm.left_out) == (cold.modules, cold.left_out)
+    # What it takes unpacked, read from dracut's archive (cold) or the entry (warm): as if decompressed.
+    assert cold.unpacked == warm.unpacked == unpacked_bytes(cold.path) > 0
     assert warm.path.stat().st_mode & 0o777 == 0o644
     assert "build cache" in warm.log.read_text()
     assert "fake dracut" in changed.log.read_text()
@@ -142,6 +145,7 @@ def test_dracut_runs_but_the_same_archive_is_not_compressed_again(fake_guest: Pa
     cold, same, other = outs
     assert [(i.reused, i.compression_reused) for i in outs] == [(False, False), (False, True), (False, False)]
     assert "fake dracut" in same.log.read_text()  # dracut ran
+    assert same.unpacked == unpacked_bytes(same.path)
     assert same.path.read_bytes() == cold.path.read_bytes()
     assert same.path.stat().st_mode & 0o777 == 0o644
     assert other.path.read_bytes() != cold.path.read_bytes()
