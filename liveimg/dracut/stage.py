@@ -45,6 +45,7 @@ import os
 import stat
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -241,15 +242,13 @@ class _Cached:
 
     def take(self, out: Path, logfile: Path) -> bool:
         """Put the cached initramfs at ``out`` if there is one whose record holds; whether it did."""
-        tmp = temp_beside(out, ".cached")
-        try:
+
+        def copy(tmp: Path) -> bool:
             self.entry = reuse.lookup(self.cache, self.key, self.tree, tmp)
-            if self.entry is None:
-                return False
-            os.chmod(tmp, 0o644)  # as compress_initramfs leaves it
-            os.replace(tmp, out)
-        finally:
-            tmp.unlink(missing_ok=True)
+            return self.entry is not None
+
+        if not _from_cache(out, copy):
+            return False
         logfile.write_text(f"liveimg: dracut not run: the initramfs comes from the build cache ({self.key})\n")
         return True
 
@@ -259,16 +258,10 @@ class _Cached:
         compressed and stored there."""
         started = time.monotonic()
         self.packed_key = reuse.packed_key(raw, self.compressor)
-        tmp = temp_beside(out, ".cached")
-        try:
-            if reuse.lookup_packed(self.cache, self.packed_key, tmp):
-                os.chmod(tmp, 0o644)  # as compress_initramfs leaves it
-                os.replace(tmp, out)
-                log.info("dracut's archive is the same bytes as a cached one: its compressed form reused")
-                return Compressed(out, opts.compression, out.stat().st_size, raw.stat().st_size,
-                                  time.monotonic() - started, "the build cache", reused=True)  # fmt: skip
-        finally:
-            tmp.unlink(missing_ok=True)
+        if _from_cache(out, lambda tmp: reuse.lookup_packed(self.cache, self.packed_key, tmp)):
+            log.info("dracut's archive is the same bytes as a cached one: its compressed form reused")
+            return Compressed(out, opts.compression, out.stat().st_size, raw.stat().st_size,
+                              time.monotonic() - started, "the build cache", reused=True)  # fmt: skip
         packed = _compress(raw, out, opts)
         if not reuse.store_packed(self.cache, self.packed_key, out):
             self.packed_key = ""
@@ -280,6 +273,20 @@ class _Cached:
         )
         if not stored:
             log.info("the initramfs could not be stored in the build cache %s", self.cache.root)
+
+
+def _from_cache(out: Path, copy: Callable[[Path], bool]) -> bool:
+    """Put at ``out`` (replaced whole, mode 0644 as :func:`compress_initramfs` leaves it) what
+    ``copy`` writes into a scratch file beside it; False, ``out`` untouched, if ``copy`` finds nothing."""
+    tmp = temp_beside(out, ".cached")
+    try:
+        if not copy(tmp):
+            return False
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, out)
+        return True
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _reused(out: Path, *, kver: str, opts: DracutOptions, cached: _Cached, plan: Plan, logfile: Path, where: Where,
