@@ -51,6 +51,16 @@ def pytest_configure(config: pytest.Config) -> None:
     config.add_cleanup(lambda: shutil.rmtree(directory, ignore_errors=True))
 
 
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    """Free space where the tests write: when a tool is stopped because a filesystem is full, the
+    run's header says what there was to begin with."""
+    lines = []
+    for path in ("/tmp", "/var/tmp", str(Path.home())):
+        st = os.statvfs(path)
+        lines.append(f"{path}: {st.f_bavail * st.f_frsize / 2**30:.1f} GiB free")
+    return ["disk: " + ", ".join(lines)]
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         parts = Path(item.path).relative_to(_HERE).parts
