@@ -34,6 +34,7 @@ launch to estimate what liveimg would take with KVM.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import shutil
@@ -134,6 +135,68 @@ def stage_windows(begins: list[tuple[str, float]], wall: float) -> dict[str, tup
     return {name: (t, firsts[i + 1][1] if i + 1 < len(firsts) else wall) for i, (name, t) in enumerate(firsts)}
 
 
+def stage_intervals(runs: list[dict[str, Any]], mapping: dict[str, str]) -> dict[str, tuple[float, float]]:
+    """Each common stage's time window from its own steps' begin and end times (``other`` left out).
+
+    Unlike :func:`stage_windows`, a window ends where its stage ended, so stages that run beside
+    each other (liveimg's dracut job beside its squashfs stage) get overlapping windows.
+    """
+    out: dict[str, tuple[float, float]] = {}
+    for r in runs:
+        name = mapping.get(r["stage"], "other")
+        if name == "other":
+            continue
+        begin, end = out.get(name, (r["begin"], r["end"]))
+        out[name] = (min(begin, r["begin"]), max(end, r["end"]))
+    return out
+
+
+def _merged(spans: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    out: list[tuple[float, float]] = []
+    for begin, end in sorted(spans):
+        if out and begin <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], end))
+        else:
+            out.append((begin, end))
+    return out
+
+
+def _length(spans: list[tuple[float, float]]) -> float:
+    return sum(end - begin for begin, end in spans)
+
+
+def wall_clock_stages(runs: list[dict[str, Any]], mapping: dict[str, str], wall: float) -> dict[str, Any]:
+    """Every second of the wall time given to one stage, and what each stage ran beside another.
+
+    ``stages``: while several stages run at once, the second goes to the one that began first
+    (liveimg's squashfs stage, not the dracut job it started beside it); seconds in no stage are
+    ``other``; the values add up to ``total`` (the wall time).  ``beside``: per stage, the
+    seconds during which some other stage ran too (0 for stages that ran alone).
+    """
+    spans: dict[str, list[tuple[float, float]]] = {}
+    for r in runs:
+        name = mapping.get(r["stage"], "other")
+        if name != "other":
+            spans.setdefault(name, []).append((r["begin"], r["end"]))
+    merged = {name: _merged(v) for name, v in spans.items()}
+    first = {name: v[0][0] for name, v in merged.items()}
+    out = dict.fromkeys(STAGES, 0.0)
+    beside = dict.fromkeys(merged, 0.0)
+    cuts = sorted({0.0, wall, *(t for v in merged.values() for span in v for t in span)})
+    for begin, end in itertools.pairwise(cuts):
+        mid = (begin + end) / 2
+        running = [name for name, v in merged.items() if any(b <= mid < e for b, e in v)]
+        if not running:
+            out["other"] += end - begin
+            continue
+        out[min(running, key=lambda n: first[n])] += end - begin
+        if len(running) > 1:
+            for name in running:
+                beside[name] += end - begin
+    out["total"] = wall
+    return {"stages": {k: round(v, 2) for k, v in out.items()}, "beside": {k: round(v, 2) for k, v in beside.items()}}
+
+
 def map_stages(parts: dict[str, float], mapping: dict[str, str], wall: float) -> dict[str, float]:
     """Sum the tool's own steps into :data:`STAGES`; ``other`` is the wall time not in any step."""
     out = dict.fromkeys(STAGES, 0.0)
@@ -226,12 +289,18 @@ def run_liveimg(
     # The manifest's stage timings cover each stage whole (the dracut stage's clean-up and the
     # kernel copy included); the appliance launch is only in the progress events.
     parts = {"appliance": steps.get("appliance", 0.0), **manifest.get("stages", {})}
-    windows = stage_windows([(LIVEIMG_STAGES.get(r["stage"], "other"), r["begin"]) for r in runs], measured.wall)
+    # The dracut job runs beside the squashfs stage: each stage's RSS window is its own span.
+    windows = stage_intervals(runs, LIVEIMG_STAGES)
+    clock = wall_clock_stages(runs, LIVEIMG_STAGES, measured.wall)
     rootfs_run = next((r for r in runs if r["stage"] == "rootfs"), None)
     host_in_rootfs = _command_seconds(measured.stderr, rootfs_run["begin"], rootfs_run["end"]) if rootfs_run else 0.0
     return {
         **measured.summary(),
         "stages": map_stages(parts, LIVEIMG_STAGES, measured.wall),
+        "wall_clock_stages": clock["stages"],
+        "beside": clock["beside"],
+        # No appliance launch: liveimg read the image natively, no QEMU ran for it.
+        "appliance_used": steps.get("appliance", 0.0) > 0,
         "steps": steps,
         "timeline": runs,
         "rss_by_stage": {k: measured.rss.peak_between(*w) for k, w in windows.items()},
@@ -378,8 +447,14 @@ def host_equivalents(image: Path, meta: dict[str, Any], work: Path) -> dict[str,
 
 
 def tcg_handicap(liveimg_run: dict[str, Any], host: dict[str, Any]) -> dict[str, Any]:
-    """Per stage: the measured time, the part spent in the TCG appliance, and an estimate with KVM."""
+    """Per stage: the measured time, the part spent in the TCG appliance, and an estimate with KVM.
+
+    When liveimg read the image without its appliance, nothing ran under TCG: ``appliance_used``
+    is False and there is no estimate (the build is what it would be with KVM).
+    """
     steps = liveimg_run["steps"]
+    if not liveimg_run.get("appliance_used", steps.get("appliance", 0.0) > 0):
+        return {"appliance_used": False, "host_equivalents": host}
     stages = liveimg_run["stages"]
     launch = steps.get("appliance", 0.0)
     inspect = steps.get("guest", 0.0)
@@ -390,6 +465,7 @@ def tcg_handicap(liveimg_run: dict[str, Any], host: dict[str, Any]) -> dict[str,
     est["rootfs"] = round(rootfs_kvm, 2)
     est["total"] = round(stages["total"] - (stages["guest"] - guest_kvm) - (stages["rootfs"] - rootfs_kvm), 2)
     return {
+        "appliance_used": True,
         "appliance_launch": launch,
         "inspection": inspect,
         "rootfs_in_appliance": round(max(0.0, stages["rootfs"] - host["rootfs_seconds"]), 2),
@@ -407,10 +483,34 @@ def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return ordered[(len(ordered) - 1) // 2]
 
 
+def clock_of(result: dict[str, Any]) -> dict[str, Any] | None:
+    """A liveimg round's :func:`wall_clock_stages`: recorded, or made from its timeline (results
+    written before it was recorded); None for a round without a timeline (lorax's way)."""
+    if "wall_clock_stages" in result:
+        return {"stages": result["wall_clock_stages"], "beside": result.get("beside", {})}
+    if "timeline" in result:
+        return wall_clock_stages(result["timeline"], LIVEIMG_STAGES, result["wall"])
+    return None
+
+
+def _clock_summary(side: list[dict[str, Any]]) -> dict[str, Any]:
+    clocks = [c for c in map(clock_of, side) if c is not None]
+    if not clocks or len(clocks) != len(side):
+        return {}
+    return {
+        "wall_clock_stages": {s: harness.stats([c["stages"][s] for c in clocks]) for s in STAGES},
+        "beside": {
+            s: harness.stats([c["beside"].get(s, 0.0) for c in clocks])
+            for s in sorted({s for c in clocks for s in c["beside"]})
+        },
+    }
+
+
 def summarize(side: list[dict[str, Any]]) -> dict[str, Any]:
     """min and median over the rounds, per stage, and the peaks."""
     return {
         "stages": {s: harness.stats([r["stages"][s] for r in side]) for s in STAGES},
+        **_clock_summary(side),
         "rss": {
             "tree_peak_mib": max(r["rss"]["tree_peak_mib"] for r in side),
             "groups": {

@@ -51,6 +51,39 @@ def test_stage_windows_run_to_the_next_stage() -> None:
     assert windows == {"guest": (0.5, 23.0), "rootfs": (23.0, 31.0), "squashfs": (31.0, 40.0)}
 
 
+_BESIDE = [
+    {"stage": "rootfs", "begin": 0.5, "end": 2.0},
+    {"stage": "squashfs", "begin": 2.0, "end": 130.0},
+    {"stage": "dracut", "begin": 2.1, "end": 15.0},
+    {"stage": "compress initramfs", "begin": 15.0, "end": 69.0},
+    {"stage": "pxe", "begin": 138.0, "end": 138.1},
+]
+
+
+def test_stage_intervals_are_each_stages_own_span() -> None:
+    spans = e2e.stage_intervals(_BESIDE, e2e.LIVEIMG_STAGES)
+    assert spans == {"rootfs": (0.5, 2.0), "squashfs": (2.0, 130.0), "dracut": (2.1, 69.0)}
+
+
+def test_wall_clock_gives_each_second_to_the_stage_that_began_first() -> None:
+    clock = e2e.wall_clock_stages(_BESIDE, e2e.LIVEIMG_STAGES, wall=139.0)
+    stages = clock["stages"]
+    assert stages["squashfs"] == 128.0 and stages["dracut"] == 0.0 and stages["rootfs"] == 1.5
+    assert stages["other"] == pytest.approx(139.0 - 1.5 - 128.0) and stages["total"] == 139.0
+    assert sum(v for k, v in stages.items() if k != "total") == pytest.approx(139.0)
+    assert clock["beside"] == {"rootfs": 0.0, "squashfs": 66.9, "dracut": 66.9}
+    # One after another: each stage keeps its own time.
+    alone = [{"stage": "squashfs", "begin": 0.0, "end": 10.0}, {"stage": "dracut", "begin": 10.0, "end": 15.0}]
+    assert e2e.wall_clock_stages(alone, e2e.LIVEIMG_STAGES, wall=16.0)["stages"]["dracut"] == 5.0
+
+
+def test_no_tcg_handicap_without_the_appliance() -> None:
+    run = {"steps": {"guest": 0.01, "rootfs": 1.4}, "stages": {"guest": 0.01, "rootfs": 1.4, "total": 139.0}}
+    host = {"guest_seconds": 0.08, "rootfs_seconds": 2.1, "kvm_launch_seconds": 6.0}
+    assert e2e.tcg_handicap(run, host) == {"appliance_used": False, "host_equivalents": host}
+    assert e2e.tcg_handicap({**run, "appliance_used": True, "steps": {"appliance": 20.0}}, host) is not None
+
+
 def test_last_json_object_after_tool_output() -> None:
     text = 'Parallel mksquashfs: Using 2 processors\n{not json\n{\n  "steps": {"dracut": 1.5}\n}\n'
     assert e2e.last_json_object(text) == {"steps": {"dracut": 1.5}}

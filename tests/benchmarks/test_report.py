@@ -14,9 +14,11 @@ from tests.support import need_module
 _STAGES = ("guest", "rootfs", "squashfs", "dracut", "other", "total")
 
 
-def _side(values: dict[str, float], groups: dict[str, float]) -> dict[str, Any]:
+def _side(values: dict[str, float], groups: dict[str, float], **more: Any) -> dict[str, Any]:
     return {
+        "wall": values["total"],
         "stages": values,
+        **more,
         "rss": {"tree_peak_mib": sum(groups.values()), "groups": groups, "single_peak_mib": max(groups.values())},
         "rusage": {"maxrss_mib": max(groups.values()), "cpu": 380.0},
         "rss_by_stage": {"squashfs": {"tree": 40.0, "self": 40.0}},
@@ -31,7 +33,16 @@ def _results() -> dict[str, dict[str, Any]]:
 
     ours = dict(zip(_STAGES, (30.0, 8.0, 100.0, 60.0, 4.0, 202.0), strict=True))
     ref = dict(zip(_STAGES, (0.2, 20.0, 150.0, 160.0, 2.0, 332.2), strict=True))
-    lv = [_side(ours, {"self": 60.0, "qemu": 600.0, "children": 30.0})]
+    # One stage after another, as before the dracut job ran beside squashfs; with the appliance.
+    timeline = [
+        {"stage": "appliance", "begin": 0.0, "end": 27.0, "seconds": 27.0},
+        {"stage": "guest", "begin": 27.0, "end": 30.0, "seconds": 3.0},
+        {"stage": "rootfs", "begin": 30.0, "end": 38.0, "seconds": 8.0},
+        {"stage": "squashfs", "begin": 38.0, "end": 138.0, "seconds": 100.0},
+        {"stage": "dracut", "begin": 138.0, "end": 198.0, "seconds": 60.0},
+    ]
+    steps = {"appliance": 27.0, "guest": 3.0, "rootfs": 8.0, "squashfs": 100.0, "dracut": 60.0}
+    lv = [_side(ours, {"self": 60.0, "qemu": 600.0, "children": 30.0}, steps=steps, timeline=timeline)]
     lx = [_side(ref, {"self": 13.0, "children": 1500.0})]
     e2e_result = {
         "benchmark": "e2e",
@@ -116,7 +127,10 @@ def _results() -> dict[str, dict[str, Any]]:
 def test_render_has_every_table_and_the_targets() -> None:
     text = report.render(_results())
     assert text.startswith(report.BEGIN) and text.rstrip().endswith(report.END)
-    assert "| total | 202 s / 202 s | 332 s / 332 s | 0.61× |" in text
+    assert "| total | 202 s / 202 s | - | 202 s | 332 s / 332 s | 0.61× | 173 s | 0.52× |" in text
+    assert "| dracut | 60.0 s / 60.0 s | 0.0 s | 60.0 s | 160 s / 160 s | 0.38× |" in text
+    assert "runs stages beside each other" not in text  # nothing overlapped
+    assert "launch 27.0 s + inspection 3.0 s" in text
     assert "| end-to-end wall ≤ 0.5× lorax's way (TCG; liveimg as root) | 0.61× | not met |" in text
     # 380 CPU seconds on 2 cores: 190 s at best; 202 s is within 10 % of that.
     assert "the CPU limit (380 CPU s / 2 cores = 190 s) | 202 s = 1.06× | met |" in text
@@ -138,6 +152,59 @@ def test_render_says_who_ran_liveimg() -> None:
     assert "liveimg ran as an unprivileged user (uid 123456789, group kvm, no capability); lorax's way as root." in text
     assert "lorax's way (TCG; liveimg unprivileged) |" in text
     assert "dracut in liveimg's user-namespace sandbox, run as root," in text
+
+
+def _native_overlapped(found: dict[str, dict[str, Any]], *, recorded: bool) -> dict[str, Any]:
+    """``found``'s e2e result with its liveimg round made native (no appliance) and its dracut job
+    beside the squashfs stage, as builds are since 7b7d973; ``recorded``: with the fields new runs
+    record (else as the results written before them)."""
+    from benchmarks import e2e
+
+    timeline = [
+        {"stage": "guest", "begin": 0.4, "end": 0.5, "seconds": 0.1},
+        {"stage": "rootfs", "begin": 0.5, "end": 2.0, "seconds": 1.5},
+        {"stage": "squashfs", "begin": 2.0, "end": 130.0, "seconds": 128.0},
+        {"stage": "dracut", "begin": 2.1, "end": 15.0, "seconds": 12.9},
+        {"stage": "compress initramfs", "begin": 15.0, "end": 69.0, "seconds": 54.0},
+        {"stage": "pxe", "begin": 138.0, "end": 138.1, "seconds": 0.1},
+    ]
+    ours = {"guest": 0.1, "rootfs": 1.5, "squashfs": 128.0, "dracut": 70.0, "other": 8.0, "total": 139.0}
+    run = _side(
+        ours,
+        {"self": 100.0, "children": 40.0},
+        steps={"guest": 0.1, "rootfs": 1.5, "squashfs": 128.0, "dracut": 12.9, "compress initramfs": 54.0},
+        timeline=timeline,
+    )
+    if recorded:
+        clock = e2e.wall_clock_stages(timeline, e2e.LIVEIMG_STAGES, 139.0)
+        run |= {"wall_clock_stages": clock["stages"], "beside": clock["beside"], "appliance_used": False}
+    result = found["e2e"]
+    result["liveimg"] = [run]
+    result["tcg"] = e2e.tcg_handicap(run, result["tcg"]["host_equivalents"])
+    return result
+
+
+def test_render_a_native_build_with_dracut_beside_squashfs() -> None:
+    found = _results()
+    _native_overlapped(found, recorded=True)
+    text = report.render(found)
+    # The dracut stage (70 s in the manifest) ran 66.9 s beside squashfs: none of it on the wall clock.
+    assert "| dracut | 70.0 s / 70.0 s | 66.9 s | 0.0 s | 160 s / 160 s | 0.44× |" in text
+    assert "| squashfs | 128 s / 128 s | 66.9 s | 128 s |" in text
+    assert "runs stages beside each other (dracut 66.9 s, squashfs 66.9 s, medians)" in text
+    assert "The TCG handicap: none in this run" in text and "with KVM (est.)" not in text
+    assert "Peak RSS per stage (MiB, first round; stages that ran beside each other share samples)" in text
+    assert "the whole tree (no appliance ran) | 140 MiB | met |" in text
+
+
+def test_render_an_older_result_of_a_native_overlapped_build() -> None:
+    found = _results()
+    _native_overlapped(found, recorded=False)
+    found["e2e"]["tcg"].pop("appliance_used")
+    text = report.render(found)
+    assert "| dracut | 70.0 s / 70.0 s | 66.9 s | 0.0 s |" in text  # worked out from the timeline
+    assert "The TCG handicap: none in this run" in text
+    assert "Peak RSS per stage: not shown for this result" in text
 
 
 def test_render_without_results() -> None:
