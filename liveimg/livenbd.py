@@ -30,7 +30,7 @@ from pathlib import Path
 
 from liveimg import bootsyntax, liveverify
 from liveimg.dracut import EmbeddedFile, cpio, hook_dir
-from liveimg.dracut.initramfs import Initramfs
+from liveimg.dracut.initramfs import Initramfs, Source, opened
 from liveimg.dracut.modules import find_binary
 from liveimg.errors import InvalidImage
 from liveimg.fsview import GuestTree
@@ -194,13 +194,19 @@ def check_image(tree: GuestTree) -> None:
         )
 
 
-def initramfs_files(initramfs: Path, workdir: Path, verify: bool) -> list[EmbeddedFile]:
+def initramfs_files(initramfs: Source, workdir: Path, verify: bool) -> list[EmbeddedFile]:
     """What to append to ``initramfs`` for ``nbd://``: :data:`LIVENBDROOT` beside livenetroot, the
     cmdline hook, and :data:`GENERATOR` where dracut put livenet's.  The image's dracut must have
     put in nbd-client and the ``nbd`` module (and ``head`` when ``verify``): an
-    :class:`InvalidImage` if it did not."""
-    with Initramfs(initramfs) as ird:
-        found = ird.files()
+    :class:`InvalidImage` if it did not.  ``initramfs``: a path, or the initramfs already open
+    (:func:`~liveimg.dracut.initramfs.opened`)."""
+    with opened(initramfs) as ird:
+        return _initramfs_files(ird, workdir, verify)
+
+
+def _initramfs_files(ird: Initramfs, workdir: Path, verify: bool) -> list[EmbeddedFile]:
+    initramfs = ird.path
+    found = ird.files()
     regular = {m.path for m in found.values() if m.kind in (cpio.Kind.FILE, cpio.Kind.HARDLINK)}
     names = {p.rsplit("/", 1)[-1] for p in regular}
     missing = [tool for tool in ("nbd-client", *(("head",) if verify else ())) if tool not in names]
@@ -217,7 +223,7 @@ def initramfs_files(initramfs: Path, workdir: Path, verify: bool) -> list[Embedd
     (workdir / CMDLINE_HOOK_NAME).write_text(CMDLINE_HOOK)
     files = [
         EmbeddedFile(workdir / "livenbdroot", f"/{livenet.rsplit('/', 1)[0]}/livenbdroot", 0o755),
-        EmbeddedFile(workdir / CMDLINE_HOOK_NAME, f"/{hook_dir(initramfs, 'cmdline')}/{CMDLINE_HOOK_NAME}", 0o644),
+        EmbeddedFile(workdir / CMDLINE_HOOK_NAME, f"/{hook_dir(ird, 'cmdline')}/{CMDLINE_HOOK_NAME}", 0o644),
     ]
     generators = sorted(
         p.rsplit("/", 1)[0] for p in regular if p.endswith("/system-generators/dracut-livenet-generator")

@@ -33,7 +33,7 @@ import re
 from pathlib import Path
 
 from liveimg.dracut import EmbeddedFile, cpio, hook_dir
-from liveimg.dracut.initramfs import Initramfs
+from liveimg.dracut.initramfs import Initramfs, Source, opened
 from liveimg.errors import InvalidImage, InvalidOptions
 from liveimg.ramfloor import RAM_FILE, RamFloor
 
@@ -281,14 +281,22 @@ def verify_line(size: int, sha256: str) -> str:
 
 
 def initramfs_files(
-    initramfs: Path, workdir: Path, expected: tuple[int, str] | None, ram: RamFloor | None = None
+    initramfs: Source, workdir: Path, expected: tuple[int, str] | None, ram: RamFloor | None = None
 ) -> list[EmbeddedFile]:
     """What to append to ``initramfs``: :data:`LIVENETROOT` where it has livenet's, the timeout hook,
     with ``expected`` (size, sha256) :data:`VERIFY_FILE` -- whose check needs the tools of
     :data:`DRACUT_INSTALL` in it (an :class:`InvalidImage` if it lacks them) -- and with ``ram``
-    the RAM floor (:data:`liveimg.ramfloor.RAM_FILE`), compared with the machine's before the download."""
-    with Initramfs(initramfs) as ird:
-        found = ird.files()
+    the RAM floor (:data:`liveimg.ramfloor.RAM_FILE`), compared with the machine's before the download.
+    ``initramfs``: a path, or the initramfs already open (:func:`~liveimg.dracut.initramfs.opened`)."""
+    with opened(initramfs) as ird:
+        return _initramfs_files(ird, workdir, expected, ram)
+
+
+def _initramfs_files(
+    ird: Initramfs, workdir: Path, expected: tuple[int, str] | None, ram: RamFloor | None
+) -> list[EmbeddedFile]:
+    initramfs = ird.path
+    found = ird.files()
     regular = {m.path for m in found.values() if m.kind in (cpio.Kind.FILE, cpio.Kind.HARDLINK)}
     target = next((p for p in ("usr/sbin/livenetroot", "sbin/livenetroot") if p in regular), None)
     if target is None:
@@ -311,7 +319,7 @@ def initramfs_files(
     hook.write_text(TIMEOUT_HOOK)
     files = [
         EmbeddedFile(script, f"/{target}", 0o755),
-        EmbeddedFile(hook, f"/{hook_dir(initramfs, 'initqueue/timeout')}/{TIMEOUT_HOOK_NAME}", 0o644),
+        EmbeddedFile(hook, f"/{hook_dir(ird, 'initqueue/timeout')}/{TIMEOUT_HOOK_NAME}", 0o644),
     ]
     if expected is not None:
         line = workdir / "liveimg-live-image"

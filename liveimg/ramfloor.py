@@ -23,11 +23,10 @@ boots below the floor with it).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from liveimg.dracut import cpio
-from liveimg.dracut.initramfs import Initramfs
+from liveimg.dracut.initramfs import Source, opened
 from liveimg.errors import InvalidOptions
 
 MiB = 1 << 20
@@ -104,11 +103,12 @@ class RamFloor:
         }
 
 
-def unpacked_bytes(initramfs: Path) -> int:
-    """What ``initramfs`` takes in RAM once the kernel has unpacked it: its files' final versions,
-    each in whole pages (the tmpfs's unit); directories, links and second names are left out."""
+def unpacked_bytes(initramfs: Source) -> int:
+    """What ``initramfs`` (a path, or one already open) takes in RAM once the kernel has unpacked
+    it: its files' final versions, each in whole pages (the tmpfs's unit); directories, links and
+    second names are left out."""
     total = 0
-    with Initramfs(initramfs) as ird:
+    with opened(initramfs) as ird:
         for member in ird.files().values():
             if member.kind is cpio.Kind.FILE:  # a hard link is a second name of the same pages
                 total += -(-member.size // PAGE) * PAGE

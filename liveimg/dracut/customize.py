@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from liveimg.dracut import cpio
-from liveimg.dracut.initramfs import Initramfs
+from liveimg.dracut.initramfs import Source, opened
 from liveimg.dracut.output import replaced_whole
 from liveimg.errors import InvalidImage, InvalidOptions
 
@@ -117,7 +117,7 @@ def customization_entries(
 
 
 def append_cpio(
-    initramfs: str | os.PathLike[str],
+    initramfs: Source,
     output: str | os.PathLike[str],
     *,
     kargs: Sequence[str] = (),
@@ -128,14 +128,15 @@ def append_cpio(
 ) -> Appended:
     """Write ``output``: ``initramfs`` followed by an archive with ``kargs`` and ``files``.
 
-    ``initramfs`` is read in full first (a corrupt one is an :class:`InvalidImage`) and is
-    never modified, unless ``output`` is the same path, in which case it is replaced whole
-    once the new file is complete.
+    ``initramfs`` is read in full first (a corrupt one is an :class:`InvalidImage`), or was, when
+    it is given open (:func:`~liveimg.dracut.initramfs.opened`; its file must not have changed
+    since).  It is never modified, unless ``output`` is the same path, in which case it is
+    replaced whole once the new file is complete.
     """
-    src = Path(initramfs)
     dst = Path(output)
     wanted = customization_entries(kargs=kargs, files=files, cmdline_name=cmdline_name)
-    with Initramfs(src) as ird:
+    with opened(initramfs) as ird:
+        src = ird.path
         last = ird.segments[-1]
         existing = ird.files()
     # Parent directories the initramfs already has are left out: for a directory entry the
@@ -175,14 +176,14 @@ def append_cpio(
     )
 
 
-def hook_dir(initramfs: str | os.PathLike[str], hook: str) -> str:
+def hook_dir(initramfs: Source, hook: str) -> str:
     """Where a dracut initramfs keeps the scripts of ``hook`` (``pre-mount``, ``pre-pivot``, ...).
 
     ``lib`` may be a link to ``usr/lib`` (merged /usr), and an appended archive must name
     the real directory: the kernel's unpacker would not follow the link for a new entry.
     """
-    found = Initramfs(initramfs)
-    for candidate in (f"usr/lib/dracut/hooks/{hook}", f"lib/dracut/hooks/{hook}"):
-        if any(m.kind is cpio.Kind.DIR for m in found.find(candidate)):
-            return candidate
-    raise InvalidImage(f"{initramfs} has no dracut {hook} hook directory: is it a dracut initramfs?")
+    with opened(initramfs) as found:
+        for candidate in (f"usr/lib/dracut/hooks/{hook}", f"lib/dracut/hooks/{hook}"):
+            if any(m.kind is cpio.Kind.DIR for m in found.find(candidate)):
+                return candidate
+        raise InvalidImage(f"{found.path} has no dracut {hook} hook directory: is it a dracut initramfs?")

@@ -315,6 +315,25 @@ class Initramfs:
                 )
 
 
+#: An initramfs to read: a path, or one already open (see :func:`opened`).
+Source = Initramfs | str | os.PathLike[str]
+
+
+@contextlib.contextmanager
+def opened(source: Source) -> Iterator[Initramfs]:
+    """``source`` itself when it is an open :class:`Initramfs` (left open: its owner closes it),
+    else the file at ``source``, scanned and closed on exit.
+
+    Scanning decompresses the whole initramfs (seconds with xz): code that reads one initramfs
+    several times opens it once and hands the open one around.
+    """
+    if isinstance(source, Initramfs):
+        yield source
+        return
+    with Initramfs(source) as ird:
+        yield ird
+
+
 def _member(entry: libarchive.ArchiveEntry, segment: int) -> Member:
     mode = entry.mode
     target: str | None = None

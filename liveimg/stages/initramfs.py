@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from liveimg import livenbd, liveverify, ramfloor
 from liveimg.dracut import EmbeddedFile, append_cpio, hook_dir
+from liveimg.dracut.initramfs import Initramfs, Source, opened
 from liveimg.manifest import sha256_file
 
 if TYPE_CHECKING:
@@ -31,31 +32,32 @@ def run(ctx: Build) -> None:
         if ctx.options.verify:
             ctx.digests[live.resolve()] = digest = sha256_file(live)
             expected = (live.stat().st_size, digest)
-        # dracut's initramfs as unpacked at boot (what is appended below is a few KiB); the dracut
-        # stage read it from the uncompressed archive, else it is decompressed here (seconds with xz).
-        unpacked = ctx.initrd.unpacked
-        if unpacked is None:
-            unpacked = ramfloor.unpacked_bytes(ctx.initrd.path)
-        ctx.ram_floor = ramfloor.RamFloor(live.stat().st_size, unpacked)
-        files = liveverify.initramfs_files(ctx.initrd.path, ctx.txn.work / "liveverify", expected, ctx.ram_floor)
-        if livenbd.wanted(ctx.options.pxe.url):
-            files += livenbd.initramfs_files(ctx.initrd.path, ctx.txn.work / "livenbd", ctx.options.verify)
-        add_hooks(ctx.initrd.path, ctx.layout.hooks, ctx.txn.work, files)
+        # Read once: every reader below would otherwise decompress the whole initramfs again.
+        with Initramfs(ctx.initrd.path) as ird:
+            # dracut's initramfs as unpacked at boot (what is appended below is a few KiB).
+            unpacked = ctx.initrd.unpacked if ctx.initrd.unpacked is not None else ramfloor.unpacked_bytes(ird)
+            ctx.ram_floor = ramfloor.RamFloor(live.stat().st_size, unpacked)
+            files = liveverify.initramfs_files(ird, ctx.txn.work / "liveverify", expected, ctx.ram_floor)
+            if livenbd.wanted(ctx.options.pxe.url):
+                files += livenbd.initramfs_files(ird, ctx.txn.work / "livenbd", ctx.options.verify)
+            add_hooks(ird, ctx.layout.hooks, ctx.txn.work, files)
 
 
-def add_hooks(initramfs: Path, hooks: Sequence[Hook], workdir: Path, files: Sequence[EmbeddedFile] = ()) -> None:
+def add_hooks(initramfs: Source, hooks: Sequence[Hook], workdir: Path, files: Sequence[EmbeddedFile] = ()) -> None:
     """Append ``hooks`` to ``initramfs``, each in the directory where its dracut keeps that hook's
-    scripts, with ``files`` (nothing appended if both are empty)."""
-    embedded = list(files)
-    for hook in hooks:
-        script = workdir / hook.name
-        script.write_text(hook.script)
-        embedded.append(EmbeddedFile(script, f"/{hook_dir(initramfs, hook.point)}/{hook.name}", 0o755))
-    if not embedded:
-        return
-    tmp = initramfs.with_name(f".{initramfs.name}.tmp")
-    try:
-        append_cpio(initramfs, tmp, files=embedded)
-        tmp.replace(initramfs)
-    finally:
-        tmp.unlink(missing_ok=True)
+    scripts, with ``files`` (nothing appended if both are empty).  ``initramfs``: a path, or the
+    initramfs open (:func:`~liveimg.dracut.initramfs.opened`), whose file is replaced."""
+    with opened(initramfs) as ird:
+        embedded = list(files)
+        for hook in hooks:
+            script = workdir / hook.name
+            script.write_text(hook.script)
+            embedded.append(EmbeddedFile(script, f"/{hook_dir(ird, hook.point)}/{hook.name}", 0o755))
+        if not embedded:
+            return
+        tmp = ird.path.with_name(f".{ird.path.name}.tmp")
+        try:
+            append_cpio(ird, tmp, files=embedded)
+            tmp.replace(ird.path)
+        finally:
+            tmp.unlink(missing_ok=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -96,3 +97,20 @@ def test_the_live_file_is_hashed_once_and_the_manifest_agrees(tmp_path: Path, mo
     name = result.manifest["rootfs"]["file"]
     assert hashed.count(name) == 1, hashed
     assert result.manifest["artifacts"][name]["sha256"] == sha256_file(out / name)
+
+
+def test_the_stage_reads_the_initramfs_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every reader of the initramfs stage shares one scan: each scan decompresses the whole file."""
+    standins.use(monkeypatch, [])
+    image = tmp_path / "disk.raw"
+    image.write_bytes(b"an image" * 512)
+    scanned: list[str] = []
+    scan = Initramfs._scan
+
+    def counting(self: Initramfs) -> Any:
+        scanned.append(self.path.name)
+        return scan(self)
+
+    monkeypatch.setattr(Initramfs, "_scan", counting)
+    build(image, tmp_path / "out", BuildOptions())
+    assert scanned.count(f"initramfs-{KVER}.img") == 1, scanned
