@@ -28,19 +28,24 @@ def _side(values: dict[str, float], groups: dict[str, float], **more: Any) -> di
     }
 
 
+def _timeline(*spans: tuple[str, float, float]) -> list[dict[str, Any]]:
+    """liveimg's progress stages as :func:`benchmarks.e2e.parse_progress` gives them."""
+    return [{"stage": st, "begin": b, "end": e, "seconds": round(e - b, 2)} for st, b, e in spans]
+
+
 def _results() -> dict[str, dict[str, Any]]:
     from benchmarks import e2e
 
     ours = dict(zip(_STAGES, (30.0, 8.0, 100.0, 60.0, 4.0, 202.0), strict=True))
     ref = dict(zip(_STAGES, (0.2, 20.0, 150.0, 160.0, 2.0, 332.2), strict=True))
     # One stage after another, as before the dracut job ran beside squashfs; with the appliance.
-    timeline = [
-        {"stage": "appliance", "begin": 0.0, "end": 27.0, "seconds": 27.0},
-        {"stage": "guest", "begin": 27.0, "end": 30.0, "seconds": 3.0},
-        {"stage": "rootfs", "begin": 30.0, "end": 38.0, "seconds": 8.0},
-        {"stage": "squashfs", "begin": 38.0, "end": 138.0, "seconds": 100.0},
-        {"stage": "dracut", "begin": 138.0, "end": 198.0, "seconds": 60.0},
-    ]
+    timeline = _timeline(
+        ("appliance", 0.0, 27.0),
+        ("guest", 27.0, 30.0),
+        ("rootfs", 30.0, 38.0),
+        ("squashfs", 38.0, 138.0),
+        ("dracut", 138.0, 198.0),
+    )
     steps = {"appliance": 27.0, "guest": 3.0, "rootfs": 8.0, "squashfs": 100.0, "dracut": 60.0}
     lv = [_side(ours, {"self": 60.0, "qemu": 600.0, "children": 30.0}, steps=steps, timeline=timeline)]
     lx = [_side(ref, {"self": 13.0, "children": 1500.0})]
@@ -160,14 +165,14 @@ def _native_overlapped(found: dict[str, dict[str, Any]], *, recorded: bool) -> d
     record (else as the results written before them)."""
     from benchmarks import e2e
 
-    timeline = [
-        {"stage": "guest", "begin": 0.4, "end": 0.5, "seconds": 0.1},
-        {"stage": "rootfs", "begin": 0.5, "end": 2.0, "seconds": 1.5},
-        {"stage": "squashfs", "begin": 2.0, "end": 130.0, "seconds": 128.0},
-        {"stage": "dracut", "begin": 2.1, "end": 15.0, "seconds": 12.9},
-        {"stage": "compress initramfs", "begin": 15.0, "end": 69.0, "seconds": 54.0},
-        {"stage": "pxe", "begin": 138.0, "end": 138.1, "seconds": 0.1},
-    ]
+    timeline = _timeline(
+        ("guest", 0.4, 0.5),
+        ("rootfs", 0.5, 2.0),
+        ("squashfs", 2.0, 130.0),
+        ("dracut", 2.1, 15.0),
+        ("compress initramfs", 15.0, 69.0),
+        ("pxe", 138.0, 138.1),
+    )
     ours = {"guest": 0.1, "rootfs": 1.5, "squashfs": 128.0, "dracut": 70.0, "other": 8.0, "total": 139.0}
     run = _side(
         ours,
