@@ -11,7 +11,9 @@ supports only CRC32 and none), LZMA2 at preset 6 with the dictionary as large as
 and optionally one BCJ filter in front.  mksquashfs compresses every block once per filter
 plus once without and keeps the smallest; :class:`XzCompressor` first guesses from the
 block's content whether a filter can help (see :func:`x86_code_score`) and only tries both
-when the guess is unclear; with ``bcj_mode="exhaustive"`` it tries every chain, as mksquashfs.
+when the guess is unclear; with ``bcj_mode="exhaustive"`` it keeps what mksquashfs would, trying
+both chains on every block but those without an x86 branch opcode, where the filter changes
+nothing and the plain stream wins.
 """
 
 from __future__ import annotations
@@ -146,6 +148,12 @@ def x86_code_score(data: bytes | memoryview) -> tuple[float, float]:
     return (branches - zero) * 1024 / len(raw), zero / branches if branches else 0.0
 
 
+def has_x86_branch_opcode(data: bytes | memoryview) -> bool:
+    """Whether ``data`` holds an E8 or E9 byte: the only opcodes the x86 BCJ filter looks at."""
+    raw = bytes(data) if isinstance(data, memoryview) else data
+    return b"\xe8" in raw or b"\xe9" in raw
+
+
 class XzCompressor(Compressor):
     """xz (``.xz`` streams, CRC32 check) with optional BCJ filters, chosen per block."""
 
@@ -187,6 +195,12 @@ class XzCompressor(Compressor):
                 return [self._plain]
             if score > self.HIGH and zeros < self.ZERO_MAX:
                 return [self._bcj[0]]
+        elif self.filters == ("x86",) and not has_x86_branch_opcode(data):
+            # Exhaustive, and the result is known without trying: the x86 filter rewrites only
+            # what follows an E8 or E9 byte, so here it passes the block through unchanged; the
+            # LZMA2 data is then the same and its stream no shorter (its header names one more
+            # filter), and the plain stream, first among equals, is the one kept.
+            return [self._plain]
         return [self._plain, *self._bcj]
 
     def _compress(self, data: bytes | memoryview) -> bytes:

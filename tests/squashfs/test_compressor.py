@@ -5,9 +5,17 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from liveimg.errors import InvalidOptions
-from liveimg.squashfs.compressor import REGISTRY, XzCompressor, make_compressor, x86_code_score
+from liveimg.squashfs.compressor import (
+    REGISTRY,
+    XzCompressor,
+    has_x86_branch_opcode,
+    make_compressor,
+    x86_code_score,
+)
 from liveimg.squashfs.options import SquashfsOptions
 
 
@@ -67,7 +75,7 @@ def test_missing_optional_codec(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_exhaustive_bcj_tries_every_chain() -> None:
     opts = SquashfsOptions(comp="xz", Xbcj=("x86",))
     heuristic, exhaustive = XzCompressor(opts), XzCompressor(opts.replace(bcj_mode="exhaustive"))
-    text = b"text " * 26000
+    text = b"caf\xe9 text " * 12000  # Latin-1: an E9 byte, which the x86 filter looks at
     assert heuristic.candidates(text) == [heuristic._plain]
     assert exhaustive.candidates(text) == [exhaustive._plain, exhaustive._bcj[0]]
     # The mode changes the output, so it is part of the settings a block cache keys on.
@@ -78,3 +86,44 @@ def test_exhaustive_bcj_tries_every_chain() -> None:
     )
     with pytest.raises(InvalidOptions, match="unknown xz BCJ mode 'always'"):
         SquashfsOptions(comp="xz", bcj_mode="always").validate()
+
+
+def _both_ways(xz: XzCompressor, block: bytes) -> bytes:
+    """What trying both chains keeps (mksquashfs: the smallest, the plain one first among equals)."""
+    return min((xz._xz(block, chain) for chain in (xz._plain, xz._bcj[0])), key=len)
+
+
+def _stdlib_text() -> bytes:
+    text = b"".join(p.read_bytes() for p in sorted(Path(os.__file__).parent.glob("[a-c]*.py")))
+    return text.replace(b"\xe8", b"").replace(b"\xe9", b"")
+
+
+def test_exhaustive_skips_the_filter_only_where_it_changes_nothing() -> None:
+    exhaustive = XzCompressor(SquashfsOptions(comp="xz", Xbcj=("x86",), bcj_mode="exhaustive"))
+    text = _stdlib_text()[:131072]
+    assert not has_x86_branch_opcode(text) and not has_x86_branch_opcode(memoryview(text))
+    assert exhaustive.candidates(text) == [exhaustive._plain]
+    assert exhaustive.compress(text) == _both_ways(exhaustive, text)
+    code = Path("/usr/bin/python3").resolve().read_bytes()
+    block = code[len(code) // 3 : len(code) // 3 + 131072]
+    assert has_x86_branch_opcode(block) and len(exhaustive.candidates(block)) == 2
+    # Other filters look at other opcodes: every chain is tried.
+    arm = XzCompressor(SquashfsOptions(comp="xz", Xbcj=("arm",), bcj_mode="exhaustive"))
+    assert len(arm.candidates(text)) == 2
+
+
+_NO_BRANCH = st.binary(min_size=1, max_size=4096).map(lambda b: b.replace(b"\xe8", b"").replace(b"\xe9", b""))
+
+
+@settings(max_examples=60, deadline=None)
+@given(pieces=st.lists(_NO_BRANCH, min_size=1, max_size=40), repeat=st.integers(1, 8))
+def test_without_e8_or_e9_the_x86_chain_is_never_smaller(pieces: list[bytes], repeat: int) -> None:
+    """The shortcut's premise: on such a block the filtered stream is as long as the plain one or
+    longer, so trying both would keep the plain stream."""
+    xz = XzCompressor(SquashfsOptions(comp="xz", Xbcj=("x86",), bcj_mode="exhaustive"))
+    block = (b"".join(pieces) * repeat)[:131072]
+    if not block:
+        return
+    plain, filtered = xz._xz(block, xz._plain), xz._xz(block, xz._bcj[0])
+    assert len(filtered) >= len(plain)
+    assert xz.compress(block) == (_both_ways(xz, block) if len(plain) < len(block) else None)
