@@ -21,6 +21,8 @@ PLOT = "benchmarks.png"
 NAMES = ("e2e", "squashfs-core", "dracut", "scaling", "rebuild")
 TARGET_SQUASHFS = 1.0
 TARGET_E2E = 0.5
+#: issue 22: a rebuild of the update sample with a warm cache, at least this many times faster than cold.
+TARGET_REBUILD = 5.0
 #: Issue 22's fallback target: when the cores forbid TARGET_E2E, the wall time within this factor
 #: of the CPU limit (liveimg's CPU seconds / the machine's cores: what perfect overlap would take).
 TARGET_CPU_LIMIT = 1.1
@@ -459,10 +461,33 @@ def targets_section(found: dict[str, dict[str, Any]]) -> list[str]:
                 rows.append(
                     [
                         f"squashfs stage ≤ {TARGET_SQUASHFS}× mksquashfs (xz + BCJ, {r['threads']} threads)",
-                        _r(r["wall_ratio"]),
+                        f"{_r(r['wall_ratio'])}, size {r['size_ratio']:.4f}",
                         "met" if ok else "not met",
                     ]
                 )
+            if r["codec"] == "xz-bcj-exhaustive" and r["input"] == "image":
+                ok = r["wall_ratio"] <= TARGET_SQUASHFS and r["size_ratio"] <= 1.0
+                rows.append(
+                    [
+                        f"squashfs at equal work (every block tried with and without BCJ, as mksquashfs): "
+                        f"wall ≤ {TARGET_SQUASHFS}×, size ≤ 1.0× ({r['threads']} threads)",
+                        f"{_r(r['wall_ratio'])}, size {r['size_ratio']:.4f}",
+                        "met" if ok else "not met",
+                    ]
+                )
+    rb = found.get("rebuild")
+    if rb:
+        warm, cold = rb["summary"].get("warm", {}).get("wall", {}), rb["summary"].get("cold", {}).get("wall", {})
+        if warm.get("median") and cold.get("median"):
+            speedup = cold["median"] / warm["median"]
+            rows.append(
+                [
+                    f"rebuild of the update sample with a warm cache ≥ {TARGET_REBUILD:.0f}× faster than cold, "
+                    "same bytes (medians)",
+                    f"{speedup:.2f}× ({_s(cold['median'])} / {_s(warm['median'])})",
+                    "met" if speedup >= TARGET_REBUILD else "not met",
+                ]
+            )
     e2e = found.get("e2e")
     if e2e:
         s = e2e_summary(e2e)

@@ -139,12 +139,27 @@ def test_render_has_every_table_and_the_targets() -> None:
     assert "| end-to-end wall ≤ 0.5× lorax's way (TCG; liveimg as root) | 0.61× | not met |" in text
     # 380 CPU seconds on 2 cores: 190 s at best; 202 s is within 10 % of that.
     assert "the CPU limit (380 CPU s / 2 cores = 190 s) | 202 s = 1.06× | met |" in text
-    assert "| squashfs stage ≤ 1.0× mksquashfs (xz + BCJ, 2 threads) | 0.80× | met |" in text
+    assert "| squashfs stage ≤ 1.0× mksquashfs (xz + BCJ, 2 threads) | 0.80×, size 0.9975 | met |" in text
     assert "| peak RSS ≤ 512 MiB: liveimg's own process | 60 MiB | met |" in text
     assert "QEMU, 600 MiB) | 690 MiB | not met |" in text
     assert "| dracut --no-compress + host xz threads=all | 40.0 s | 30.0 s | 70.0 s | 58.0 MiB |" in text
     assert "| zstd | 4 GiB | 401 s | 221 s | 1.81× |" in text
     assert "results/benchmarks.png" in text
+
+
+def test_targets_at_equal_work_and_for_the_rebuild() -> None:
+    found = _results()
+    cases = found["squashfs-core"]["report"]["cases"]
+    for tool, wall, size in (("mksquashfs", 300.0, 400 << 20), ("liveimg", 310.0, (400 << 20) - 4096)):
+        cases.append({"input": "image", "codec": "xz-bcj-exhaustive", "threads": 2, "tool": tool, "wall": wall,
+                      "cpu": 600.0, "rss_mib": 40.0, "size": size})  # fmt: skip
+    found["rebuild"] = {"summary": {"cold": {"wall": {"median": 150.0}}, "warm": {"wall": {"median": 31.0}}}}
+    text = report.targets_section(found)
+    assert any("equal work" in row and "| 1.03×, size 1.0000 | not met |" in row for row in text), text
+    assert "| rebuild of the update sample with a warm cache ≥ 5× faster than cold, same bytes (medians) | 4.84× " \
+        "(150 s / 31.0 s) | not met |" in text  # fmt: skip
+    found["rebuild"]["summary"]["warm"]["wall"]["median"] = 25.0
+    assert any("| 6.00× (150 s / 25.0 s) | met |" in row for row in report.targets_section(found))
 
 
 def test_render_says_who_ran_liveimg() -> None:
