@@ -469,7 +469,7 @@ def targets_section(found: dict[str, dict[str, Any]]) -> list[str]:
                 ok = r["wall_ratio"] <= TARGET_SQUASHFS and r["size_ratio"] <= 1.0
                 rows.append(
                     [
-                        f"squashfs at equal work (every block tried with and without BCJ, as mksquashfs): "
+                        f"squashfs at equal work (exhaustive BCJ: mksquashfs's choice on every block): "
                         f"wall ≤ {TARGET_SQUASHFS}×, size ≤ 1.0× ({r['threads']} threads)",
                         f"{_r(r['wall_ratio'])}, size {r['size_ratio']:.4f}",
                         "met" if ok else "not met",
