@@ -148,8 +148,8 @@ def test_a_given_initiator_docker_and_a_lun() -> None:
 
 
 def test_merged_into_a_cloud_config_user_data() -> None:
-    user = "#cloud-config\n# mine\nruncmd:\n  - [podman, load, -i, /x.tar]\nwrite_files:\n  - path: /etc/a\n    content: a\n"
-    user += "packages: [htop]\n"
+    user = "#cloud-config\n# mine\nruncmd:\n  - [podman, load, -i, /x.tar]\n"
+    user += "write_files:\n  - path: /etc/a\n    content: a\npackages: [htop]\n"
     seed = CloudInitSeed(hostname="node1", user_data=user, iscsi=IscsiStorage("192.0.2.10", TARGET))
     data = _user_data(seed)
     assert data["packages"] == ["htop"]
@@ -222,8 +222,8 @@ def _run_script(tmp_path: Path, disk_links: dict[str, Path], lun: str = "any") -
 
 
 def _blkid(path: Path) -> str:
-    out = subprocess.run(["blkid", "-p", "-o", "value", "-s", "UUID", str(path)], capture_output=True, text=True)
-    return out.stdout.strip()
+    argv = ["blkid", "-p", "-o", "value", "-s", "UUID", str(path)]
+    return subprocess.run(argv, capture_output=True, text=True, check=False).stdout.strip()
 
 
 def test_the_storage_script_makes_a_filesystem_once_and_keeps_it(tmp_path: Path) -> None:
