@@ -273,3 +273,36 @@ def test_the_storage_script_gives_up_without_the_disk(tmp_path: Path, monkeypatc
     done = _run_script(tmp_path, {})
     assert done.returncode == 1
     assert f"no disk of {TARGET} (LUN any)" in done.stdout
+
+
+# -- the documented example ----------------------------------------------------------------
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "docs" / "iscsi-storage.yaml"
+
+
+def test_the_documented_example_is_what_ci_iscsi_writes() -> None:
+    """docs/iscsi-storage.yaml, used as --ci-user-data, is the seed --ci-iscsi would write for its values."""
+    text = EXAMPLE.read_text()
+    assert text.startswith("#cloud-config\n")
+    storage = IscsiStorage.parse(
+        "192.0.2.10,iqn.2016-04.com.example:storage,1", initiator="iqn.2016-04.com.example:node1"
+    )
+    assert yaml.safe_load(text) == storage.merge_into({}, "iqn.2016-04.com.example:node1")
+    files = {f["path"]: f["content"] for f in yaml.safe_load(text)["write_files"]}
+    assert files[SCRIPT_PATH] == STORAGE_SCRIPT  # the script as the code has it, byte for byte
+
+
+def test_the_documented_example_is_accepted_by_liveimg_build(tmp_path: Path) -> None:
+    from liveimg import cli, pxe
+
+    args = cli.build_parser().parse_args(
+        ["build", "atomic.raw", "-o", str(tmp_path / "out"), "--url", "http://pxe.example.com/atomic",
+         "--cloud-init", "--ci-hostname", "node1", "--ci-user-data", str(EXAMPLE)]
+    )  # fmt: skip
+    seed = cli.build_options(args, None).pxe.cloud_init
+    assert seed is not None and seed.iscsi is None
+    boot = pxe.LiveBoot(kernel="vmlinuz-6.1.0-1-amd64", initramfs="initramfs-6.1.0-1-amd64.img", kver="6.1.0-1-amd64",
+                        title="Debian", seed_id="abc")  # fmt: skip
+    pxe.write_pxe(tmp_path, boot, pxe.PxeOptions(url="http://pxe.example.com/atomic", cloud_init=seed))
+    assert (tmp_path / "cloud-init/user-data").read_text() == EXAMPLE.read_text()  # served as written
+    assert yaml.safe_load((tmp_path / "cloud-init/meta-data").read_text())["local-hostname"] == "node1"
