@@ -122,6 +122,14 @@ def classic_image() -> Path:
 
 
 @pytest.fixture(scope="session")
+def iscsi_image() -> Path:
+    """The atomic sample's system with cloud-init (NoCloud), open-iscsi and podman (scripts/sample_iscsi.py)."""
+    from tests.samples import sample_image
+
+    return sample_image("atomic-iscsi")
+
+
+@pytest.fixture(scope="session")
 def atomic_qcow2() -> Path:
     """The atomic sample as qcow2."""
     from tests.samples import sample_image
