@@ -106,7 +106,7 @@ def tgt_target(work: Path, iqn: str, lun_file: Path, *, initiator: str | None = 
         with open(log, "ab") as out:
             control = random.randrange(1000, 32000)  # tgtd takes control ports below 32768
             while (TGT_IPC_DIR / f"socket.{control}").exists():
-                control = random.randrange(1000, 32000)  # tgtd takes control ports below 32768
+                control = random.randrange(1000, 32000)
             script = 'ip link set lo up && ip addr add "$1/32" dev lo && exec tgtd -f -C "$2" --iscsi "portal=$1:$3"'
             tgtd = subprocess.Popen(
                 ["unshare", "--net", "--", "sh", "-c", script, "sh", PORTAL_ADDR, str(control), str(PORTAL_PORT)],
