@@ -7,6 +7,8 @@ import dataclasses
 import json
 import os
 import subprocess
+import threading
+import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -503,3 +505,60 @@ def test_guest_forwards_reach_qemu_beside_the_server(tmp_path: Path) -> None:
     for ports in ((3260, 3260), (8080,), (10809,)):
         with pytest.raises(InvalidOptions, match="repeat, or take the artifacts' servers'"):
             BootTestOptions(forwards=tuple(GuestForward(40000 + i, p) for i, p in enumerate(ports)))
+
+
+def test_the_checker_reports_cloud_init_iscsi_and_podman(tmp_path: Path) -> None:
+    """CHECK_SCRIPT run on the host, its guest paths moved into ``tmp_path`` and the guest's tools
+    stubbed (cloud-init, curl, iscsiadm, podman, findmnt): what it prints reads back as the
+    guest's state, after it waited for cloud-init's result."""
+    run, by_path, bin_dir = tmp_path / "run", tmp_path / "by-path", tmp_path / "bin"
+    for d in (run, by_path, bin_dir):
+        d.mkdir()
+    (run / "enabled").write_text("")
+    stages = {n: {"start": 1.0e9, "finished": 1.0e9 + 2, "errors": []}
+              for n in ("init-local", "init", "modules-config", "modules-final")}  # fmt: skip
+    (run / "status.json").write_text(json.dumps({"v1": stages}))
+    cmdline = tmp_path / "cmdline"
+    cmdline.write_text("console=ttyS0 ds=nocloud-net;s=http://10.0.2.100:8080/cloud-init/ ip=dhcp\n")
+    disk = tmp_path / "sda"
+    disk.write_text("")
+    (by_path / "ip-10.0.2.100:3260-iscsi-iqn.2026-12.invalid.liveimg:t-lun-1").symlink_to(disk)
+    (by_path / "ip-10.0.2.100:3260-iscsi-iqn.2026-12.invalid.liveimg:t-lun-1-part1").symlink_to(disk)
+    stubs = {
+        "cloud-init": "exit 0",
+        "curl": 'printf "instance-id: x\\nlocal-hostname: node1\\n"',
+        "iscsiadm": 'echo "tcp: [1] 10.0.2.100:3260,1 iqn.2026-12.invalid.liveimg:t (non-flash)"',
+        "podman": 'case "$1" in info) echo /var/lib/containers/storage ;; '
+                  'images) echo "localhost/hello:1 sha256:ab" ;; esac',
+        "findmnt": 'case "$*" in *FSTYPE*) echo ext4 ;; *) echo /dev/sda ;; esac',
+    }  # fmt: skip
+    for name, body in stubs.items():
+        (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
+        (bin_dir / name).chmod(0o755)
+    script = boottest.CHECK_SCRIPT.replace("exec >/dev/console 2>&1\n", "")
+    for old, new in (("/run/cloud-init/", f"{run}/"), ("/proc/cmdline", str(cmdline)),
+                     ("/dev/disk/by-path/", f"{by_path}/")):  # fmt: skip
+        assert old in script
+        script = script.replace(old, new)
+
+    def finish() -> None:
+        time.sleep(3)  # cloud-init's last stage ends while the checker waits
+        (run / "result.json").write_text("{}")
+
+    finisher = threading.Thread(target=finish)
+    finisher.start()
+    env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}")
+    done = subprocess.run(["sh", "-c", script], capture_output=True, text=True, env=env, timeout=60, check=False)
+    finisher.join()
+    assert done.returncode == 0, done.stderr
+    log = tmp_path / "console.log"
+    log.write_text(done.stdout)
+    fields, groups = boottest.read_checks(log)
+    assert fields["seed"] == "ok" and fields["seed-hostname"] == "node1" and fields["cloud-init"] == "yes"
+    assert fields["cloud-init-status"] == "done" and fields["cloud-init-seconds"] == "8.0"
+    assert groups["ISCSI"] == ["tcp: [1] 10.0.2.100:3260,1 iqn.2026-12.invalid.liveimg:t (non-flash)"]
+    assert groups["LUN"] == [f"ip-10.0.2.100:3260-iscsi-iqn.2026-12.invalid.liveimg:t-lun-1 {disk}"]
+    assert fields["container-storage"] == "/var/lib/containers/storage"
+    assert fields["container-device"] == "/dev/sda" and fields["container-fstype"] == "ext4"
+    assert groups["IMAGES"] == ["localhost/hello:1 sha256:ab"]
+    assert done.stdout.rstrip().endswith(boottest.CHECK_END)
