@@ -65,10 +65,17 @@ booted system starts once ``multi-user.target`` is reached; it prints, on the co
 variable, and ``mokutil --sb-state`` where the image has mokutil), whether
 ``/run/ostree-booted`` exists, ``ostree admin status``, the device-mapper table, the block
 devices, the hostname, whether a NoCloud seed named on the command line can be fetched (and,
-where the image has cloud-init, that the hostname is the seed's) and, if asked, the result of
-writing N MiB (to show an overlay's size).  No password, no login, and the system boots to its
+where the image has cloud-init, that the hostname is the seed's), where the image has them the
+iSCSI sessions, the disks of their LUNs and podman's storage (its path, the device and file system
+under it, the images in it) and, if asked, the result of writing N MiB (to show an overlay's
+size).  With a seed and cloud-init in the image, the checker first waits for cloud-init's last
+stage (up to 15 minutes) and reports its status, its stages' seconds and when it was done; a
+status other than ``done`` is a problem.  No password, no login, and the system boots to its
 usual target.  The unit's last line ends the watch; a known failure (dracut's emergency shell,
 a kernel panic, a failed download, ...) ends it sooner.
+
+``BootTestOptions.forwards`` (:class:`~liveimg.qemu.GuestForward`) let the guest reach more
+services on the host's loopback (a test's iSCSI target), beside the artifacts' servers.
 """
 
 from __future__ import annotations
@@ -126,6 +133,9 @@ GRUB_BIOS_MODULES = ("pxe", "tftp", "http", "normal", "linux", "echo", "test", "
 #: Time limit of grub-mkimage (it writes an image of a few hundred KiB).
 GRUB_MKIMAGE_TIMEOUT = 300.0
 
+#: Where the guest reaches boot-test's HTTP server (:func:`liveimg.httpserve.serve_directory`'s default).
+HTTP_GUEST_PORT = 8080
+
 CHECK = "LIVEIMG-CHECK"
 CHECK_END = "LIVEIMG-CHECK-END"
 #: The checker's last line, alone or after what getty printed on the same console line (its
@@ -139,6 +149,27 @@ CHECK_SCRIPT = """\
 exec >/dev/console 2>&1
 say() { echo "LIVEIMG-CHECK $*"; }
 prefix() { while IFS= read -r line; do echo "LIVEIMG-CHECK-$1 $line"; done; }
+# cloud-init's status (status.json): each stage's seconds, its errors, and when it was done, in
+# seconds after the kernel started (/proc/stat's btime).
+CLOUD_INIT_REPORT='
+import json, os
+v1 = json.load(open("/run/cloud-init/status.json"))["v1"]
+btime = next(int(l.split()[1]) for l in open("/proc/stat") if l.startswith("btime "))
+names = ("init-local", "init", "modules-config", "modules-final")
+ran = [(n, v1[n]) for n in names if isinstance(v1.get(n), dict) and v1[n].get("start")]
+errors = sum(len(v1[n].get("errors") or []) for n in names if isinstance(v1.get(n), dict))
+for n, st in ran:
+    for e in (st.get("errors") or [])[:5]:
+        print("LIVEIMG-CHECK-CLOUDINIT error", n, " ".join(str(e).split())[:300])
+finished = [st.get("finished") for n, st in ran]
+done = bool(ran) and all(finished) and os.path.exists("/run/cloud-init/result.json")
+state = ("error" if errors else "done") if done else "running"
+stages = ",".join("%s:%.1f" % (n, (st.get("finished") or st["start"]) - st["start"]) for n, st in ran)
+total = sum((st.get("finished") or st["start"]) - st["start"] for n, st in ran)
+end = max(f for f in finished if f) - btime if any(finished) else -1
+print("LIVEIMG-CHECK cloud-init-status=%s cloud-init-errors=%d cloud-init-seconds=%.1f cloud-init-done-at=%.1f"
+      " cloud-init-stages=%s" % (state, errors, total, end, stages or "none"))
+'
 say "root=$(findmnt -no SOURCE / | head -n1) fstype=$(findmnt -no FSTYPE / | head -n1)"
 if [ -d /sys/firmware/efi ]; then
     # The SecureBoot variable: 4 bytes of attributes, then 1 (on) or 0 (off).
@@ -156,7 +187,18 @@ else
     say "firmware=bios"
 fi
 if [ -e /run/ostree-booted ]; then say "ostree-booted=yes"; else say "ostree-booted=no"; fi
+# A NoCloud seed on the command line (ds=nocloud-net;s=URL), and cloud-init in the image: report
+# the system as cloud-init leaves it (its last stage runs after multi-user.target too).
+seed=$(tr ' ' '\\n' </proc/cmdline | sed -n 's/^ds=nocloud[a-z-]*;\\(s\\|seedfrom\\)=\\(.*\\)$/\\2/p' | head -n1)
+if [ -n "$seed" ] && command -v cloud-init >/dev/null 2>&1 && [ -e /run/cloud-init/enabled ]; then
+    waited=0
+    while [ ! -e /run/cloud-init/result.json ] && [ "$waited" -lt 900 ]; do
+        sleep 2
+        waited=$((waited + 2))
+    done
+fi
 say "hostname=$(cat /proc/sys/kernel/hostname)"
+say "uptime=$(cut -d' ' -f1 /proc/uptime)"
 if command -v ostree >/dev/null 2>&1 && [ -e /run/ostree-booted ]; then
     ostree admin status 2>&1 | prefix OSTREE
 fi
@@ -164,8 +206,7 @@ if command -v dmsetup >/dev/null 2>&1; then
     dmsetup table 2>&1 | prefix DMTABLE
 fi
 lsblk -b -n -r -o NAME,MAJ:MIN,SIZE,TYPE,FSTYPE 2>&1 | prefix BLOCK
-# A NoCloud seed on the command line (ds=nocloud-net;s=URL): can the live system fetch it?
-seed=$(tr ' ' '\\n' </proc/cmdline | sed -n 's/^ds=nocloud[a-z-]*;\\(s\\|seedfrom\\)=\\(.*\\)$/\\2/p' | head -n1)
+# The seed: can the live system fetch it?
 if [ -n "$seed" ]; then
     if ! command -v curl >/dev/null 2>&1; then
         say "seed=no-curl"
@@ -175,6 +216,28 @@ if [ -n "$seed" ]; then
         say "seed=failed"
     fi
     if command -v cloud-init >/dev/null 2>&1; then say "cloud-init=yes"; else say "cloud-init=no"; fi
+    if [ -e /run/cloud-init/status.json ] && command -v python3 >/dev/null 2>&1; then
+        python3 -c "$CLOUD_INIT_REPORT" 2>/dev/null || say "cloud-init-status=unreadable"
+    fi
+fi
+# iSCSI sessions, and the disks of their LUNs (udev's by-path names).
+if command -v iscsiadm >/dev/null 2>&1; then
+    iscsiadm -m session 2>/dev/null | prefix ISCSI
+    for link in /dev/disk/by-path/ip-*-iscsi-*-lun-*; do
+        [ -e "$link" ] || continue
+        case "${link##*-lun-}" in '' | *[!0-9]*) continue ;; esac
+        echo "LIVEIMG-CHECK-LUN ${link##*/} $(readlink -f "$link")"
+    done
+fi
+# The container engine's storage: where it is, on which device, and the images it holds.
+if command -v podman >/dev/null 2>&1; then
+    store=$(podman info --format '{{.Store.GraphRoot}}' 2>/dev/null | head -n1)
+    if [ -n "$store" ]; then
+        say "container-engine=podman container-storage=$store" \\
+            "container-device=$(findmnt -no SOURCE --target "$store" | head -n1)" \\
+            "container-fstype=$(findmnt -no FSTYPE --target "$store" | head -n1)"
+    fi
+    podman images --no-trunc --format '{{.Repository}}:{{.Tag}} {{.ID}}' 2>&1 | prefix IMAGES
 fi
 write=$(sed -n 's/.*liveimg.check.write=\\([0-9][0-9]*\\).*/\\1/p' /proc/cmdline)
 if [ -n "$write" ]; then
@@ -226,6 +289,7 @@ class BootTestOptions:
     workdir: Path | None = None
     accel: str | None = None
     secure_boot: bool = False
+    forwards: tuple[qemu.GuestForward, ...] = ()
 
     def __post_init__(self) -> None:
         if self.via not in VIAS:
@@ -243,6 +307,12 @@ class BootTestOptions:
             )
         if self.write_mib is not None and not self.checks:
             raise InvalidOptions("the write test runs with the in-guest checks")
+        ports = [f.guest_port for f in self.forwards]
+        if len(set(ports)) != len(ports) or {HTTP_GUEST_PORT, bootsyntax.NBD_PORT} & set(ports):
+            raise InvalidOptions(
+                f"the guest forwards' ports {ports} repeat, or take the artifacts' servers' "
+                f"({HTTP_GUEST_PORT} HTTP, {bootsyntax.NBD_PORT} NBD)"
+            )
 
 
 @dataclass(frozen=True)
@@ -254,6 +324,10 @@ class BootTestResult:
     ostree_status: tuple[str, ...] = ()
     dm_table: tuple[str, ...] = ()
     block_devices: tuple[str, ...] = ()
+    cloud_init_errors: tuple[str, ...] = ()  # cloud-init's errors (status.json), with a seed
+    iscsi_sessions: tuple[str, ...] = ()  # ``iscsiadm -m session``
+    luns: tuple[str, ...] = ()  # iSCSI LUNs: ``<udev by-path name> <device>``
+    container_images: tuple[str, ...] = ()  # podman's images: ``<repository>:<tag> <id>``
     problems: tuple[str, ...] = ()
     workdir: Path = Path()
     http_server: bool = True  # whether boot-test served the artifacts over HTTP (not for an embedded live file)
@@ -333,14 +407,20 @@ def with_checks(initramfs: Path, dest: Path, scratch: Path) -> Path:
 _CHECK_LINE = re.compile(rf"{CHECK} (.*)$")
 
 
-def parse_checks(console_log: Path) -> tuple[dict[str, str], list[str], list[str], list[str]]:
-    """The key=value pairs, ostree status, dm table and block device lines the checker printed."""
+#: The checker's groups of lines (``LIVEIMG-CHECK-<GROUP> <line>``): ``ostree admin status``, the
+#: device-mapper table, the block devices, cloud-init's errors, the iSCSI sessions, the iSCSI LUNs
+#: (``<by-path name> <device>``) and the container images (``<repository>:<tag> <id>``).
+CHECK_GROUPS = ("OSTREE", "DMTABLE", "BLOCK", "CLOUDINIT", "ISCSI", "LUN", "IMAGES")
+
+
+def read_checks(console_log: Path) -> tuple[dict[str, str], dict[str, list[str]]]:
+    """The key=value pairs the checker printed, and its groups of lines (:data:`CHECK_GROUPS`)."""
     fields: dict[str, str] = {}
-    groups: dict[str, list[str]] = {"OSTREE": [], "DMTABLE": [], "BLOCK": []}
+    groups: dict[str, list[str]] = {name: [] for name in CHECK_GROUPS}
     try:
         text = console_log.read_text(errors="replace")
     except OSError:
-        return fields, [], [], []
+        return fields, groups
     for raw in text.splitlines():
         line = console.clean_line(raw)
         for group, lines in groups.items():
@@ -355,6 +435,12 @@ def parse_checks(console_log: Path) -> tuple[dict[str, str], list[str], list[str
                     key, sep, value = token.partition("=")
                     if sep:
                         fields[key] = value
+    return fields, groups
+
+
+def parse_checks(console_log: Path) -> tuple[dict[str, str], list[str], list[str], list[str]]:
+    """The key=value pairs, ostree status, dm table and block device lines the checker printed."""
+    fields, groups = read_checks(console_log)
     return fields, groups["OSTREE"], groups["DMTABLE"], groups["BLOCK"]
 
 
@@ -399,6 +485,10 @@ def judge(
             problems.append(f"booted deployment is {booted[0].strip()!r}, not {deployment['osname']} {wanted}")
     if "write" in fields and fields["write"] != "ok":
         problems.append(f"writing {fields.get('mib', '?')} MiB in the live system failed")
+    cloud_init = fields.get("cloud-init-status")
+    if cloud_init is not None and cloud_init != "done":
+        errors = fields.get("cloud-init-errors", "?")
+        problems.append(f"cloud-init's status is {cloud_init} ({errors} errors in /run/cloud-init/status.json)")
     if fields.get("seed", "ok") != "ok":
         problems.append(f"the live system could not fetch the cloud-init seed ({fields['seed']})")
     elif fields.get("cloud-init") == "yes" and fields.get("seed-hostname"):
@@ -457,7 +547,7 @@ def boot_test(
         shutil.copytree(outdir / "cloud-init", serve / "cloud-init")
     # An embedded live file needs no server; a cloud-init seed still does.
     need_http = live.embedded is None or bool(manifest["boot"].get("cloud_init"))
-    serving = httpserve.serve_directory(serve) if need_http else contextlib.nullcontext(None)
+    serving = httpserve.serve_directory(serve, HTTP_GUEST_PORT) if need_http else contextlib.nullcontext(None)
     build_url = (manifest.get("pxe") or {}).get("url")
     with serving as server, contextlib.ExitStack() as servers:
         nbd = None
@@ -491,7 +581,8 @@ def boot_test(
         log.info("boot-test %s via %s: no HTTP server (the live file is embedded)", outdir, opts.via)
     if not opts.checks:
         return BootTestResult(result, workdir=work, http_server=server is not None)
-    fields, ostree_status, dm_table, blocks = parse_checks(result.console_log)
+    fields, groups = read_checks(result.console_log)
+    ostree_status, dm_table, blocks = groups["OSTREE"], groups["DMTABLE"], groups["BLOCK"]
     uefi = opts.via in UEFI_VIAS
     problems = judge(manifest, fields, ostree_status, dm_table, blocks, uefi=uefi, secure_boot=opts.secure_boot)
     problems = problems if result.ok else []
@@ -501,6 +592,10 @@ def boot_test(
         ostree_status=tuple(ostree_status),
         dm_table=tuple(dm_table),
         block_devices=tuple(blocks),
+        cloud_init_errors=tuple(groups["CLOUDINIT"]),
+        iscsi_sessions=tuple(groups["ISCSI"]),
+        luns=tuple(groups["LUN"]),
+        container_images=tuple(groups["IMAGES"]),
         problems=tuple(problems),
         workdir=work,
         http_server=server is not None,
@@ -592,7 +687,7 @@ def _machine(
     guest_server = nbd or server
     url = guest_server.guest_url().rstrip("/") if guest_server is not None else None
     args = kernel_args(live, pxe_options, url)
-    forwards = tuple(s.forward() for s in (server, nbd) if s is not None)
+    forwards = (*(s.forward() for s in (server, nbd) if s is not None), *opts.forwards)
     if opts.via == "kernel":
         kernel = qemu.DirectKernel(serve / live.kernel, _initrds(live, serve), " ".join(args))
         return qemu.Machine(memory_mib=opts.memory_mib, kernel=kernel, network=True, forwards=forwards)

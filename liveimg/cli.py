@@ -37,6 +37,7 @@ from liveimg.dracut.customize import DEFAULT_CMDLINE_NAME, AppendCompression, Em
 from liveimg.dracut.initramfs import Initramfs
 from liveimg.efi import EfiMode, EfiOptions
 from liveimg.errors import Cancelled, InvalidOptions, LiveImgError, signal_name
+from liveimg.iscsi import ENGINES, IscsiStorage
 from liveimg.iso import IsoOptions, make_iso
 from liveimg.layouts import LAYOUTS
 from liveimg.options import BuildOptions, RootfsType
@@ -485,6 +486,15 @@ def _add_build(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--ci-password", help="root's password (a crypt hash if it starts with $)")
     g.add_argument("--ci-runcmd", action="append", default=[], metavar="CMD", help="a command to run at first boot")
     g.add_argument("--ci-user-data", type=Path, metavar="FILE", help="use this user-data instead")
+    g.add_argument("--ci-iscsi", metavar="PORTAL,IQN[,LUN]",
+                   help="put the container storage on this iSCSI LUN at boot: the seed logs in to target IQN at "
+                   "PORTAL (IPv4, [IPv6] or host name, :PORT default 3260), makes a filesystem on the LUN (the "
+                   "lowest one by default) only if it has none, and mounts it as the engine's storage; added "
+                   "before the other commands, also to a #cloud-config --ci-user-data")  # fmt: skip
+    g.add_argument("--ci-iscsi-initiator", metavar="IQN",
+                   help="the initiator's name (default: derived from the seed's instance-id and hostname)")  # fmt: skip
+    g.add_argument("--ci-iscsi-engine", choices=sorted(ENGINES), default="podman",
+                   help="the container engine whose storage goes on the LUN (default podman)")  # fmt: skip
     g = parser.add_argument_group("work files")
     g.add_argument("--workdir", type=Path, help="where temporary files go (default: beside OUTDIR)")
     g.add_argument("--keep-workdir", action="store_true", help="keep the temporary files (rootfs.img, dracut log)")
@@ -539,6 +549,10 @@ def build_options(args: argparse.Namespace, accel: str | None) -> BuildOptions:
         all_drivers=args.dracut_all_drivers,
     )
     seed = None
+    if not args.cloud_init and (args.ci_iscsi or args.ci_iscsi_initiator):
+        raise InvalidOptions("--ci-iscsi and --ci-iscsi-initiator are parts of the seed: they need --cloud-init")
+    if args.ci_iscsi_initiator and not args.ci_iscsi:
+        raise InvalidOptions("--ci-iscsi-initiator names the initiator of --ci-iscsi, which is not given")
     if args.cloud_init:
         if not args.url:
             raise InvalidOptions("--cloud-init needs --url: the seed is served with the artifacts")
@@ -549,12 +563,16 @@ def build_options(args: argparse.Namespace, accel: str | None) -> BuildOptions:
             except (OSError, UnicodeDecodeError) as exc:
                 why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
                 raise InvalidOptions(f"cannot read {args.ci_user_data}: {why}") from None
+        iscsi = None
+        if args.ci_iscsi:
+            iscsi = IscsiStorage.parse(args.ci_iscsi, initiator=args.ci_iscsi_initiator, engine=args.ci_iscsi_engine)
         seed = CloudInitSeed(
             hostname=args.ci_hostname,
             ssh_authorized_keys=tuple(key for k in args.ci_ssh_key for key in _ssh_keys(k)),
             password=args.ci_password,
             runcmd=tuple(args.ci_runcmd),
             user_data=user_data,
+            iscsi=iscsi,
         )
         seed.user_data_text()  # validate now, not after the build
     return BuildOptions(

@@ -52,6 +52,7 @@ from liveimg import bootsyntax
 from liveimg.bootsyntax import GrubConfig, IpxeScript, PxelinuxConfig, Source
 from liveimg.embed import embedded_path
 from liveimg.errors import InvalidImage, InvalidOptions
+from liveimg.iscsi import IscsiStorage
 from liveimg.staging import AtomicOutput
 
 SQUASHFS_NAME = "live-rootfs.squashfs.img"
@@ -101,9 +102,33 @@ def check_url(url: str) -> str:
     return bootsyntax.base_url(url)
 
 
+class _SeedDumper(yaml.SafeDumper):
+    """``yaml.safe_dump``'s dumper, writing multi-line strings (scripts, files) as ``|`` blocks
+    where YAML can hold them so (it falls back to quoting where it cannot)."""
+
+
+def _str_block(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="|" if "\n" in value else None)
+
+
+_SeedDumper.add_representer(str, _str_block)
+
+
+def dump_cloud_config(config: Mapping[str, Any], *, sort_keys: bool = True) -> str:
+    """A ``#cloud-config`` user-data holding ``config``."""
+    # Wide lines: a command stays on one line, as it was given.
+    text = yaml.dump(config, Dumper=_SeedDumper, sort_keys=sort_keys, default_flow_style=False, width=1 << 16)
+    return "#cloud-config\n" + text
+
+
 @dataclass(frozen=True)
 class CloudInitSeed:
-    """A cloud-init NoCloud seed.  ``user_data`` (a whole ``#cloud-config`` text) wins over the fields."""
+    """A cloud-init NoCloud seed.  ``user_data`` (a whole user-data text) wins over the fields.
+
+    ``iscsi`` (:class:`~liveimg.iscsi.IscsiStorage`) adds its files and commands to the user-data:
+    to the one made from the fields, or to ``user_data`` when that is a ``#cloud-config`` (parsed
+    and written again, so its comments are not kept); any other ``user_data`` is refused with it.
+    """
 
     hostname: str = "liveimg"
     instance_id: str | None = None
@@ -112,6 +137,7 @@ class CloudInitSeed:
     write_files: tuple[tuple[str, str], ...] = ()  # (path, content)
     runcmd: tuple[str, ...] = ()
     user_data: str | None = None
+    iscsi: IscsiStorage | None = None
 
     def __post_init__(self) -> None:
         bootsyntax.hostname(self.hostname)
@@ -129,11 +155,15 @@ class CloudInitSeed:
             if "\0" in command:
                 raise InvalidOptions(f"--ci-runcmd {command[:60]!r} has a NUL character")
 
-    def meta_data(self, seed: str) -> dict[str, str]:
-        instance = self.instance_id or "liveimg-" + hashlib.sha256(f"{seed}\0{self.hostname}".encode()).hexdigest()[:16]
-        return {"instance-id": instance, "local-hostname": self.hostname}
+    def instance(self, seed: str) -> str:
+        """The instance-id: the one given, else one derived from ``seed`` (the input) and the host name."""
+        return self.instance_id or "liveimg-" + hashlib.sha256(f"{seed}\0{self.hostname}".encode()).hexdigest()[:16]
 
-    def cloud_config(self) -> dict[str, Any]:
+    def meta_data(self, seed: str) -> dict[str, str]:
+        return {"instance-id": self.instance(seed), "local-hostname": self.hostname}
+
+    def cloud_config(self, seed: str = "") -> dict[str, Any]:
+        """The user-data made from the fields (``seed`` as for :meth:`instance`)."""
         config: dict[str, Any] = {"hostname": self.hostname, "preserve_hostname": False}
         if self.ssh_authorized_keys:
             config["ssh_authorized_keys"] = list(self.ssh_authorized_keys)
@@ -147,21 +177,33 @@ class CloudInitSeed:
             config["write_files"] = [{"path": p, "content": c} for p, c in self.write_files]
         if self.runcmd:
             config["runcmd"] = list(self.runcmd)
+        if self.iscsi is not None:
+            config = self.iscsi.merge_into(config, self.iscsi.initiator_name(self.instance(seed), self.hostname))
         return config
 
-    def user_data_text(self) -> str:
+    def user_data_text(self, seed: str = "") -> str:
+        """The user-data file (``seed`` as for :meth:`instance`); an
+        :class:`~liveimg.errors.InvalidOptions` for a ``user_data`` that cloud-init would not take."""
         if self.user_data is not None:
             if not self.user_data.startswith(("#cloud-config", "#!", "Content-Type:", "#include")):
                 raise InvalidOptions(
                     "cloud-init user-data must start with #cloud-config, #!, #include or a MIME header"
                 )
+            config = None
             if self.user_data.startswith("#cloud-config"):
                 try:
-                    yaml.safe_load(self.user_data)
+                    config = yaml.safe_load(self.user_data)
                 except yaml.YAMLError as exc:
                     raise InvalidOptions(f"cloud-init user-data is not valid YAML: {exc}") from exc
-            return self.user_data
-        return "#cloud-config\n" + yaml.safe_dump(self.cloud_config(), sort_keys=True, default_flow_style=False)
+            if self.iscsi is None:
+                return self.user_data
+            if not self.user_data.startswith("#cloud-config"):
+                raise InvalidOptions(
+                    "--ci-iscsi adds to a #cloud-config user-data, and this one is a script, an #include or MIME"
+                )
+            initiator = self.iscsi.initiator_name(self.instance(seed), self.hostname)
+            return dump_cloud_config(self.iscsi.merge_into(config, initiator), sort_keys=False)
+        return dump_cloud_config(self.cloud_config(seed))
 
 
 @dataclass(frozen=True)
@@ -480,6 +522,6 @@ def write_pxe(outdir: Path, boot: LiveBoot, options: PxeOptions) -> PxeResult:
     if options.cloud_init is not None:
         seed = options.cloud_init
         write("cloud-init/meta-data", yaml.safe_dump(seed.meta_data(boot.seed_id), sort_keys=True))
-        write("cloud-init/user-data", seed.user_data_text())
+        write("cloud-init/user-data", seed.user_data_text(boot.seed_id))
         write("cloud-init/vendor-data", "")  # NoCloud asks for it; an empty file avoids a 404
     return PxeResult(files=tuple(files), kernel_args=tuple(args), lorax_args=tuple(lorax_args))

@@ -24,6 +24,7 @@ _HERE = Path(__file__).parent
 #: worker from finishing a long file alone at the end.  Files not named here follow, in their
 #: usual order.
 E2E_LONGEST_FIRST = (
+    "test_live_iscsi.py",
     "test_live_serve.py",
     "test_live_nbd.py",
     "test_live_atomic.py",
@@ -119,6 +120,14 @@ def classic_image() -> Path:
     from tests.samples import sample_image
 
     return sample_image("classic")
+
+
+@pytest.fixture(scope="session")
+def iscsi_image() -> Path:
+    """The atomic sample's system with cloud-init (NoCloud), open-iscsi and podman (scripts/sample_iscsi.py)."""
+    from tests.samples import sample_image
+
+    return sample_image("atomic-iscsi")
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,8 @@ import dataclasses
 import json
 import os
 import subprocess
+import threading
+import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -411,3 +413,152 @@ def test_an_embedded_kernel_boot_gives_qemu_both_initrds_in_one_file(tmp_path: P
     assert machine.forwards == () and machine.kernel is not None and machine.kernel.initrd is not None
     assert machine.kernel.initrd.read_bytes() == b"initramfs" + b"\0" * 3 + b"070701 the live file"
     assert machine.kernel.append.startswith(f"root=live:/{SQUASHFS_NAME} rd.live.image")
+
+
+# -- cloud-init, iSCSI and the container storage in the checker's report ---------------------
+
+ISCSI_CONSOLE = CONSOLE.replace(
+    "LIVEIMG-CHECK cloud-init=no\n",
+    """\
+LIVEIMG-CHECK cloud-init=yes
+LIVEIMG-CHECK cloud-init-status=done cloud-init-errors=0 cloud-init-seconds=41.5 cloud-init-done-at=150.2 \
+cloud-init-stages=init-local:5.0,init:12.5,modules-config:4.0,modules-final:20.0
+LIVEIMG-CHECK-ISCSI tcp: [1] 10.0.2.100:3260,1 iqn.2026-12.invalid.liveimg:e2e (non-flash)
+LIVEIMG-CHECK-LUN ip-10.0.2.100:3260-iscsi-iqn.2026-12.invalid.liveimg:e2e-lun-1 /dev/sda
+LIVEIMG-CHECK container-engine=podman container-storage=/var/lib/containers/storage \
+container-device=/dev/sda container-fstype=ext4
+LIVEIMG-CHECK-IMAGES localhost/liveimg-hello:1 sha256:0123
+""",
+).replace("hostname=localhost", "hostname=seeded")
+
+
+def test_the_iscsi_lun_and_the_container_storage_are_read(tmp_path: Path) -> None:
+    log = tmp_path / "console.log"
+    log.write_text(ISCSI_CONSOLE)
+    fields, groups = boottest.read_checks(log)
+    assert groups["ISCSI"] == ["tcp: [1] 10.0.2.100:3260,1 iqn.2026-12.invalid.liveimg:e2e (non-flash)"]
+    assert groups["LUN"] == ["ip-10.0.2.100:3260-iscsi-iqn.2026-12.invalid.liveimg:e2e-lun-1 /dev/sda"]
+    assert groups["IMAGES"] == ["localhost/liveimg-hello:1 sha256:0123"]
+    assert fields["container-device"] == "/dev/sda" and fields["container-storage"] == "/var/lib/containers/storage"
+    assert fields["cloud-init-status"] == "done" and fields["cloud-init-seconds"] == "41.5"
+    assert fields["cloud-init-stages"].split(",")[-1] == "modules-final:20.0"
+    _, status, table, _ = parse_checks(log)
+    assert judge({"deployment": DEPLOYMENT}, fields, status, table) == []
+
+
+def test_a_cloud_init_that_failed_is_a_problem(tmp_path: Path) -> None:
+    log = tmp_path / "console.log"
+    log.write_text(ISCSI_CONSOLE.replace("status=done cloud-init-errors=0", "status=error cloud-init-errors=2"))
+    fields, groups = boottest.read_checks(log)
+    assert judge({"deployment": DEPLOYMENT}, fields, groups["OSTREE"], groups["DMTABLE"]) == [
+        "cloud-init's status is error (2 errors in /run/cloud-init/status.json)"
+    ]
+
+
+def _cloud_init_report(tmp_path: Path, status: dict[str, Any], *, result: bool = True) -> str:
+    """The checker's cloud-init report, run on the host against files standing in for the guest's."""
+    script = boottest.CHECK_SCRIPT
+    code = script[script.index("CLOUD_INIT_REPORT='") + len("CLOUD_INIT_REPORT='") :]
+    code = code[: code.index("\n'\n")]
+    assert "'" not in code  # it is a single-quoted shell word
+    run = tmp_path / "run"
+    run.mkdir(exist_ok=True)
+    (run / "status.json").write_text(json.dumps({"v1": status}))
+    (run / "result.json").unlink(missing_ok=True)
+    if result:
+        (run / "result.json").write_text("{}")
+    (tmp_path / "stat").write_text("cpu  1 2 3\nbtime 1000\n")
+    code = code.replace("/run/cloud-init/", f"{run}/").replace("/proc/stat", str(tmp_path / "stat"))
+    return subprocess.run(["python3", "-c", code], capture_output=True, text=True, check=True).stdout
+
+
+def test_the_cloud_init_report_times_the_stages(tmp_path: Path) -> None:
+    stages = {
+        "init-local": {"start": 1010.0, "finished": 1012.5, "errors": []},
+        "init": {"start": 1020.0, "finished": 1030.0, "errors": []},
+        "modules-config": {"start": 1040.0, "finished": 1044.0, "errors": []},
+        "modules-final": {"start": 1050.0, "finished": 1070.25, "errors": []},
+        "datasource": "DataSourceNoCloudNet", "stage": None,
+    }  # fmt: skip
+    out = _cloud_init_report(tmp_path, stages)
+    assert out == (
+        "LIVEIMG-CHECK cloud-init-status=done cloud-init-errors=0 cloud-init-seconds=36.8 cloud-init-done-at=70.2 "
+        "cloud-init-stages=init-local:2.5,init:10.0,modules-config:4.0,modules-final:20.2\n"
+    )
+    stages["modules-final"] = {"start": 1050.0, "finished": 1060.0, "errors": ["runcmd failed:\n exit 1"]}
+    out = _cloud_init_report(tmp_path, stages).splitlines()
+    assert out[0] == "LIVEIMG-CHECK-CLOUDINIT error modules-final runcmd failed: exit 1"
+    assert "cloud-init-status=error cloud-init-errors=1 " in out[1]
+    stages["modules-final"] = {"start": 1050.0, "finished": None, "errors": []}
+    assert "cloud-init-status=running " in _cloud_init_report(tmp_path, stages, result=False)
+
+
+def test_guest_forwards_reach_qemu_beside_the_server(tmp_path: Path) -> None:
+    from liveimg.qemu import GuestForward
+
+    serve = _served(tmp_path)
+    iscsi = GuestForward(43260, 3260)
+    with HttpServer(serve) as server:
+        url = server.guest_url().rstrip("/")
+        machine = _machine(BootTestOptions(via="kernel", forwards=(iscsi,)), LIVE, serve, PxeOptions(url=url), server)
+        assert machine.forwards == (server.forward(), iscsi)
+    for ports in ((3260, 3260), (8080,), (10809,)):
+        with pytest.raises(InvalidOptions, match="repeat, or take the artifacts' servers'"):
+            BootTestOptions(forwards=tuple(GuestForward(40000 + i, p) for i, p in enumerate(ports)))
+
+
+def test_the_checker_reports_cloud_init_iscsi_and_podman(tmp_path: Path) -> None:
+    """CHECK_SCRIPT run on the host, its guest paths moved into ``tmp_path`` and the guest's tools
+    stubbed (cloud-init, curl, iscsiadm, podman, findmnt): what it prints reads back as the
+    guest's state, after it waited for cloud-init's result."""
+    run, by_path, bin_dir = tmp_path / "run", tmp_path / "by-path", tmp_path / "bin"
+    for d in (run, by_path, bin_dir):
+        d.mkdir()
+    (run / "enabled").write_text("")
+    stages = {n: {"start": 1.0e9, "finished": 1.0e9 + 2, "errors": []}
+              for n in ("init-local", "init", "modules-config", "modules-final")}  # fmt: skip
+    (run / "status.json").write_text(json.dumps({"v1": stages}))
+    cmdline = tmp_path / "cmdline"
+    cmdline.write_text("console=ttyS0 ds=nocloud-net;s=http://10.0.2.100:8080/cloud-init/ ip=dhcp\n")
+    disk = tmp_path / "sda"
+    disk.write_text("")
+    (by_path / "ip-10.0.2.100:3260-iscsi-iqn.2026-12.invalid.liveimg:t-lun-1").symlink_to(disk)
+    (by_path / "ip-10.0.2.100:3260-iscsi-iqn.2026-12.invalid.liveimg:t-lun-1-part1").symlink_to(disk)
+    stubs = {
+        "cloud-init": "exit 0",
+        "curl": 'printf "instance-id: x\\nlocal-hostname: node1\\n"',
+        "iscsiadm": 'echo "tcp: [1] 10.0.2.100:3260,1 iqn.2026-12.invalid.liveimg:t (non-flash)"',
+        "podman": 'case "$1" in info) echo /var/lib/containers/storage ;; '
+                  'images) echo "localhost/hello:1 sha256:ab" ;; esac',
+        "findmnt": 'case "$*" in *FSTYPE*) echo ext4 ;; *) echo /dev/sda ;; esac',
+    }  # fmt: skip
+    for name, body in stubs.items():
+        (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
+        (bin_dir / name).chmod(0o755)
+    script = boottest.CHECK_SCRIPT.replace("exec >/dev/console 2>&1\n", "")
+    for old, new in (("/run/cloud-init/", f"{run}/"), ("/proc/cmdline", str(cmdline)),
+                     ("/dev/disk/by-path/", f"{by_path}/")):  # fmt: skip
+        assert old in script
+        script = script.replace(old, new)
+
+    def finish() -> None:
+        time.sleep(3)  # cloud-init's last stage ends while the checker waits
+        (run / "result.json").write_text("{}")
+
+    finisher = threading.Thread(target=finish)
+    finisher.start()
+    env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}")
+    done = subprocess.run(["sh", "-c", script], capture_output=True, text=True, env=env, timeout=60, check=False)
+    finisher.join()
+    assert done.returncode == 0, done.stderr
+    log = tmp_path / "console.log"
+    log.write_text(done.stdout)
+    fields, groups = boottest.read_checks(log)
+    assert fields["seed"] == "ok" and fields["seed-hostname"] == "node1" and fields["cloud-init"] == "yes"
+    assert fields["cloud-init-status"] == "done" and fields["cloud-init-seconds"] == "8.0"
+    assert groups["ISCSI"] == ["tcp: [1] 10.0.2.100:3260,1 iqn.2026-12.invalid.liveimg:t (non-flash)"]
+    assert groups["LUN"] == [f"ip-10.0.2.100:3260-iscsi-iqn.2026-12.invalid.liveimg:t-lun-1 {disk}"]
+    assert fields["container-storage"] == "/var/lib/containers/storage"
+    assert fields["container-device"] == "/dev/sda" and fields["container-fstype"] == "ext4"
+    assert groups["IMAGES"] == ["localhost/hello:1 sha256:ab"]
+    assert done.stdout.rstrip().endswith(boottest.CHECK_END)

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from liveimg import cli
 from liveimg import run as runner
@@ -79,6 +80,15 @@ def test_python_dash_m() -> None:
         (["--url", "http://h", "--cloud-init", "--ci-hostname", "a\nb"], "invalid --ci-hostname 'a\\nb'"),
         (["--url", "http://h", "--cloud-init", "--ci-ssh-key", "ssh-ed25519 A a\nssh-rsa B evil"], "--ci-ssh-key"),
         (["--url", "http://h", "--cloud-init", "--ci-password", "pw\nroot:x"], "--ci-password"),
+        (["--url", "http://h", "--ci-iscsi", "192.0.2.10,iqn.2016-04.com.example:s"], "they need --cloud-init"),
+        (["--url", "http://h", "--cloud-init", "--ci-iscsi-initiator", "iqn.2016-04.com.example:n"],
+         "--ci-iscsi-initiator names the initiator of --ci-iscsi, which is not given"),
+        (["--url", "http://h", "--cloud-init", "--ci-iscsi", "192.0.2.10;reboot,iqn.2016-04.com.example:s"],
+         "invalid iSCSI portal '192.0.2.10;reboot'"),
+        (["--url", "http://h", "--cloud-init", "--ci-iscsi", "192.0.2.10,iqn.2016-04.com.example:$(id)"],
+         "invalid iSCSI target name 'iqn.2016-04.com.example:$(id)'"),
+        (["--url", "http://h", "--cloud-init", "--ci-iscsi", "192.0.2.10,iqn.2016-04.com.example:s",
+          "--ci-iscsi-initiator", "me\nyou"], "invalid iSCSI initiator name 'me\\nyou'"),
     ],
 )  # fmt: skip
 def test_bad_boot_options_are_one_line_errors(
@@ -91,6 +101,31 @@ def test_bad_boot_options_are_one_line_errors(
     assert status == cli.EXIT_FAILURE
     assert err.count("\n") == 1 and err.startswith("liveimg: error: ") and message in err
     assert not (tmp_path / "out").exists()
+
+
+def test_ci_iscsi_adds_to_the_user_data_file(tmp_path: Path) -> None:
+    user = tmp_path / "mine.yaml"
+    user.write_text("#cloud-config\nruncmd:\n  - podman load -i /var/tmp/x.tar\n")
+    args = cli.build_parser().parse_args(
+        ["build", "img", "-o", "out", "--url", "http://h", "--cloud-init", "--ci-user-data", str(user),
+         "--ci-iscsi", "10.0.2.100,iqn.2016-04.com.example:s,1", "--ci-iscsi-engine", "docker"]
+    )  # fmt: skip
+    seed = cli.build_options(args, None).pxe.cloud_init
+    assert seed is not None and seed.iscsi is not None
+    assert (seed.iscsi.portal, seed.iscsi.lun, seed.iscsi.engine) == ("10.0.2.100:3260", 1, "docker")
+    runcmd = yaml.safe_load(seed.user_data_text("x"))["runcmd"]
+    assert runcmd[0].startswith("iscsiadm --mode discoverydb ") and runcmd[-1] == "podman load -i /var/tmp/x.tar"
+
+
+def test_ci_iscsi_with_a_script_user_data_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    user = tmp_path / "script.sh"
+    user.write_text("#!/bin/sh\necho hi\n")
+    argv = ["build", str(tmp_path / "missing.img"), "-o", str(tmp_path / "out"), "--url", "http://h",
+            "--cloud-init", "--ci-user-data", str(user), "--ci-iscsi", "h,iqn.2016-04.com.example:s"]  # fmt: skip
+    status = cli.main(argv)
+    err = capsys.readouterr().err
+    assert status == cli.EXIT_FAILURE and err.count("\n") == 1
+    assert "--ci-iscsi adds to a #cloud-config user-data" in err
 
 
 @pytest.mark.parametrize("memory", ["64", "2000000", "0"])
