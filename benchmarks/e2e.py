@@ -478,7 +478,7 @@ def tcg_handicap(liveimg_run: dict[str, Any], host: dict[str, Any]) -> dict[str,
 # --- the benchmark ------------------------------------------------------------------------------
 
 
-def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
     ordered = sorted(runs, key=lambda r: r["wall"])
     return ordered[(len(ordered) - 1) // 2]
 
@@ -581,5 +581,5 @@ def run(*, rounds: int, quick: bool, nice: int, keep: bool = False) -> dict[str,
         print("e2e: the appliance-bound steps, natively on the host", flush=True)
         host = host_equivalents(image, meta, work / "host")
     report["summary"] = {side: summarize(report[side]) for side in ("liveimg", "lorax")}
-    report["tcg"] = tcg_handicap(_median_run(report["liveimg"]), host)
+    report["tcg"] = tcg_handicap(median_run(report["liveimg"]), host)
     return report

@@ -89,13 +89,12 @@ def liveimg_runner(data: dict[str, Any]) -> str:
 def e2e_tcg(data: dict[str, Any]) -> dict[str, Any] | None:
     """The result's TCG handicap, worked out again from its median liveimg round (so that results
     written before a build could skip the appliance say so too); None without host figures."""
-    from benchmarks.e2e import tcg_handicap
+    from benchmarks.e2e import median_run, tcg_handicap
 
     host = data.get("tcg", {}).get("host_equivalents")
     if not host or not data.get("liveimg"):
         return None
-    ordered = sorted(data["liveimg"], key=lambda r: r["wall"])
-    return tcg_handicap(ordered[(len(ordered) - 1) // 2], host)
+    return tcg_handicap(median_run(data["liveimg"]), host)
 
 
 def e2e_summary(data: dict[str, Any]) -> dict[str, Any]:

@@ -133,8 +133,8 @@ GRUB_BIOS_MODULES = ("pxe", "tftp", "http", "normal", "linux", "echo", "test", "
 #: Time limit of grub-mkimage (it writes an image of a few hundred KiB).
 GRUB_MKIMAGE_TIMEOUT = 300.0
 
-#: Where the guest reaches boot-test's HTTP server (:func:`liveimg.httpserve.serve_directory`'s default).
-HTTP_GUEST_PORT = 8080
+#: Where the guest reaches boot-test's HTTP server.
+HTTP_GUEST_PORT = httpserve.GUEST_PORT
 
 CHECK = "LIVEIMG-CHECK"
 CHECK_END = "LIVEIMG-CHECK-END"

@@ -79,13 +79,17 @@ class DirectoryFiles(Mapping[str, Served]):
         return sum(1 for _ in self)
 
 
+#: The port on the guest side of the server's forward (:meth:`HttpServer.forward`), by default.
+GUEST_PORT = 8080
+
+
 class HttpServer:
     """Serve ``directory`` on 127.0.0.1 (an ephemeral port) from a background thread.
 
     Use as a context manager.  ``requests`` lists what was served.
     """
 
-    def __init__(self, directory: Path, guest_port: int = 8080) -> None:
+    def __init__(self, directory: Path, guest_port: int = GUEST_PORT) -> None:
         if not directory.is_dir():
             raise InvalidOptions(f"{directory} is not a directory")
         self.directory = directory
@@ -134,7 +138,7 @@ class HttpServer:
 
 
 @contextlib.contextmanager
-def serve_directory(directory: Path, guest_port: int = 8080) -> Iterator[HttpServer]:
+def serve_directory(directory: Path, guest_port: int = GUEST_PORT) -> Iterator[HttpServer]:
     """``with serve_directory(d) as server:`` -- shorthand for :class:`HttpServer`."""
     with HttpServer(directory, guest_port) as server:
         yield server

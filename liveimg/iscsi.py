@@ -20,7 +20,7 @@ as the post this project comes from does by hand:
 
 Values are hostile until checked: the portal (:func:`parse_portal`) and the names
 (:func:`iscsi_name`) must match their RFC forms exactly, and still every value is quoted for
-the shell (``shlex``) in the commands and written into YAML by ``yaml.safe_dump`` alone.
+the shell (``shlex``) in the commands and written into YAML by PyYAML's safe dumper alone.
 
 One seed is one machine: its LUN is its own (two hosts cannot share one container storage),
 and so is the initiator name derived from its instance-id.
