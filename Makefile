@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 PYTEST := $(PY) -m pytest
 STAMP := $(VENV)/.installed
 
-.PHONY: all setup host venv lint types unit integration e2e e2e-slow test demo bench clean
+.PHONY: all setup host venv lint types unit integration e2e test demo bench clean
 
 all: test
 
@@ -42,11 +42,7 @@ integration: setup
 
 # xdist would hand out the files with the most tests first; tests/conftest.py orders them longest first.
 e2e: setup
-	$(PYTEST) -m "e2e and not slow" -n 2 --dist loadfile --no-loadscope-reorder --durations=40
-
-# The e2e tests marked slow (the cloud-init + iSCSI story, two boots): not in `make test` yet.
-e2e-slow: setup
-	$(PYTEST) -m "e2e and slow" --durations=10
+	$(PYTEST) -m e2e -n 2 --dist loadfile --no-loadscope-reorder --durations=40
 
 test: lint types unit integration e2e
 

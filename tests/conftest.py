@@ -24,6 +24,7 @@ _HERE = Path(__file__).parent
 #: worker from finishing a long file alone at the end.  Files not named here follow, in their
 #: usual order.
 E2E_LONGEST_FIRST = (
+    "test_live_iscsi.py",
     "test_live_serve.py",
     "test_live_nbd.py",
     "test_live_atomic.py",

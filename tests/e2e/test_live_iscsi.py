@@ -47,10 +47,6 @@ from tests.e2e.live import build_with_cli
 from tests.iscsi_target import PORTAL_ADDR, PORTAL_PORT, tgt_target
 from tests.support import need, need_root
 
-# The e2e-slow tier (make e2e-slow), not make e2e: about 15 minutes that the one-hour CI budget
-# has no room for yet.
-pytestmark = pytest.mark.slow
-
 IQN = "iqn.2026-12.invalid.liveimg:e2e-storage"
 HOSTNAME = "iscsi-node"
 IMAGE = "localhost/liveimg-hello:1"
