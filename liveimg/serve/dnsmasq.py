@@ -186,6 +186,22 @@ def _value(text: str) -> str:
     return text
 
 
+def guarded(argv: list[str]) -> list[str]:
+    """``argv`` (dnsmasq's) run so that dnsmasq dies with liveimg, even when liveimg is killed.
+
+    A program :func:`liveimg.run.spawn` starts is killed when liveimg dies (its parent-death
+    signal), but dnsmasq started as root changes to its own user, and the kernel then forgets
+    that signal: a SIGKILLed ``liveimg serve`` would leave it serving.  As root, dnsmasq therefore
+    runs in a PID namespace of its own, under a shell that is the namespace's first process and
+    keeps the signal (``unshare --kill-child``; the shell runs dnsmasq as a child, not by exec):
+    when liveimg dies, the shell is killed, and with it every process of the namespace.  Not as
+    root, dnsmasq keeps its user and the signal, and runs as it is.
+    """
+    if os.geteuid() != 0:
+        return argv
+    return ["unshare", "--pid", "--fork", "--kill-child", "--", "/bin/sh", "-c", '"$0" "$@"; exit $?', *argv]
+
+
 class Dnsmasq:
     """``with Dnsmasq(conf, on_line) as d:`` runs dnsmasq with ``conf`` (a file) until the block ends.
 
@@ -201,10 +217,11 @@ class Dnsmasq:
         self._thread: threading.Thread | None = None
 
     def __enter__(self) -> Dnsmasq:
-        argv = ["dnsmasq", "--keep-in-foreground", "--log-facility=-", f"--conf-file={self.conf}", "--pid-file="]
+        dnsmasq = runner.require("dnsmasq", "dnsmasq-base")
+        argv = [dnsmasq, "--keep-in-foreground", "--log-facility=-", f"--conf-file={self.conf}", "--pid-file="]
         with self._stack as stack:
             proc: subprocess.Popen[bytes] = stack.enter_context(
-                runner.spawn(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, package="dnsmasq-base")
+                runner.spawn(guarded(argv), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
             )
             self._thread = threading.Thread(target=self._relay, args=(proc,), name="dnsmasq-log", daemon=True)
             self._thread.start()

@@ -8,8 +8,9 @@ the boot file each must get; the TFTP server then sends that file.  As root only
 from __future__ import annotations
 
 import os
+import shutil
 import signal
-import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -94,17 +95,61 @@ def test_tftp_alone_serves_the_tree_and_answers_no_dhcp(served: Path, tmp_path: 
         assert not any("DHCP" in line for line in server.lines("dnsmasq") if "dnsmasq-dhcp" in line)
 
 
+def _descendants(pid: int) -> dict[int, str]:
+    """The processes under ``pid`` (children, theirs, ...), with their names."""
+    parents: dict[int, list[int]] = {}
+    names: dict[int, str] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue  # gone meanwhile
+        child = int(stat.parent.name)
+        names[child] = text[text.index("(") + 1 : text.rindex(")")]
+        parents.setdefault(int(text[text.rindex(")") + 2 :].split()[1]), []).append(child)
+    found: dict[int, str] = {}
+    todo = [pid]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            found[child] = names[child]
+            todo.append(child)
+    return found
+
+
+def _dnsmasq_of(server_pid: int) -> int:
+    pids = [pid for pid, name in _descendants(server_pid).items() if name == "dnsmasq"]
+    assert len(pids) == 1, f"dnsmasq is not running under liveimg serve: {_descendants(server_pid)}"
+    return pids[0]
+
+
 def test_serve_stops_dnsmasq_and_removes_its_files_when_stopped(served: Path) -> None:
     with Lan() as lan, lan.serve([served], "--dhcp", "full") as server:
-        # `ip netns exec` runs liveimg in its own process: dnsmasq is its child
-        pids = subprocess.run(["pgrep", "-P", str(server.proc.pid), "dnsmasq"], capture_output=True, text=True,
-                              check=False).stdout.split()  # fmt: skip
-        assert len(pids) == 1, "dnsmasq is not running"
-        cmdline = Path(f"/proc/{pids[0]}/cmdline").read_bytes().split(b"\0")
+        # `ip netns exec` runs liveimg in its own process: dnsmasq runs under it
+        pid = _dnsmasq_of(server.proc.pid)
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         conf = Path(next(a for a in cmdline if a.startswith(b"--conf-file=")).split(b"=", 1)[1].decode())
         private = conf.parent
         assert private.name.startswith("liveimg-serve-") and (private / "tftp" / "pxelinux.0").is_file()
         server.proc.send_signal(signal.SIGINT)  # Ctrl-C; SIGTERM is tests/serve/test_service.py's
         assert server.proc.wait(30) == 0
-        assert not Path(f"/proc/{pids[0]}").exists()
+        assert not Path(f"/proc/{pid}").exists()
     assert not private.exists()
+
+
+def test_dnsmasq_dies_with_a_killed_serve(served: Path) -> None:
+    """SIGKILL leaves liveimg no time to stop anything: dnsmasq, which has changed to its own user
+    (and so lost the parent-death signal of liveimg.run), must go all the same."""
+    with Lan() as lan, lan.serve([served], "--dhcp", "full") as server:
+        pid = _dnsmasq_of(server.proc.pid)
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        conf = Path(next(a for a in cmdline if a.startswith(b"--conf-file=")).split(b"=", 1)[1].decode())
+        status = Path(f"/proc/{pid}/status").read_text()
+        uid = next(line.split()[1] for line in status.splitlines() if line.startswith("Uid:"))
+        assert uid != "0", "dnsmasq kept root: this test no longer shows what it is for"
+        server.proc.kill()
+        server.proc.wait(30)
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not Path(f"/proc/{pid}").exists(), "dnsmasq outlived the killed liveimg serve"
+    shutil.rmtree(conf.parent)  # its private directory: a killed process removes nothing
