@@ -38,6 +38,7 @@ from typing import Any
 from benchmarks import harness
 from benchmarks.serveload import Load, MiB, run_load
 from liveimg.serve.catalog import build_name
+from tests.support import free_port
 
 #: The URL path both servers serve the file at.
 URL_PATH = "/live.img"
@@ -104,12 +105,6 @@ def peak_rss_kib(pid: int, proc: Path = Path("/proc")) -> int:
         except OSError:
             continue
     return total
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_listening(port: int, process: subprocess.Popen[bytes], timeout: float = 20.0) -> None:

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from liveimg.qemu import GUEST_FORWARD_ADDR, GuestForward
+from tests.support import free_port
 
 #: Where the guest reaches the target (its restricted network's forward address, iSCSI's port).
 PORTAL_ADDR = GUEST_FORWARD_ADDR
@@ -58,13 +59,6 @@ class Target:
     def tgtadm(self, *args: str) -> str:
         argv = ["tgtadm", "--lld", "iscsi", "-C", str(self.control_port), *args]
         return subprocess.run(argv, capture_output=True, text=True, check=True, timeout=30).stdout
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _wait(what: str, ready: object, proc: subprocess.Popen[bytes], log: Path, timeout: float = 20.0) -> None:
@@ -113,7 +107,7 @@ def tgt_target(work: Path, iqn: str, lun_file: Path, *, initiator: str | None = 
                 stdout=out, stderr=out, stdin=subprocess.DEVNULL,
             )  # fmt: skip
             procs.append(tgtd)
-            target = Target(iqn, lun_file, _free_port(), control, log)
+            target = Target(iqn, lun_file, free_port(), control, log)
 
             def shows() -> bool:
                 try:

@@ -10,6 +10,7 @@ import pwd
 import random
 import shutil
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -318,3 +319,11 @@ def unprivileged_user(groups: Sequence[int] = (), parent: Path = THROWAWAY_PAREN
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         shutil.rmtree(top, ignore_errors=True)
+
+
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 that nothing listens on now (another process may take it after)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port

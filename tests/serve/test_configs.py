@@ -20,7 +20,7 @@ from liveimg.serve import BiosLoader, DhcpMode, ServeOptions, load_builds, plan
 from liveimg.serve.configs import MARKER, NGINX_ACCESS_LOG, dnsmasq_config, print_config
 from liveimg.serve.dnsmasq import Network, config
 from tests.serve.fakebuild import KVER, fake_build
-from tests.support import need, public_directory
+from tests.support import free_port, need, public_directory
 
 KERNEL = f"vmlinuz-{KVER}"
 INITRAMFS = f"initramfs-{KVER}.img"
@@ -34,13 +34,6 @@ def fake_outdir(out: Path, *, efi: bool = False) -> Path:
 @pytest.fixture
 def outdir(tmp_path: Path) -> Path:
     return fake_outdir(tmp_path / "fedora live", efi=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 # --- the tree ------------------------------------------------------------------------------------

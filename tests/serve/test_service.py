@@ -7,7 +7,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import urllib.request
@@ -19,7 +18,7 @@ from liveimg.errors import InvalidOptions
 from liveimg.serve.dnsmasq import DhcpMode, Network
 from liveimg.serve.service import ServeOptions, base_url, parse_http
 from tests.serve.fakebuild import KVER, fake_build
-from tests.support import need, need_file, need_root, unprivileged_user
+from tests.support import free_port, need, need_file, need_root, unprivileged_user
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -59,13 +58,6 @@ def test_the_url_machines_use() -> None:
     assert base_url(ServeOptions(), network) == "http://10.77.0.1:8080"
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
-
-
 def test_serving_http_needs_no_root_and_a_signal_stops_it_cleanly(tmp_path: Path) -> None:
     """A throw-away user with no capability serves its own build over HTTP; SIGTERM ends it with 0."""
     need_root()
@@ -77,7 +69,7 @@ def test_serving_http_needs_no_root_and_a_signal_stops_it_cleanly(tmp_path: Path
         shutil.copytree(out, theirs)
         for path in [theirs, *theirs.rglob("*")]:
             os.chown(path, user.uid, user.gid)
-        port = _free_port()
+        port = free_port()
         argv = [sys.executable, "-m", "liveimg", "--progress", "json", "serve", str(theirs), "--http",
                 f"127.0.0.1:{port}"]  # fmt: skip
         proc = subprocess.Popen(user.command(argv), env=user.env(), cwd=REPO, stdout=subprocess.PIPE,
