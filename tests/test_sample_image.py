@@ -246,3 +246,21 @@ def test_mark_generation_reports_the_old_and_new_size(si: ModuleType, tmp_path: 
 
 def test_update_script_is_valid_shell(si: ModuleType) -> None:
     subprocess.run(["sh", "-n", "-c", si.UPDATE_SCRIPT], check=True)
+
+
+def test_unpacked_trees_have_the_masked_units(si: ModuleType, tmp_path: Path) -> None:
+    """Every variant starts from unpack_base: the units a TCG boot need not pay for are masked there,
+    also over a unit file the base has in /etc."""
+    base_tree = tmp_path / "base"
+    (base_tree / "etc/systemd/system").mkdir(parents=True)
+    (base_tree / "etc/systemd/system" / si.MASKED_UNITS[0]).write_text("[Unit]\n")
+    (base_tree / "etc/hostname").write_text("x\n")
+    base = tmp_path / "base.tar"
+    subprocess.run(["tar", "-C", base_tree, "-cf", base, "."], check=True)
+    tree = tmp_path / "tree"
+    with open(tmp_path / "log", "w") as log:
+        si.unpack_base(si.Runner(log), base, tree)
+    assert si.MASKED_UNITS == ("e2scrub_reap.service",)
+    for unit in si.MASKED_UNITS:
+        assert os.readlink(tree / "etc/systemd/system" / unit) == "/dev/null"
+    assert (tree / "etc/hostname").read_text() == "x\n"
