@@ -11,7 +11,8 @@ as the post this project comes from does by hand:
     setup (:data:`STORAGE_SCRIPT`).
 ``runcmd``, before any command of the caller's
     ``iscsiadm --mode discoverydb --type sendtargets --portal P --discover``, then
-    ``iscsiadm --mode node --targetname IQN --portal P --login``, then the storage setup: it
+    ``iscsiadm --mode node --targetname IQN --portal P --login`` (P: a host name's first address,
+    looked up on the booted host, see :meth:`IscsiStorage.portal_word`), then the storage setup: it
     waits for udev's ``/dev/disk/by-path/ip-*-iscsi-IQN-lun-N`` link, makes an ext4 filesystem
     on the LUN only when ``blkid -p`` finds no signature at all on it (so a later boot keeps
     the data, and a LUN holding anything else -- a partition table, an LVM PV -- is left
@@ -285,17 +286,32 @@ class IscsiStorage:
             {"path": SCRIPT_PATH, "content": STORAGE_SCRIPT, "permissions": "0755"},
         ]
 
+    def portal_word(self) -> str:
+        """The portal as a word of the commands' shell lines.
+
+        An address is itself (quoted).  A host name is looked up on the booted host, and the
+        commands get its first address (``getent ahosts``, the order ``getaddrinfo`` gives, which
+        iscsiadm would also connect to): iscsiadm's node mode finds the target's records, which
+        hold the address the target gave, by comparing that address with ``--portal`` as written,
+        so a host name matches none and the login fails ("no records found") in open-iscsi
+        releases before its pull request 451 (2024), Debian 12's 2.1.8 among them.
+        """
+        host, _, port = self.portal.rpartition(":")
+        if host.startswith("[") or re.fullmatch(r"[0-9.]+", host):
+            return shlex.quote(self.portal)
+        first = 'read -r a _ && case "$a" in *:*) echo "[$a]" ;; *) echo "$a" ;; esac'
+        return f'"$(getent ahosts {shlex.quote(host)} | {{ {first}; }}):{port}"'
+
     def runcmd(self) -> list[str]:
         """The ``runcmd`` commands, each a shell line with every value quoted."""
         engine = ENGINES[self.engine]
         lun = "any" if self.lun is None else str(self.lun)
+        portal = self.portal_word()
         return [
-            shlex.join(["iscsiadm", "--mode", "discoverydb", "--type", "sendtargets", "--portal", self.portal,
-                        "--discover"]),
-            shlex.join(["iscsiadm", "--mode", "node", "--targetname", self.target, "--portal", self.portal,
-                        "--login"]),
+            f"iscsiadm --mode discoverydb --type sendtargets --portal {portal} --discover",
+            f"iscsiadm --mode node --targetname {shlex.quote(self.target)} --portal {portal} --login",
             shlex.join(["sh", SCRIPT_PATH, self.target, lun, engine.storage, *engine.units]),
-        ]  # fmt: skip
+        ]
 
     def merge_into(self, config: Any, initiator: str, *, source: str = "the user-data") -> dict[str, Any]:
         """``config`` (a parsed ``#cloud-config``) with this storage's files and commands added:

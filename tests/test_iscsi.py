@@ -147,6 +147,45 @@ def test_a_given_initiator_docker_and_a_lun() -> None:
     }  # fmt: skip
 
 
+_STUB = """#!/bin/sh
+# {name}: prints its arguments one per line to $STUB_LOG (getent: the lines of $GETENT_OUT)
+if [ "$(basename "$0")" = getent ]; then printf '%b' "$GETENT_OUT"; exit 0; fi
+printf '%s\\n' "$@" >> "$STUB_LOG"
+"""
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        ("10.0.2.100      STREAM iscsi-target\\n10.0.2.100      DGRAM\\n", "10.0.2.100:3260"),
+        ("2001:db8::7     STREAM iscsi-target\\n10.0.2.100      STREAM\\n", "[2001:db8::7]:3260"),
+        ("", ":3260"),  # no address: iscsiadm says what is wrong with the portal, cloud-init reports it
+    ],
+)
+def test_a_host_name_portal_is_its_first_address_when_the_commands_run(
+    tmp_path: Path, answer: str, expected: str
+) -> None:
+    """open-iscsi's node mode (before its PR 451) finds no record for a host name: the commands,
+    run by the POSIX shell, give iscsiadm the address the name resolves to on the booted host."""
+    for name in ("getent", "iscsiadm"):
+        stub = tmp_path / name
+        stub.write_text(_STUB.format(name=name))
+        stub.chmod(0o755)
+    storage = IscsiStorage("iscsi-target", TARGET)
+    assert storage.portal == "iscsi-target:3260"
+    log = tmp_path / "log"
+    env = {"PATH": f"{tmp_path}:/usr/bin:/bin", "STUB_LOG": str(log), "GETENT_OUT": answer}
+    for line in storage.runcmd()[:2]:
+        subprocess.run(["/bin/sh", "-c", line], env=env, check=True)
+    args = log.read_text().splitlines()
+    assert args == [
+        "--mode", "discoverydb", "--type", "sendtargets", "--portal", expected, "--discover",
+        "--mode", "node", "--targetname", TARGET, "--portal", expected, "--login",
+    ]  # fmt: skip
+    # an address is given as it is, looked up by nobody
+    assert "getent" not in " ".join(IscsiStorage("10.0.2.100", TARGET).runcmd())
+
+
 def test_merged_into_a_cloud_config_user_data() -> None:
     user = "#cloud-config\n# mine\nruncmd:\n  - [podman, load, -i, /x.tar]\n"
     user += "write_files:\n  - path: /etc/a\n    content: a\npackages: [htop]\n"

@@ -4,12 +4,13 @@ The ``atomic-iscsi`` sample (the atomic sample's system with cloud-init, open-is
 is built as a user types it::
 
     liveimg build atomic-iscsi.raw -o out --url ... --cloud-init --ci-hostname iscsi-node \\
-        --ci-iscsi 10.0.2.100,IQN --ci-user-data load-image.yaml
+        --ci-iscsi iscsi-target.test,IQN --ci-user-data load-image.yaml
 
-``load-image.yaml`` is this test's own ``#cloud-config``: a tiny container image as a
-docker-archive (made here, byte for byte, by :func:`hello_archive`; no registry), written by
-``write_files`` and loaded by ``podman load`` in ``runcmd`` unless podman has it already;
-``--ci-iscsi`` adds the initiator's name, the login and the storage setup before it.
+``load-image.yaml`` is this test's own ``#cloud-config``: the portal's host name in /etc/hosts
+(the guest looks it up, as it would in DNS), and a tiny container image as a docker-archive
+(made here, byte for byte, by :func:`hello_archive`; no registry), written by ``write_files``
+and loaded by ``podman load`` in ``runcmd`` unless podman has it already; ``--ci-iscsi`` adds
+the initiator's name, the login and the storage setup before it.
 
 On the host, a real iSCSI target (Debian's tgtd, :mod:`tests.iscsi_target`) exports a 1 GiB
 sparse file as LUN 1, to the seed's initiator name only.  The guest boots from the artifacts
@@ -42,12 +43,15 @@ import pytest
 import yaml
 
 from liveimg.boottest import BootTestOptions, BootTestResult, boot_test
-from liveimg.iscsi import derived_initiator
+from liveimg.iscsi import IscsiStorage, derived_initiator
 from tests.e2e.live import build_with_cli
 from tests.iscsi_target import PORTAL_ADDR, PORTAL_PORT, tgt_target
 from tests.support import need, need_root
 
 IQN = "iqn.2026-12.invalid.liveimg:e2e-storage"
+#: The portal's host name (``.test``: RFC 2606), which the seed's /etc/hosts gives the guest: the
+#: booted host looks it up, as it would in DNS, and iscsiadm gets its address.
+PORTAL_NAME = "iscsi-target.test"
 HOSTNAME = "iscsi-node"
 IMAGE = "localhost/liveimg-hello:1"
 ARCHIVE = "/var/tmp/liveimg-hello.tar"
@@ -90,11 +94,15 @@ def hello_archive() -> tuple[bytes, str]:
 
 
 def load_image_user_data(archive: bytes) -> str:
-    """The test's ``#cloud-config``: the archive, and a load that happens once per storage."""
+    """The test's ``#cloud-config``: the portal's name in /etc/hosts, the archive, and a load that
+    happens once per storage."""
     load = (f"if podman image exists {IMAGE}; then echo '{KEPT}'; "
             f"else podman load -i {ARCHIVE} && echo '{LOADED}'; fi")  # fmt: skip
     config = {
-        "write_files": [{"path": ARCHIVE, "encoding": "b64", "content": base64.b64encode(archive).decode()}],
+        "write_files": [
+            {"path": "/etc/hosts", "append": True, "content": f"{PORTAL_ADDR} {PORTAL_NAME}\n"},
+            {"path": ARCHIVE, "encoding": "b64", "content": base64.b64encode(archive).decode()},
+        ],
         # a machine switched off, not shut down, keeps only what was written out
         "runcmd": [load, "sync"],
     }
@@ -147,7 +155,7 @@ def story(tmp_path_factory: pytest.TempPathFactory) -> Story:
     user_data.write_text(load_image_user_data(archive))
     out = where / "out"
     build_with_cli("atomic-iscsi", out, "--url", "http://pxe.example.com/iscsi", "--cloud-init",
-                   "--ci-hostname", HOSTNAME, "--ci-iscsi", f"{PORTAL_ADDR},{IQN}",
+                   "--ci-hostname", HOSTNAME, "--ci-iscsi", f"{PORTAL_NAME},{IQN}",
                    "--ci-user-data", str(user_data))  # fmt: skip
     meta = yaml.safe_load((out / "cloud-init/meta-data").read_text())
     initiator = derived_initiator(meta["instance-id"], HOSTNAME)
@@ -164,11 +172,11 @@ def story(tmp_path_factory: pytest.TempPathFactory) -> Story:
 
 def test_the_seed_has_the_storage_parts_and_the_caller_s(story: Story) -> None:
     data = yaml.safe_load((story.out / "cloud-init/user-data").read_text())
-    assert data["runcmd"][0] == f"iscsiadm --mode discoverydb --type sendtargets --portal {PORTAL_ADDR}:3260 --discover"
-    assert data["runcmd"][1] == f"iscsiadm --mode node --targetname {IQN} --portal {PORTAL_ADDR}:3260 --login"
+    assert data["runcmd"][:2] == IscsiStorage(PORTAL_NAME, IQN).runcmd()[:2]
+    assert f"getent ahosts {PORTAL_NAME} " in data["runcmd"][1] and "--login" in data["runcmd"][1]
     assert data["runcmd"][-1] == "sync"
     paths = [f["path"] for f in data["write_files"]]
-    assert paths == ["/etc/iscsi/initiatorname.iscsi", "/etc/liveimg/iscsi-storage.sh", ARCHIVE]
+    assert paths == ["/etc/iscsi/initiatorname.iscsi", "/etc/liveimg/iscsi-storage.sh", "/etc/hosts", ARCHIVE]
     assert "hostname" not in data  # the hostname comes from the meta-data
 
 
@@ -180,7 +188,7 @@ def _check_boot(boot: Boot, story: Story) -> str:
     assert checks["cloud-init-status"] == "done", result.cloud_init_errors
     assert checks["hostname"] == HOSTNAME == checks["seed-hostname"]  # from the meta-data
     assert checks["ostree-booted"] == "yes"
-    # the session: this target at the guest's portal
+    # the session: this target at the portal's address, the name looked up on the guest
     assert len(result.iscsi_sessions) == 1, result.iscsi_sessions
     assert f"{PORTAL_ADDR}:{PORTAL_PORT},1 {IQN}" in result.iscsi_sessions[0]
     # the LUN's disk (udev's name for it), and the storage on it
