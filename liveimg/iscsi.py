@@ -292,9 +292,10 @@ class IscsiStorage:
         An address is itself (quoted).  A host name is looked up on the booted host, and the
         commands get its first address (``getent ahosts``, the order ``getaddrinfo`` gives, which
         iscsiadm would also connect to): iscsiadm's node mode finds the target's records, which
-        hold the address the target gave, by comparing that address with ``--portal`` as written,
-        so a host name matches none and the login fails ("no records found") in open-iscsi
-        releases before its pull request 451 (2024), Debian 12's 2.1.8 among them.
+        hold the address the target gave, and open-iscsi's issue 450 (fixed by its pull request
+        451, 2024) reports releases where it compares that address with ``--portal`` as written,
+        so that a host name matches no record and the login fails.  With the address, the login
+        does not depend on the release.  (Debian 12's 2.1.8 logs in with the name as well.)
         """
         host, _, port = self.portal.rpartition(":")
         if host.startswith("[") or re.fullmatch(r"[0-9.]+", host):

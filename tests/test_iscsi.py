@@ -165,7 +165,7 @@ printf '%s\\n' "$@" >> "$STUB_LOG"
 def test_a_host_name_portal_is_its_first_address_when_the_commands_run(
     tmp_path: Path, answer: str, expected: str
 ) -> None:
-    """open-iscsi's node mode (before its PR 451) finds no record for a host name: the commands,
+    """Some open-iscsi releases find no node record for a host name (its issue 450): the commands,
     run by the POSIX shell, give iscsiadm the address the name resolves to on the booted host."""
     for name in ("getent", "iscsiadm"):
         stub = tmp_path / name
