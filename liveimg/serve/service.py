@@ -5,14 +5,19 @@
 dnsmasq's configuration into a private directory, starts liveimg's HTTP server
 (:mod:`liveimg.serve.http`) and, for TFTP or DHCP, dnsmasq (:mod:`liveimg.serve.dnsmasq`), calls
 ``ready`` and serves until ``stop`` is set or a signal ends it.  Whatever ends it, dnsmasq is
-stopped and the private directory removed before it returns or raises.
+stopped and the private directory removed before it returns or raises; a SIGKILL leaves no time
+for that, and the next serve removes the directory (:func:`remove_abandoned`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import ipaddress
+import logging
+import os
 import shutil
+import stat
 import tempfile
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -26,6 +31,13 @@ from liveimg.pxe import check_url
 from liveimg.serve.catalog import Artifact, BiosLoader, Plan, load_builds, plan, write_tree
 from liveimg.serve.dnsmasq import DhcpMode, Dnsmasq, Network, config, need_root, network_of
 from liveimg.serve.http import ArtifactServer, Served, parse_address
+
+log = logging.getLogger(__name__)
+
+#: The private directories' prefix, in the temporary directory (``$TMPDIR``).
+PRIVATE_PREFIX = "liveimg-serve-"
+#: In each private directory: the file a running serve holds an flock on.
+LOCK_NAME = ".lock"
 
 #: The HTTP port when ``--http`` gives none.
 DEFAULT_PORT = 8080
@@ -129,9 +141,15 @@ def serve(
     the_plan, network = prepare(outdirs, options, progress)
     host, port = parse_http(options.http)
     stop = stop or threading.Event()
-    private = Path(tempfile.mkdtemp(prefix="liveimg-serve-"))
-    private.chmod(0o711)  # dnsmasq reads the TFTP tree in it as an unprivileged user
+    remove_abandoned(Path(tempfile.gettempdir()))
+    private = Path(tempfile.mkdtemp(prefix=PRIVATE_PREFIX))
+    lock = -1
     try:
+        # Locked before it has its name: another serve's remove_abandoned never finds it unlocked.
+        lock = os.open(private / f"{LOCK_NAME}.new", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        fcntl.flock(lock, fcntl.LOCK_EX)  # until this process ends, however it ends
+        os.rename(private / f"{LOCK_NAME}.new", private / LOCK_NAME)
+        private.chmod(0o711)  # dnsmasq reads the TFTP tree in it as an unprivileged user
         with contextlib.ExitStack() as stack:
             stack.enter_context(ArtifactServer(served(the_plan.http), host=host, port=port, log=on_request))
             if options.tftp:
@@ -148,6 +166,41 @@ def serve(
                 pass
     finally:
         shutil.rmtree(private, ignore_errors=True)
+        if lock >= 0:
+            os.close(lock)
 
 
-__all__ = ["DEFAULT_PORT", "ServeOptions", "base_url", "parse_http", "prepare", "serve", "served"]
+def remove_abandoned(tmp: Path) -> list[Path]:
+    """Remove the private directories that killed serves left in ``tmp``; the ones removed.
+
+    A serve holds an flock on its directory's :data:`LOCK_NAME` for as long as its process
+    lives: a directory whose lock can be taken belongs to a process that is gone (a SIGKILL
+    leaves it no time to remove it).  Only real directories of this user, with a lock that is a
+    regular file, are candidates; anything else named like them is left alone.
+    """
+    removed = []
+    uid = os.geteuid()
+    for entry in sorted(tmp.glob(PRIVATE_PREFIX + "*")):
+        try:
+            st = entry.lstat()
+            if not stat.S_ISDIR(st.st_mode) or st.st_uid != uid:
+                continue
+            fd = os.open(entry / LOCK_NAME, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError:
+            continue  # gone meanwhile, no lock (yet), or not ours to open
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # its serve is running
+            shutil.rmtree(entry, ignore_errors=True)
+            log.info("removed %s, left by a serve that was killed", entry)
+            removed.append(entry)
+        finally:
+            os.close(fd)
+    return removed
+
+
+__all__ = ["DEFAULT_PORT", "ServeOptions", "base_url", "parse_http", "prepare", "remove_abandoned", "serve", "served"]

@@ -8,7 +8,6 @@ the boot file each must get; the TFTP server then sends that file.  As root only
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import time
 from pathlib import Path
@@ -138,7 +137,8 @@ def test_serve_stops_dnsmasq_and_removes_its_files_when_stopped(served: Path) ->
 
 def test_dnsmasq_dies_with_a_killed_serve(served: Path) -> None:
     """SIGKILL leaves liveimg no time to stop anything: dnsmasq, which has changed to its own user
-    (and so lost the parent-death signal of liveimg.run), must go all the same."""
+    (and so lost the parent-death signal of liveimg.run), must go all the same, and the next
+    serve removes the private directory the killed one left."""
     with Lan() as lan, lan.serve([served], "--dhcp", "full") as server:
         pid = _dnsmasq_of(server.proc.pid)
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
@@ -152,4 +152,6 @@ def test_dnsmasq_dies_with_a_killed_serve(served: Path) -> None:
         while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
             time.sleep(0.1)
         assert not Path(f"/proc/{pid}").exists(), "dnsmasq outlived the killed liveimg serve"
-    shutil.rmtree(conf.parent)  # its private directory: a killed process removes nothing
+        assert conf.parent.is_dir()  # a killed process removes nothing: the next serve does
+        with lan.serve([served], "--tftp"):
+            assert not conf.parent.exists(), "the next serve left the killed one's directory"

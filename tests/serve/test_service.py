@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import ipaddress
 import json
 import os
@@ -16,7 +17,7 @@ import pytest
 
 from liveimg.errors import InvalidOptions
 from liveimg.serve.dnsmasq import DhcpMode, Network
-from liveimg.serve.service import ServeOptions, base_url, parse_http
+from liveimg.serve.service import LOCK_NAME, PRIVATE_PREFIX, ServeOptions, base_url, parse_http, remove_abandoned
 from tests.serve.fakebuild import KVER, fake_build
 from tests.support import free_port, need, need_file, need_root, unprivileged_user
 
@@ -121,3 +122,36 @@ def test_print_config_needs_a_tree_and_tree_needs_print_config(tmp_path: Path) -
         done = subprocess.run([sys.executable, "-m", "liveimg", "serve", str(out), "--http", "127.0.0.1:8080", *extra],
                               cwd=REPO, capture_output=True, text=True, check=False, timeout=60)  # fmt: skip
         assert done.returncode == 1 and done.stderr.startswith("liveimg: error: --"), done.stderr
+
+
+def test_remove_abandoned_takes_only_unlocked_private_directories_of_this_user(tmp_path: Path) -> None:
+    """A killed serve's directory (its lock free) goes; a running one's, a symlink, a directory
+    without its lock, a lock that is not a file and other names stay."""
+
+    def private(name: str, lock: bool = True) -> Path:
+        path = tmp_path / f"{PRIVATE_PREFIX}{name}"
+        (path / "tftp").mkdir(parents=True)
+        (path / "tftp" / "pxelinux.0").write_bytes(b"x")
+        if lock:
+            (path / LOCK_NAME).write_text("")
+        return path
+
+    dead, running, unlocked = private("dead"), private("running"), private("new", lock=False)
+    held = os.open(running / LOCK_NAME, os.O_RDWR)
+    fcntl.flock(held, fcntl.LOCK_EX)  # another open file: as another serve's process would hold it
+    odd = private("odd", lock=False)
+    (odd / LOCK_NAME).mkdir()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / LOCK_NAME).write_text("")
+    (tmp_path / f"{PRIVATE_PREFIX}link").symlink_to(elsewhere)
+    other = tmp_path / "other-dir"
+    other.mkdir()
+    (other / LOCK_NAME).write_text("")
+    try:
+        assert remove_abandoned(tmp_path) == [dead]
+    finally:
+        os.close(held)
+    assert not dead.exists()
+    assert running.exists() and unlocked.exists() and odd.exists() and elsewhere.exists() and other.exists()
+    assert remove_abandoned(tmp_path) == [running]  # its serve gone now
