@@ -164,6 +164,8 @@ _PORT = re.compile(r"[0-9]{1,5}")
 _LABEL = r"[a-z0-9]([a-z0-9-]*[a-z0-9])?"
 _IQN = re.compile(rf"iqn\.[0-9]{{4}}-(0[1-9]|1[0-2])\.{_LABEL}(\.{_LABEL})*(:[a-z0-9.:-]+)?")
 # 3.2.6.3.2: eui. and 16 hex digits (an EUI-64); RFC 3980: naa. and 16 or 32 hex digits.
+#: A portal host that parse_portal reads as an IPv4 address, never as a host name.
+_IPV4_LIKE = re.compile(r"[0-9.]+")
 _EUI = re.compile(r"eui\.[0-9A-Fa-f]{16}")
 _NAA = re.compile(r"naa\.([0-9A-Fa-f]{16}|[0-9A-Fa-f]{32})")
 
@@ -207,7 +209,7 @@ def parse_portal(text: str) -> str:
         host, sep, rest = text.partition(":")
         if sep:
             port = rest
-        if re.fullmatch(r"[0-9.]+", host):
+        if _IPV4_LIKE.fullmatch(host):
             try:
                 host = str(ipaddress.IPv4Address(host))
             except ValueError:
@@ -298,7 +300,7 @@ class IscsiStorage:
         does not depend on the release.  (Debian 12's 2.1.8 logs in with the name as well.)
         """
         host, _, port = self.portal.rpartition(":")
-        if host.startswith("[") or re.fullmatch(r"[0-9.]+", host):
+        if host.startswith("[") or _IPV4_LIKE.fullmatch(host):
             return shlex.quote(self.portal)
         first = 'read -r a _ && case "$a" in *:*) echo "[$a]" ;; *) echo "$a" ;; esac'
         return f'"$(getent ahosts {shlex.quote(host)} | {{ {first}; }}):{port}"'

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from liveimg.serve.catalog import UNDIONLY
+from tests.integration.running_build import descendants
 from tests.lan import HTTP_PORT, SERVER, Lan
 from tests.serve.fakebuild import fake_build
 from tests.support import need, need_file, need_root
@@ -94,30 +95,17 @@ def test_tftp_alone_serves_the_tree_and_answers_no_dhcp(served: Path, tmp_path: 
         assert not any("DHCP" in line for line in server.lines("dnsmasq") if "dnsmasq-dhcp" in line)
 
 
-def _descendants(pid: int) -> dict[int, str]:
-    """The processes under ``pid`` (children, theirs, ...), with their names."""
-    parents: dict[int, list[int]] = {}
-    names: dict[int, str] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            text = stat.read_text()
-        except OSError:
-            continue  # gone meanwhile
-        child = int(stat.parent.name)
-        names[child] = text[text.index("(") + 1 : text.rindex(")")]
-        parents.setdefault(int(text[text.rindex(")") + 2 :].split()[1]), []).append(child)
-    found: dict[int, str] = {}
-    todo = [pid]
-    while todo:
-        for child in parents.get(todo.pop(), []):
-            found[child] = names[child]
-            todo.append(child)
-    return found
+def _name(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""  # gone meanwhile
 
 
 def _dnsmasq_of(server_pid: int) -> int:
-    pids = [pid for pid, name in _descendants(server_pid).items() if name == "dnsmasq"]
-    assert len(pids) == 1, f"dnsmasq is not running under liveimg serve: {_descendants(server_pid)}"
+    below = {pid: _name(pid) for pid, _ in descendants(server_pid)}
+    pids = [pid for pid, name in below.items() if name == "dnsmasq"]
+    assert len(pids) == 1, f"dnsmasq is not running under liveimg serve: {below}"
     return pids[0]
 
 
